@@ -1,0 +1,30 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -d $(VENV) || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/suite run manifests/quick.toml
+
+test: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/train_throughput.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check suite tests bench
+	$(BIN)/ruff format --check suite tests bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache

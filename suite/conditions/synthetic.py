@@ -1,0 +1,97 @@
+"""Models trained on a synthetic distilled set alone (dataset distillation) or a real coreset."""
+
+import io
+
+import torch
+from torch import nn
+
+from suite.conditions import Context, ModelRun, cached_training
+from suite.distill import distill, train_on_synthetic
+from suite.manifest import SyntheticCondition, config_hash, flatten
+from suite.models import build_model
+from suite.training import accuracy
+
+
+def run_synthetic(ctx: Context, cond: SyntheticCondition, seed: int, parent_id: str) -> list[ModelRun]:
+    """Distil `ipc` images per class from the training split, then train `model.arch` on them alone."""
+    m = ctx.manifest
+    cfg = config_hash("synthetic", ctx.data_config(), m.model, m.train.dropout, cond, seed)
+    params = {
+        **ctx.base_params(),
+        **flatten({"method": cond.method, "ipc": cond.ipc, "init": cond.init, "eval": cond.eval}),
+        **flatten(cond.method_params(), "distill"),
+        "seed": seed,
+    }
+    return [
+        cached_training(
+            ctx, parent_id, condition=cond.name, kind=cond.kind, role="model", seed=seed,
+            cfg_hash=cfg, params=params, attack=True,
+            train=lambda run_id: _distil_and_train(ctx, cond, seed, run_id),
+        )
+    ]
+
+
+def _distil_and_train(
+    ctx: Context, cond: SyntheticCondition, seed: int, run_id: str
+) -> tuple[nn.Module, float, float]:
+    store, data = ctx.store, ctx.data
+    label = f"{cond.name} seed {seed}: {cond.method} ipc={cond.ipc}"
+    task = ctx.progress.task(label, total=None)
+    curve: list[tuple[int, float]] = []
+
+    def on_step(i: int, total: int, loss: float) -> None:
+        curve.append((i, loss))
+        task.update(i, total=total, loss=f"{loss:.4g}")
+
+    try:
+        result = distill(
+            cond.method, cond.method_params(), data.train.x, data.train.y, ipc=cond.ipc,
+            init=cond.init, seed=seed, device=ctx.device, on_step=on_step,
+        )
+    finally:
+        task.close()
+    for step, loss in curve:
+        store.log_metrics(run_id, {"distill_loss": loss}, step=step)
+    blob = io.BytesIO()
+    torch.save({"x": result.x_syn, "y": result.y_syn, "lrs": result.lrs}, blob)
+    store.log_artifact_bytes(run_id, "synthetic/set.pt", lambda p: p.write_bytes(blob.getvalue()))
+    store.log_artifact_bytes(run_id, "synthetic/grid.png", lambda p: synthetic_grid(result.x_syn, result.y_syn, p))
+
+    torch.manual_seed(seed)
+    model = build_model(ctx.manifest.model.arch, dropout=ctx.manifest.train.dropout)
+    e = cond.eval
+    task = ctx.progress.task(f"{label}: train on synthetic", total=e.epochs)
+    try:
+        train_on_synthetic(
+            model, result.x_syn, result.y_syn, epochs=e.epochs, lr=e.lr, batch_size=e.batch_size,
+            augment=e.augment, seed=seed, device=ctx.device,
+            on_epoch=lambda epoch, loss: task.update(epoch, loss=f"{loss:.4g}"),
+        )
+    finally:
+        task.close()
+    val_acc = accuracy(model, data.val.x, data.val.y, ctx.device)
+    test_acc = accuracy(model, data.test.x, data.test.y, ctx.device)
+    store.log_metrics(run_id, {"val_acc": val_acc, "test_acc": test_acc}, step=e.epochs)
+    return model.cpu(), val_acc, test_acc
+
+
+def synthetic_grid(x: torch.Tensor, y: torch.Tensor, path) -> None:
+    """PNG of the synthetic set: one row per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    classes = sorted(set(y.tolist()))
+    per_class = max((y == c).sum().item() for c in classes)
+    cols = min(per_class, 10)
+    fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 0.8, len(classes) * 0.8), squeeze=False)
+    for r, c in enumerate(classes):
+        images = x[y == c][:cols]
+        for j in range(cols):
+            axes[r, j].axis("off")
+            if j < len(images):
+                axes[r, j].imshow(images[j].squeeze(0).numpy(), cmap="gray", vmin=0, vmax=1)
+    fig.tight_layout(pad=0.1)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)

@@ -1,0 +1,99 @@
+"""Everything the user sees in the terminal: progress bars and summary tables (rich)."""
+
+import math
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+from suite.runner import Row
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id) -> None:
+        self._progress, self._id = progress, task_id
+
+    def update(self, completed: float, total: float | None = None, **info: object) -> None:
+        extra = "  ".join(f"{k}={v}" for k, v in info.items())
+        kwargs = {"total": total} if total is not None else {}
+        self._progress.update(self._id, completed=completed, info=extra, **kwargs)
+
+    def close(self) -> None:
+        self._progress.remove_task(self._id)
+
+
+class RichProgress:
+    """The suite's Progress protocol on a live rich display."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+
+    def task(self, description: str, total: float | None) -> _RichTask:
+        return _RichTask(self._progress, self._progress.add_task(description, total=total, info=""))
+
+    def log(self, message: str) -> None:
+        self._progress.console.print(message)
+
+
+@contextmanager
+def live_progress() -> Iterator[RichProgress]:
+    """Bars for the duration of a run; they vanish when done so the summary stays readable."""
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        transient=True,
+    ) as progress:
+        yield RichProgress(progress)
+
+
+def _pct(value: float) -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
+
+
+def _num(value: float | None, fmt: str = ".3f") -> str:
+    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+
+
+def summary_table(rows: Sequence[Row], title: str) -> Table:
+    """Condition × seed × role → accuracy, time, reused/trained, and each attack's success and median L2."""
+    attack_names = list(dict.fromkeys(name for r in rows for name in r.attacks))
+    table = Table(title=title, header_style="bold")
+    for col in ("condition", "kind", "seed", "role", "val acc", "test acc", "time", "status"):
+        table.add_column(col, justify="right" if col in ("seed", "val acc", "test acc", "time") else "left")
+    for name in attack_names:
+        table.add_column(f"{name}\nsuccess", justify="right")
+        table.add_column(f"{name}\nmedian L2", justify="right")
+    for r in rows:
+        status = r.status if r.status != "FINISHED" else ("reused" if r.reused else "trained")
+        style = "red" if r.status == "FAILED" else None
+        cells = [r.condition, r.kind, str(r.seed), r.role, _pct(r.val_acc), _pct(r.test_acc),
+                 _num(r.seconds, ".1f") + "s", status]
+        for name in attack_names:
+            s = r.attacks.get(name, {})
+            cells += [_pct(s.get("success_rate", math.nan)), _num(s.get("l2_median", math.nan))]
+        table.add_row(*cells, style=style)
+    return table
+
+
+def print_summary(rows: Sequence[Row], title: str) -> None:
+    console.print(summary_table(rows, title))
+    for r in rows:
+        if r.status == "FAILED":
+            err_console.print(f"[red]FAILED[/red] {r.condition} seed {r.seed}: {r.error}")

@@ -1,0 +1,393 @@
+"""TOML manifests: the validated description of one experiment (data, model, recipe, conditions, attacks).
+
+Every problem is reported as one line `FILE: field.path: what is wrong (got VALUE)`, all of them at
+once, before anything is trained or written.
+"""
+
+import copy
+import hashlib
+import json
+import re
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from suite.attacks import ATTACK_PARAMS
+from suite.data import DATASETS
+from suite.distill import METHOD_PARAMS
+from suite.errors import ManifestError
+from suite.models import MODELS
+
+
+class Strict(BaseModel):
+    """Base for every manifest table: unknown keys are errors, values are not coerced silently."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+
+
+class ExperimentSpec(Strict):
+    name: Name
+    seeds: list[int] = Field(min_length=1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    attack_seed: int = Field(default=0, description="draws the attacked test subset, once per experiment")
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds):
+            raise ValueError("must be unique")
+        return seeds
+
+
+class DataSpec(Strict):
+    dataset: Literal[DATASETS] = "mnist-5k"  # type: ignore[valid-type]
+    root: Path | None = None
+    train_samples: int | None = Field(default=None, gt=0)
+    val_samples: int = Field(default=500, ge=0)
+    attack_samples: int = Field(default=100, gt=0)
+    split_seed: int = 0
+
+
+class ModelSpec(Strict):
+    arch: Literal[tuple(MODELS)] = "cw-mnist"  # type: ignore[valid-type]
+
+
+class TrainSpec(Strict):
+    epochs: int = Field(default=10, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(default=0.0, ge=0)
+    dropout: float = Field(default=0.5, ge=0, lt=1)
+    lr_decay_epochs: list[int] = Field(default_factory=list)
+    lr_decay: float = Field(default=0.1, gt=0, le=1)
+
+
+class StandardCondition(Strict):
+    """The undistilled baseline: cross-entropy on hard labels."""
+
+    name: Name
+    kind: Literal["standard"]
+
+
+class DefensiveCondition(Strict):
+    """Defensive distillation (Papernot et al. 2016): teacher and student at temperature T."""
+
+    name: Name
+    kind: Literal["defensive"]
+    temperature: float = Field(gt=0)
+    teacher_epochs: int | None = Field(default=None, gt=0)
+    student_epochs: int | None = Field(default=None, gt=0)
+    attack_teacher: bool = False
+
+
+class SyntheticEval(Strict):
+    """How the model of `model.arch` is trained on the synthetic set alone (the DC/DM recipe)."""
+
+    epochs: int = Field(default=300, gt=0)
+    lr: float = Field(default=0.01, gt=0)
+    batch_size: int = Field(default=256, gt=0)
+    augment: bool = True
+
+
+class SyntheticCondition(Strict):
+    """A model trained only on a distilled synthetic set (or a real-image coreset baseline)."""
+
+    name: Name
+    kind: Literal["synthetic"]
+    method: Literal[tuple(METHOD_PARAMS)]  # type: ignore[valid-type]
+    ipc: int = Field(ge=1)
+    init: Literal["real", "noise"] = "real"
+    params: dict[str, Any] = Field(default_factory=dict)
+    eval: SyntheticEval = SyntheticEval()
+
+    @model_validator(mode="after")
+    def _check_params(self) -> "SyntheticCondition":
+        METHOD_PARAMS[self.method].model_validate(self.params)
+        return self
+
+    def method_params(self) -> BaseModel:
+        """The method's validated hyperparameters (defaults filled in)."""
+        return METHOD_PARAMS[self.method].model_validate(self.params)
+
+
+Condition = Annotated[
+    StandardCondition | DefensiveCondition | SyntheticCondition, Field(discriminator="kind")
+]
+
+
+class AttackSpec(Strict):
+    """One attack run on every model under attack, on the experiment's shared test subset."""
+
+    name: Name
+    kind: Literal[tuple(ATTACK_PARAMS)]  # type: ignore[valid-type]
+    samples: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=256, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_params(self) -> "AttackSpec":
+        ATTACK_PARAMS[self.kind].model_validate(self.params)
+        return self
+
+    def attack_params(self) -> BaseModel:
+        """The attack's validated settings (defaults filled in)."""
+        return ATTACK_PARAMS[self.kind].model_validate(self.params)
+
+
+class Manifest(Strict):
+    experiment: ExperimentSpec
+    data: DataSpec = DataSpec()
+    model: ModelSpec = ModelSpec()
+    train: TrainSpec = TrainSpec()
+    conditions: list[Condition] = Field(min_length=1)
+    attacks: list[AttackSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "Manifest":
+        for table, items in (("conditions", self.conditions), ("attacks", self.attacks)):
+            seen: dict[str, int] = {}
+            for i, item in enumerate(items):
+                if item.name in seen:
+                    raise ManifestFieldError(
+                        f"{table}[{i}].name",
+                        f"duplicate name, already used by {table}[{seen[item.name]}]; names must be unique",
+                        item.name,
+                    )
+                seen[item.name] = i
+        return self
+
+    def attack_subset_size(self) -> int:
+        """How many test images the largest attack needs; smaller attacks use a prefix of them."""
+        sizes = [a.samples or self.data.attack_samples for a in self.attacks]
+        return max(sizes, default=self.data.attack_samples)
+
+
+class ManifestFieldError(ValueError):
+    """A cross-field check that knows the exact field path it concerns."""
+
+    def __init__(self, loc: str, message: str, value: object) -> None:
+        super().__init__(message)
+        self.loc, self.message, self.value = loc, message, value
+
+
+# ---- loading, overrides, hashing -------------------------------------------------------------
+
+
+def load_manifest(path: Path, overrides: list[str] | None = None) -> Manifest:
+    """Read, override (`--set a.b=v`) and validate a manifest; raise ManifestError listing every problem."""
+    raw = read_toml(path)
+    for item in overrides or []:
+        apply_override(raw, item, path)
+    return validate_manifest(raw, path)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file into a dict, turning I/O and syntax errors into one-line ManifestErrors."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such manifest file; see manifests/ for examples") from None
+    except OSError as exc:
+        raise ManifestError(f"{path}: cannot read ({exc.strerror})") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ManifestError(f"{path}: not valid TOML: {exc}") from None
+
+
+def validate_manifest(raw: dict[str, Any], path: Path | str) -> Manifest:
+    """Validate a raw manifest dict; every problem becomes one line of the ManifestError."""
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        lines = [f"{path}: {format_error(err, raw)}" for err in exc.errors()]
+        raise ManifestError("\n".join(dict.fromkeys(lines))) from None
+
+
+def format_error(err: Any, raw: dict[str, Any]) -> str:
+    """One pydantic error as `field.path: must be > 0 (got -5)`."""
+    loc = _display_loc(err["loc"])
+    if err["type"] == "value_error" and isinstance(err.get("ctx", {}).get("error"), ManifestFieldError):
+        fe = err["ctx"]["error"]
+        return f"{fe.loc}: {fe.message} (got {fe.value!r})"
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(err["loc"][:-1], raw)
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return f"{loc}: unknown key{hint}"
+    if err["type"] == "missing":
+        return f"{loc}: required but missing"
+    message = _MESSAGES.get(err["type"], lambda ctx: err["msg"].removeprefix("Value error, "))(
+        err.get("ctx", {})
+    )
+    if err["type"] in ("missing_argument",) or "input" not in err:
+        return f"{loc}: {message}"
+    return f"{loc}: {message} (got {err['input']!r})"
+
+
+_MESSAGES: dict[str, typing.Callable[[dict[str, Any]], str]] = {
+    "greater_than": lambda c: f"must be > {c['gt']}",
+    "greater_than_equal": lambda c: f"must be >= {c['ge']}",
+    "less_than": lambda c: f"must be < {c['lt']}",
+    "less_than_equal": lambda c: f"must be <= {c['le']}",
+    "too_short": lambda c: f"must have at least {c['min_length']} item(s)",
+    "string_too_short": lambda c: "must not be empty",
+    "string_pattern_mismatch": lambda c: "must be letters, digits, '.', '_' or '-'",
+    "literal_error": lambda c: f"must be one of {c['expected']}",
+    "union_tag_invalid": lambda c: f"kind must be one of {c['expected_tags']}",
+    "union_tag_not_found": lambda c: "needs a 'kind' key (standard, defensive or synthetic)",
+    "int_parsing": lambda c: "must be an integer",
+    "int_type": lambda c: "must be an integer",
+    "int_from_float": lambda c: "must be an integer",
+    "float_parsing": lambda c: "must be a number",
+    "float_type": lambda c: "must be a number",
+    "bool_type": lambda c: "must be true or false",
+    "bool_parsing": lambda c: "must be true or false",
+    "string_type": lambda c: "must be a string",
+    "list_type": lambda c: "must be a list",
+    "dict_type": lambda c: "must be a table",
+    "model_type": lambda c: "must be a table",
+    "model_attributes_type": lambda c: "must be a table",
+}
+
+
+_KINDS = {"standard", "defensive", "synthetic"}
+
+
+def _display_loc(loc: tuple[Any, ...]) -> str:
+    """('conditions', 2, 'defensive', 'temperature') → 'conditions[2].temperature'."""
+    out = ""
+    for i, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif i > 0 and isinstance(loc[i - 1], int) and loc[0] == "conditions" and part in _KINDS:
+            continue  # the discriminator tag pydantic inserts into the path
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def _allowed_keys(parent: tuple[Any, ...], raw: dict[str, Any]) -> list[str]:
+    """The keys a table accepts, found by walking the schema along the error path."""
+    model: Any = Manifest
+    node: Any = raw
+    for part in parent:
+        if isinstance(part, int):
+            node = node[part] if isinstance(node, list) and part < len(node) else {}
+            continue
+        if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
+            node = node.get(part, {}) if isinstance(node, dict) else {}
+            model = _unwrap(model.model_fields[part].annotation)
+        elif part in _KINDS and isinstance(node, dict):
+            model = {"standard": StandardCondition, "defensive": DefensiveCondition}.get(
+                part, SyntheticCondition
+            )
+        elif part == "params" or model is dict:
+            return []
+    if isinstance(model, type) and issubclass(model, BaseModel):
+        return list(model.model_fields)
+    return []
+
+
+def _unwrap(annotation: Any) -> Any:
+    """list[X] → X, X | None → X, Annotated[X, ...] → X; unions of models stay as they are."""
+    while True:
+        origin = typing.get_origin(annotation)
+        if origin is Annotated:
+            annotation = typing.get_args(annotation)[0]
+        elif origin is list:
+            annotation = typing.get_args(annotation)[0]
+        elif origin in (typing.Union, types.UnionType):
+            args = [a for a in typing.get_args(annotation) if a is not type(None)]
+            if len(args) != 1:
+                return annotation
+            annotation = args[0]
+        else:
+            return annotation
+
+
+_PATH_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
+
+
+def apply_override(raw: dict[str, Any], item: str, path: Path | str) -> None:
+    """Apply one `--set a.b[1].c=value` in place; the value is parsed as TOML (a bare word is a string).
+
+    List items can be addressed by index (`conditions[1]`) or by their name (`conditions.t100`).
+    """
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ManifestError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=2")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text
+    parts: list[str | int] = [
+        name if name else int(index) for name, index in _PATH_PART.findall(key.strip())
+    ]
+    node: Any = raw
+    for depth, part in enumerate(parts[:-1]):
+        node = _step(node, part, parts[: depth + 1], key, path)
+    last = parts[-1]
+    if isinstance(node, list):
+        node = _step(node, last, parts, key, path)
+        raise ManifestError(f"--set {key}: cannot replace a whole list item; set one of its fields")
+    if not isinstance(node, dict):
+        raise ManifestError(f"--set {key}: {_join(parts[:-1])} is not a table in {path}")
+    node[last] = value
+
+
+def _step(node: Any, part: str | int, so_far: list[str | int], key: str, path: Path | str) -> Any:
+    """Descend one level for an override, creating missing tables; lists by index or by item name."""
+    if isinstance(node, list):
+        if isinstance(part, int):
+            if part >= len(node):
+                raise ManifestError(
+                    f"--set {key}: {_join(so_far)} does not exist ({len(node)} item(s) in {path})"
+                )
+            return node[part]
+        for entry in node:
+            if isinstance(entry, dict) and entry.get("name") == part:
+                return entry
+        names = [e.get("name") for e in node if isinstance(e, dict)]
+        raise ManifestError(f"--set {key}: no item named {part!r} (have {names}) in {path}")
+    if not isinstance(node, dict) or isinstance(part, int):
+        raise ManifestError(f"--set {key}: {_join(so_far[:-1])} is not a list in {path}")
+    return node.setdefault(part, {})
+
+
+def _join(parts: list[str | int]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(parts))
+
+
+def config_hash(*parts: Any) -> str:
+    """A short stable hash of JSON-able config pieces: equal settings → equal hash on every machine."""
+    blob = json.dumps([_jsonable(p) for p in parts], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    return copy.deepcopy(value)
+
+
+def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dict/model → {'train.lr': 0.01, ...} for MLflow params."""
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    out: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for k, v in value.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    else:
+        out[prefix] = value
+    return out

@@ -1,0 +1,209 @@
+"""Report figures: each function takes the tidy frames, writes one PNG and returns its path.
+
+Built on `matplotlib.figure.Figure` (Agg canvas, no pyplot state), one colour per condition
+in the order given, so a condition has the same colour in every figure.
+"""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from suite.report import stats
+from suite.report.frames import NORM_LABELS, NORMS, attack_norm, is_fixed_budget
+
+DPI = 150
+_ROLE_STYLE = {"teacher": "--"}
+_ATTACK_STYLES = ("-", "--", ":", "-.")
+
+
+def _colors(order: Sequence[str]) -> dict[str, str]:
+    return {c: f"C{i % 10}" for i, c in enumerate(order)}
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=DPI, bbox_inches="tight")
+    return path
+
+
+def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> Path:
+    """Validation and test accuracy per epoch per condition: mean over seeds, ±1 sd band."""
+    colors = _colors(order)
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, metric, title in zip(
+        axes, ("val_acc", "test_acc"), ("validation accuracy", "test accuracy"), strict=True
+    ):
+        rows = curves[curves["metric"] == metric]
+        for (condition, role), group in rows.groupby(["condition", "role"], sort=False):
+            by_epoch = group.groupby("epoch")["value"]
+            mean, sd = by_epoch.mean() * 100, by_epoch.std(ddof=1).fillna(0) * 100
+            label = condition if role in ("model", "student") else f"{condition} ({role})"
+            color = colors.get(condition, "k")
+            ax.plot(mean.index, mean, _ROLE_STYLE.get(role, "-"), color=color, label=label)
+            ax.fill_between(mean.index, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
+        ax.set(title=title, xlabel="epoch")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("accuracy (%)")
+    axes[1].legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def distortion_ecdf(
+    attacks: pd.DataFrame, attack: str, path: Path, order: Sequence[str]
+) -> Path:
+    """Per norm, the fraction of clean-correct (seed, sample) rows fooled within distortion x.
+
+    Failures count in the denominator, so a curve levels off at the success rate.
+    """
+    colors = _colors(order)
+    rows = attacks[(attacks["attack"] == attack) & attacks["clean_correct"].astype(bool)]
+    fig = Figure(figsize=(12, 3.6))
+    axes = fig.subplots(1, len(NORMS), sharey=True)
+    for ax, norm in zip(axes, NORMS, strict=True):
+        for condition in order:
+            values = stats.encoded_distortion(rows[rows["condition"] == condition], norm)
+            if values.size == 0:
+                continue
+            finite = np.sort(values[np.isfinite(values)])
+            y = np.arange(1, finite.size + 1) / values.size
+            ax.step(np.r_[0, finite], np.r_[0, y], where="post", color=colors[condition])
+            ax.plot([], [], color=colors[condition], label=condition)
+        ax.set(title=f"{attack}: {NORM_LABELS[norm]}", xlabel=f"{NORM_LABELS[norm]} distortion")
+        ax.grid(alpha=0.3)
+    axes[0].set(ylabel="fraction fooled", ylim=(0, 1.02))
+    axes[-1].legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
+def robust_accuracy_curves(
+    attacks: pd.DataFrame, norm: str, path: Path, order: Sequence[str]
+) -> Path:
+    """Robust accuracy vs ε in one norm: fraction of clean-correct rows not fooled within ε.
+
+    Minimal-perturbation attacks give a curve (minimal distortion > ε, failures never
+    fooled); fixed-budget attacks give one marker per ε they ran at.
+    """
+    colors = _colors(order)
+    rows = attacks[attacks["clean_correct"].astype(bool)]
+    rows = rows[rows["attack_kind"].map(attack_norm) == norm]
+    names = list(dict.fromkeys(rows["attack"]))
+    finite = stats.encoded_distortion(rows, norm)
+    finite = finite[np.isfinite(finite)]
+    top = float(finite.max()) * 1.05 if finite.size else 1.0
+    grid = np.linspace(0, top, 400)
+    fig = Figure(figsize=(6.5, 4))
+    ax = fig.subplots()
+    for i, name in enumerate(names):
+        mine = rows[rows["attack"] == name]
+        fixed = is_fixed_budget(mine)
+        for condition in order:
+            cond_rows = mine[mine["condition"] == condition]
+            if cond_rows.empty:
+                continue
+            label = f"{condition} · {name}"
+            if fixed:
+                by_eps = (1 - cond_rows["success"].astype(float)).groupby(cond_rows["eps"]).mean()
+                ax.plot(by_eps.index, by_eps * 100, "o", color=colors[condition], label=label)
+                continue
+            values = stats.encoded_distortion(cond_rows, norm)
+            robust = (values[None, :] > grid[:, None]).mean(axis=1) * 100
+            style = _ATTACK_STYLES[i % len(_ATTACK_STYLES)]
+            ax.plot(grid, robust, style, color=colors[condition], label=label)
+    ax.set(
+        xlabel=f"ε ({NORM_LABELS[norm]})",
+        ylabel="robust accuracy (% of clean-correct)",
+        ylim=(0, 102),
+        title=f"Robust accuracy vs ε, {NORM_LABELS[norm]}",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def distortion_boxplot(
+    attacks: pd.DataFrame, attack: str, norm: str, path: Path, order: Sequence[str]
+) -> Path:
+    """Box plot with jittered points of seed-pooled per-sample distortions over successes."""
+    colors = _colors(order)
+    pooled = stats.pool_over_seeds(attacks[attacks["attack"] == attack])
+    present = [c for c in order if c in set(pooled["condition"])]
+    data = []
+    for condition in present:
+        values = pooled.loc[pooled["condition"] == condition, norm].to_numpy(dtype=float)
+        data.append(values[np.isfinite(values)])
+    fig = Figure(figsize=(max(4.0, 1.3 * len(present) + 2), 4))
+    ax = fig.subplots()
+    ax.boxplot(data, showfliers=False, widths=0.5)
+    ax.set_xticks(range(1, len(present) + 1), present, rotation=20, ha="right")
+    jitter = np.random.default_rng(0)
+    for i, (condition, values) in enumerate(zip(present, data, strict=True), start=1):
+        x = i + jitter.uniform(-0.15, 0.15, values.size)
+        ax.plot(x, values, ".", color=colors[condition], alpha=0.5, ms=4)
+    ax.set(ylabel=f"{NORM_LABELS[norm]} distortion", title=f"{attack}: per-sample distortion")
+    ax.grid(alpha=0.3, axis="y")
+    return _save(fig, path)
+
+
+def examples_grid(
+    examples: dict[str, np.ndarray], attack: str, path: Path, order: Sequence[str]
+) -> Path:
+    """Clean images once, then per condition its adversarial images and perturbations."""
+    present = [c for c in order if f"{c}/{attack}" in examples]
+    arrays = [np.asarray(examples[f"{c}/{attack}"], dtype=float) for c in present]
+    k = min(a.shape[0] for a in arrays)
+    vmax = max(float(np.nanmax(np.abs(a[:k, 2]))) for a in arrays) or 1.0
+    rows = [("clean", arrays[0][:k, 0], "gray", 0.0, 1.0)]
+    for condition, a in zip(present, arrays, strict=True):
+        rows.append((f"{condition}\nadversarial", a[:k, 1], "gray", 0.0, 1.0))
+        rows.append((f"{condition}\nperturbation", a[:k, 2], "seismic", -vmax, vmax))
+    fig = Figure(figsize=(1.0 * k + 1.6, 1.0 * len(rows)))
+    axes = np.asarray(fig.subplots(len(rows), k, squeeze=False))
+    for r, (label, images, cmap, lo, hi) in enumerate(rows):
+        for j in range(k):
+            ax = axes[r, j]
+            ax.imshow(images[j], cmap=cmap, vmin=lo, vmax=hi)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"{attack}: same test samples in every condition", fontsize=10)
+    return _save(fig, path)
+
+
+def masking_diagnostic(masking: pd.DataFrame, path: Path, order: Sequence[str]) -> Path:
+    """Softmax-attack success vs C&W (logit) success per (condition, seed); flagged in red.
+
+    Far below the diagonal, a softmax-based attack fails where the logit attack succeeds:
+    the sign of saturated softmax outputs masking the gradient.
+    """
+    colors = _colors(order)
+    fig = Figure(figsize=(5, 4.6))
+    ax = fig.subplots()
+    ax.plot([0, 100], [0, 100], ":", color="grey", lw=1)
+    for condition in order:
+        rows = masking[masking["condition"] == condition]
+        if rows.empty:
+            continue
+        flagged = rows["flagged"].astype(bool).to_numpy()
+        ax.scatter(
+            rows["cw_success"] * 100,
+            rows["softmax_success"] * 100,
+            color=colors[condition],
+            edgecolors=np.where(flagged, "red", "none"),
+            linewidths=1.5,
+            s=50,
+            label=condition,
+        )
+    ax.set(
+        xlabel="C&W success on logits (%)",
+        ylabel="softmax-attack success (%)",
+        xlim=(-3, 103),
+        ylim=(-3, 103),
+        title="Gradient-masking diagnostic (red edge: flagged)",
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

@@ -1,0 +1,45 @@
+"""The tidy frames a report is rendered from, and what their columns mean."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+NORMS = ("l0", "l2", "linf")
+NORM_LABELS = {"l0": "L0", "l2": "L2", "linf": "L∞"}
+
+
+@dataclass
+class ReportData:
+    """Everything `render_report` needs, collected from the store by `collect.py`.
+
+    Accuracies are fractions in [0, 1]. Distortions are NaN where the attack failed or the
+    sample was misclassified clean; `eps` is NaN except for fixed-budget attacks.
+    `examples[f"{condition}/{attack}"]` is `[k, 3, 28, 28]` (clean, adversarial, perturbation)
+    for the same k sample indices in every condition.
+    """
+
+    experiment: str
+    setup: dict[str, object]
+    baseline: str
+    accuracy: pd.DataFrame
+    curves: pd.DataFrame
+    attacks: pd.DataFrame
+    masking: pd.DataFrame
+    examples: dict[str, np.ndarray] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+
+
+def attack_norm(attack_kind: str) -> str:
+    """The norm an attack minimises (or bounds), read from its kind: 'cw-linf' → 'linf'."""
+    kind = attack_kind.lower()
+    if "inf" in kind:
+        return "linf"
+    if "l0" in kind:
+        return "l0"
+    return "l2"
+
+
+def is_fixed_budget(rows: pd.DataFrame) -> bool:
+    """True when the attack ran at a fixed ε (its `eps` column is set) instead of minimising."""
+    return bool(rows["eps"].notna().any())

@@ -1,0 +1,102 @@
+"""Markdown → PDF with pure-Python tools: markdown-it-py renders HTML, fpdf2 lays it out.
+
+The Markdown stays the one source of truth; this only sizes tables and images to the page.
+Fonts are the DejaVu faces that matplotlib ships, so α, ε, ±, ∞ print on any machine.
+"""
+
+from pathlib import Path
+
+import matplotlib
+from fpdf import FPDF, FontFace, TextStyle
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+from PIL import Image
+
+_FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
+_FACES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "I": "DejaVuSans-Oblique.ttf"}
+_FACES["BI"] = "DejaVuSans-BoldOblique.ttf"
+BODY_PT = 9.5
+TABLE_PT = 7.5
+_MAX_IMAGE_HEIGHT = 0.62  # of the printable page height, so a figure and its caption fit
+
+
+def markdown_to_pdf(markdown: str, base_dir: Path, out: Path, title: str = "") -> Path:
+    """Render `markdown` (image paths relative to `base_dir`) to the PDF file `out`."""
+    pdf = FPDF(format="A4", unit="mm")
+    pdf.set_margins(15, 15, 15)
+    pdf.set_auto_page_break(True, margin=15)
+    pdf.set_title(title)
+    for style, name in _FACES.items():
+        pdf.add_font("dejavu", style, str(_FONT_DIR / name))
+    pdf.add_font("dejavumono", "", str(_FONT_DIR / "DejaVuSansMono.ttf"))
+    pdf.add_page()
+    pdf.set_font("dejavu", size=BODY_PT)
+    pdf.write_html(
+        _html(markdown, base_dir, pdf),
+        font_family="dejavu",
+        li_prefix_color=(0, 0, 0),
+        table_line_separators=True,
+        tag_styles={
+            "h1": TextStyle(font_size_pt=17, color=(0, 0, 0), t_margin=2, b_margin=3),
+            "h2": TextStyle(font_size_pt=13.5, color=(20, 40, 90), t_margin=6, b_margin=2),
+            "h3": TextStyle(font_size_pt=11, color=(20, 40, 90), t_margin=4, b_margin=1),
+            "code": FontFace(family="dejavumono"),
+        },
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pdf.output(str(out))
+    return out
+
+
+def _html(markdown: str, base_dir: Path, pdf: FPDF) -> str:
+    """HTML for fpdf2: absolute image paths sized to fit, tables at full width in a small font."""
+    md = MarkdownIt("commonmark", {"html": False}).enable("table")
+    tokens = md.parse(markdown)
+    for i, token in enumerate(tokens):
+        if token.type == "table_open":
+            _size_table(tokens, i)
+        for child in token.children or []:
+            if child.type == "image":
+                _size_image(child, base_dir, pdf)
+    md.add_render_rule("table_open", lambda *a: f'<font size="{TABLE_PT}"><table width="100%">')
+    md.add_render_rule("table_close", lambda *a: "</table></font>")
+    return md.renderer.render(tokens, md.options, {})
+
+
+def _size_table(tokens: list[Token], start: int) -> None:
+    """Give each header cell a width proportional to its column's longest text (clipped)."""
+    widths: list[int] = []
+    headers: list[Token] = []
+    column = 0
+    for j in range(start + 1, len(tokens)):
+        token = tokens[j]
+        if token.type == "table_close":
+            break
+        if token.type == "tr_open":
+            column = 0
+        elif token.type in ("th_open", "td_open"):
+            if token.type == "th_open":
+                headers.append(token)
+            text = tokens[j + 1].content if tokens[j + 1].type == "inline" else ""
+            longest = min(max(len(text), 4), 40)
+            if column < len(widths):
+                widths[column] = max(widths[column], longest)
+            else:
+                widths.append(longest)
+            column += 1
+    total = sum(widths)
+    for token, width in zip(headers, widths, strict=False):
+        token.attrSet("width", f"{100 * width / total:.1f}%")
+
+
+def _size_image(token: Token, base_dir: Path, pdf: FPDF) -> None:
+    """Point the image at its file and set a width (in px, as fpdf2 reads it) that fits the page."""
+    path = (base_dir / str(token.attrGet("src"))).resolve()
+    with Image.open(path) as image:
+        w_px, h_px = image.size
+        dpi = image.info.get("dpi", (150, 150))[0]
+    natural_mm = w_px / dpi * 25.4
+    max_h = (pdf.h - pdf.t_margin - pdf.b_margin) * _MAX_IMAGE_HEIGHT
+    width_mm = min(pdf.epw, natural_mm, max_h * w_px / h_px)
+    token.attrSet("src", str(path))
+    token.attrSet("width", f"{width_mm * pdf.k:.1f}")
