@@ -36,16 +36,14 @@ def _one_attack(ctx: Context, run: ModelRun, spec: AttackSpec, subset: np.ndarra
     prefix = f"attack.{spec.name}."
     current = store.client.get_run(run.run_id)
     if not ctx.force and current.data.tags.get(tag) == cfg:
-        return {
-            k.removeprefix(prefix): v for k, v in current.data.metrics.items() if k.startswith(prefix)
-        }
+        return {k.removeprefix(prefix): v for k, v in current.data.metrics.items() if k.startswith(prefix)}
 
     x, y = ctx.data.test.x[idx], ctx.data.test.y[idx]
     task = ctx.progress.task(f"{run.condition} seed {run.seed} {run.role}: {spec.name}", total=len(idx))
     with store.active(run.run_id):
         try:
             result = run_attack(
-                spec.kind, spec.attack_params(), run.model, x, y, idx,
+                spec.kind, spec.params, run.model, x, y, idx,
                 seed=ctx.manifest.experiment.attack_seed, device=ctx.device,
                 batch_size=spec.batch_size,
                 on_batch=lambda done, ok: task.update(done, success=f"{ok}/{done}"),
@@ -58,9 +56,14 @@ def _one_attack(ctx: Context, run: ModelRun, spec: AttackSpec, subset: np.ndarra
             run.run_id, f"attacks/{spec.name}.png",
             lambda p: example_grid(x, result.x_adv, result.records, p),
         )
-        store.log_metrics(run.run_id, {prefix + k: v for k, v in summary.items()})
+        store.log_metrics(run.run_id, {prefix + metric_name(k): v for k, v in summary.items()})
         store.set_tags(run.run_id, {tag: cfg})
     return summary
+
+
+def metric_name(key: str) -> str:
+    """`success_rate@eps=0.1` → `success_rate.eps_0.1` (MLflow refuses '@' and '=' in names)."""
+    return key.replace("@eps=", ".eps_")
 
 
 def example_grid(x: torch.Tensor, x_adv: torch.Tensor, records: pd.DataFrame, path, k: int = 8) -> None:

@@ -55,13 +55,12 @@ def run(
     from suite.console import console, live_progress, print_summary
     from suite.manifest import load_manifest
     from suite.runner import run_manifest
-    from suite.tracking import Store
+    from suite.tracking import tracking_uri
 
     spec = load_manifest(manifest, set_ or [])
-    store = Store()
-    console.print(f"[bold]{spec.experiment.name}[/bold] → {store.uri}")
+    console.print(f"[bold]{spec.experiment.name}[/bold] → {tracking_uri()}")
     with live_progress() as progress:
-        rows = run_manifest(spec, store=store, progress=progress, force=force)
+        rows = run_manifest(spec, progress=progress, force=force)
     print_summary(rows, title=f"{spec.experiment.name} ({spec.data.dataset}, {spec.model.arch})")
     if any(r.status == "FAILED" for r in rows):
         raise typer.Exit(1)
@@ -183,7 +182,7 @@ def list_runs(
             attacks = sorted({k.split(".")[1] for k in m if k.startswith("attack.")})
             summary = ", ".join(
                 f"{a}: {m.get(f'attack.{a}.success_rate', math.nan):.0%} / "
-                f"{m.get(f'attack.{a}.l2_median', math.nan):.3f}"
+                f"{m.get(f'attack.{a}.median_l2', math.nan):.3f}"
                 for a in attacks
             )
             table.add_row(

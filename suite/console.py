@@ -1,6 +1,7 @@
 """Everything the user sees in the terminal: progress bars and summary tables (rich)."""
 
 import math
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -17,8 +18,9 @@ from rich.table import Table
 
 from suite.runner import Row
 
-console = Console()
-err_console = Console(stderr=True)
+# Off a terminal (CI logs, pipes, files) rich would wrap at 80 columns and cut the tables.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 class _RichTask:
@@ -87,7 +89,7 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
                  _num(r.seconds, ".1f") + "s", status]
         for name in attack_names:
             s = r.attacks.get(name, {})
-            cells += [_pct(s.get("success_rate", math.nan)), _num(s.get("l2_median", math.nan))]
+            cells += [_pct(s.get("success_rate", math.nan)), _num(s.get("median_l2", math.nan))]
         table.add_row(*cells, style=style)
     return table
 

@@ -14,7 +14,15 @@ import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+    field_validator,
+    model_validator,
+)
 
 from suite.attacks import ATTACK_PARAMS
 from suite.data import DATASETS
@@ -99,49 +107,44 @@ class SyntheticEval(Strict):
     augment: bool = True
 
 
-class SyntheticCondition(Strict):
+class SyntheticBase(Strict):
     """A model trained only on a distilled synthetic set (or a real-image coreset baseline)."""
 
     name: Name
     kind: Literal["synthetic"]
-    method: Literal[tuple(METHOD_PARAMS)]  # type: ignore[valid-type]
     ipc: int = Field(ge=1)
     init: Literal["real", "noise"] = "real"
-    params: dict[str, Any] = Field(default_factory=dict)
     eval: SyntheticEval = SyntheticEval()
 
-    @model_validator(mode="after")
-    def _check_params(self) -> "SyntheticCondition":
-        METHOD_PARAMS[self.method].model_validate(self.params)
-        return self
 
-    def method_params(self) -> BaseModel:
-        """The method's validated hyperparameters (defaults filled in)."""
-        return METHOD_PARAMS[self.method].model_validate(self.params)
-
-
-Condition = Annotated[
-    StandardCondition | DefensiveCondition | SyntheticCondition, Field(discriminator="kind")
-]
-
-
-class AttackSpec(Strict):
+class AttackBase(Strict):
     """One attack run on every model under attack, on the experiment's shared test subset."""
 
     name: Name
-    kind: Literal[tuple(ATTACK_PARAMS)]  # type: ignore[valid-type]
     samples: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=256, gt=0)
-    params: dict[str, Any] = Field(default_factory=dict)
 
-    @model_validator(mode="after")
-    def _check_params(self) -> "AttackSpec":
-        ATTACK_PARAMS[self.kind].model_validate(self.params)
-        return self
 
-    def attack_params(self) -> BaseModel:
-        """The attack's validated settings (defaults filled in)."""
-        return ATTACK_PARAMS[self.kind].model_validate(self.params)
+def _tagged(base: type[Strict], tag: str, registry: dict[str, type[BaseModel]]) -> Any:
+    """One union member per registry entry: `tag = "<key>"` plus `params` typed by that entry, so
+    every params error carries its exact path (`attacks[0].params.max_iterations`)."""
+    members = [
+        create_model(
+            f"{base.__name__}[{key}]",
+            __base__=base,
+            **{tag: (Literal[key], ...), "params": (cls, Field(default_factory=cls))},
+        )
+        for key, cls in registry.items()
+    ]
+    return Annotated[typing.Union[tuple(members)], Field(discriminator=tag)]  # noqa: UP007
+
+
+SyntheticCondition = _tagged(SyntheticBase, "method", METHOD_PARAMS)
+AttackSpec = _tagged(AttackBase, "kind", ATTACK_PARAMS)
+Condition = Annotated[
+    StandardCondition | DefensiveCondition | SyntheticCondition, Field(discriminator="kind")
+]
+TAGS = {"standard", "defensive", "synthetic", *METHOD_PARAMS, *ATTACK_PARAMS}
 
 
 class Manifest(Strict):
@@ -210,20 +213,24 @@ def validate_manifest(raw: dict[str, Any], path: Path | str) -> Manifest:
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
-        lines = [f"{path}: {format_error(err, raw)}" for err in exc.errors()]
+        lines = [f"{path}: {format_error(err)}" for err in exc.errors()]
         raise ManifestError("\n".join(dict.fromkeys(lines))) from None
 
 
-def format_error(err: Any, raw: dict[str, Any]) -> str:
+def format_error(err: Any) -> str:
     """One pydantic error as `field.path: must be > 0 (got -5)`."""
     loc = _display_loc(err["loc"])
     if err["type"] == "value_error" and isinstance(err.get("ctx", {}).get("error"), ManifestFieldError):
         fe = err["ctx"]["error"]
         return f"{fe.loc}: {fe.message} (got {fe.value!r})"
     if err["type"] == "extra_forbidden":
-        allowed = _allowed_keys(err["loc"][:-1], raw)
+        allowed = _allowed_keys(err["loc"][:-1])
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
         return f"{loc}: unknown key{hint}"
+    if err["type"] == "union_tag_invalid":
+        ctx = err["ctx"]
+        field = ctx["discriminator"].strip("'")
+        return f"{loc}.{field}: must be one of {ctx['expected_tags']} (got {ctx['tag']!r})"
     if err["type"] == "missing":
         return f"{loc}: required but missing"
     message = _MESSAGES.get(err["type"], lambda ctx: err["msg"].removeprefix("Value error, "))(
@@ -234,17 +241,21 @@ def format_error(err: Any, raw: dict[str, Any]) -> str:
     return f"{loc}: {message} (got {err['input']!r})"
 
 
+def _n(value: Any) -> str:
+    """0.0 → '0', 0.5 → '0.5': bounds read as the user would write them."""
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 _MESSAGES: dict[str, typing.Callable[[dict[str, Any]], str]] = {
-    "greater_than": lambda c: f"must be > {c['gt']}",
-    "greater_than_equal": lambda c: f"must be >= {c['ge']}",
-    "less_than": lambda c: f"must be < {c['lt']}",
-    "less_than_equal": lambda c: f"must be <= {c['le']}",
+    "greater_than": lambda c: f"must be > {_n(c['gt'])}",
+    "greater_than_equal": lambda c: f"must be >= {_n(c['ge'])}",
+    "less_than": lambda c: f"must be < {_n(c['lt'])}",
+    "less_than_equal": lambda c: f"must be <= {_n(c['le'])}",
     "too_short": lambda c: f"must have at least {c['min_length']} item(s)",
     "string_too_short": lambda c: "must not be empty",
     "string_pattern_mismatch": lambda c: "must be letters, digits, '.', '_' or '-'",
     "literal_error": lambda c: f"must be one of {c['expected']}",
-    "union_tag_invalid": lambda c: f"kind must be one of {c['expected_tags']}",
-    "union_tag_not_found": lambda c: "needs a 'kind' key (standard, defensive or synthetic)",
+    "union_tag_not_found": lambda c: f"needs a {c['discriminator']} key",
     "int_parsing": lambda c: "must be an integer",
     "int_type": lambda c: "must be an integer",
     "int_from_float": lambda c: "must be an integer",
@@ -260,51 +271,58 @@ _MESSAGES: dict[str, typing.Callable[[dict[str, Any]], str]] = {
 }
 
 
-_KINDS = {"standard", "defensive", "synthetic"}
-
-
 def _display_loc(loc: tuple[Any, ...]) -> str:
     """('conditions', 2, 'defensive', 'temperature') → 'conditions[2].temperature'."""
     out = ""
-    for i, part in enumerate(loc):
+    after_item = False
+    for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i > 0 and isinstance(loc[i - 1], int) and loc[0] == "conditions" and part in _KINDS:
-            continue  # the discriminator tag pydantic inserts into the path
-        else:
-            out += f".{part}" if out else str(part)
+            after_item = True
+            continue
+        if after_item and part in TAGS:
+            continue  # a discriminator tag pydantic inserts into the path
+        after_item = False
+        out += f".{part}" if out else str(part)
     return out or "(top level)"
 
 
-def _allowed_keys(parent: tuple[Any, ...], raw: dict[str, Any]) -> list[str]:
-    """The keys a table accepts, found by walking the schema along the error path."""
+def _allowed_keys(parent: tuple[Any, ...]) -> list[str]:
+    """The keys the table at `parent` accepts, found by walking the schema along the error path."""
     model: Any = Manifest
-    node: Any = raw
     for part in parent:
         if isinstance(part, int):
-            node = node[part] if isinstance(node, list) and part < len(node) else {}
             continue
         if isinstance(model, type) and issubclass(model, BaseModel) and part in model.model_fields:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
             model = _unwrap(model.model_fields[part].annotation)
-        elif part in _KINDS and isinstance(node, dict):
-            model = {"standard": StandardCondition, "defensive": DefensiveCondition}.get(
-                part, SyntheticCondition
-            )
-        elif part == "params" or model is dict:
-            return []
+        else:
+            model = _member(model, part)
+            if model is None:
+                return []
     if isinstance(model, type) and issubclass(model, BaseModel):
         return list(model.model_fields)
     return []
+
+
+def _member(union: Any, tag: str) -> Any:
+    """The member of a (nested) discriminated union whose `kind`/`method` literal is `tag`."""
+    for arg in typing.get_args(_unwrap(union)):
+        arg = _unwrap(arg)
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            for field in ("kind", "method"):
+                info = arg.model_fields.get(field)
+                if info is not None and tag in typing.get_args(info.annotation):
+                    return arg
+        elif (found := _member(arg, tag)) is not None:
+            return found
+    return None
 
 
 def _unwrap(annotation: Any) -> Any:
     """list[X] → X, X | None → X, Annotated[X, ...] → X; unions of models stay as they are."""
     while True:
         origin = typing.get_origin(annotation)
-        if origin is Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin is list:
+        if origin in (Annotated, list):
             annotation = typing.get_args(annotation)[0]
         elif origin in (typing.Union, types.UnionType):
             args = [a for a in typing.get_args(annotation) if a is not type(None)]

@@ -53,7 +53,7 @@ def test_valid_manifest_loads_with_defaults(tmp_path):
     assert m.experiment.device == "auto"
     assert m.train.optimizer == "sgd" and m.train.epochs == 1
     assert [c.kind for c in m.conditions] == ["standard", "defensive"]
-    assert m.attacks[0].attack_params().max_iterations == 10
+    assert m.attacks[0].params.max_iterations == 10
 
 
 # (what to change in VALID, the exact line expected after "FILE: ")
@@ -66,14 +66,14 @@ MALFORMED = [
     ('epochs = 1', 'epochs = "two"', "train.epochs: must be an integer (got 'two')"),
     ('epochs = 1', 'epochs = 1\nlearning_rate = 0.1', "train.learning_rate: unknown key; allowed keys: "),
     ('name = "t100"', 'name = "base"', "conditions[1].name: duplicate name, already used by conditions[0]"),
-    ('kind = "defensive"', 'kind = "magic"', "conditions[1]: kind must be one of 'standard', 'defensive', 'synthetic'"),
+    ('kind = "defensive"', 'kind = "magic"', "conditions[1].kind: must be one of 'standard', 'defensive', 'synthetic' (got 'magic')"),
     ('arch = "tiny"', 'arch = "resnet"', "model.arch: must be one of"),
     ('name = "t"\n', 'name = ""\n', "experiment.name: must not be empty"),
     ('[attacks.params]\nmax_iterations = 10', '[attacks.params]\nmax_iterations = 0',
      "attacks[0].params.max_iterations: must be > 0 (got 0)"),
     ('[attacks.params]\nmax_iterations = 10', '[attacks.params]\nmax_iter = 10',
      "attacks[0].params.max_iter: unknown key"),
-    ('kind = "cw-l2"', 'kind = "deepfool"', "attacks[0].kind: must be one of"),
+    ('kind = "cw-l2"', 'kind = "deepfool"', "attacks[0].kind: must be one of 'cw-l2'"),
     ('[model]', '[modle]', "modle: unknown key; allowed keys: experiment, data, model, train, conditions, attacks"),
     ('dataset = "mnist-5k"', 'dataset = "mnist-5k"\nval_samples = -1', "data.val_samples: must be >= 0 (got -1)"),
     ('seeds = [0]', 'seeds = [0]\ndevice = "tpu"',

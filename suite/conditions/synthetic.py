@@ -19,7 +19,7 @@ def run_synthetic(ctx: Context, cond: SyntheticCondition, seed: int, parent_id: 
     params = {
         **ctx.base_params(),
         **flatten({"method": cond.method, "ipc": cond.ipc, "init": cond.init, "eval": cond.eval}),
-        **flatten(cond.method_params(), "distill"),
+        **flatten(cond.params, "distill"),
         "seed": seed,
     }
     return [
@@ -45,7 +45,7 @@ def _distil_and_train(
 
     try:
         result = distill(
-            cond.method, cond.method_params(), data.train.x, data.train.y, ipc=cond.ipc,
+            cond.method, cond.params, data.train.x, data.train.y, ipc=cond.ipc,
             init=cond.init, seed=seed, device=ctx.device, on_step=on_step,
         )
     finally:

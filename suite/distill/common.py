@@ -44,7 +44,7 @@ class RealData:
         self.generator = generator
 
     def of_class(self, c: int, n: int) -> torch.Tensor:
-        """`n` random images of class `c`, without replacement (all of them if the class is smaller)."""
+        """`n` random images of class `c` without replacement (all if the class is smaller)."""
         idx = self.by_class[c]
         pick = idx[torch.randperm(len(idx), generator=self.generator)[:n]]
         return self.x[pick.to(self.device)]

@@ -1,13 +1,13 @@
-"""The ConvNet that DC, DSA and DM distil with and evaluate on (Zhao et al. 2021, Zhao & Bilen 2023)."""
+"""The ConvNet that DC, DSA and DM distil with and evaluate on (Zhao et al. 2021; Zhao & Bilen)."""
 
 import torch
 from torch import nn
 
 
 class ConvNet(nn.Module):
-    """`depth` blocks of conv3×3 (`width` channels) – instance norm – ReLU – avg-pool 2, then a linear
-    classifier. Input [N, 1, 28, 28]; the first conv pads by 3 (28 → 32) as the papers' code does for
-    one-channel images, so depth 3 ends on 4×4 feature maps. Instance norm is GroupNorm(C, C, affine).
+    """`depth` blocks of conv3×3 (`width` channels) – instance norm – ReLU – avg-pool 2, then a
+    linear classifier. Input [N, 1, 28, 28]; the first conv pads by 3 (28 → 32) as the papers' code
+    does for one-channel images, so depth 3 ends on 4×4 maps. Instance norm is GroupNorm(C, C).
     """
 
     def __init__(self, width: int = 128, depth: int = 3, num_classes: int = 10) -> None:

@@ -1,4 +1,5 @@
-"""Distribution matching (Zhao & Bilen, WACV 2023, "Dataset Condensation with Distribution Matching").
+"""Distribution matching (Zhao & Bilen, WACV 2023, "Dataset Condensation with Distribution
+Matching").
 
 Each iteration draws a fresh randomly initialised ConvNet and, class by class, matches the mean
 embedding of a real batch and of the synthetic images, both under the same DSA draw:
@@ -20,6 +21,7 @@ from suite.distill.common import (
     fresh_convnet,
     initial_images,
 )
+from suite.distill.dsa import DEFAULT_STRATEGY
 
 
 class DMParams(BaseModel):
@@ -31,7 +33,7 @@ class DMParams(BaseModel):
     lr_img: float = Field(default=1.0, gt=0)
     batch_real: int = Field(default=256, gt=0)
     dsa: bool = True
-    dsa_strategy: DSAStrategy = dsa.DEFAULT_STRATEGY
+    dsa_strategy: DSAStrategy = DEFAULT_STRATEGY
     net_width: int = Field(default=128, gt=0)
     net_depth: int = Field(default=3, ge=1, le=5)
 
@@ -39,7 +41,7 @@ class DMParams(BaseModel):
 def run_dm(
     params: DMParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
 ) -> tuple[torch.Tensor, list[float]]:
-    """Learn ipc·10 standardised images by distribution matching; returns them and the loss curve."""
+    """Learn ipc·10 standardised images by distribution matching; returns them and the curve."""
     syn = initial_images(real, ipc, init).requires_grad_(True)
     optimizer = torch.optim.SGD([syn], lr=params.lr_img, momentum=0.5)
     curve: list[float] = []

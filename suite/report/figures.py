@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from suite.report import stats
 from suite.report.frames import NORM_LABELS, NORMS, attack_norm, is_fixed_budget
@@ -46,15 +47,14 @@ def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> P
             ax.plot(mean.index, mean, _ROLE_STYLE.get(role, "-"), color=color, label=label)
             ax.fill_between(mean.index, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
         ax.set(title=title, xlabel="epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
     axes[1].legend(fontsize=8, loc="lower right")
     return _save(fig, path)
 
 
-def distortion_ecdf(
-    attacks: pd.DataFrame, attack: str, path: Path, order: Sequence[str]
-) -> Path:
+def distortion_ecdf(attacks: pd.DataFrame, attack: str, path: Path, order: Sequence[str]) -> Path:
     """Per norm, the fraction of clean-correct (seed, sample) rows fooled within distortion x.
 
     Failures count in the denominator, so a curve levels off at the success rate.

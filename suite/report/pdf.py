@@ -4,6 +4,7 @@ The Markdown stays the one source of truth; this only sizes tables and images to
 Fonts are the DejaVu faces that matplotlib ships, so α, ε, ±, ∞ print on any machine.
 """
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -18,6 +19,16 @@ _FACES["BI"] = "DejaVuSans-BoldOblique.ttf"
 BODY_PT = 9.5
 TABLE_PT = 7.5
 _MAX_IMAGE_HEIGHT = 0.62  # of the printable page height, so a figure and its caption fit
+_MIN_TABLE_PT = 6.0
+_CELL_PADDING_MM = 2.5
+_WRAP_CELLS_LONGER_THAN = 20  # characters; longer cells wrap rather than widen their column
+_NEW_PAGE_BELOW = 0.7  # a section starting lower on the page starts on the next one
+_STYLES = {
+    "h1": TextStyle(font_size_pt=17, color=(0, 0, 0), t_margin=2, b_margin=0.4),
+    "h2": TextStyle(font_size_pt=13.5, color=(20, 40, 90), t_margin=6, b_margin=0.3),
+    "h3": TextStyle(font_size_pt=11, color=(20, 40, 90), t_margin=4, b_margin=0.3),
+    "code": FontFace(family="dejavumono"),
+}
 
 
 def markdown_to_pdf(markdown: str, base_dir: Path, out: Path, title: str = "") -> Path:
@@ -31,41 +42,51 @@ def markdown_to_pdf(markdown: str, base_dir: Path, out: Path, title: str = "") -
     pdf.add_font("dejavumono", "", str(_FONT_DIR / "DejaVuSansMono.ttf"))
     pdf.add_page()
     pdf.set_font("dejavu", size=BODY_PT)
-    pdf.write_html(
-        _html(markdown, base_dir, pdf),
-        font_family="dejavu",
-        li_prefix_color=(0, 0, 0),
-        table_line_separators=True,
-        tag_styles={
-            "h1": TextStyle(font_size_pt=17, color=(0, 0, 0), t_margin=2, b_margin=3),
-            "h2": TextStyle(font_size_pt=13.5, color=(20, 40, 90), t_margin=6, b_margin=2),
-            "h3": TextStyle(font_size_pt=11, color=(20, 40, 90), t_margin=4, b_margin=1),
-            "code": FontFace(family="dejavumono"),
-        },
-    )
+    html = _html(markdown, base_dir, pdf)
+    for section in re.split(r"(?=<h2>)", html):
+        if section.startswith("<h2>") and pdf.get_y() > _NEW_PAGE_BELOW * pdf.h:
+            pdf.add_page()
+        pdf.write_html(
+            section,
+            font_family="dejavu",
+            li_prefix_color=(0, 0, 0),
+            table_line_separators=True,
+            tag_styles=_STYLES,
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     pdf.output(str(out))
     return out
 
 
 def _html(markdown: str, base_dir: Path, pdf: FPDF) -> str:
-    """HTML for fpdf2: absolute image paths sized to fit, tables at full width in a small font."""
+    """HTML for fpdf2: absolute image paths sized to fit, tables sized to their text."""
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = md.parse(markdown)
     for i, token in enumerate(tokens):
         if token.type == "table_open":
-            _size_table(tokens, i)
+            _size_table(tokens, i, pdf)
         for child in token.children or []:
             if child.type == "image":
                 _size_image(child, base_dir, pdf)
-    md.add_render_rule("table_open", lambda *a: f'<font size="{TABLE_PT}"><table width="100%">')
+    md.add_render_rule("table_open", _table_open)
     md.add_render_rule("table_close", lambda *a: "</table></font>")
     return md.renderer.render(tokens, md.options, {})
 
 
-def _size_table(tokens: list[Token], start: int) -> None:
-    """Give each header cell a width proportional to its column's longest text (clipped)."""
-    widths: list[int] = []
+def _table_open(_renderer: object, tokens: list[Token], idx: int, *_: object) -> str:
+    token = tokens[idx]
+    return (
+        f'<font size="{token.attrGet("data-pt")}">'
+        f'<table width="{token.attrGet("width")}" align="LEFT">'
+    )
+
+
+def _size_table(tokens: list[Token], start: int, pdf: FPDF) -> None:
+    """Size each column to its longest cell (long cells wrap, headers at their longest word),
+    the table to its columns, and shrink the font a little where even that does not fit."""
+    pdf.set_font("dejavu", size=TABLE_PT)
+    wrap_mm = pdf.get_string_width("x" * _WRAP_CELLS_LONGER_THAN)
+    widths: list[float] = []
     headers: list[Token] = []
     column = 0
     for j in range(start + 1, len(tokens)):
@@ -75,18 +96,28 @@ def _size_table(tokens: list[Token], start: int) -> None:
         if token.type == "tr_open":
             column = 0
         elif token.type in ("th_open", "td_open"):
+            text = tokens[j + 1].content if tokens[j + 1].type == "inline" else ""
+            word_mm = max(map(pdf.get_string_width, text.split()), default=0.0)
             if token.type == "th_open":
                 headers.append(token)
-            text = tokens[j + 1].content if tokens[j + 1].type == "inline" else ""
-            longest = min(max(len(text), 4), 40)
-            if column < len(widths):
-                widths[column] = max(widths[column], longest)
+                need = 1.1 * max(word_mm, min(pdf.get_string_width(text), wrap_mm / 2))  # bold
             else:
-                widths.append(longest)
+                token.attrSet("align", "left")  # fpdf2 would justify wrapped cells
+                need = max(min(pdf.get_string_width(text), wrap_mm), word_mm)
+            need += _CELL_PADDING_MM
+            if column < len(widths):
+                widths[column] = max(widths[column], need)
+            else:
+                widths.append(need)
             column += 1
     total = sum(widths)
+    tokens[start].attrSet("width", f"{min(100.0, 100 * total / pdf.epw):.1f}%")
+    tokens[start].attrSet(
+        "data-pt", f"{max(_MIN_TABLE_PT, min(1.0, pdf.epw / total) * TABLE_PT):.2f}"
+    )
     for token, width in zip(headers, widths, strict=False):
         token.attrSet("width", f"{100 * width / total:.1f}%")
+    pdf.set_font("dejavu", size=BODY_PT)
 
 
 def _size_image(token: Token, base_dir: Path, pdf: FPDF) -> None:

@@ -43,15 +43,12 @@ def bootstrap_ci(
     if x.size == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    rows = max(1, _BOOTSTRAP_CELLS // x.size)
-    reps = np.concatenate(
-        [
-            statistic(
-                x[rng.integers(0, x.size, size=(min(rows, n_resamples - start), x.size))], axis=1
-            )
-            for start in range(0, n_resamples, rows)
-        ]
-    )
+    batch = max(1, _BOOTSTRAP_CELLS // x.size)  # resamples drawn at once, to bound memory
+    reps = []
+    for start in range(0, n_resamples, batch):
+        idx = rng.integers(0, x.size, size=(min(batch, n_resamples - start), x.size))
+        reps.append(statistic(x[idx], axis=1))
+    reps = np.concatenate(reps)
     lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
     return float(lo), float(hi)
 
@@ -157,12 +154,11 @@ def mcnemar_comparison(
 ) -> PairedResult:
     """Fixed-budget attacks: exact McNemar test on per-sample success (1 fooled, 0 not, NaN out).
 
-    A seed-pooled value of 0.5 (fooled on half the seeds) counts as not fooled, as a
-    seed-pooled distortion of +inf counts as a failure in `paired_comparison`.
-
     Distortions at a fixed ε are not minimal, so only success is compared. `median_ratio` here
     is the robust-accuracy ratio other/base (fraction not fooled) with a paired percentile
-    bootstrap CI; the Wilcoxon fields are NaN; `p` is the McNemar p.
+    bootstrap CI; the Wilcoxon fields are NaN; `p` is the McNemar p. A seed-pooled value of
+    0.5 (fooled on half the seeds) counts as not fooled, as a seed-pooled +inf distortion
+    counts as a failure in `paired_comparison`.
     """
     b = np.asarray(base_fooled, dtype=float).ravel()
     o = np.asarray(other_fooled, dtype=float).ravel()

@@ -1,0 +1,195 @@
+"""Attack throughput and quality on the C&W MNIST net: wall time, gradient evaluations, distortion.
+
+Trains `cw-mnist` on mnist-5k (weights cached under --cache), then runs C&W L2 / L∞ / L0 and DDN
+on the first --samples correctly classified test images, all as one batch on the CPU, and checks:
+
+- C&W L2 at 5 binary steps × 1,000 iterations: overhead ≤ 1.10, where overhead = wall ÷
+  (gradient evaluations × the measured forward+backward time per sample of the same batch);
+  ≤ 1,300 gradient evaluations per sample; median L2 within 1% of the same attack with every
+  early stop disabled (that reference run is the slowest part; --quick skips it).
+- DDN: median L2 within 3% of C&W L2 at 9 × 1,000 with ≥ 10× fewer gradient evaluations.
+
+Prints one JSON document, then a table.  `python bench/attack_throughput.py [--quick]`
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from suite.attacks import ATTACK_PARAMS, run_attack, summarize
+from suite.attacks.common import margin_and_grad
+from suite.data import load_splits
+from suite.models import build_model
+
+
+def main() -> None:
+    args = _parse()
+    torch.set_num_threads(args.threads)
+    splits = load_splits("mnist-5k", root=None, train_samples=None, val_samples=500, split_seed=0)
+    model = _trained_cw_mnist(splits, args.epochs, Path(args.cache))
+    x, y, index = _attacked(model, splits.test.x, splits.test.y, args.samples)
+    per_sample_fb = _fwd_bwd_seconds(model, x, y) / len(x)
+
+    iters = 100 if args.quick else 1000
+    runs = [
+        ("cw-l2 5x1000", "cw-l2", {"binary_steps": 5, "max_iterations": 1000}),
+        ("cw-l2 9x1000", "cw-l2", {"binary_steps": 9, "max_iterations": 1000}),
+        ("cw-linf", "cw-linf", {"max_iterations": iters}),
+        ("cw-l0", "cw-l0", {"max_iterations": iters}),
+        ("ddn", "ddn", {"steps": args.ddn_steps}),
+    ]
+    if not args.quick:
+        no_stop = {"binary_steps": 5, "max_iterations": 1000, "abort_early": False}
+        runs.insert(1, ("cw-l2 5x1000 no early stop", "cw-l2", no_stop))
+
+    rows = []
+    for name, kind, params in runs:
+        rows.append(_bench(name, kind, params, model, x, y, index, per_sample_fb))
+        print(f"done: {name} ({rows[-1]['wall_s']:.0f} s)", file=sys.stderr, flush=True)
+    result = {
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "model": f"cw-mnist, {args.epochs} epochs on mnist-5k",
+        "samples": len(x),
+        "fwd_bwd_ms_per_sample": per_sample_fb * 1e3,
+        "fwd_bwd_batch": len(x),
+        "runs": rows,
+        "checks": _checks({r["name"]: r for r in rows}),
+    }
+    print(json.dumps(result, indent=2))
+    _table(rows, result["checks"])
+
+
+def _parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--samples", type=int, default=100, help="attacked test images (default 100)")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="skip the no-early-stop reference; C&W L∞/L0 at 100 iterations per solve",
+    )
+    ap.add_argument("--epochs", type=int, default=4, help="training epochs of cw-mnist")
+    ap.add_argument("--ddn-steps", type=int, default=300, help="DDN gradient steps (default 300)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument(
+        "--cache",
+        default=os.path.join(tempfile.gettempdir(), "suite-bench"),
+        help="where the trained weights are cached",
+    )
+    args = ap.parse_args()
+    if args.quick and args.samples == 100:
+        args.samples = 32
+    return args
+
+
+def _trained_cw_mnist(splits, epochs: int, cache: Path) -> torch.nn.Module:
+    """cw-mnist trained with Adam (lr 1e-3, batch 64, seed 0), loaded from the cache if there."""
+    torch.manual_seed(0)
+    model = build_model("cw-mnist", dropout=0.5)
+    path = cache / f"cw-mnist-mnist5k-e{epochs}-s0.pt"
+    if path.exists():
+        model.load_state_dict(torch.load(path))
+        return model.eval()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    g = torch.Generator().manual_seed(0)
+    x, y = splits.train.x, splits.train.y
+    for _ in range(epochs):
+        model.train()
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    cache.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+def _attacked(model, x, y, n: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """The first `n` correctly classified test images of a seeded permutation."""
+    order = np.random.default_rng(0).permutation(len(x))
+    with torch.inference_mode():
+        correct = (model(x[order]).argmax(1) == y[order]).numpy()
+    index = order[correct][:n]
+    return x[index], y[index], index
+
+
+def _fwd_bwd_seconds(model, x, y, reps: int = 7) -> float:
+    """Median time of one forward + input-gradient backward of the whole batch."""
+    margin_and_grad(model, x, y, False)
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        margin_and_grad(model, x, y, False)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _bench(name, kind, params, model, x, y, index, per_sample_fb) -> dict:
+    p = ATTACK_PARAMS[kind](**params)
+    t = time.perf_counter()
+    result = run_attack(kind, p, model, x, y, index, seed=0, device="cpu", batch_size=len(x))
+    wall = time.perf_counter() - t
+    rec = result.records
+    summary = summarize(rec)
+    norm = {"cw-linf": "linf", "cw-l0": "l0"}.get(kind, "l2")
+    evals = rec["grad_evals"].to_numpy()
+    return {
+        "name": name,
+        "kind": kind,
+        "params": params,
+        "wall_s": wall,
+        "samples_per_s": len(x) / wall,
+        "grad_evals_mean": float(evals.mean()),
+        "grad_evals_total": int(evals.sum()),
+        "success_rate": summary["success_rate"],
+        "norm": norm,
+        "median_distortion": summary[f"median_{norm}"],
+        "median_l2": summary["median_l2"],
+        "overhead": wall / (evals.sum() * per_sample_fb),
+    }
+
+
+def _checks(r: dict) -> dict:
+    ref, checks = r["cw-l2 5x1000"], {}
+    checks["cw-l2 5x1000 overhead <= 1.10"] = ref["overhead"] <= 1.10
+    checks["cw-l2 5x1000 grad evals/sample <= 1300"] = ref["grad_evals_mean"] <= 1300
+    if "cw-l2 5x1000 no early stop" in r:
+        base = r["cw-l2 5x1000 no early stop"]["median_l2"]
+        checks["cw-l2 5x1000 median L2 within 1% of no early stop"] = bool(
+            abs(ref["median_l2"] - base) <= 0.01 * base
+        )
+    cw9, ddn = r["cw-l2 9x1000"], r["ddn"]
+    checks["ddn median L2 within 3% of cw-l2 9x1000"] = bool(
+        abs(ddn["median_l2"] - cw9["median_l2"]) <= 0.03 * cw9["median_l2"]
+    )
+    checks["ddn >= 10x fewer grad evals than cw-l2 9x1000"] = bool(
+        10 * ddn["grad_evals_mean"] <= cw9["grad_evals_mean"]
+    )
+    return checks
+
+
+def _table(rows: list[dict], checks: dict) -> None:
+    head = f"{'attack':<28}{'wall s':>9}{'evals/sample':>14}{'samples/s':>11}"
+    head += f"{'success':>9}{'median':>16}{'overhead':>10}"
+    print("\n" + head)
+    for r in rows:
+        med = f"{r['norm']} {r['median_distortion']:.4f}"
+        print(
+            f"{r['name']:<28}{r['wall_s']:>9.1f}{r['grad_evals_mean']:>14.0f}"
+            f"{r['samples_per_s']:>11.3f}{r['success_rate']:>9.2%}{med:>16}{r['overhead']:>10.3f}"
+        )
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+
+
+if __name__ == "__main__":
+    main()

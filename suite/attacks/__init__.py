@@ -1,0 +1,17 @@
+"""Minimal-perturbation (C&W L2/L∞/L0, DDN) and fixed-budget (PGD, FGSM) attacks, batched.
+
+`run_attack(kind, params, model, x, y, sample_index, seed=...)` runs one; `ATTACK_PARAMS` maps each
+kind to its settings model; `summarize` turns per-sample records into metrics.
+"""
+
+from suite.attacks.common import L0_TOLERANCE
+from suite.attacks.run import ATTACK_PARAMS, AttackResult, distortions, run_attack, summarize
+
+__all__ = [
+    "ATTACK_PARAMS",
+    "L0_TOLERANCE",
+    "AttackResult",
+    "distortions",
+    "run_attack",
+    "summarize",
+]

@@ -1,0 +1,129 @@
+"""Maths and plumbing shared by the attacks: tanh box, C&W margin, batched Adam, active-set rows."""
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, TypeVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+from torch import Tensor, nn
+
+L0_TOLERANCE = 1e-5
+"""A pixel counts as changed when |Δ| > 1e-5: far above float32 tanh round-trip noise (≤ 1e-6),
+far below a deliberate change (one grey level is 1/255 ≈ 4e-3)."""
+
+TargetMode = Literal["random", "next", "least-likely", "all"]
+
+
+class TargetingParams(BaseModel):
+    """Settings every attack shares: untargeted (default) or toward a target class."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    targeted: bool = False
+    target_mode: TargetMode = "random"
+
+
+@dataclass
+class Found:
+    """What an attack returns before verification: candidate images and per-sample bookkeeping."""
+
+    x_adv: Tensor  # the best adversarial found per sample; the clean input where none was found
+    const: Tensor  # float, the trade-off constant of the returned image (NaN where not applicable)
+    grad_evals: Tensor  # int64, forward+backward passes each sample took part in
+
+    @classmethod
+    def start(cls, x: Tensor) -> "Found":
+        n = len(x)
+        return cls(
+            x_adv=x.clone(),
+            const=torch.full((n,), float("nan"), dtype=torch.float64, device=x.device),
+            grad_evals=torch.zeros(n, dtype=torch.int64, device=x.device),
+        )
+
+
+def per_sample(x: Tensor, value: float | bool, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A vector with one `value` per sample of `x`, on its device."""
+    return torch.full((len(x),), value, dtype=dtype, device=x.device)
+
+
+def rows(v: Tensor) -> Tensor:
+    """View a per-sample vector [B] as [B, 1, 1, 1] so it broadcasts over images."""
+    return v.view(-1, 1, 1, 1)
+
+
+def to_tanh_space(x: Tensor) -> Tensor:
+    """Map images in [0, 1] to the unbounded C&W variable w, with x = (tanh(w) + 1) / 2."""
+    return torch.atanh((2 * x - 1) * (1 - 1e-6))
+
+
+def from_tanh_space(w: Tensor) -> tuple[Tensor, Tensor]:
+    """Image (tanh(w) + 1) / 2 in [0, 1] and its elementwise derivative dx/dw."""
+    t = torch.tanh(w)
+    return (t + 1) / 2, (1 - t * t) / 2
+
+
+def margin(logits: Tensor, cls: Tensor, targeted: bool) -> Tensor:
+    """C&W's f6 before the κ clamp: Z_y − max_{i≠y} Z_i, or max_{i≠t} Z_i − Z_t when targeted.
+
+    Negative means adversarial."""
+    z_cls = logits.gather(1, cls[:, None]).squeeze(1)
+    z_other = logits.scatter(1, cls[:, None], float("-inf")).amax(1)
+    return z_other - z_cls if targeted else z_cls - z_other
+
+
+def margin_and_grad(
+    model: nn.Module, x: Tensor, cls: Tensor, targeted: bool
+) -> tuple[Tensor, Tensor]:
+    """One forward+backward: the margin at `x` and its gradient with respect to `x`."""
+    x = x.detach().requires_grad_(True)
+    m = margin(model(x), cls, targeted)
+    (g,) = torch.autograd.grad(m.sum(), x)
+    return m.detach(), g
+
+
+def ce_and_grad(model: nn.Module, x: Tensor, cls: Tensor, targeted: bool) -> tuple[Tensor, Tensor]:
+    """One forward+backward: logits and the gradient of the objective to ascend — softmax
+    cross-entropy of the label (untargeted), minus that of the target (targeted)."""
+    x = x.detach().requires_grad_(True)
+    logits = model(x)
+    ce = F.cross_entropy(logits, cls, reduction="sum")
+    (g,) = torch.autograd.grad(-ce if targeted else ce, x)
+    return logits.detach(), g
+
+
+def hits(pred: Tensor, cls: Tensor, targeted: bool) -> Tensor:
+    """Whether a prediction is a success: the target when targeted, anything but y otherwise."""
+    return pred == cls if targeted else pred != cls
+
+
+def adam_step(
+    w: Tensor, g: Tensor, m: Tensor, v: Tensor, t: Tensor, lr: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One Adam step (β = 0.9, 0.999) with a per-sample step count `t`, so samples restart alone."""
+    t = t + 1
+    m = 0.9 * m + 0.1 * g
+    v = 0.999 * v + 0.001 * g * g
+    m_hat = m / rows(1 - 0.9**t)
+    v_hat = v / rows(1 - 0.999**t)
+    return w - lr * m_hat / (v_hat.sqrt() + 1e-8), m, v, t
+
+
+S = TypeVar("S")
+
+
+def keep_rows(state: S, keep: Tensor) -> S:
+    """The active set without the samples that are done: every field is a per-sample tensor."""
+    return dataclasses.replace(  # type: ignore[type-var]
+        state, **{f.name: getattr(state, f.name)[keep] for f in dataclasses.fields(state)}
+    )
+
+
+def reset_where(state: object, end: Tensor, **values: Tensor | float | bool) -> None:
+    """Set the named per-sample fields of the rows in `end` to `values` (tensors or scalars)."""
+    for name, value in values.items():
+        cur = getattr(state, name)
+        mask = end.view(-1, *([1] * (cur.dim() - 1)))
+        value = torch.as_tensor(value, dtype=cur.dtype, device=cur.device)
+        setattr(state, name, torch.where(mask, value, cur))

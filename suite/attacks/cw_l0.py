@@ -1,0 +1,154 @@
+"""Carlini & Wagner (2017) L0 attack, batched over samples with per-sample pixel masks.
+
+Repeat: solve an L2 problem (‖x' − x‖²₂ + c · max(f6(x'), −κ), Adam in tanh space) in which only
+the still-allowed pixels may move, warm-started from the last success and stopped at its first
+adversarial; then freeze the allowed pixels with the smallest |∇f6| · |δ| (a few per round, as
+the paper's code does). A solve that fails doubles c, keeping its Adam state; past the largest c
+the sample stops and returns its last success. Frozen pixels equal the clean input exactly.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from suite.attacks.common import (
+    L0_TOLERANCE,
+    Found,
+    TargetingParams,
+    adam_step,
+    from_tanh_space,
+    keep_rows,
+    margin_and_grad,
+    per_sample,
+    reset_where,
+    rows,
+    to_tanh_space,
+)
+
+
+class CWL0Params(TargetingParams):
+    """Defaults are those of the paper's code (l0_attack.py)."""
+
+    max_iterations: int = Field(1000, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    initial_const: float = Field(1e-3, gt=0)
+    largest_const: float = Field(2e6, gt=0)
+    const_factor: float = Field(2.0, gt=1)
+    confidence: float = Field(0.0, ge=0)
+    abort_early: bool = Field(
+        True,
+        description="stop a solve at its first success; also give up a c whose loss has "
+        "stopped falling (checked every tenth of max_iterations)",
+    )
+
+
+@dataclass
+class _State:
+    idx: Tensor
+    x: Tensor
+    cls: Tensor
+    allowed: Tensor  # bool mask of pixels the attack may still change
+    w: Tensor
+    m: Tensor
+    v: Tensor
+    t: Tensor
+    const: Tensor
+    it: Tensor
+    loss_at_check: Tensor
+    last_adv: Tensor
+    last_const: Tensor
+    grad_evals: Tensor
+
+
+def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0Params) -> Found:
+    """Run the attack on a batch; `target` None means untargeted."""
+    targeted = target is not None
+    out = Found.start(x)
+    s = _State(
+        idx=torch.arange(len(x), device=x.device),
+        x=x,
+        cls=target if targeted else y,
+        allowed=torch.ones_like(x, dtype=torch.bool),
+        w=to_tanh_space(x),
+        m=torch.zeros_like(x),
+        v=torch.zeros_like(x),
+        t=per_sample(x, 0.0),
+        const=per_sample(x, p.initial_const, torch.float64),
+        it=per_sample(x, 0, torch.int64),
+        loss_at_check=per_sample(x, float("inf"), torch.float64),
+        last_adv=x.clone(),
+        last_const=per_sample(x, float("nan"), torch.float64),
+        grad_evals=per_sample(x, 0, torch.int64),
+    )
+    check_every = -(-p.max_iterations // 10)
+    while len(s.idx):
+        free, dx_dw = from_tanh_space(s.w)
+        x_adv = torch.where(s.allowed, free, s.x)
+        mgn, mgn_grad = margin_and_grad(model, x_adv, s.cls, targeted)
+        s.grad_evals += 1
+
+        with torch.no_grad():
+            delta = x_adv - s.x
+            hinge = (mgn + p.confidence).clamp_min(0)
+            loss = delta.flatten(1).square().sum(1) + s.const * hinge
+            may_stop = p.abort_early or (s.it == p.max_iterations - 1)
+            solved = (mgn + p.confidence < 0) & may_stop
+
+            grad = 2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad * dx_dw * s.allowed, s.m, s.v, s.t, p.lr)
+
+            stalled = torch.zeros_like(solved)
+            if p.abort_early:
+                check = s.it % check_every == 0
+                stalled = check & (loss > 0.9999 * s.loss_at_check)
+                s.loss_at_check = torch.where(check, loss, s.loss_at_check)
+            s.it += 1
+            failed = ~solved & (stalled | (s.it >= p.max_iterations))
+
+            done = torch.zeros_like(solved)
+            if solved.any():
+                done |= _shrink(s, solved, x_adv, delta, mgn_grad)
+            if failed.any():
+                s.const = torch.where(failed, s.const * p.const_factor, s.const)
+                reset_where(s, failed, it=0, loss_at_check=float("inf"))
+                done |= failed & (s.const >= p.largest_const)
+            if done.any():
+                idx = s.idx[done]
+                out.x_adv[idx] = s.last_adv[done]
+                out.const[idx] = s.last_const[done]
+                out.grad_evals[idx] = s.grad_evals[done]
+                s = keep_rows(s, ~done)
+    return out
+
+
+def _shrink(s: _State, solved: Tensor, x_adv: Tensor, delta: Tensor, mgn_grad: Tensor) -> Tensor:
+    """Accept the solved rows' images, freeze some of their pixels, restart them; rows now done."""
+    sel = solved.nonzero().squeeze(1)
+    usefulness = delta[sel].abs() * mgn_grad[sel].abs()
+    s.allowed[sel] = freeze_least_useful(s.allowed[sel], usefulness, delta[sel])
+    s.last_adv = torch.where(rows(solved), x_adv, s.last_adv)
+    s.last_const = torch.where(solved, s.const, s.last_const)
+    reset_where(
+        s, solved, w=to_tanh_space(x_adv), m=0.0, v=0.0, t=0.0, it=0, loss_at_check=float("inf")
+    )
+    return solved & ~s.allowed.flatten(1).any(1)
+
+
+def freeze_least_useful(allowed: Tensor, usefulness: Tensor, delta: Tensor) -> Tensor:
+    """The paper's code's freezing rule, per row: walk the allowed pixels from least useful up,
+    freezing each; stop after ⌈0.3·√(pixels changed)⌉ of them or after one with usefulness
+    > 0.01."""
+    score = torch.where(allowed, usefulness, torch.inf).flatten(1)
+    order = torch.argsort(score, dim=1, stable=True)
+    ranked = score.gather(1, order)
+    n_changed = (delta.abs() > L0_TOLERANCE).flatten(1).sum(1)
+    budget = (0.3 * n_changed.double().sqrt()).ceil().long().clamp_min(1)
+    big = ranked > 0.01
+    first_big = torch.where(big.any(1), big.long().argmax(1), score.shape[1])
+    count = torch.minimum(budget, first_big + 1)
+    count = torch.minimum(count, allowed.flatten(1).sum(1))
+    freeze_ranked = torch.arange(score.shape[1], device=score.device) < count[:, None]
+    freeze = torch.zeros_like(freeze_ranked).scatter(1, order, freeze_ranked)
+    return allowed & ~freeze.view_as(allowed)

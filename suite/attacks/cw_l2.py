@@ -1,0 +1,158 @@
+"""Carlini & Wagner (2017) L2 attack, batched over samples.
+
+minimise ‖x' − x‖²₂ + c · max(f6(x'), −κ) over w with x' = (tanh(w) + 1) / 2, with Adam; a
+per-sample binary search over c (×10 until the first success, then bisection); the smallest
+adversarial seen at any step of any search step is kept. Each sample runs its own schedule in
+one shared batch: when a sample finishes a search step it restarts alone (its own Adam state)
+while the others continue, and it leaves the batch once its search is over.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from suite.attacks.common import (
+    Found,
+    TargetingParams,
+    adam_step,
+    from_tanh_space,
+    keep_rows,
+    margin_and_grad,
+    per_sample,
+    reset_where,
+    rows,
+    to_tanh_space,
+)
+
+
+class CWL2Params(TargetingParams):
+    """Defaults are those of the paper's code; the paper used max_iterations = 10,000."""
+
+    binary_steps: int = Field(9, ge=1)
+    max_iterations: int = Field(1000, ge=1)
+    lr: float = Field(1e-2, gt=0)
+    initial_const: float = Field(1e-3, gt=0)
+    confidence: float = Field(0.0, ge=0)
+    abort_early: bool = True
+
+
+@dataclass
+class _State:
+    """Per-sample state of the active samples (leading dimension = active batch)."""
+
+    idx: Tensor  # row in the caller's batch
+    x: Tensor
+    cls: Tensor
+    w: Tensor
+    m: Tensor
+    v: Tensor
+    t: Tensor
+    const: Tensor
+    lower: Tensor
+    upper: Tensor
+    search_step: Tensor
+    it: Tensor
+    loss_at_check: Tensor
+    found: Tensor  # adversarial seen during the current search step
+    best_l2sq: Tensor
+    best_adv: Tensor
+    best_const: Tensor
+    grad_evals: Tensor
+
+
+def cw_l2(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL2Params) -> Found:
+    """Run the attack on a batch; `target` None means untargeted."""
+    targeted = target is not None
+    out = Found.start(x)
+    s = _initial_state(x, target if targeted else y, p)
+    check_every = -(-p.max_iterations // 10)
+    while len(s.idx):
+        x_adv, dx_dw = from_tanh_space(s.w)
+        mgn, mgn_grad = margin_and_grad(model, x_adv, s.cls, targeted)
+        s.grad_evals += 1
+
+        with torch.no_grad():
+            delta = x_adv - s.x
+            l2sq = delta.flatten(1).square().sum(1)
+            hinge = (mgn + p.confidence).clamp_min(0)
+            loss = l2sq + s.const * hinge
+            is_adv = mgn + p.confidence < 0
+            _keep_best(s, x_adv, l2sq, is_adv)
+            s.found |= is_adv
+
+            grad = (2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad) * dx_dw
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, p.lr)
+
+            stalled = torch.zeros_like(is_adv)
+            if p.abort_early:
+                check = s.it % check_every == 0
+                stalled = check & (loss > 0.9999 * s.loss_at_check)
+                s.loss_at_check = torch.where(check, loss, s.loss_at_check)
+            s.it += 1
+
+            end = stalled | (s.it >= p.max_iterations)
+            if end.any():
+                _next_search_step(s, end, p)
+                done = s.search_step >= p.binary_steps
+                if done.any():
+                    _write_out(out, s, done)
+                    s = keep_rows(s, ~done)
+    return out
+
+
+def _initial_state(x: Tensor, cls: Tensor, p: CWL2Params) -> _State:
+    zeros, f64 = torch.zeros_like(x), torch.float64
+    return _State(
+        idx=torch.arange(len(x), device=x.device),
+        x=x,
+        cls=cls,
+        w=to_tanh_space(x),
+        m=zeros,
+        v=zeros,
+        t=per_sample(x, 0.0),
+        const=per_sample(x, p.initial_const, f64),
+        lower=per_sample(x, 0.0, f64),
+        upper=per_sample(x, float("inf"), f64),
+        search_step=per_sample(x, 0, torch.int64),
+        it=per_sample(x, 0, torch.int64),
+        loss_at_check=per_sample(x, float("inf"), f64),
+        found=per_sample(x, False, torch.bool),
+        best_l2sq=per_sample(x, float("inf"), f64),
+        best_adv=x.clone(),
+        best_const=per_sample(x, float("nan"), f64),
+        grad_evals=per_sample(x, 0, torch.int64),
+    )
+
+
+def _keep_best(s: _State, x_adv: Tensor, l2sq: Tensor, is_adv: Tensor) -> None:
+    """Remember, per sample, the closest adversarial seen so far (and the c that found it)."""
+    better = is_adv & (l2sq < s.best_l2sq)
+    s.best_adv = torch.where(rows(better), x_adv, s.best_adv)
+    s.best_l2sq = torch.where(better, l2sq.double(), s.best_l2sq)
+    s.best_const = torch.where(better, s.const, s.best_const)
+
+
+def _next_search_step(s: _State, end: Tensor, p: CWL2Params) -> None:
+    """Binary-search update of c for the rows whose Adam run ended, then restart them at δ = 0."""
+    success, failure = end & s.found, end & ~s.found
+    s.upper = torch.where(success, torch.minimum(s.upper, s.const), s.upper)
+    s.lower = torch.where(failure, torch.maximum(s.lower, s.const), s.lower)
+    next_const = torch.where(s.upper.isinf(), s.const * 10, (s.lower + s.upper) / 2)
+    s.const = torch.where(end, next_const, s.const)
+    s.search_step += end.long()
+    if p.binary_steps >= 10:  # the paper's code repeats the last step at the upper bound
+        last = end & (s.search_step == p.binary_steps - 1)
+        s.const = torch.where(last, s.upper.clamp(max=1e10), s.const)
+    reset_where(
+        s, end, w=to_tanh_space(s.x), m=0.0, v=0.0, t=0.0, it=0,
+        loss_at_check=float("inf"), found=False,
+    )  # fmt: skip
+
+
+def _write_out(out: Found, s: _State, done: Tensor) -> None:
+    idx = s.idx[done]
+    out.x_adv[idx] = s.best_adv[done]
+    out.const[idx] = s.best_const[done]
+    out.grad_evals[idx] = s.grad_evals[done]

@@ -1,0 +1,141 @@
+"""Carlini & Wagner (2017) L∞ attack, batched over samples.
+
+For a bound τ, minimise c · max(f6(x'), −κ) + Σᵢ max(0, |x'ᵢ − xᵢ| − τ) with Adam in tanh space,
+warm-started from the last success. A solve succeeds as soon as the loss is ~0 and x' is
+adversarial; then τ ← min(τ, ‖x' − x‖∞) · 0.9 and the sample solves again. A solve that fails
+doubles c (keeping its Adam state, as the paper's code does); past the largest c the sample stops
+and keeps its last success. Each sample runs its own schedule in one shared batch.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from suite.attacks.common import (
+    Found,
+    TargetingParams,
+    adam_step,
+    from_tanh_space,
+    keep_rows,
+    margin_and_grad,
+    per_sample,
+    reset_where,
+    rows,
+    to_tanh_space,
+)
+
+
+class CWLinfParams(TargetingParams):
+    """Defaults are those of the paper's code (li_attack.py)."""
+
+    max_iterations: int = Field(1000, ge=1)
+    lr: float = Field(5e-3, gt=0)
+    initial_const: float = Field(1e-5, gt=0)
+    largest_const: float = Field(20.0, gt=0)
+    const_factor: float = Field(2.0, gt=1)
+    decrease_factor: float = Field(0.9, gt=0, lt=1)
+    initial_tau: float = Field(1.0, gt=0)
+    smallest_tau: float = Field(1 / 256, gt=0)
+    confidence: float = Field(0.0, ge=0)
+    abort_early: bool = Field(
+        True,
+        description="stop a solve at its first success; also give up a c whose loss has "
+        "stopped falling (checked every tenth of max_iterations)",
+    )
+
+
+@dataclass
+class _State:
+    idx: Tensor
+    x: Tensor
+    cls: Tensor
+    w: Tensor
+    m: Tensor
+    v: Tensor
+    t: Tensor
+    tau: Tensor
+    const: Tensor
+    it: Tensor
+    loss_at_check: Tensor
+    last_adv: Tensor  # the last successful image (the clean input before the first success)
+    last_const: Tensor
+    grad_evals: Tensor
+
+
+def cw_linf(
+    model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWLinfParams
+) -> Found:
+    """Run the attack on a batch; `target` None means untargeted."""
+    targeted = target is not None
+    out = Found.start(x)
+    f64 = torch.float64
+    s = _State(
+        idx=torch.arange(len(x), device=x.device),
+        x=x,
+        cls=target if targeted else y,
+        w=to_tanh_space(x),
+        m=torch.zeros_like(x),
+        v=torch.zeros_like(x),
+        t=per_sample(x, 0.0),
+        tau=per_sample(x, p.initial_tau),
+        const=per_sample(x, p.initial_const, f64),
+        it=per_sample(x, 0, torch.int64),
+        loss_at_check=per_sample(x, float("inf"), f64),
+        last_adv=x.clone(),
+        last_const=per_sample(x, float("nan"), f64),
+        grad_evals=per_sample(x, 0, torch.int64),
+    )
+    check_every = -(-p.max_iterations // 10)
+    while len(s.idx):
+        x_adv, dx_dw = from_tanh_space(s.w)
+        mgn, mgn_grad = margin_and_grad(model, x_adv, s.cls, targeted)
+        s.grad_evals += 1
+
+        with torch.no_grad():
+            delta = x_adv - s.x
+            excess = (delta.abs() - rows(s.tau)).clamp_min(0)
+            hinge = (mgn + p.confidence).clamp_min(0)
+            loss = s.const * hinge + excess.flatten(1).sum(1)
+            may_stop = p.abort_early or (s.it == p.max_iterations - 1)
+            solved = (mgn + p.confidence < 0) & (loss < 1e-4 * s.const) & may_stop
+
+            grad = rows((s.const * (hinge > 0)).float()) * mgn_grad
+            grad = (grad + delta.sign() * (excess > 0)) * dx_dw
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, p.lr)
+
+            stalled = torch.zeros_like(solved)
+            if p.abort_early:
+                check = s.it % check_every == 0
+                stalled = check & (loss > 0.9999 * s.loss_at_check)
+                s.loss_at_check = torch.where(check, loss, s.loss_at_check)
+            s.it += 1
+            failed = ~solved & (stalled | (s.it >= p.max_iterations))
+
+            done = torch.zeros_like(solved)
+            if solved.any():
+                done |= _tighten(s, solved, x_adv, delta, p)
+            if failed.any():
+                s.const = torch.where(failed, s.const * p.const_factor, s.const)
+                reset_where(s, failed, it=0, loss_at_check=float("inf"))
+                done |= failed & (s.const >= p.largest_const)
+            if done.any():
+                idx = s.idx[done]
+                out.x_adv[idx] = s.last_adv[done]
+                out.const[idx] = s.last_const[done]
+                out.grad_evals[idx] = s.grad_evals[done]
+                s = keep_rows(s, ~done)
+    return out
+
+
+def _tighten(s: _State, solved: Tensor, x_adv: Tensor, delta: Tensor, p: CWLinfParams) -> Tensor:
+    """Accept the solved rows' images, shrink their τ, restart them from there; rows now done."""
+    actual = delta.abs().flatten(1).amax(1)
+    s.tau = torch.where(solved, torch.minimum(s.tau, actual) * p.decrease_factor, s.tau)
+    s.last_adv = torch.where(rows(solved), x_adv, s.last_adv)
+    s.last_const = torch.where(solved, s.const, s.last_const)
+    reset_where(
+        s, solved, w=to_tanh_space(x_adv), m=0.0, v=0.0, t=0.0, it=0, loss_at_check=float("inf")
+    )
+    return solved & (s.tau <= p.smallest_tau)

@@ -1,0 +1,125 @@
+"""Fixed-budget attacks on the softmax cross-entropy: PGD (L∞, L2; Madry et al. 2018) and FGSM
+(Goodfellow et al. 2015), each at a list of ε.
+
+ε values are tried from the smallest up; a sample leaves the batch at its first adversarial, so
+its returned image belongs to the smallest ε that succeeded and larger ε cost it nothing.
+"""
+
+from typing import Annotated, Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from suite.attacks.common import Found, TargetingParams, ce_and_grad, hits, rows
+from suite.attacks.rng import keyed_uniform
+
+Eps = Annotated[float, Field(gt=0)]
+
+
+class PGDLinfParams(TargetingParams):
+    eps: list[Eps] = Field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1)
+    steps: int = Field(50, ge=1)
+    step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
+    random_start: bool = True
+
+
+class PGDL2Params(TargetingParams):
+    eps: list[Eps] = Field([0.5, 1.0, 1.5, 2.0, 2.5, 3.0], min_length=1)
+    steps: int = Field(50, ge=1)
+    step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
+    random_start: bool = True
+
+
+class FGSMParams(TargetingParams):
+    eps: list[Eps] = Field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1)
+
+
+def pgd(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    p: PGDLinfParams | PGDL2Params,
+    norm: Literal["linf", "l2"],
+    *,
+    seed: int,
+    keys: np.ndarray,
+) -> Found:
+    """Run PGD at each ε of `p.eps`; `keys` name each row's random start (see rng.keyed_uniform)."""
+    targeted = target is not None
+    cls = target if targeted else y
+    out = Found.start(x)
+    live = torch.arange(len(x), device=x.device)
+    for j, eps in enumerate(sorted(set(p.eps))):
+        xs, cs = x[live], cls[live]
+        if p.random_start:
+            delta = _random_start(xs, eps, norm, seed, j, keys[live.cpu().numpy()])
+        else:
+            delta = torch.zeros_like(xs)
+        for step in range(p.steps + 1):
+            x_adv = (xs + delta).clamp(0, 1)
+            if step < p.steps:
+                logits, grad = ce_and_grad(model, x_adv, cs, targeted)
+                out.grad_evals[live] += 1
+            else:
+                with torch.no_grad():
+                    logits = model(x_adv)
+            with torch.no_grad():
+                won = hits(logits.argmax(1), cs, targeted)
+                out.x_adv[live[won]] = x_adv[won]
+                if won.any():
+                    live, xs, cs, delta = live[~won], xs[~won], cs[~won], delta[~won]
+                if step == p.steps or not len(live):
+                    break
+                grad = grad[~won]
+                delta = _project(delta + p.step_size * eps * _steepest(grad, norm), eps, norm)
+                delta = (xs + delta).clamp(0, 1) - xs
+        if not len(live):
+            break
+    return out
+
+
+def fgsm(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: FGSMParams) -> Found:
+    """One signed-gradient step of size ε from the clean input, for each ε of `p.eps`."""
+    targeted = target is not None
+    cls = target if targeted else y
+    out = Found.start(x)
+    _, grad = ce_and_grad(model, x, cls, targeted)
+    out.grad_evals += 1
+    pending = torch.ones(len(x), dtype=torch.bool, device=x.device)
+    with torch.no_grad():
+        for eps in sorted(set(p.eps)):
+            x_adv = (x + eps * grad.sign()).clamp(0, 1)
+            won = pending & hits(model(x_adv).argmax(1), cls, targeted)
+            out.x_adv[won] = x_adv[won]
+            pending &= ~won
+    return out
+
+
+def _steepest(grad: Tensor, norm: str) -> Tensor:
+    """The unit-norm ascent direction for the given norm."""
+    if norm == "linf":
+        return grad.sign()
+    return grad / rows(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
+
+
+def _project(delta: Tensor, eps: float, norm: str) -> Tensor:
+    """Nearest point of the ε-ball."""
+    if norm == "linf":
+        return delta.clamp(-eps, eps)
+    scale = (eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12)).clamp(max=1)
+    return delta * rows(scale)
+
+
+def _random_start(x: Tensor, eps: float, norm: str, seed: int, j: int, keys: np.ndarray) -> Tensor:
+    """A uniform draw from the ε-ball, keyed per row and per ε so batching does not change it."""
+    d = x[0].numel()
+    u = torch.from_numpy(keyed_uniform(seed, 100 + j, keys, d)).float().view_as(x).to(x.device)
+    if norm == "linf":
+        return eps * (2 * u - 1)
+    direction = torch.special.ndtri(u)
+    direction = direction / rows(direction.flatten(1).norm(dim=1))
+    radius = torch.from_numpy(keyed_uniform(seed, 200 + j, keys, 1)[:, 0]).float() ** (1 / d)
+    return eps * rows(radius.to(x.device)) * direction

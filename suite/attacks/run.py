@@ -1,0 +1,223 @@
+"""One entry point for every attack: chunking, targets, verification and per-sample records.
+
+Whatever an attack believes it found, the records are recomputed here from the returned image:
+clipped to [0, 1], re-classified by the model, distortions measured against the clean input.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel
+from torch import Tensor, nn
+
+from suite.attacks.common import L0_TOLERANCE, Found
+from suite.attacks.cw_l0 import CWL0Params, cw_l0
+from suite.attacks.cw_l2 import CWL2Params, cw_l2
+from suite.attacks.cw_linf import CWLinfParams, cw_linf
+from suite.attacks.ddn import DDNParams, ddn
+from suite.attacks.pgd import FGSMParams, PGDL2Params, PGDLinfParams, fgsm, pgd
+from suite.attacks.targets import choose_targets
+from suite.devices import resolve_device
+
+AttackFn = Callable[[nn.Module, Tensor, Tensor, Tensor | None, Any, int, np.ndarray], Found]
+
+
+@dataclass(frozen=True)
+class _Kind:
+    params: type[BaseModel]
+    attack: AttackFn  # (model, x, y, target or None, params, seed, row keys) -> Found
+    budget_norm: str | None = None  # fixed-budget kinds: the norm their ε list bounds
+
+
+_KINDS: dict[str, _Kind] = {
+    "cw-l2": _Kind(CWL2Params, lambda m, x, y, t, p, seed, keys: cw_l2(m, x, y, t, p)),
+    "cw-linf": _Kind(CWLinfParams, lambda m, x, y, t, p, seed, keys: cw_linf(m, x, y, t, p)),
+    "cw-l0": _Kind(CWL0Params, lambda m, x, y, t, p, seed, keys: cw_l0(m, x, y, t, p)),
+    "ddn": _Kind(DDNParams, lambda m, x, y, t, p, seed, keys: ddn(m, x, y, t, p)),
+    "pgd-linf": _Kind(
+        PGDLinfParams,
+        lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "linf", seed=seed, keys=keys),
+        "linf",
+    ),
+    "pgd-l2": _Kind(
+        PGDL2Params,
+        lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "l2", seed=seed, keys=keys),
+        "l2",
+    ),
+    "fgsm": _Kind(FGSMParams, lambda m, x, y, t, p, seed, keys: fgsm(m, x, y, t, p), "linf"),
+}
+
+ATTACK_PARAMS: dict[str, type[BaseModel]] = {kind: k.params for kind, k in _KINDS.items()}
+
+
+@dataclass
+class AttackResult:
+    """Adversarial images (CPU, in [0, 1]; the clean input where the attack failed) and one
+    record per attacked row: a sample, or a (sample, target) pair with target_mode = "all"."""
+
+    x_adv: Tensor
+    records: pd.DataFrame
+
+
+def run_attack(
+    kind: str,
+    params: BaseModel,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    sample_index: np.ndarray,
+    *,
+    seed: int,
+    device: torch.device | str = "auto",
+    batch_size: int = 256,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> AttackResult:
+    """Attack `x` (labels `y`, test-set positions `sample_index`) in chunks of `batch_size` rows,
+    calling `on_batch(rows_done, successes_so_far)` after each. Moves `model` to the device and
+    puts it in eval mode. Samples misclassified when clean are recorded but not attacked."""
+    if kind not in _KINDS:
+        raise KeyError(f"unknown attack kind {kind!r}; known: {', '.join(sorted(_KINDS))}")
+    spec = _KINDS[kind]
+    if not isinstance(params, spec.params):
+        raise TypeError(f"{kind} takes {spec.params.__name__}, got {type(params).__name__}")
+    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
+    model = model.eval().to(dev)
+    x, y = x.float().cpu(), y.long().cpu()
+    sample_index = np.asarray(sample_index, dtype=np.int64)
+
+    clean_logits = _logits(model, x, dev, batch_size)
+    clean_pred = clean_logits.argmax(1)
+    if params.targeted:  # type: ignore[attr-defined]
+        mode = params.target_mode  # type: ignore[attr-defined]
+        rows, target = choose_targets(mode, y, clean_logits, seed, sample_index)
+    else:
+        rows, target = torch.arange(len(x)), None
+    keys = sample_index[rows.numpy()] * (clean_logits.shape[1] + 1)
+    if target is not None:
+        keys = keys + target.numpy() + 1
+
+    x_adv = x[rows].clone()
+    const = torch.full((len(rows),), float("nan"), dtype=torch.float64)
+    grad_evals = torch.zeros(len(rows), dtype=torch.int64)
+    adv_pred = clean_pred[rows].clone()
+    attacked = clean_pred[rows] == y[rows]
+    successes = 0
+    for lo in range(0, len(rows), batch_size):
+        chunk = torch.arange(lo, min(lo + batch_size, len(rows)))
+        todo = chunk[attacked[chunk]]
+        if len(todo):
+            found = spec.attack(
+                model,
+                x[rows[todo]].to(dev),
+                y[rows[todo]].to(dev),
+                None if target is None else target[todo].to(dev),
+                params,
+                seed,
+                keys[todo.numpy()],
+            )
+            x_adv[todo] = found.x_adv.detach().clamp(0, 1).cpu()
+            const[todo] = found.const.cpu()
+            grad_evals[todo] = found.grad_evals.cpu()
+            adv_pred[todo] = _logits(model, x_adv[todo], dev, batch_size).argmax(1)
+        won = _hits(adv_pred[chunk], y[rows[chunk]], None if target is None else target[chunk])
+        successes += int((won & attacked[chunk]).sum())
+        if on_batch is not None:
+            on_batch(int(chunk[-1]) + 1, successes)
+
+    records = _records(
+        sample_index[rows.numpy()], y[rows], target, clean_pred[rows], adv_pred,
+        attacked, x[rows], x_adv, const, grad_evals,
+    )  # fmt: skip
+    if spec.budget_norm is not None:
+        eps_list = sorted(set(params.eps))  # type: ignore[attr-defined]
+        records["eps"] = _smallest_eps(records[spec.budget_norm].to_numpy(), eps_list)
+        records.attrs["eps_list"] = eps_list
+    return AttackResult(x_adv=x_adv, records=records)
+
+
+def summarize(records: pd.DataFrame) -> dict[str, float]:
+    """Success rate over clean-correct rows; mean/median L0, L2, L∞ over successes; for
+    fixed-budget kinds the success rate at each ε (`success_rate@eps=<v>`)."""
+    correct = records["clean_correct"].to_numpy(bool)
+    success = records["success"].to_numpy(bool)
+    n_correct = int(correct.sum())
+    out = {
+        "n_attacked": float(len(records)),
+        "n_clean_correct": float(n_correct),
+        "success_rate": success[correct].mean() if n_correct else float("nan"),
+    }
+    for norm in ("l0", "l2", "linf"):
+        values = records.loc[success, norm].to_numpy(float)
+        out[f"mean_{norm}"] = float(values.mean()) if len(values) else float("nan")
+        out[f"median_{norm}"] = float(np.median(values)) if len(values) else float("nan")
+    if "eps" in records:
+        eps = records["eps"].to_numpy(float)
+        for v in records.attrs.get("eps_list") or sorted(set(eps[~np.isnan(eps)])):
+            hit = success & (eps <= v)
+            out[f"success_rate@eps={v:g}"] = hit[correct].mean() if n_correct else float("nan")
+    return {k: float(v) for k, v in out.items()}
+
+
+@torch.inference_mode()
+def _logits(model: nn.Module, x: Tensor, dev: torch.device, batch_size: int) -> Tensor:
+    return torch.cat([model(xb.to(dev)).float().cpu() for xb in x.split(batch_size)])
+
+
+def _hits(pred: Tensor, y: Tensor, target: Tensor | None) -> Tensor:
+    return pred != y if target is None else pred == target
+
+
+def distortions(x: Tensor, x_adv: Tensor) -> dict[str, np.ndarray]:
+    """Per-sample L0 (pixels with |Δ| > L0_TOLERANCE), L2 and L∞ of x_adv − x, in float64."""
+    delta = (x_adv.double() - x.double()).flatten(1)
+    return {
+        "l0": (delta.abs() > L0_TOLERANCE).sum(1).double().numpy(),
+        "l2": delta.norm(dim=1).numpy(),
+        "linf": delta.abs().amax(1).numpy(),
+    }
+
+
+def _records(
+    sample_index: np.ndarray,
+    y: Tensor,
+    target: Tensor | None,
+    clean_pred: Tensor,
+    adv_pred: Tensor,
+    clean_correct: Tensor,
+    x: Tensor,
+    x_adv: Tensor,
+    const: Tensor,
+    grad_evals: Tensor,
+) -> pd.DataFrame:
+    success = (_hits(adv_pred, y, target) & clean_correct).numpy()
+    dist = {k: np.where(success, v, np.nan) for k, v in distortions(x, x_adv).items()}
+    n = len(y)
+    return pd.DataFrame(
+        {
+            "sample_index": sample_index.astype(np.int64),
+            "label": y.numpy().astype(np.int64),
+            "target": pd.array(
+                [pd.NA] * n if target is None else target.numpy().astype(np.int64), dtype="Int64"
+            ),
+            "clean_pred": clean_pred.numpy().astype(np.int64),
+            "adv_pred": adv_pred.numpy().astype(np.int64),
+            "clean_correct": clean_correct.numpy().astype(bool),
+            "success": success.astype(bool),
+            **dist,
+            "const": np.where(success, const.numpy(), np.nan),
+            "grad_evals": grad_evals.numpy().astype(np.int64),
+        }
+    )
+
+
+def _smallest_eps(norms: np.ndarray, eps_list: list[float]) -> np.ndarray:
+    """The smallest listed ε whose ball holds the returned image (NaN for failures): the image
+    itself proves an adversarial exists within that ε. 1e-5 absorbs float32 rounding of x + δ."""
+    eps = np.asarray(eps_list, dtype=np.float64)
+    pos = np.searchsorted(eps, norms - 1e-5, side="left")
+    inside = ~np.isnan(norms) & (pos < len(eps))
+    return np.where(inside, eps[np.minimum(pos, len(eps) - 1)], np.nan)

@@ -1,0 +1,1 @@
+"""Reports: MLflow runs → tidy frames → statistics, figures, Markdown and PDF."""

@@ -1,0 +1,137 @@
+"""The report's conclusion: sentences built only from the computed numbers.
+
+It ends by checking the seed report's claim on this run, with the thresholds below.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from suite.report.formatting import ci, num, pct, pvalue
+from suite.report.frames import NORM_LABELS, ReportData
+
+CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
+CLAIM_ACCURACY_PP = 2.0
+CLAIM_RATIO_BAND = (0.8, 1.25)
+
+
+def conclusion(
+    data: ReportData,
+    attacked_acc: pd.Series,
+    compared: pd.DataFrame,
+    order: list[str],
+) -> str:
+    """A paragraph built only from the numbers above, ending with the seed report's claim."""
+    kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
+    base_acc = attacked_acc.get(data.baseline, np.nan)
+    parts = []
+    if math.isnan(base_acc):
+        parts.append(f"The baseline `{data.baseline}` has no finished run, so nothing is compared.")
+    else:
+        parts.append(f"The baseline `{data.baseline}` reaches {pct(base_acc)} test accuracy.")
+    pooled = compared[compared["scope"] == "pooled"]
+    for condition in order[1:]:
+        acc = attacked_acc.get(condition, np.nan)
+        delta = 100 * (acc - base_acc)
+        sentence = f"`{condition}` ({kinds.get(condition, '?')}): {pct(acc)} test accuracy"
+        sentence += "" if math.isnan(delta) else f" ({delta:+.1f} pp)"
+        mine = pooled[pooled["condition"] == condition]
+        effects = [
+            f"under {r.attack}, {_ratio_name(r.test, r.norm)} "
+            f"{ci(r.median_ratio, r.ratio_lo, r.ratio_hi)} "
+            f"(adjusted p {pvalue(r.p_adj)}): {r.verdict}"
+            for r in mine.itertuples()
+        ]
+        parts.append(sentence + ("; " + "; ".join(effects) if effects else "") + ".")
+    parts += _masking_caveat(data.masking)
+    distilled = [c for c in order[1:] if kinds.get(c, "standard") != "standard"]
+    parts.append(_answer(distilled, pooled))
+    parts.append(_claim_check(data, attacked_acc, pooled, distilled, base_acc))
+    return " ".join(p for p in parts if p)
+
+
+def _ratio_name(test: str, norm: str) -> str:
+    if test == "mcnemar":
+        return "robust-accuracy ratio"
+    return f"median {NORM_LABELS[norm]} ratio"
+
+
+def _masking_caveat(masking: pd.DataFrame) -> list[str]:
+    if masking.empty:
+        return []
+    flags = masking.groupby("condition", sort=False)["flagged"].agg(["sum", "size"])
+    return [
+        f"`{c}` is flagged by the gradient-masking diagnostic on {int(k)} of {n} seeds, so a "
+        "larger distortion there need not mean real robustness."
+        for c, (k, n) in flags.iterrows()
+        if k > 0
+    ]
+
+
+def _answer(distilled: list[str], pooled: pd.DataFrame) -> str:
+    """Group distilled conditions by their pooled verdicts across attacks."""
+    if not distilled or pooled.empty:
+        return ""
+    groups: dict[str, list[str]] = {}
+    for condition in distilled:
+        verdicts = set(pooled.loc[pooled["condition"] == condition, "verdict"])
+        if not verdicts:
+            continue
+        more, less = "more robust" in verdicts, "less robust" in verdicts
+        some = "under some attacks, no significant difference under the others"
+        if more and less:
+            group = "more robust under some attacks and less robust under others"
+        elif more or less:
+            word = "more" if more else "less"
+            mixed = len(verdicts) > 1
+            group = f"{word} robust {some}" if mixed else f"{word} robust under every attack"
+        else:
+            group = "no significant difference under any attack"
+        groups.setdefault(group, []).append(f"`{condition}`")
+    found = "; ".join(f"{g}: {', '.join(cs)}" for g, cs in groups.items())
+    return f"Distilled conditions against the baseline: {found}." if found else ""
+
+
+def _claim_check(
+    data: ReportData,
+    attacked_acc: pd.Series,
+    pooled: pd.DataFrame,
+    distilled: list[str],
+    base_acc: float,
+) -> str:
+    intro = f'The seed report\'s claim, "{CLAIM}", on this run:'
+    if not distilled or math.isnan(base_acc):
+        return f"{intro} cannot be checked (no distilled condition compared with the baseline)."
+    deltas = {c: 100 * (attacked_acc.get(c, np.nan) - base_acc) for c in distilled}
+    deltas = {c: d for c, d in deltas.items() if not math.isnan(d)}
+    if deltas:
+        worst = max(deltas, key=lambda c: abs(deltas[c]))
+        holds = abs(deltas[worst]) <= CLAIM_ACCURACY_PP
+        accuracy = (
+            f"the accuracy part {'holds' if holds else 'does not hold'} (largest change "
+            f"{deltas[worst]:+.1f} pp for `{worst}`, against ±{CLAIM_ACCURACY_PP:g} pp)"
+        )
+    else:
+        accuracy = "the accuracy part cannot be checked (no finished distilled run)"
+    lo, hi = CLAIM_RATIO_BAND
+    minimal = pooled[pooled["condition"].isin(distilled) & (pooled["test"] != "mcnemar")]
+    if minimal.empty:
+        distortion = "the distortion part cannot be checked (no minimal-perturbation comparison)"
+    else:
+        ratios = minimal["median_ratio"].to_numpy(dtype=float)
+        outside = minimal[(ratios < lo) | (ratios > hi)]
+        band = (
+            f"median ratio {num(ratios[0])}"
+            if ratios.size == 1
+            else f"median ratios from {num(np.nanmin(ratios))} to {num(np.nanmax(ratios))}"
+        )
+        if outside.empty:
+            distortion = f"the distortion part holds ({band}, all within [{lo:g}, {hi:g}])"
+        else:
+            first = outside.iloc[0]
+            distortion = (
+                f"the distortion part does not hold ({band}; `{first['condition']}` under "
+                f"{first['attack']} is outside [{lo:g}, {hi:g}])"
+            )
+    return f"{intro} {accuracy}; {distortion}."

@@ -1,0 +1,199 @@
+"""Dataset distillation on real mnist-5k digits: each method lowers its own objective, the sets
+are well formed, a distilled set teaches more than noise, coresets are real images, divergence
+raises."""
+
+import pytest
+import torch
+
+from suite.distill import (
+    ConvNet,
+    DCParams,
+    DDParams,
+    DMParams,
+    HerdingParams,
+    RandomParams,
+    distill,
+    dsa,
+    train_on_synthetic,
+)
+from suite.distill.dc import gradient_distance
+from suite.errors import TrainingError
+
+# Small CPU settings under which each objective falls clearly within the run (noise init).
+SMALL = {
+    "dm": (DMParams(iterations=15, batch_real=64, net_width=32), 2),
+    "dc": (DCParams(iterations=15, batch_real=64, net_width=16), 1),
+    "dd": (
+        DDParams(iterations=30, batch_real=256, net_width=16, epochs=3, lr_img=0.2, init_lr=0.2),
+        1,
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def learned(mnist5k_splits):
+    """Each learned method run once at its SMALL settings, with the on_step calls it made."""
+    train = mnist5k_splits.train
+    runs = {}
+    for method, (params, ipc) in SMALL.items():
+        calls = []
+        result = distill(
+            method,
+            params,
+            train.x,
+            train.y,
+            ipc=ipc,
+            init="noise",
+            seed=0,
+            on_step=lambda i, n, loss, calls=calls: calls.append((i, n, loss)),
+        )
+        runs[method] = (result, ipc, calls)
+    return runs
+
+
+def _mean(values):
+    return sum(values) / len(values)
+
+
+@pytest.mark.parametrize("method", ["dm", "dc", "dd"])
+def test_each_method_lowers_its_objective(learned, method):
+    curve = learned[method][0].loss_curve
+    first, last = _mean(curve[:5]), _mean(curve[-5:])
+    assert last < 0.97 * first, f"{method}: first {first:.4f} → last {last:.4f}"
+
+
+@pytest.mark.parametrize("method", ["dm", "dc", "dd"])
+def test_learned_set_is_well_formed(learned, method):
+    result, ipc, calls = learned[method]
+    params = SMALL[method][0]
+    assert result.x_syn.shape == (10 * ipc, 1, 28, 28)
+    assert result.x_syn.device.type == "cpu"
+    assert result.x_syn.min() >= 0 and result.x_syn.max() <= 1
+    assert result.y_syn.dtype == torch.int64
+    assert result.y_syn.tolist() == [c for c in range(10) for _ in range(ipc)]
+    assert len(result.loss_curve) == params.iterations
+    assert [(i, n) for i, n, _ in calls] == [
+        (i, params.iterations) for i in range(1, params.iterations + 1)
+    ]
+    assert [loss for *_, loss in calls] == result.loss_curve
+    if method == "dd":
+        assert result.lrs.shape == (ipc * params.epochs,) and (result.lrs > 0).all()
+    else:
+        assert result.lrs is None
+
+
+def test_dm_set_teaches_more_than_noise(mnist5k_splits):
+    s = mnist5k_splits
+    params = DMParams(iterations=10, batch_real=64, net_width=32)
+    result = distill("dm", params, s.train.x, s.train.y, ipc=10, init="noise", seed=0)
+    assert result.x_syn.shape == (100, 1, 28, 28)
+    noise = torch.rand(result.x_syn.shape, generator=torch.Generator().manual_seed(0))
+
+    def test_accuracy(x_train):
+        torch.manual_seed(0)
+        model = ConvNet(width=32)
+        train_on_synthetic(
+            model,
+            x_train,
+            result.y_syn,
+            epochs=40,
+            lr=0.01,
+            batch_size=256,
+            augment=False,
+            seed=0,
+            device="cpu",
+        )
+        with torch.no_grad():
+            return (model(s.test.x).argmax(1) == s.test.y).float().mean().item()
+
+    distilled, baseline = test_accuracy(result.x_syn), test_accuracy(noise)
+    assert distilled > baseline + 0.3, f"DM {distilled:.3f} vs noise {baseline:.3f}"
+
+
+@pytest.mark.parametrize("method", ["random", "herding"])
+def test_coresets_are_training_images(mnist5k_splits, method):
+    train = mnist5k_splits.train
+    params = RandomParams() if method == "random" else HerdingParams(net_width=32)
+    result = distill(method, params, train.x, train.y, ipc=3, init="real", seed=1)
+    assert result.x_syn.shape == (30, 1, 28, 28)
+    assert result.y_syn.tolist() == [c for c in range(10) for _ in range(3)]
+    assert result.loss_curve == [] and result.lrs is None
+    flat = train.x.flatten(1)
+    for image, label in zip(result.x_syn.flatten(1), result.y_syn, strict=True):
+        rows = (flat == image).all(dim=1).nonzero().flatten()
+        assert len(rows) >= 1 and (train.y[rows] == label).all()
+    assert len({tuple(r.tolist()) for r in result.x_syn.flatten(1)}) == 30
+
+
+@pytest.mark.parametrize("method", ["random", "herding"])
+def test_coreset_picks_are_deterministic_for_a_seed(mnist5k_splits, method):
+    train = mnist5k_splits.train
+    params = RandomParams() if method == "random" else HerdingParams(net_width=16)
+
+    def picks(seed):
+        return distill(method, params, train.x, train.y, ipc=2, init="real", seed=seed).x_syn
+
+    first = picks(3)
+    assert torch.equal(first, picks(3))
+    assert not torch.equal(first, picks(4))
+
+
+def test_learned_set_is_deterministic_for_a_seed(mnist5k_splits):
+    train = mnist5k_splits.train
+    params = DMParams(iterations=3, batch_real=16, net_width=8)
+    a, b = (distill("dm", params, train.x, train.y, ipc=1, init="real", seed=5) for _ in "ab")
+    assert torch.equal(a.x_syn, b.x_syn) and a.loss_curve == b.loss_curve
+
+
+@pytest.mark.parametrize(
+    ("method", "params"),
+    [
+        ("dm", DMParams(iterations=20, batch_real=16, net_width=8, lr_img=1e30)),
+        ("dc", DCParams(iterations=20, batch_real=16, net_width=8, lr_img=1e30)),
+        ("dd", DDParams(iterations=20, batch_real=16, net_width=8, init_lr=1e8)),
+    ],
+)
+def test_divergence_raises_training_error(mnist5k_splits, method, params):
+    train = mnist5k_splits.train
+    with pytest.raises(TrainingError, match=rf"^{method}: loss became (nan|inf) at iteration \d+"):
+        distill(method, params, train.x, train.y, ipc=1, init="noise", seed=0)
+
+
+def test_train_on_synthetic_raises_on_divergence(mnist5k_splits):
+    train = mnist5k_splits.train
+    torch.manual_seed(0)
+    with pytest.raises(TrainingError, match=r"loss became (nan|inf) at epoch \d+"):
+        train_on_synthetic(
+            ConvNet(width=8),
+            train.x[:100],
+            train.y[:100],
+            epochs=20,
+            lr=1e12,
+            batch_size=50,
+            augment=False,
+            seed=0,
+            device="cpu",
+        )
+
+
+def test_ipc_beyond_a_class_is_refused(mnist5k_splits):
+    train = mnist5k_splits.train
+    with pytest.raises(TrainingError, match="fewer than ipc=400"):
+        distill("random", RandomParams(), train.x, train.y, ipc=400, init="real", seed=0)
+
+
+@pytest.mark.parametrize("op", dsa.OPS)
+def test_siamese_draw_is_shared_and_differentiable(op):
+    g = torch.Generator().manual_seed(0)
+    real, syn = torch.randn(6, 1, 28, 28), torch.randn(2, 1, 28, 28, requires_grad=True)
+    aug = dsa.sample(op, 1, 28, g)
+    together = dsa.apply(torch.cat([real, syn]), aug)
+    assert torch.allclose(together, torch.cat([dsa.apply(real, aug), dsa.apply(syn, aug)]))
+    dsa.apply(syn, aug).square().sum().backward()
+    assert torch.isfinite(syn.grad).all() and syn.grad.abs().sum() > 0
+
+
+def test_gradient_distance_is_the_per_node_cosine_sum():
+    weight, bias = torch.randn(5, 3, 3, 3), torch.randn(5)
+    assert gradient_distance([weight, bias], [weight, bias]).abs() < 1e-5
+    assert torch.isclose(gradient_distance([-weight, bias], [weight, -bias]), torch.tensor(10.0))

@@ -1,0 +1,177 @@
+"""The report renderer on a small synthetic experiment: files, sections, figures, PDF text."""
+
+import re
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+from pypdf import PdfReader
+
+from suite.errors import SuiteError
+from suite.report.frames import ReportData
+from suite.report.render import render_report
+
+CONDITIONS = {"standard": "standard", "defensive-t50": "defensive"}
+SEEDS = (0, 1)
+N_SAMPLES = 30
+
+
+def synthetic_data(masking: bool = True) -> ReportData:
+    """2 conditions × 2 seeds × 1 C&W L2 attack × 30 samples; the distilled one needs ~1.5×
+    larger perturbations and resists the attack on a few samples."""
+    rng = np.random.default_rng(0)
+    accuracy, curves, attacks = [], [], []
+    base_l2 = rng.lognormal(0.3, 0.3, N_SAMPLES)
+    for condition, kind in CONDITIONS.items():
+        scale = 1.0 if kind == "standard" else 1.5
+        for seed in SEEDS:
+            roles = ("teacher", "student") if kind == "defensive" else ("model",)
+            for role in roles:
+                acc = 0.97 - 0.01 * (role == "student") + 0.002 * seed
+                accuracy.append([condition, kind, role, seed, acc + 0.005, acc, "FINISHED"])
+                for epoch in range(1, 4):
+                    for metric in ("val_acc", "test_acc"):
+                        value = acc - 0.1 / epoch + rng.normal(0, 0.003)
+                        curves.append([condition, role, seed, epoch, metric, value])
+            for i in range(N_SAMPLES):
+                clean_correct = i != 7
+                success = clean_correct and not (kind == "defensive" and i % 9 == 0)
+                l2 = base_l2[i] * scale * rng.lognormal(0, 0.05) if success else np.nan
+                attacks.append(
+                    [condition, kind, seed, "cw-l2", "cw-l2", i, i % 10, -1, i % 10]
+                    + [(i + 1) % 10 if success else i % 10, clean_correct, success]
+                    + [(20 * l2 if success else np.nan), l2, (l2 / 8 if success else np.nan)]
+                    + [1.0, 1000, np.nan]
+                )
+    masking_rows = [["standard", s, 0.05, 0.99, 1.0, 1.2, False] for s in SEEDS] + [
+        ["defensive-t50", s, 0.9, 0.1, 0.93, 1.8, True] for s in SEEDS
+    ]
+    k = 4
+    examples = {}
+    for condition in CONDITIONS:
+        clean = rng.uniform(0, 1, (k, 28, 28))
+        pert = rng.normal(0, 0.05, (k, 28, 28))
+        examples[f"{condition}/cw-l2"] = np.stack([clean, np.clip(clean + pert, 0, 1), pert], 1)
+    return ReportData(
+        experiment="synthetic",
+        setup={
+            "dataset": "mnist-5k",
+            "train_samples": 3500,
+            "model.arch": "tiny",
+            "train.epochs": 3,
+            "seeds": [0, 1],
+            "attacks": ["cw-l2: cw-l2, steps=100"],
+        },
+        baseline="standard",
+        accuracy=pd.DataFrame(
+            accuracy,
+            columns=["condition", "kind", "role", "seed", "val_acc", "test_acc", "status"],
+        ),
+        curves=pd.DataFrame(
+            curves, columns=["condition", "role", "seed", "epoch", "metric", "value"]
+        ),
+        attacks=pd.DataFrame(
+            attacks,
+            columns=[
+                "condition", "kind", "seed", "attack", "attack_kind", "sample_index", "label",
+                "target", "clean_pred", "adv_pred", "clean_correct", "success", "l0", "l2",
+                "linf", "const", "grad_evals", "eps",
+            ],
+        ),
+        masking=pd.DataFrame(
+            masking_rows if masking else [],
+            columns=[
+                "condition", "seed", "saturated_fraction", "softmax_success", "cw_success",
+                "cw_median_l2", "flagged",
+            ],
+        ),
+        examples=examples,
+        missing=["defensive-t50 seed 2: not run"],
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reports") / "synthetic"
+    return render_report(synthetic_data(), out)
+
+
+def test_markdown_has_every_section(rendered):
+    text = rendered.markdown.read_text(encoding="utf-8")
+    for heading in (
+        "# Report: synthetic",
+        "## Set-up",
+        "## Accuracy",
+        "## Attack: cw-l2 (cw-l2)",
+        "### Summary",
+        "### Distortion over successes",
+        "### Paired comparison with `standard`",
+        "## Robust accuracy vs ε",
+        "## Gradient masking",
+        "## Missing or failed runs",
+        "## Statistical method",
+        "## Conclusion",
+    ):
+        assert re.search(rf"^{re.escape(heading)}$", text, re.M), heading
+    assert "defensive-t50 seed 2: not run" in text
+    assert "cw-l2: cw-l2, steps=100" in text
+    for figure in rendered.figures:
+        assert f"]({figure.relative_to(rendered.out_dir).as_posix()})" in text
+
+
+def test_verdict_and_claim_follow_the_numbers(rendered):
+    summary = rendered.summaries["cw-l2"].set_index("condition")
+    assert summary.loc["defensive-t50", "verdict"] == "more robust"
+    assert summary.loc["standard", "verdict"] == "baseline"
+    # samples 0, 9, 18, 27 resist on both seeds, sample 7 is misclassified clean: 50 of 58
+    assert summary.loc["defensive-t50", "success rate [95% CI]"] == "86.2% [75.1, 92.8]"
+    assert "the accuracy part holds" in rendered.conclusion
+    assert "the distortion part does not hold" in rendered.conclusion
+    compared = pd.read_csv(rendered.out_dir / "tables" / "comparisons.csv")
+    assert set(compared["scope"]) == {"pooled", "seed 0", "seed 1"}
+    assert (compared["p_adj"] >= compared["p"]).all()
+
+
+def test_figures_are_readable_pngs(rendered):
+    names = {p.name for p in rendered.figures}
+    assert names == {
+        "training_curves.png",
+        "ecdf_cw-l2.png",
+        "box_cw-l2.png",
+        "examples_cw-l2.png",
+        "robust_accuracy_l2.png",
+        "masking.png",
+    }
+    for path in rendered.figures:
+        image = matplotlib.image.imread(path)
+        assert image.ndim == 3 and min(image.shape[:2]) > 100
+        assert image.std() > 0.01, f"{path.name} is blank"
+
+
+def test_pdf_contains_the_conclusion(rendered):
+    reader = PdfReader(rendered.pdf)
+    assert len(reader.pages) >= 1
+    text = " ".join(page.extract_text() for page in reader.pages)
+    flat = re.sub(r"\s+", " ", text)
+    assert "Conclusion" in flat
+    assert rendered.conclusion.replace("`", "") in flat
+    assert sum(len(page.images) for page in reader.pages) == len(rendered.figures)
+
+
+def test_rerender_replaces_and_leaves_no_temp_dirs(tmp_path):
+    out = tmp_path / "report"
+    render_report(synthetic_data(masking=False), out, formats=("md",))
+    (out / "stale.txt").write_text("old")
+    again = render_report(synthetic_data(masking=False), out, formats=("md",))
+    assert again.pdf is None and not (out / "report.pdf").exists()
+    assert not (out / "stale.txt").exists()
+    assert (out / "report.md").exists() and (out / "figures" / "ecdf_cw-l2.png").exists()
+    assert "## Gradient masking" not in again.markdown.read_text(encoding="utf-8")
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
+
+
+def test_unknown_format_is_a_user_error(tmp_path):
+    with pytest.raises(SuiteError, match="unknown report format 'html'"):
+        render_report(synthetic_data(), tmp_path / "r", formats=("md", "html"))
+    assert not any(tmp_path.iterdir())

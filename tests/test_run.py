@@ -1,0 +1,223 @@
+"""End to end: `suite run` into a temp store, reuse on rerun, --force, interrupts, `suite list`, `suite ui`."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from suite.cli import app
+from suite.manifest import load_manifest
+from suite.progress import NullProgress
+from suite.runner import run_manifest
+from suite.tracking import MODEL_TAG, Store
+
+TINY = """
+[experiment]
+name = "tiny-e2e"
+seeds = [0]
+device = "cpu"
+
+[data]
+dataset = "mnist-5k"
+train_samples = 600
+val_samples = 200
+attack_samples = 12
+
+[model]
+arch = "tiny"
+
+[train]
+epochs = 2
+batch_size = 64
+optimizer = "adam"
+lr = 0.003
+dropout = 0.0
+
+[[conditions]]
+name = "base"
+kind = "standard"
+
+[[attacks]]
+name = "cw"
+kind = "cw-l2"
+[attacks.params]
+binary_steps = 4
+max_iterations = 30
+initial_const = 0.1
+"""
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """A clean cwd with its own ./mlruns store."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "m.toml").write_text(TINY)
+    return tmp_path
+
+
+def model_runs(store: Store, name: str = "tiny-e2e"):
+    exp = store.client.get_experiment_by_name(name)
+    return [
+        r for r in store.client.search_runs([exp.experiment_id]) if r.data.tags.get("suite.level") != "condition"
+    ]
+
+
+def test_run_then_rerun_reuses_then_force_retrains(workdir):
+    runner = CliRunner()
+    first = runner.invoke(app, ["run", "m.toml"])
+    assert first.exit_code == 0, first.output
+    assert "trained" in first.output and "base" in first.output
+    store = Store()
+    runs = model_runs(store)
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
+    for key in ("condition", "kind", "seed", "config_hash", "suite_version", "git_commit", MODEL_TAG):
+        assert key in tags
+    assert params["train.lr"] == "0.003" and params["data.dataset"] == "mnist-5k"
+    assert metrics["final_test_acc"] > 0.6
+    history = store.client.get_metric_history(run.info.run_id, "val_acc")
+    assert [m.step for m in history] == [1, 2]
+    assert 0 <= metrics["attack.cw.success_rate"] <= 1
+    records = store.load_table(run.info.run_id, "attacks/cw.parquet")
+    assert len(records) == 12 and {"sample_index", "l2", "success", "grad_evals"} <= set(records.columns)
+    # the model loads back and gives the logged accuracy
+    spec = load_manifest(workdir / "m.toml")
+    from suite.data import load_splits
+    from suite.training import accuracy
+
+    d = spec.data
+    splits = load_splits(d.dataset, d.root, d.train_samples, d.val_samples, d.split_seed)
+    model = store.load_model(run)
+    import torch
+
+    assert accuracy(model, splits.test.x, splits.test.y, torch.device("cpu")) == pytest.approx(
+        metrics["final_test_acc"], abs=1e-6
+    )
+
+    second = runner.invoke(app, ["run", "m.toml"])
+    assert second.exit_code == 0, second.output
+    assert "reused" in second.output
+    assert len(model_runs(store)) == 1  # nothing retrained
+
+    # a new attack on a reused model: only the attack runs
+    third = runner.invoke(app, ["run", "m.toml", "--set", "attacks[0].params.max_iterations=20"])
+    assert third.exit_code == 0 and "reused" in third.output
+    assert len(model_runs(store)) == 1
+
+    forced = runner.invoke(app, ["run", "m.toml", "--force"])
+    assert forced.exit_code == 0, forced.output
+    assert "trained" in forced.output
+    assert len(model_runs(store)) == 2
+
+    listing = runner.invoke(app, ["list"])
+    assert listing.exit_code == 0 and "tiny-e2e" in listing.output
+
+
+class Interrupting(NullProgress):
+    """Progress that raises Ctrl-C when the named bar starts."""
+
+    def __init__(self, when: str) -> None:
+        self.when = when
+
+    def task(self, description, total):
+        if self.when in description:
+            raise KeyboardInterrupt
+        return super().task(description, total)
+
+
+@pytest.mark.parametrize("when", ["train", ": cw"])
+def test_interrupt_leaves_no_running_run_and_rerun_finishes(workdir, when):
+    spec = load_manifest(workdir / "m.toml")
+    store = Store()
+    with pytest.raises(KeyboardInterrupt):
+        run_manifest(spec, store=store, progress=Interrupting(when))
+    exp = store.client.get_experiment_by_name("tiny-e2e")
+    statuses = {r.info.status for r in store.client.search_runs([exp.experiment_id])}
+    assert "RUNNING" not in statuses and "KILLED" in statuses
+    rows = run_manifest(spec, store=store)
+    assert [r.status for r in rows] == ["FINISHED"]
+    assert rows[0].reused == (when != "train")  # a model logged before the interrupt is not retrained
+    assert "success_rate" in rows[0].attacks["cw"]
+    statuses = {r.info.status for r in store.client.search_runs([exp.experiment_id])}
+    assert statuses <= {"FINISHED", "KILLED"}
+    finished = [r for r in model_runs(store) if r.info.status == "FINISHED"]
+    assert len(finished) == 1
+
+
+def test_stale_running_run_from_dead_process_is_marked_failed(workdir):
+    store = Store()
+    exp_id = store.experiment_id("tiny-e2e")
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    run = store.client.create_run(exp_id, tags={"suite.host": socket.gethostname(), "suite.pid": str(dead.pid)})
+    live = store.client.create_run(exp_id, tags={"suite.host": socket.gethostname(), "suite.pid": str(os.getpid())})
+    assert store.reap_stale(exp_id) == [run.info.run_id]
+    assert store.client.get_run(run.info.run_id).info.status == "FAILED"
+    assert store.client.get_run(live.info.run_id).info.status == "RUNNING"
+
+
+def test_diverging_condition_is_reported_and_others_finish(workdir):
+    text = TINY.replace('name = "base"\nkind = "standard"', 'name = "base"\nkind = "standard"\n\n'
+                        '[[conditions]]\nname = "t5"\nkind = "defensive"\ntemperature = 5')
+    (workdir / "m.toml").write_text(text)
+    result = CliRunner().invoke(app, ["run", "m.toml", "--set", "train.lr=1e12", "--set", "train.optimizer=sgd"])
+    assert result.exit_code == 1
+    assert "FAILED" in result.output and "diverged" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_missing_data_is_one_line_exit_2_and_writes_nothing(workdir):
+    result = CliRunner().invoke(
+        app, ["run", "m.toml", "--set", "data.dataset=mnist", "--set", f"data.root={workdir / 'nothing'}"]
+    )
+    assert result.exit_code == 2
+    assert "suite data download mnist" in result.output
+    assert not (workdir / "mlruns").exists()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.timeout(180)
+def test_ui_serves_the_runs_over_the_mlflow_rest_api(workdir):
+    store = Store()
+    exp_id = store.experiment_id("ui-check")
+    run_id = store.client.create_run(exp_id, tags={"condition": "base"}).info.run_id
+    port = free_port()
+    suite_bin = Path(sys.executable).parent / "suite"
+    proc = subprocess.Popen([str(suite_bin), "ui", "--port", str(port)], cwd=workdir,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        body = json.dumps({"experiment_ids": [exp_id]}).encode()
+        deadline = time.time() + 150
+        while True:
+            try:
+                req = urllib.request.Request(
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
+                    headers={"Content-Type": "application/json"},
+                )
+                with urllib.request.urlopen(req, timeout=5) as resp:
+                    found = json.load(resp)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode()
+                assert time.time() < deadline, "suite ui did not answer"
+                time.sleep(1)
+        assert [r["info"]["run_id"] for r in found["runs"]] == [run_id]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # mlflow server has worker children
+        proc.wait(timeout=30)
