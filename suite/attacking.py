@@ -1,17 +1,25 @@
-"""Attack one trained model with every attack of the manifest, on the experiment's shared subset.
+"""Attack one trained model with every attack of the manifest, on the experiment's shared subset,
+then run the gradient-masking diagnostic.
 
-Results are cached per (model run, attack config hash): a rerun skips attacks already logged.
+Results are cached per (model run, config hash): a rerun skips what was logged, redoes the rest.
 """
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
 import torch
 
-from suite.attacks import run_attack, summarize
+from suite.attacks import ATTACK_PARAMS, run_attack, summarize
+from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.conditions import Context, ModelRun
 from suite.manifest import AttackSpec, config_hash
+
+SOFTMAX_KINDS = ("fgsm", "pgd-linf", "pgd-l2")
+DEFAULT_SOFTMAX_ATTACK = ("fgsm", {"eps": [0.3]})  # the MNIST convention (Madry et al. 2018)
+MASKING_RATIO = 0.5
+EXAMPLES = 8
 
 
 def attack_subset(n_test: int, size: int, seed: int) -> np.ndarray:
@@ -20,27 +28,28 @@ def attack_subset(n_test: int, size: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n_test)[: min(size, n_test)]
 
 
-def attack_model(ctx: Context, run: ModelRun, subset: np.ndarray) -> dict[str, dict[str, float]]:
-    """Run (or reuse) each manifest attack on `run.model`; return each attack's summary metrics."""
-    summaries: dict[str, dict[str, float]] = {}
-    for spec in ctx.manifest.attacks:
-        summaries[spec.name] = _one_attack(ctx, run, spec, subset)
-    return summaries
+def attack_model(
+    ctx: Context, run: ModelRun, subset: np.ndarray
+) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """Run (or reuse) each manifest attack on `run.model`, then the gradient-masking diagnostic;
+    return each attack's summary metrics and the diagnostic's."""
+    summaries = {spec.name: _one_attack(ctx, run, spec, subset) for spec in ctx.manifest.attacks}
+    return summaries, _masking(ctx, run, subset, summaries)
+
+
+def is_masking(softmax_success: float, cw_success: float) -> bool:
+    """Gradient masking: the softmax-gradient attack succeeds far less often (under half as often)
+    than C&W on the logits does on the same samples — the model hides, it is not robust."""
+    return bool(cw_success > 0 and softmax_success < MASKING_RATIO * cw_success)
 
 
 def _one_attack(ctx: Context, run: ModelRun, spec: AttackSpec, subset: np.ndarray) -> dict[str, float]:
-    store = ctx.store
     idx = subset[: spec.samples or ctx.manifest.data.attack_samples]
     cfg = config_hash(spec, idx.tolist(), ctx.manifest.experiment.attack_seed)
-    tag = f"attack.{spec.name}.config_hash"
-    prefix = f"attack.{spec.name}."
-    current = store.client.get_run(run.run_id)
-    if not ctx.force and current.data.tags.get(tag) == cfg:
-        return {k.removeprefix(prefix): v for k, v in current.data.metrics.items() if k.startswith(prefix)}
 
-    x, y = ctx.data.test.x[idx], ctx.data.test.y[idx]
-    task = ctx.progress.task(f"{run.condition} seed {run.seed} {run.role}: {spec.name}", total=len(idx))
-    with store.active(run.run_id):
+    def compute() -> dict[str, float]:
+        x, y = ctx.data.test.x[idx], ctx.data.test.y[idx]
+        task = ctx.progress.task(f"{run.condition} seed {run.seed} {run.role}: {spec.name}", len(idx))
         try:
             result = run_attack(
                 spec.kind, spec.params, run.model, x, y, idx,
@@ -50,20 +59,88 @@ def _one_attack(ctx: Context, run: ModelRun, spec: AttackSpec, subset: np.ndarra
             )
         finally:
             task.close()
-        summary = summarize(result.records)
-        store.log_table(run.run_id, f"attacks/{spec.name}.parquet", result.records)
-        store.log_artifact_bytes(
+        ctx.store.log_table(run.run_id, f"attacks/{spec.name}.parquet", result.records)
+        ctx.store.log_artifact_bytes(
+            run.run_id, f"attacks/{spec.name}.examples.npy",
+            lambda p: np.save(p, example_array(x, result.x_adv)),
+        )
+        ctx.store.log_artifact_bytes(
             run.run_id, f"attacks/{spec.name}.png",
             lambda p: example_grid(x, result.x_adv, result.records, p),
         )
-        store.log_metrics(run.run_id, {prefix + metric_name(k): v for k, v in summary.items()})
+        return summarize(result.records)
+
+    return _cached(ctx, run, f"attack.{spec.name}", cfg, compute)
+
+
+def _masking(
+    ctx: Context, run: ModelRun, subset: np.ndarray, summaries: dict[str, dict[str, float]]
+) -> dict[str, float]:
+    """(a) saturated softmax-gradient fraction, (b) softmax-attack success, (c) C&W-on-logits
+    success and median L2, on the attacked subset; logged as `masking.*` metrics."""
+    attacks = ctx.manifest.attacks
+    cw = next((a for a in attacks if a.kind == "cw-l2"), None)
+    if cw is None:
+        return {}
+    softmax = next((a for a in attacks if a.kind in SOFTMAX_KINDS), None)
+    idx = subset[: (softmax or cw).samples or ctx.manifest.data.attack_samples]
+    cfg = config_hash("masking", cw, softmax, DEFAULT_SOFTMAX_ATTACK, MASKING_RATIO, idx.tolist())
+
+    def compute() -> dict[str, float]:
+        x, y = ctx.data.test.x[idx], ctx.data.test.y[idx]
+        if softmax is None:
+            kind, params = DEFAULT_SOFTMAX_ATTACK
+            records = run_attack(
+                kind, ATTACK_PARAMS[kind](**params), run.model, x, y, idx,
+                seed=ctx.manifest.experiment.attack_seed, device=ctx.device,
+            ).records
+            soft = summarize(records)
+        else:
+            soft = summaries[softmax.name]
+        norms = softmax_gradient_norms(run.model.to(ctx.device), x.to(ctx.device), y.to(ctx.device))
+        result = {
+            "saturated_fraction": saturated_fraction(norms),
+            "softmax_success": soft["success_rate"],
+            "cw_success": summaries[cw.name]["success_rate"],
+            "cw_median_l2": summaries[cw.name]["median_l2"],
+        }
+        result["flagged"] = float(is_masking(result["softmax_success"], result["cw_success"]))
+        ctx.store.log_table(
+            run.run_id, "masking/gradient_norms.parquet",
+            pd.DataFrame({"sample_index": idx, "softmax_grad_norm": norms.numpy()}),
+        )
+        return result
+
+    return _cached(ctx, run, "masking", cfg, compute)
+
+
+def _cached(
+    ctx: Context, run: ModelRun, name: str, cfg: str, compute: Callable[[], dict[str, float]]
+) -> dict[str, float]:
+    """Metrics `<name>.*` of `run`: read back if tag `<name>.config_hash` equals `cfg`, else computed
+    inside the re-opened run, logged and tagged — an interrupted attack is redone, a finished one
+    never is."""
+    store, tag, prefix = ctx.store, f"{name}.config_hash", f"{name}."
+    current = store.client.get_run(run.run_id)
+    if not ctx.force and current.data.tags.get(tag) == cfg:
+        return {k.removeprefix(prefix): v for k, v in current.data.metrics.items() if k.startswith(prefix)}
+    with store.active(run.run_id):
+        result = compute()
+        store.log_metrics(run.run_id, {prefix + metric_name(k): v for k, v in result.items()})
         store.set_tags(run.run_id, {tag: cfg})
-    return summary
+    return result
 
 
 def metric_name(key: str) -> str:
     """`success_rate@eps=0.1` → `success_rate.eps_0.1` (MLflow refuses '@' and '=' in names)."""
     return key.replace("@eps=", ".eps_")
+
+
+def example_array(x: torch.Tensor, x_adv: torch.Tensor, k: int = EXAMPLES) -> np.ndarray:
+    """[k, 3, 28, 28]: clean, adversarial, perturbation of the first k attacked samples — the same
+    sample indices in every condition, so reports can set them side by side."""
+    clean, adv = x[:k, 0].numpy(), x_adv[:k, 0].numpy()
+    return np.stack([clean, adv, adv - clean], axis=1).astype(np.float32)
 
 
 def example_grid(x: torch.Tensor, x_adv: torch.Tensor, records: pd.DataFrame, path, k: int = 8) -> None:

@@ -193,5 +193,33 @@ def list_runs(
         console.print(table)
 
 
+@app.command()
+@user_errors
+def report(
+    experiments: Annotated[
+        list[str] | None, typer.Argument(help="Experiment name(s); default: the latest run one")
+    ] = None,
+    baseline: Annotated[
+        str | None, typer.Option(help="Condition to compare against; default: the standard one")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder; default reports/<experiment>")] = None,
+    format_: Annotated[str, typer.Option("--format", help="Comma-separated: md, pdf")] = "md,pdf",
+) -> None:
+    """Render the statistical comparison of an experiment as Markdown and PDF, with figures."""
+    from suite.console import console, print_report_summary
+    from suite.report.collect import collect, latest_experiment
+    from suite.report.render import render_report
+    from suite.tracking import Store
+
+    store = Store()
+    formats = tuple(f.strip() for f in format_.split(",") if f.strip())
+    for name in experiments or [latest_experiment(store)]:
+        data = collect(store, name, baseline)
+        target = out if out is not None and len(experiments or [name]) == 1 else Path("reports") / name
+        output = render_report(data, target, formats=formats)
+        store.log_report(store.experiment_id(name, create=False), output.out_dir)
+        print_report_summary(data, output)
+
+
 if __name__ == "__main__":
     app()

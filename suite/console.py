@@ -82,6 +82,11 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
     for name in attack_names:
         table.add_column(f"{name}\nsuccess", justify="right")
         table.add_column(f"{name}\nmedian L2", justify="right")
+    show_masking = any(r.masking for r in rows)
+    if show_masking:
+        table.add_column("softmax attack\nsuccess", justify="right")
+        table.add_column("saturated\ngradients", justify="right")
+        table.add_column("gradient\nmasking")
     for r in rows:
         status = r.status if r.status != "FINISHED" else ("reused" if r.reused else "trained")
         style = "red" if r.status == "FAILED" else None
@@ -90,6 +95,11 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
         for name in attack_names:
             s = r.attacks.get(name, {})
             cells += [_pct(s.get("success_rate", math.nan)), _num(s.get("median_l2", math.nan))]
+        if show_masking:
+            m = r.masking
+            flag = "[bold red]yes[/bold red]" if m.get("flagged") else ("no" if m else "")
+            cells += [_pct(m.get("softmax_success", math.nan)),
+                      _pct(m.get("saturated_fraction", math.nan)), flag]
         table.add_row(*cells, style=style)
     return table
 
@@ -99,3 +109,18 @@ def print_summary(rows: Sequence[Row], title: str) -> None:
     for r in rows:
         if r.status == "FAILED":
             err_console.print(f"[red]FAILED[/red] {r.condition} seed {r.seed}: {r.error}")
+
+
+def print_report_summary(data, output) -> None:
+    """One rich table per attack (as in the report), the conclusion, and where the files went."""
+    for attack, frame in output.summaries.items():
+        table = Table(title=f"{data.experiment}: {attack} (baseline {data.baseline})", header_style="bold")
+        for col in frame.columns:
+            table.add_column(str(col))
+        for _, row in frame.iterrows():
+            table.add_row(*[str(v) for v in row.tolist()])
+        console.print(table)
+    console.print(output.conclusion, soft_wrap=True)
+    for path in (output.markdown, output.pdf):
+        if path is not None:
+            console.print(f"wrote {path}")

@@ -34,6 +34,7 @@ class Row:
     run_id: str = ""
     error: str = ""
     attacks: dict[str, dict[str, float]] = field(default_factory=dict)
+    masking: dict[str, float] = field(default_factory=dict)
 
 
 def run_manifest(
@@ -75,10 +76,10 @@ def _run_job(ctx: Context, cond, seed: int, parent_id: str, subset) -> list[Row]
         runs: list[ModelRun] = CONDITIONS[cond.kind](ctx, cond, seed, parent_id)
         rows = []
         for run in runs:
-            attacks = attack_model(ctx, run, subset) if run.attack else {}
+            attacks, masking = attack_model(ctx, run, subset) if run.attack else ({}, {})
             rows.append(
                 Row(run.condition, run.kind, seed, run.role, "FINISHED", run.val_acc, run.test_acc,
-                    run.seconds, run.reused, run.run_id, attacks=attacks)
+                    run.seconds, run.reused, run.run_id, attacks=attacks, masking=masking)
             )
         return rows
     except SuiteError as exc:

@@ -246,6 +246,14 @@ class Store:
             local = self.client.download_artifacts(run_id, relpath, tmp)
             return pd.read_parquet(local)
 
+    def log_report(self, experiment_id: str, folder: Path) -> str:
+        """A `report` run in the experiment holding the rendered report folder as artifacts."""
+        tags = {"suite.level": "report", **self.base_tags(), MLFLOW_RUN_NAME: "report"}
+        run_id = self.client.create_run(experiment_id, tags=tags, run_name="report").info.run_id
+        self.client.log_artifacts(run_id, str(folder), "report")
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
     def log_text(self, run_id: str, relpath: str, text: str) -> None:
         self.log_artifact_bytes(run_id, relpath, lambda p: p.write_text(text, encoding="utf-8"))
 

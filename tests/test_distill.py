@@ -21,13 +21,22 @@ from suite.errors import TrainingError
 
 # Small CPU settings under which each objective falls clearly within the run (noise init).
 SMALL = {
-    "dm": (DMParams(iterations=15, batch_real=64, net_width=32), 2),
-    "dc": (DCParams(iterations=15, batch_real=64, net_width=16), 1),
+    "dm": (DMParams(iterations=10, batch_real=32, net_width=16), 2),
+    "dc": (DCParams(iterations=12, batch_real=32, net_width=16), 1),
     "dd": (
-        DDParams(iterations=30, batch_real=256, net_width=16, epochs=3, lr_img=0.2, init_lr=0.2),
+        DDParams(iterations=24, batch_real=128, net_width=16, epochs=3, lr_img=0.2, init_lr=0.2),
         1,
     ),
 }
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """These tensors are tiny: one intra-op thread is faster, and far faster on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +93,7 @@ def test_learned_set_is_well_formed(learned, method):
 
 def test_dm_set_teaches_more_than_noise(mnist5k_splits):
     s = mnist5k_splits
-    params = DMParams(iterations=10, batch_real=64, net_width=32)
+    params = DMParams(iterations=8, batch_real=32, net_width=16)
     result = distill("dm", params, s.train.x, s.train.y, ipc=10, init="noise", seed=0)
     assert result.x_syn.shape == (100, 1, 28, 28)
     noise = torch.rand(result.x_syn.shape, generator=torch.Generator().manual_seed(0))
@@ -96,7 +105,7 @@ def test_dm_set_teaches_more_than_noise(mnist5k_splits):
             model,
             x_train,
             result.y_syn,
-            epochs=40,
+            epochs=50,
             lr=0.01,
             batch_size=256,
             augment=False,

@@ -58,31 +58,65 @@ def test_valid_manifest_loads_with_defaults(tmp_path):
 
 # (what to change in VALID, the exact line expected after "FILE: ")
 MALFORMED = [
-    ('temperature = 100', 'temperature = -5', "conditions[1].temperature: must be > 0 (got -5)"),
-    ('seeds = [0]', 'seeds = []', "experiment.seeds: must have at least 1 item(s) (got [])"),
-    ('seeds = [0]', 'seeds = [1, 1]', "experiment.seeds: must be unique (got [1, 1])"),
-    ('dataset = "mnist-5k"', 'dataset = "cifar"',
-     "data.dataset: must be one of 'mnist-5k', 'mnist' or 'fashion-mnist' (got 'cifar')"),
-    ('epochs = 1', 'epochs = "two"', "train.epochs: must be an integer (got 'two')"),
-    ('epochs = 1', 'epochs = 1\nlearning_rate = 0.1', "train.learning_rate: unknown key; allowed keys: "),
-    ('name = "t100"', 'name = "base"', "conditions[1].name: duplicate name, already used by conditions[0]"),
-    ('kind = "defensive"', 'kind = "magic"', "conditions[1].kind: must be one of 'standard', 'defensive', 'synthetic' (got 'magic')"),
+    ("temperature = 100", "temperature = -5", "conditions[1].temperature: must be > 0 (got -5)"),
+    ("seeds = [0]", "seeds = []", "experiment.seeds: must have at least 1 item(s) (got [])"),
+    ("seeds = [0]", "seeds = [1, 1]", "experiment.seeds: must be unique (got [1, 1])"),
+    (
+        'dataset = "mnist-5k"',
+        'dataset = "cifar"',
+        "data.dataset: must be one of 'mnist-5k', 'mnist' or 'fashion-mnist' (got 'cifar')",
+    ),
+    ("epochs = 1", 'epochs = "two"', "train.epochs: must be an integer (got 'two')"),
+    (
+        "epochs = 1",
+        "epochs = 1\nlearning_rate = 0.1",
+        "train.learning_rate: unknown key; allowed keys: ",
+    ),
+    (
+        'name = "t100"',
+        'name = "base"',
+        "conditions[1].name: duplicate name, already used by conditions[0]",
+    ),
+    (
+        'kind = "defensive"',
+        'kind = "magic"',
+        "conditions[1].kind: must be one of 'standard', 'defensive', 'synthetic' (got 'magic')",
+    ),
     ('arch = "tiny"', 'arch = "resnet"', "model.arch: must be one of"),
     ('name = "t"\n', 'name = ""\n', "experiment.name: must not be empty"),
-    ('[attacks.params]\nmax_iterations = 10', '[attacks.params]\nmax_iterations = 0',
-     "attacks[0].params.max_iterations: must be > 0 (got 0)"),
-    ('[attacks.params]\nmax_iterations = 10', '[attacks.params]\nmax_iter = 10',
-     "attacks[0].params.max_iter: unknown key"),
+    (
+        "[attacks.params]\nmax_iterations = 10",
+        "[attacks.params]\nmax_iterations = 0",
+        "attacks[0].params.max_iterations: must be > 0 (got 0)",
+    ),
+    (
+        "[attacks.params]\nmax_iterations = 10",
+        "[attacks.params]\nmax_iter = 10",
+        "attacks[0].params.max_iter: unknown key",
+    ),
     ('kind = "cw-l2"', 'kind = "deepfool"', "attacks[0].kind: must be one of 'cw-l2'"),
-    ('[model]', '[modle]', "modle: unknown key; allowed keys: experiment, data, model, train, conditions, attacks"),
-    ('dataset = "mnist-5k"', 'dataset = "mnist-5k"\nval_samples = -1', "data.val_samples: must be >= 0 (got -1)"),
-    ('seeds = [0]', 'seeds = [0]\ndevice = "tpu"',
-     "experiment.device: must be one of 'auto', 'cpu' or 'cuda' (got 'tpu')"),
+    (
+        "[model]",
+        "[modle]",
+        "modle: unknown key; allowed keys: experiment, data, model, train, conditions, attacks",
+    ),
+    (
+        'dataset = "mnist-5k"',
+        'dataset = "mnist-5k"\nval_samples = -1',
+        "data.val_samples: must be >= 0 (got -1)",
+    ),
+    (
+        "seeds = [0]",
+        'seeds = [0]\ndevice = "tpu"',
+        "experiment.device: must be one of 'auto', 'cpu' or 'cuda' (got 'tpu')",
+    ),
 ]
 
 
 @pytest.mark.parametrize(("old", "new", "expected"), MALFORMED, ids=[m[2][:40] for m in MALFORMED])
-def test_malformed_manifest_one_line_exit_2_nothing_written(tmp_path, monkeypatch, old, new, expected):
+def test_malformed_manifest_one_line_exit_2_nothing_written(
+    tmp_path, monkeypatch, old, new, expected
+):
     assert old in VALID
     path = write(tmp_path, VALID.replace(old, new, 1))
     monkeypatch.chdir(tmp_path)
@@ -98,8 +132,11 @@ def test_malformed_manifest_one_line_exit_2_nothing_written(tmp_path, monkeypatc
 
 
 def test_validate_reports_every_problem_of_every_file(tmp_path):
-    bad = write(tmp_path, VALID.replace("temperature = 100", "temperature = 0").replace(
-        "epochs = 1", "epochs = -1"), "bad.toml")
+    bad = write(
+        tmp_path,
+        VALID.replace("temperature = 100", "temperature = 0").replace("epochs = 1", "epochs = -1"),
+        "bad.toml",
+    )
     good = write(tmp_path, VALID, "good.toml")
     result = CliRunner().invoke(app, ["validate", str(good), str(bad)])
     assert result.exit_code == 2
@@ -118,8 +155,16 @@ def test_not_toml_and_missing_file(tmp_path):
 
 def test_overrides_are_validated_like_the_file(tmp_path):
     path = write(tmp_path, VALID)
-    m = load_manifest(path, ["train.epochs=3", "data.dataset=fashion-mnist", "conditions.t100.temperature=50",
-                             "conditions[0].name=undistilled", "experiment.seeds=[4, 5]"])
+    m = load_manifest(
+        path,
+        [
+            "train.epochs=3",
+            "data.dataset=fashion-mnist",
+            "conditions.t100.temperature=50",
+            "conditions[0].name=undistilled",
+            "experiment.seeds=[4, 5]",
+        ],
+    )
     assert m.train.epochs == 3 and m.data.dataset == "fashion-mnist"
     assert m.conditions[1].temperature == 50 and m.conditions[0].name == "undistilled"
     assert m.experiment.seeds == [4, 5]
@@ -142,6 +187,8 @@ def test_shipped_manifests_validate():
 def test_config_hash_is_stable_and_sensitive(tmp_path):
     a = load_manifest(write(tmp_path, VALID))
     b = load_manifest(write(tmp_path, VALID, "b.toml"), ["train.lr=0.5"])
-    assert config_hash(a.train) == config_hash(load_manifest(write(tmp_path, VALID, "c.toml")).train)
+    assert config_hash(a.train) == config_hash(
+        load_manifest(write(tmp_path, VALID, "c.toml")).train
+    )
     assert config_hash(a.train) != config_hash(b.train)
     assert os.path.exists(tmp_path / "b.toml")

@@ -67,7 +67,9 @@ def workdir(tmp_path, monkeypatch):
 def model_runs(store: Store, name: str = "tiny-e2e"):
     exp = store.client.get_experiment_by_name(name)
     return [
-        r for r in store.client.search_runs([exp.experiment_id]) if r.data.tags.get("suite.level") != "condition"
+        r
+        for r in store.client.search_runs([exp.experiment_id])
+        if r.data.tags.get("suite.level") != "condition"
     ]
 
 
@@ -82,7 +84,15 @@ def test_run_then_rerun_reuses_then_force_retrains(workdir):
     run = runs[0]
     assert run.info.status == "FINISHED"
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
-    for key in ("condition", "kind", "seed", "config_hash", "suite_version", "git_commit", MODEL_TAG):
+    for key in (
+        "condition",
+        "kind",
+        "seed",
+        "config_hash",
+        "suite_version",
+        "git_commit",
+        MODEL_TAG,
+    ):
         assert key in tags
     assert params["train.lr"] == "0.003" and params["data.dataset"] == "mnist-5k"
     assert metrics["final_test_acc"] > 0.6
@@ -90,7 +100,9 @@ def test_run_then_rerun_reuses_then_force_retrains(workdir):
     assert [m.step for m in history] == [1, 2]
     assert 0 <= metrics["attack.cw.success_rate"] <= 1
     records = store.load_table(run.info.run_id, "attacks/cw.parquet")
-    assert len(records) == 12 and {"sample_index", "l2", "success", "grad_evals"} <= set(records.columns)
+    assert len(records) == 12 and {"sample_index", "l2", "success", "grad_evals"} <= set(
+        records.columns
+    )
     # the model loads back and gives the logged accuracy
     spec = load_manifest(workdir / "m.toml")
     from suite.data import load_splits
@@ -147,7 +159,9 @@ def test_interrupt_leaves_no_running_run_and_rerun_finishes(workdir, when):
     assert "RUNNING" not in statuses and "KILLED" in statuses
     rows = run_manifest(spec, store=store)
     assert [r.status for r in rows] == ["FINISHED"]
-    assert rows[0].reused == (when != "train")  # a model logged before the interrupt is not retrained
+    assert rows[0].reused == (
+        when != "train"
+    )  # a model logged before the interrupt is not retrained
     assert "success_rate" in rows[0].attacks["cw"]
     statuses = {r.info.status for r in store.client.search_runs([exp.experiment_id])}
     assert statuses <= {"FINISHED", "KILLED"}
@@ -160,18 +174,27 @@ def test_stale_running_run_from_dead_process_is_marked_failed(workdir):
     exp_id = store.experiment_id("tiny-e2e")
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    run = store.client.create_run(exp_id, tags={"suite.host": socket.gethostname(), "suite.pid": str(dead.pid)})
-    live = store.client.create_run(exp_id, tags={"suite.host": socket.gethostname(), "suite.pid": str(os.getpid())})
+    run = store.client.create_run(
+        exp_id, tags={"suite.host": socket.gethostname(), "suite.pid": str(dead.pid)}
+    )
+    live = store.client.create_run(
+        exp_id, tags={"suite.host": socket.gethostname(), "suite.pid": str(os.getpid())}
+    )
     assert store.reap_stale(exp_id) == [run.info.run_id]
     assert store.client.get_run(run.info.run_id).info.status == "FAILED"
     assert store.client.get_run(live.info.run_id).info.status == "RUNNING"
 
 
 def test_diverging_condition_is_reported_and_others_finish(workdir):
-    text = TINY.replace('name = "base"\nkind = "standard"', 'name = "base"\nkind = "standard"\n\n'
-                        '[[conditions]]\nname = "t5"\nkind = "defensive"\ntemperature = 5')
+    text = TINY.replace(
+        'name = "base"\nkind = "standard"',
+        'name = "base"\nkind = "standard"\n\n'
+        '[[conditions]]\nname = "t5"\nkind = "defensive"\ntemperature = 5',
+    )
     (workdir / "m.toml").write_text(text)
-    result = CliRunner().invoke(app, ["run", "m.toml", "--set", "train.lr=1e12", "--set", "train.optimizer=sgd"])
+    result = CliRunner().invoke(
+        app, ["run", "m.toml", "--set", "train.lr=1e12", "--set", "train.optimizer=sgd"]
+    )
     assert result.exit_code == 1
     assert "FAILED" in result.output and "diverged" in result.output
     assert "Traceback" not in result.output
@@ -179,7 +202,15 @@ def test_diverging_condition_is_reported_and_others_finish(workdir):
 
 def test_missing_data_is_one_line_exit_2_and_writes_nothing(workdir):
     result = CliRunner().invoke(
-        app, ["run", "m.toml", "--set", "data.dataset=mnist", "--set", f"data.root={workdir / 'nothing'}"]
+        app,
+        [
+            "run",
+            "m.toml",
+            "--set",
+            "data.dataset=mnist",
+            "--set",
+            f"data.root={workdir / 'nothing'}",
+        ],
     )
     assert result.exit_code == 2
     assert "suite data download mnist" in result.output
@@ -199,15 +230,21 @@ def test_ui_serves_the_runs_over_the_mlflow_rest_api(workdir):
     run_id = store.client.create_run(exp_id, tags={"condition": "base"}).info.run_id
     port = free_port()
     suite_bin = Path(sys.executable).parent / "suite"
-    proc = subprocess.Popen([str(suite_bin), "ui", "--port", str(port)], cwd=workdir,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [str(suite_bin), "ui", "--port", str(port)],
+        cwd=workdir,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     try:
         body = json.dumps({"experiment_ids": [exp_id]}).encode()
         deadline = time.time() + 150
         while True:
             try:
                 req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", data=body,
+                    f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search",
+                    data=body,
                     headers={"Content-Type": "application/json"},
                 )
                 with urllib.request.urlopen(req, timeout=5) as resp:

@@ -36,9 +36,20 @@ def test_hard_label_loss_at_temperature_is_cross_entropy_of_scaled_logits():
 def _train(splits, seed, recipe):
     torch.manual_seed(seed)
     model = build_model("tiny", dropout=0.2)
-    x, y = splits.train.x[::4], splits.train.y[::4]  # every 4th: all classes (splits are class-sorted)
-    history = fit(model, x, y, y, recipe, seed=seed, device=torch.device("cpu"),
-                  evaluate=lambda m: (accuracy(m, splits.val.x, splits.val.y, torch.device("cpu")), 0.0))
+    x, y = (
+        splits.train.x[::4],
+        splits.train.y[::4],
+    )  # every 4th: all classes (splits are class-sorted)
+    history = fit(
+        model,
+        x,
+        y,
+        y,
+        recipe,
+        seed=seed,
+        device=torch.device("cpu"),
+        evaluate=lambda m: (accuracy(m, splits.val.x, splits.val.y, torch.device("cpu")), 0.0),
+    )
     return model, history
 
 
@@ -50,17 +61,24 @@ def test_same_seed_gives_bit_identical_weights_and_metrics(mnist5k_splits):
     for pa, pb in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
         assert torch.equal(pa, pb)
     assert [(h.train_loss, h.val_acc) for h in ha] == [(h.train_loss, h.val_acc) for h in hb]
-    assert not all(torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values(), strict=True))
+    assert not all(
+        torch.equal(pa, pc)
+        for pa, pc in zip(a.state_dict().values(), c.state_dict().values(), strict=True)
+    )
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_both_optimisers_learn(mnist5k_splits, optimizer):
-    recipe = Recipe(epochs=2, batch_size=32, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 3e-3)
+    recipe = Recipe(
+        epochs=2, batch_size=32, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 3e-3
+    )
     _, history = _train(mnist5k_splits, 0, recipe)
     assert history[-1].val_acc > 0.75
     assert history[-1].train_loss < history[0].train_loss
 
 
 def test_divergence_fails_with_the_reason(mnist5k_splits):
-    with pytest.raises(TrainingError, match=r"loss is (nan|inf) at epoch 1, batch \d+; lower train.lr"):
+    with pytest.raises(
+        TrainingError, match=r"loss is (nan|inf) at epoch 1, batch \d+; lower train.lr"
+    ):
         _train(mnist5k_splits, 0, Recipe(epochs=1, batch_size=64, lr=1e12, momentum=0.9))

@@ -16,7 +16,7 @@ def softmax_gradient_norms(model: nn.Module, x: Tensor, y: Tensor, batch_size: i
 
     Computed in float64 on a copy of the model, so a gradient that float32 flushes to zero is
     measured rather than hidden; a norm of exactly 0 means it vanishes even in float64."""
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device
     model = copy.deepcopy(model).double().eval()
     norms = []
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):

@@ -22,7 +22,8 @@ def conclusion(
     compared: pd.DataFrame,
     order: list[str],
 ) -> str:
-    """A paragraph built only from the numbers above, ending with the seed report's claim."""
+    """Three paragraphs built only from the numbers: results per condition, the answer
+    (with gradient-masking caveats), and the seed report's claim checked on this run."""
     kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
     base_acc = attacked_acc.get(data.baseline, np.nan)
     parts = []
@@ -44,11 +45,14 @@ def conclusion(
             for r in mine.itertuples()
         ]
         parts.append(sentence + ("; " + "; ".join(effects) if effects else "") + ".")
-    parts += _masking_caveat(data.masking)
     distilled = [c for c in order[1:] if kinds.get(c, "standard") != "standard"]
-    parts.append(_answer(distilled, pooled))
-    parts.append(_claim_check(data, attacked_acc, pooled, distilled, base_acc))
-    return " ".join(p for p in parts if p)
+    answer = [_answer(distilled, pooled), *_masking_caveat(data.masking)]
+    paragraphs = [
+        " ".join(parts),
+        " ".join(a for a in answer if a),
+        _claim_check(data, attacked_acc, pooled, distilled, base_acc),
+    ]
+    return "\n\n".join(p for p in paragraphs if p)
 
 
 def _ratio_name(test: str, norm: str) -> str:

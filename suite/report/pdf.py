@@ -14,8 +14,12 @@ from markdown_it.token import Token
 from PIL import Image
 
 _FONT_DIR = Path(matplotlib.get_data_path()) / "fonts" / "ttf"
-_FACES = {"": "DejaVuSans.ttf", "B": "DejaVuSans-Bold.ttf", "I": "DejaVuSans-Oblique.ttf"}
-_FACES["BI"] = "DejaVuSans-BoldOblique.ttf"
+_FACES = {
+    "": "DejaVuSans.ttf",
+    "B": "DejaVuSans-Bold.ttf",
+    "I": "DejaVuSans-Oblique.ttf",
+    "BI": "DejaVuSans-BoldOblique.ttf",
+}
 BODY_PT = 9.5
 TABLE_PT = 7.5
 _MAX_IMAGE_HEIGHT = 0.62  # of the printable page height, so a figure and its caption fit
