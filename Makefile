@@ -15,6 +15,7 @@ install: $(STAMP)
 
 demo: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/suite run manifests/quick.toml
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/suite report quick
 
 test: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q

@@ -85,6 +85,7 @@ class StandardCondition(Strict):
 
     name: Name
     kind: Literal["standard"]
+    epochs: int | None = Field(default=None, gt=0, description="overrides train.epochs")
 
 
 class DefensiveCondition(Strict):

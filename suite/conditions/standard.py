@@ -7,7 +7,8 @@ from suite.manifest import StandardCondition, config_hash
 def run_standard(ctx: Context, cond: StandardCondition, seed: int, parent_id: str) -> list[ModelRun]:
     """Train (or reuse) one model of `model.arch` on the hard labels for this seed."""
     m = ctx.manifest
-    cfg = config_hash("standard", ctx.data_config(), m.model, m.train, seed)
+    epochs = cond.epochs or m.train.epochs
+    cfg = config_hash("standard", ctx.data_config(), m.model, m.train, epochs, seed)
     run = cached_training(
         ctx,
         parent_id,
@@ -16,10 +17,11 @@ def run_standard(ctx: Context, cond: StandardCondition, seed: int, parent_id: st
         role="model",
         seed=seed,
         cfg_hash=cfg,
-        params={**ctx.base_params(), "seed": seed},
+        params={**ctx.base_params(), "seed": seed, "train.epochs": epochs},
         attack=True,
         train=lambda run_id: train_model(
-            ctx, run_id, f"{cond.name} seed {seed}: train", seed=seed, targets=ctx.data.train.y
+            ctx, run_id, f"{cond.name} seed {seed}: train", seed=seed, targets=ctx.data.train.y,
+            epochs=epochs,
         ),
     )
     return [run]

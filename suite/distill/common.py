@@ -39,7 +39,7 @@ class RealData:
         self.mean, self.std = x.mean().item(), x.std().item()
         self.x = ((x - self.mean) / self.std).to(device)
         self.y = y.to(device)
-        self.by_class = [torch.nonzero(y == c).flatten() for c in range(NUM_CLASSES)]
+        self.by_class = [torch.nonzero(y.cpu() == c).flatten() for c in range(NUM_CLASSES)]
         self.device = device
         self.generator = generator
 

@@ -1,0 +1,107 @@
+"""Defensive distillation on mnist-5k: the T = 100 student masks gradients, C&W on logits still wins."""
+
+import pytest
+import torch
+
+from suite.attacking import is_masking
+from suite.conditions.defensive import soft_labels
+from suite.data import load_splits
+from suite.manifest import validate_manifest
+from suite.runner import run_manifest
+from suite.tracking import Store
+from suite.training import accuracy, predict_logits
+
+MANIFEST = {
+    "experiment": {"name": "defensive-e2e", "seeds": [0], "device": "cpu"},
+    "data": {"dataset": "mnist-5k", "train_samples": 2500, "val_samples": 200, "attack_samples": 40},
+    "model": {"arch": "tiny"},
+    "train": {"epochs": 8, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "dropout": 0.0},
+    "conditions": [
+        {"name": "undistilled", "kind": "standard"},
+        {"name": "t100", "kind": "defensive", "temperature": 100, "attack_teacher": True},
+    ],
+    "attacks": [
+        {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 6, "max_iterations": 100,
+                                                   "initial_const": 0.01}},
+        {"name": "fgsm", "kind": "fgsm", "params": {"eps": [0.1, 0.2, 0.3]}},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def experiment(tmp_path_factory):
+    """The experiment run once into a temp store; returns (manifest, store, rows)."""
+    store = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}")
+    manifest = validate_manifest(MANIFEST, "test")
+    return manifest, store, run_manifest(manifest, store=store)
+
+
+def by_role(rows):
+    return {(r.condition, r.role): r for r in rows}
+
+
+def test_student_masks_gradients_but_cw_on_logits_still_succeeds(experiment):
+    manifest, store, rows = experiment
+    assert all(r.status == "FINISHED" for r in rows)
+    got = by_role(rows)
+    base, student = got["undistilled", "model"], got["t100", "student"]
+    assert base.test_acc > 0.85 and student.test_acc > 0.8
+
+    splits = load_splits("mnist-5k", None, 2500, 200, 0)
+    x = splits.test.x[:200]
+    scale = {
+        name: predict_logits(store.load_model(store.client.get_run(r.run_id)), x, torch.device("cpu")).std().item()
+        for name, r in (("base", base), ("student", student))
+    }
+    assert scale["student"] / scale["base"] > 5
+
+    assert student.masking["saturated_fraction"] > base.masking["saturated_fraction"]
+    assert student.attacks["fgsm"]["success_rate"] < base.attacks["fgsm"]["success_rate"]
+    assert student.attacks["cw"]["success_rate"] >= 0.99
+    assert student.masking["flagged"] == 1.0 and base.masking["flagged"] == 0.0
+
+
+def test_teacher_and_student_are_linked_and_load_back_with_their_accuracy(experiment):
+    _, store, rows = experiment
+    got = by_role(rows)
+    teacher, student = got["t100", "teacher"], got["t100", "student"]
+    t_run, s_run = store.client.get_run(teacher.run_id), store.client.get_run(student.run_id)
+    assert t_run.data.tags["role"] == "teacher" and s_run.data.tags["role"] == "student"
+    assert s_run.data.tags["teacher_run_id"] == teacher.run_id
+    assert t_run.data.tags["student_run_id"] == student.run_id
+    assert s_run.data.tags["mlflow.parentRunId"] == t_run.data.tags["mlflow.parentRunId"]
+    assert "cw" in teacher.attacks  # attack_teacher = true
+    splits = load_splits("mnist-5k", None, 2500, 200, 0)
+    for run in (t_run, s_run):
+        model = store.load_model(run)
+        acc = accuracy(model, splits.test.x, splits.test.y, torch.device("cpu"))
+        assert acc == pytest.approx(run.data.metrics["final_test_acc"], abs=1e-6)
+        assert len(store.client.get_metric_history(run.info.run_id, "val_acc")) == 8
+
+
+def test_rerun_reuses_both_and_new_student_epochs_retrain_only_the_student(experiment):
+    manifest, store, rows = experiment
+    again = by_role(run_manifest(manifest, store=store))
+    assert again["t100", "teacher"].reused and again["t100", "student"].reused
+    assert again["undistilled", "model"].reused
+    raw = {**MANIFEST, "conditions": [dict(c) for c in MANIFEST["conditions"]]}
+    raw["conditions"][1]["student_epochs"] = 2
+    changed = by_role(run_manifest(validate_manifest(raw, "test"), store=store))
+    assert changed["t100", "teacher"].reused
+    assert not changed["t100", "student"].reused
+    assert changed["t100", "student"].run_id != by_role(rows)["t100", "student"].run_id
+    assert changed["undistilled", "model"].reused
+
+
+def test_soft_labels_are_tempered_teacher_probabilities():
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Dropout(0.9))
+    x = torch.rand(6, 1, 28, 28)
+    soft = soft_labels(teacher, x, 20.0, torch.device("cpu"))
+    teacher.eval()
+    assert torch.allclose(soft, torch.softmax(teacher(x) / 20.0, dim=1))  # eval mode: no dropout
+    assert torch.allclose(soft.sum(1), torch.ones(6))
+
+
+def test_masking_rule():
+    assert is_masking(0.02, 1.0) and not is_masking(0.9, 1.0) and not is_masking(0.0, 0.0)
