@@ -154,14 +154,14 @@ def _bench(name, kind, params, model, x, y, index, per_sample_fb) -> dict:
         "norm": norm,
         "median_distortion": summary[f"median_{norm}"],
         "median_l2": summary["median_l2"],
-        "overhead": wall / (evals.sum() * per_sample_fb),
+        "overhead": float(wall / (evals.sum() * per_sample_fb)),
     }
 
 
 def _checks(r: dict) -> dict:
     ref, checks = r["cw-l2 5x1000"], {}
-    checks["cw-l2 5x1000 overhead <= 1.10"] = ref["overhead"] <= 1.10
-    checks["cw-l2 5x1000 grad evals/sample <= 1300"] = ref["grad_evals_mean"] <= 1300
+    checks["cw-l2 5x1000 overhead <= 1.10"] = bool(ref["overhead"] <= 1.10)
+    checks["cw-l2 5x1000 grad evals/sample <= 1300"] = bool(ref["grad_evals_mean"] <= 1300)
     if "cw-l2 5x1000 no early stop" in r:
         base = r["cw-l2 5x1000 no early stop"]["median_l2"]
         checks["cw-l2 5x1000 median L2 within 1% of no early stop"] = bool(

@@ -50,6 +50,9 @@ def run(
         typer.Option("--set", help="Override a field: --set train.epochs=2 (repeatable)"),
     ] = None,
     force: Annotated[bool, typer.Option(help="Retrain and re-attack even if cached runs exist")] = False,
+    only: Annotated[
+        list[str] | None, typer.Option(help="Run only this condition (repeatable)")
+    ] = None,
 ) -> None:
     """Train every condition × seed of MANIFEST (reusing finished runs), attack, and summarise."""
     from suite.console import console, live_progress, print_summary
@@ -60,7 +63,7 @@ def run(
     spec = load_manifest(manifest, set_ or [])
     console.print(f"[bold]{spec.experiment.name}[/bold] → {tracking_uri()}")
     with live_progress() as progress:
-        rows = run_manifest(spec, progress=progress, force=force)
+        rows = run_manifest(spec, progress=progress, force=force, only=only)
     print_summary(rows, title=f"{spec.experiment.name} ({spec.data.dataset}, {spec.model.arch})")
     if any(r.status == "FAILED" for r in rows):
         raise typer.Exit(1)

@@ -10,7 +10,7 @@ from suite.conditions.standard import run_standard
 from suite.conditions.synthetic import run_synthetic
 from suite.data import load_splits
 from suite.devices import resolve_device
-from suite.errors import SuiteError
+from suite.errors import ManifestError, SuiteError
 from suite.manifest import Manifest, config_hash
 from suite.progress import NullProgress, Progress
 from suite.tracking import Store
@@ -43,13 +43,18 @@ def run_manifest(
     store: Store | None = None,
     progress: Progress | None = None,
     force: bool = False,
+    only: list[str] | None = None,
 ) -> list[Row]:
     """Train/reuse and attack every condition × seed of `manifest`, logging all of it to the store.
 
-    A user-fixable failure (diverged training, ...) of one condition/seed is recorded in its row and
+    `only` restricts the run to the named conditions. A user-fixable failure (diverged training, ...) of one condition/seed is recorded in its row and
     the rest still run; anything else is a bug and propagates.
     """
     progress = progress or NullProgress()
+    names = [c.name for c in manifest.conditions]
+    unknown = [name for name in only or [] if name not in names]
+    if unknown:
+        raise ManifestError(f"--only {', '.join(unknown)}: no such condition; the manifest has {names}")
     device = resolve_device(manifest.experiment.device)
     d = manifest.data
     data = load_splits(d.dataset, d.root, d.train_samples, d.val_samples, d.split_seed)
@@ -61,6 +66,8 @@ def run_manifest(
 
     rows: list[Row] = []
     for cond in manifest.conditions:
+        if only and cond.name not in only:
+            continue
         parent_hash = config_hash(ctx.data_config(), manifest.model, manifest.train, cond)
         parent_id = store.parent_run(experiment_id, cond.name, cond.kind, parent_hash)
         with store.scope(parent_id):

@@ -258,3 +258,41 @@ def test_ui_serves_the_runs_over_the_mlflow_rest_api(workdir):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)  # mlflow server has worker children
         proc.wait(timeout=30)
+
+
+def test_report_on_a_tiny_experiment_and_its_errors(workdir):
+    runner = CliRunner()
+    empty = runner.invoke(app, ["report"])
+    assert empty.exit_code == 2 and "holds no suite runs" in empty.output
+    text = TINY.replace('name = "base"\nkind = "standard"', 'name = "base"\nkind = "standard"\n\n'
+                        '[[conditions]]\nname = "t20"\nkind = "defensive"\ntemperature = 20')
+    (workdir / "m.toml").write_text(text)
+    assert runner.invoke(app, ["run", "m.toml"]).exit_code == 0
+    unknown = runner.invoke(app, ["report", "nope"])
+    assert unknown.exit_code == 2 and "no experiment named 'nope'" in unknown.output
+    bad_base = runner.invoke(app, ["report", "tiny-e2e", "--baseline", "zzz"])
+    assert bad_base.exit_code == 2 and "baseline condition 'zzz'" in bad_base.output
+
+    result = runner.invoke(app, ["report", "--out", "rep"])
+    assert result.exit_code == 0, result.output
+    assert "cw" in result.output and "t20" in result.output
+    md = (workdir / "rep" / "report.md").read_text()
+    for heading in ("Set-up", "Accuracy", "Conclusion"):
+        assert heading in md
+    assert "t20" in md and "base" in md
+    import matplotlib.image
+    from pypdf import PdfReader
+
+    pngs = sorted((workdir / "rep" / "figures").glob("*.png"))
+    assert pngs
+    for png in pngs:
+        assert matplotlib.image.imread(png).size > 0
+    pdf = PdfReader(workdir / "rep" / "report.pdf")
+    assert len(pdf.pages) >= 1
+    text = " ".join(page.extract_text() for page in pdf.pages)
+    assert "Conclusion" in text
+    store = Store()
+    exp = store.client.get_experiment_by_name("tiny-e2e")
+    reports = [r for r in store.client.search_runs([exp.experiment_id]) if r.data.tags.get("suite.level") == "report"]
+    assert len(reports) == 1
+    assert store.client.list_artifacts(reports[0].info.run_id, "report")

@@ -110,6 +110,17 @@ def adam_step(
     return w - lr * m_hat / (v_hat.sqrt() + 1e-8), m, v, t
 
 
+def stall(
+    loss: Tensor, loss_at_check: Tensor, it: Tensor, every: int, tolerance: float
+) -> tuple[Tensor, Tensor]:
+    """C&W's early abort, per sample: every `every` iterations, a sample whose loss fell by less
+    than the fraction `tolerance` since the previous check has stalled. Returns (stalled, the
+    loss to compare with at the next check)."""
+    check = it % every == 0
+    stalled = check & (loss > (1 - tolerance) * loss_at_check)
+    return stalled, torch.where(check, loss, loss_at_check)
+
+
 S = TypeVar("S")
 
 

@@ -24,6 +24,7 @@ from suite.attacks.common import (
     per_sample,
     reset_where,
     rows,
+    stall,
     to_tanh_space,
 )
 
@@ -38,9 +39,11 @@ class CWL0Params(TargetingParams):
     const_factor: float = Field(2.0, gt=1)
     confidence: float = Field(0.0, ge=0)
     abort_early: bool = Field(
-        True,
-        description="stop a solve at its first success; also give up a c whose loss has "
-        "stopped falling (checked every tenth of max_iterations)",
+        True, description="stop a solve at its first success; give up a c whose loss stalls"
+    )
+    abort_checks: int = Field(20, ge=1, description="stall checks per max_iterations")
+    abort_tolerance: float = Field(
+        1e-3, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )
 
 
@@ -82,7 +85,7 @@ def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0
         last_const=per_sample(x, float("nan"), torch.float64),
         grad_evals=per_sample(x, 0, torch.int64),
     )
-    check_every = -(-p.max_iterations // 10)
+    check_every = -(-p.max_iterations // p.abort_checks)
     while len(s.idx):
         free, dx_dw = from_tanh_space(s.w)
         x_adv = torch.where(s.allowed, free, s.x)
@@ -101,9 +104,9 @@ def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0
 
             stalled = torch.zeros_like(solved)
             if p.abort_early:
-                check = s.it % check_every == 0
-                stalled = check & (loss > 0.9999 * s.loss_at_check)
-                s.loss_at_check = torch.where(check, loss, s.loss_at_check)
+                stalled, s.loss_at_check = stall(
+                    loss, s.loss_at_check, s.it, check_every, p.abort_tolerance
+                )
             s.it += 1
             failed = ~solved & (stalled | (s.it >= p.max_iterations))
 

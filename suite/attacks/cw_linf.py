@@ -23,6 +23,7 @@ from suite.attacks.common import (
     per_sample,
     reset_where,
     rows,
+    stall,
     to_tanh_space,
 )
 
@@ -40,9 +41,11 @@ class CWLinfParams(TargetingParams):
     smallest_tau: float = Field(1 / 256, gt=0)
     confidence: float = Field(0.0, ge=0)
     abort_early: bool = Field(
-        True,
-        description="stop a solve at its first success; also give up a c whose loss has "
-        "stopped falling (checked every tenth of max_iterations)",
+        True, description="stop a solve at its first success; give up a c whose loss stalls"
+    )
+    abort_checks: int = Field(20, ge=1, description="stall checks per max_iterations")
+    abort_tolerance: float = Field(
+        1e-3, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )
 
 
@@ -87,7 +90,7 @@ def cw_linf(
         last_const=per_sample(x, float("nan"), f64),
         grad_evals=per_sample(x, 0, torch.int64),
     )
-    check_every = -(-p.max_iterations // 10)
+    check_every = -(-p.max_iterations // p.abort_checks)
     while len(s.idx):
         x_adv, dx_dw = from_tanh_space(s.w)
         mgn, mgn_grad = margin_and_grad(model, x_adv, s.cls, targeted)
@@ -107,9 +110,9 @@ def cw_linf(
 
             stalled = torch.zeros_like(solved)
             if p.abort_early:
-                check = s.it % check_every == 0
-                stalled = check & (loss > 0.9999 * s.loss_at_check)
-                s.loss_at_check = torch.where(check, loss, s.loss_at_check)
+                stalled, s.loss_at_check = stall(
+                    loss, s.loss_at_check, s.it, check_every, p.abort_tolerance
+                )
             s.it += 1
             failed = ~solved & (stalled | (s.it >= p.max_iterations))
 

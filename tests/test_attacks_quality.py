@@ -1,0 +1,118 @@
+"""Do the attacks find what they promise: adversarials, of (near-)minimal size, in their norm?"""
+
+import numpy as np
+import pytest
+import torch
+
+from suite.attacks import ATTACK_PARAMS, L0_TOLERANCE, run_attack
+
+N = 24
+
+
+@pytest.fixture(scope="module")
+def correct(trained_tiny, mnist5k_splits):
+    """N test images the tiny net classifies correctly (a seeded draw)."""
+    x, y = mnist5k_splits.test.x, mnist5k_splits.test.y
+    order = np.random.default_rng(2).permutation(len(x))
+    with torch.inference_mode():
+        ok = (trained_tiny(x[order]).argmax(1) == y[order]).numpy()
+    idx = order[ok][:N]
+    return x[idx], y[idx], idx
+
+
+def attack(kind, model, data, n=N, **params):
+    x, y, idx = data
+    p = ATTACK_PARAMS[kind](**params)
+    return run_attack(kind, p, model, x[:n], y[:n], idx[:n], seed=0)
+
+
+@pytest.fixture(scope="module")
+def cw_l2(trained_tiny, correct):
+    return attack("cw-l2", trained_tiny, correct, binary_steps=9, max_iterations=1000)
+
+
+@pytest.fixture(scope="module")
+def pgd_l2(trained_tiny, correct):
+    eps = np.round(np.arange(0.1, 4.01, 0.1), 2).tolist()
+    return attack("pgd-l2", trained_tiny, correct, eps=eps, steps=50)
+
+
+def test_cw_l2_fools_every_sample_and_reports_what_it_returns(trained_tiny, correct, cw_l2):
+    x, y, _ = correct
+    rec = cw_l2.records
+    assert rec["success"].mean() >= 0.99
+    assert cw_l2.x_adv.min() >= 0 and cw_l2.x_adv.max() <= 1
+    with torch.inference_mode():
+        pred = trained_tiny(cw_l2.x_adv).argmax(1)
+    assert (pred != y).all() and (pred.numpy() == rec["adv_pred"].to_numpy()).all()
+    l2 = (cw_l2.x_adv.double() - x.double()).flatten(1).norm(dim=1).numpy()
+    np.testing.assert_allclose(rec["l2"], l2, rtol=1e-12)
+    assert (rec["const"] > 0).all() and (rec["grad_evals"] > 0).all()
+
+
+def test_cw_l2_is_smaller_than_the_smallest_pgd_budget_that_works(cw_l2, pgd_l2):
+    ours, eps = cw_l2.records["l2"].to_numpy(), pgd_l2.records["eps"].to_numpy()
+    both = ~np.isnan(ours) & ~np.isnan(eps)
+    assert both.sum() >= N - 2
+    assert np.median(ours[both]) < np.median(eps[both])
+    assert (ours[both] <= eps[both]).mean() >= 0.9
+
+
+def test_more_binary_search_steps_never_give_larger_l2(trained_tiny, correct, cw_l2):
+    fewer = attack("cw-l2", trained_tiny, correct, binary_steps=5, max_iterations=1000)
+    a, b = cw_l2.records["l2"].to_numpy(), fewer.records["l2"].to_numpy()
+    found = ~np.isnan(b)
+    assert not np.isnan(a[found]).any()
+    assert (a[found] <= b[found] * (1 + 1e-4)).all()
+    assert np.median(a) <= np.median(b[found]) and np.median(a) < np.median(b) * 0.999
+
+
+def test_targeted_cw_l2_lands_on_the_target(trained_tiny, correct):
+    res = attack(
+        "cw-l2", trained_tiny, correct, n=12, binary_steps=7, max_iterations=500,
+        targeted=True, target_mode="next",
+    )  # fmt: skip
+    rec = res.records
+    assert (rec["target"] == (rec["label"] + 1) % 10).all()
+    assert rec["success"].mean() >= 0.99
+    assert (rec["adv_pred"] == rec["target"]).all()
+
+
+def test_ddn_reaches_cw_l2_distortion_with_far_fewer_gradients(trained_tiny, correct, cw_l2):
+    res = attack("ddn", trained_tiny, correct, steps=200)
+    ddn, cw = res.records, cw_l2.records
+    assert ddn["success"].all()
+    assert ddn["l2"].median() <= 1.03 * cw["l2"].median()
+    assert ddn["grad_evals"].mean() * 5 <= cw["grad_evals"].mean()
+
+
+def test_cw_l0_changes_only_the_pixels_it_counts_and_few_of_them(trained_tiny, correct, cw_l2):
+    x, _, _ = correct
+    res = attack("cw-l0", trained_tiny, correct, n=8, max_iterations=100)
+    rec = res.records
+    assert rec["success"].all()
+    delta = (res.x_adv.double() - x[:8].double()).flatten(1).abs()
+    np.testing.assert_array_equal(rec["l0"], (delta > L0_TOLERANCE).sum(1).numpy())
+    uncounted = torch.where(delta > L0_TOLERANCE, 0.0, delta).norm(dim=1)
+    assert (uncounted < 1e-4).all()
+    assert rec["l0"].median() * 5 < cw_l2.records["l0"][:8].median()
+
+
+def test_cw_linf_is_within_pgd_budget(trained_tiny, correct):
+    res = attack("cw-linf", trained_tiny, correct, n=8, max_iterations=100)
+    pgd = attack("pgd-linf", trained_tiny, correct, n=8, eps=np.round(np.arange(0.01, 0.41, 0.01), 2).tolist())
+    ours, eps = res.records["linf"].to_numpy(), pgd.records["eps"].to_numpy()
+    assert res.records["success"].all() and not np.isnan(eps).any()
+    assert (ours <= 1.1 * eps).all()
+
+
+def test_cw_l2_is_as_good_as_foolbox(trained_tiny, correct):
+    fb = pytest.importorskip("foolbox", reason="foolbox is the independent C&W reference")
+    x, y, _ = (t[:12] for t in correct)
+    budget = {"binary_steps": 5, "max_iterations": 300}
+    ours = attack("cw-l2", trained_tiny, correct, n=12, **budget).records
+    reference = fb.attacks.L2CarliniWagnerAttack(binary_search_steps=5, steps=300)
+    _, adv, ok = reference(fb.PyTorchModel(trained_tiny, bounds=(0, 1)), x, y, epsilons=None)
+    theirs = (adv - x).flatten(1).norm(dim=1)[ok].numpy()
+    assert ours["success"].mean() >= ok.float().mean().item()
+    assert ours["l2"].median() <= 1.05 * np.median(theirs)
