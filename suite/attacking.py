@@ -5,7 +5,9 @@ Results are cached per (model run, config hash): a rerun skips what was logged, 
 """
 
 import math
+import tempfile
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -49,28 +51,67 @@ def _one_attack(ctx: Context, run: ModelRun, spec: AttackSpec, subset: np.ndarra
 
     def compute() -> dict[str, float]:
         x, y = ctx.data.test.x[idx], ctx.data.test.y[idx]
-        task = ctx.progress.task(f"{run.condition} seed {run.seed} {run.role}: {spec.name}", len(idx))
-        try:
-            result = run_attack(
-                spec.kind, spec.params, run.model, x, y, idx,
-                seed=ctx.manifest.experiment.attack_seed, device=ctx.device,
-                batch_size=spec.batch_size,
-                on_batch=lambda done, ok: task.update(done, success=f"{ok}/{done}"),
-            )
-        finally:
-            task.close()
-        ctx.store.log_table(run.run_id, f"attacks/{spec.name}.parquet", result.records)
+        records, x_adv = _attack_in_checkpointed_chunks(ctx, run, spec, idx, f"checkpoints/{spec.name}-{cfg}")
+        ctx.store.log_table(run.run_id, f"attacks/{spec.name}.parquet", records)
         ctx.store.log_artifact_bytes(
-            run.run_id, f"attacks/{spec.name}.examples.npy",
-            lambda p: np.save(p, example_array(x, result.x_adv)),
+            run.run_id, f"attacks/{spec.name}.examples.npy", lambda p: np.save(p, example_array(x, x_adv))
         )
         ctx.store.log_artifact_bytes(
-            run.run_id, f"attacks/{spec.name}.png",
-            lambda p: example_grid(x, result.x_adv, result.records, p),
+            run.run_id, f"attacks/{spec.name}.png", lambda p: example_grid(x, x_adv, records, p)
         )
-        return summarize(result.records)
+        return summarize(records)
 
     return _cached(ctx, run, f"attack.{spec.name}", cfg, compute)
+
+
+def _attack_in_checkpointed_chunks(
+    ctx: Context, run: ModelRun, spec: AttackSpec, idx: np.ndarray, folder: str
+) -> tuple[pd.DataFrame, torch.Tensor]:
+    """Attack `idx` one batch at a time, logging each batch's records and images under `folder`;
+    batches an interrupted earlier attempt already logged are loaded instead of recomputed (each
+    sample's result depends only on the sample and the seed, so the pieces join seamlessly)."""
+    store, chunk = ctx.store, spec.batch_size
+    done = {} if ctx.force else _load_chunks(store, run.run_id, folder)
+    task = ctx.progress.task(f"{run.condition} seed {run.seed} {run.role}: {spec.name}", len(idx))
+    try:
+        for lo in range(0, len(idx), chunk):
+            if lo in done:
+                continue
+            part = idx[lo : lo + chunk]
+            ok_before = sum(int(r["success"].sum()) for r, _ in done.values())
+            result = run_attack(
+                spec.kind, spec.params, run.model, ctx.data.test.x[part], ctx.data.test.y[part], part,
+                seed=ctx.manifest.experiment.attack_seed, device=ctx.device, batch_size=chunk,
+                on_batch=lambda n, ok, lo=lo, base=ok_before: task.update(
+                    lo + n, success=f"{base + ok}/{lo + n}"
+                ),
+            )  # fmt: skip
+            store.log_table(run.run_id, f"{folder}/{lo:07d}.parquet", result.records)
+            store.log_artifact_bytes(
+                run.run_id, f"{folder}/{lo:07d}.npy", lambda p, a=result.x_adv: np.save(p, a.numpy())
+            )
+            done[lo] = (result.records, result.x_adv)
+    finally:
+        task.close()
+    ordered = [done[lo] for lo in sorted(done)]
+    return (
+        pd.concat([r for r, _ in ordered], ignore_index=True),
+        torch.cat([a for _, a in ordered]),
+    )
+
+
+def _load_chunks(store, run_id: str, folder: str) -> dict[int, tuple[pd.DataFrame, torch.Tensor]]:
+    """The batches of an interrupted attack that were fully logged (records and images)."""
+    names = {Path(f.path).name for f in store.client.list_artifacts(run_id, folder)}
+    chunks = {}
+    for name in names:
+        stem = name.removesuffix(".parquet")
+        if name.endswith(".parquet") and f"{stem}.npy" in names:
+            records = store.load_table(run_id, f"{folder}/{name}")
+            with tempfile.TemporaryDirectory() as tmp:
+                images = np.load(store.client.download_artifacts(run_id, f"{folder}/{stem}.npy", tmp))
+            chunks[int(stem)] = (records, torch.from_numpy(images))
+    return chunks
 
 
 def _masking(

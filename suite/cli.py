@@ -53,6 +53,13 @@ def run(
     only: Annotated[
         list[str] | None, typer.Option(help="Run only this condition (repeatable)")
     ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local: in this process; ray: fan jobs out over Ray")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (ray executor); default: a local Ray")
+    ] = None,
+    gpus_per_job: Annotated[float, typer.Option(help="GPUs per job on Ray (may be fractional)")] = 0.0,
 ) -> None:
     """Train every condition × seed of MANIFEST (reusing finished runs), attack, and summarise."""
     from suite.console import console, live_progress, print_summary
@@ -60,10 +67,20 @@ def run(
     from suite.runner import run_manifest
     from suite.tracking import tracking_uri
 
+    from suite.runner import local_executor
+
+    if executor not in ("local", "ray"):
+        raise SuiteError(f"--executor {executor!r}: choose local or ray")
     spec = load_manifest(manifest, set_ or [])
+    if executor == "ray":
+        from suite.ray_executor import ray_executor
+
+        run_jobs = ray_executor(address, gpus_per_job)
+    else:
+        run_jobs = local_executor
     console.print(f"[bold]{spec.experiment.name}[/bold] → {tracking_uri()}")
     with live_progress() as progress:
-        rows = run_manifest(spec, progress=progress, force=force, only=only)
+        rows = run_manifest(spec, progress=progress, force=force, only=only, executor=run_jobs)
     print_summary(rows, title=f"{spec.experiment.name} ({spec.data.dataset}, {spec.model.arch})")
     if any(r.status == "FAILED" for r in rows):
         raise typer.Exit(1)

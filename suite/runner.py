@@ -1,6 +1,13 @@
-"""Run a manifest: every condition × seed is trained (or reused), then attacked; returns summary rows."""
+"""Run a manifest: every condition × seed is one job (train or reuse, then attack); returns rows.
 
+`run_job` is the one job function every executor calls unchanged: it needs only the resolved
+manifest, the tracking URI and the ids the parent process created (experiment, parent run), so it
+runs the same in this process, in a Ray worker, or on another machine logging to a shared server.
+"""
+
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from suite.attacking import attack_model, attack_subset
@@ -8,7 +15,7 @@ from suite.conditions import Context, ModelRun
 from suite.conditions.defensive import run_defensive
 from suite.conditions.standard import run_standard
 from suite.conditions.synthetic import run_synthetic
-from suite.data import load_splits
+from suite.data import DataSplits, load_splits
 from suite.devices import resolve_device
 from suite.errors import ManifestError, SuiteError
 from suite.manifest import Manifest, config_hash
@@ -37,6 +44,69 @@ class Row:
     masking: dict[str, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One condition × seed of a resolved manifest: everything a worker needs, as plain data."""
+
+    manifest: dict
+    condition: str
+    kind: str
+    seed: int
+    force: bool = False
+
+
+# An executor runs every job and returns each one's rows, in job order.
+Executor = Callable[[list[Job], str, str, dict[str, str], Progress], list[list[Row]]]
+
+
+def run_job(
+    job: Job,
+    tracking_uri: str,
+    experiment_id: str,
+    parent_run_id: str,
+    progress: Progress | None = None,
+) -> list[Row]:
+    """Train (or reuse) the job's models in child runs of `parent_run_id`, attack them, and
+    return their rows; a user-fixable failure (diverged training, ...) becomes a FAILED row."""
+    manifest = Manifest.model_validate(job.manifest)
+    cond = next(c for c in manifest.conditions if c.name == job.condition)
+    try:
+        data = _splits(manifest)
+        store = Store(tracking_uri)
+        device = resolve_device(manifest.experiment.device)
+        ctx = Context(manifest, data, store, experiment_id, device, progress or NullProgress(), job.force)
+        subset = attack_subset(len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed)
+        runs: list[ModelRun] = CONDITIONS[cond.kind](ctx, cond, job.seed, parent_run_id)
+        rows = []
+        for run in runs:
+            attacks, masking = attack_model(ctx, run, subset) if run.attack else ({}, {})
+            rows.append(
+                Row(run.condition, run.kind, job.seed, run.role, "FINISHED", run.val_acc, run.test_acc,
+                    run.seconds, run.reused, run.run_id, attacks=attacks, masking=masking)
+            )  # fmt: skip
+        return rows
+    except SuiteError as exc:
+        return [failed_row(job, str(exc))]
+
+
+def failed_row(job: Job, error: str) -> Row:
+    return Row(job.condition, job.kind, job.seed, "-", "FAILED", error=error)
+
+
+def local_executor(
+    jobs: list[Job], uri: str, experiment_id: str, parents: dict[str, str], progress: Progress
+) -> list[list[Row]]:
+    """In this process, one job after another (the default)."""
+    results = []
+    for job in jobs:
+        rows = run_job(job, uri, experiment_id, parents[job.condition], progress)
+        for row in rows:
+            if row.status == "FAILED":
+                progress.log(f"[red]{job.condition} seed {job.seed} failed:[/red] {row.error}")
+        results.append(rows)
+    return results
+
+
 def run_manifest(
     manifest: Manifest,
     *,
@@ -44,51 +114,51 @@ def run_manifest(
     progress: Progress | None = None,
     force: bool = False,
     only: list[str] | None = None,
+    executor: Executor = local_executor,
 ) -> list[Row]:
-    """Train/reuse and attack every condition × seed of `manifest`, logging all of it to the store.
+    """Run every condition × seed of `manifest` (or only the named conditions) through `executor`.
 
-    `only` restricts the run to the named conditions. A user-fixable failure (diverged training, ...) of one condition/seed is recorded in its row and
-    the rest still run; anything else is a bug and propagates.
+    The data are loaded and the store, experiment and parent runs created here, once, before any
+    job starts (SQLite table creation races otherwise); parent runs end FAILED if a job failed.
     """
     progress = progress or NullProgress()
     names = [c.name for c in manifest.conditions]
     unknown = [name for name in only or [] if name not in names]
     if unknown:
         raise ManifestError(f"--only {', '.join(unknown)}: no such condition; the manifest has {names}")
-    device = resolve_device(manifest.experiment.device)
-    d = manifest.data
-    data = load_splits(d.dataset, d.root, d.train_samples, d.val_samples, d.split_seed)
+    _splits(manifest)  # a data problem is reported before anything is written
+    resolve_device(manifest.experiment.device)
     store = store or Store()
     experiment_id = store.experiment_id(manifest.experiment.name)
     store.reap_stale(experiment_id)
-    ctx = Context(manifest, data, store, experiment_id, device, progress, force)
-    subset = attack_subset(len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed)
+    ctx_data = Context.data_config_of(manifest)
 
-    rows: list[Row] = []
-    for cond in manifest.conditions:
-        if only and cond.name not in only:
-            continue
-        parent_hash = config_hash(ctx.data_config(), manifest.model, manifest.train, cond)
-        parent_id = store.parent_run(experiment_id, cond.name, cond.kind, parent_hash)
-        with store.scope(parent_id):
-            store.log_text(parent_id, "manifest.resolved.json", manifest.model_dump_json(indent=2))
-            for seed in manifest.experiment.seeds:
-                rows.extend(_run_job(ctx, cond, seed, parent_id, subset))
-    return rows
+    resolved = manifest.model_dump(mode="json")
+    conditions = [c for c in manifest.conditions if not only or c.name in only]
+    parents = {}
+    for cond in conditions:
+        parent_hash = config_hash(ctx_data, manifest.model, manifest.train, cond)
+        parents[cond.name] = store.parent_run(experiment_id, cond.name, cond.kind, parent_hash)
+        store.log_text(parents[cond.name], "manifest.resolved.json", manifest.model_dump_json(indent=2))
+    jobs = [
+        Job(resolved, cond.name, cond.kind, seed, force)
+        for cond in conditions
+        for seed in manifest.experiment.seeds
+    ]
+    with store.scope(list(parents.values())) as outcome:
+        results = executor(jobs, store.uri, experiment_id, parents, progress)
+        for job, rows in zip(jobs, results, strict=True):
+            if any(r.status == "FAILED" for r in rows):
+                outcome[parents[job.condition]] = "FAILED"
+    return [row for rows in results for row in rows]
 
 
-def _run_job(ctx: Context, cond, seed: int, parent_id: str, subset) -> list[Row]:
-    """One condition × seed: its models, each attacked; a SuiteError becomes a FAILED row."""
-    try:
-        runs: list[ModelRun] = CONDITIONS[cond.kind](ctx, cond, seed, parent_id)
-        rows = []
-        for run in runs:
-            attacks, masking = attack_model(ctx, run, subset) if run.attack else ({}, {})
-            rows.append(
-                Row(run.condition, run.kind, seed, run.role, "FINISHED", run.val_acc, run.test_acc,
-                    run.seconds, run.reused, run.run_id, attacks=attacks, masking=masking)
-            )
-        return rows
-    except SuiteError as exc:
-        ctx.progress.log(f"[red]{cond.name} seed {seed} failed:[/red] {exc}")
-        return [Row(cond.name, cond.kind, seed, "-", "FAILED", error=str(exc))]
+@functools.lru_cache(maxsize=4)
+def _load(dataset: str, root, train_samples, val_samples: int, split_seed: int) -> DataSplits:
+    return load_splits(dataset, root, train_samples, val_samples, split_seed)
+
+
+def _splits(manifest: Manifest) -> DataSplits:
+    """The manifest's data split, loaded once per process."""
+    d = manifest.data
+    return _load(d.dataset, d.root, d.train_samples, d.val_samples, d.split_seed)

@@ -169,34 +169,46 @@ class Store:
         """Make `run_id` the active (RUNNING) run; end it FINISHED, KILLED on Ctrl-C, FAILED on error."""
         mlflow.start_run(run_id=run_id)
         self._claim(run_id)
-        with self._ending(run_id, mlflow.end_run):
+        try:
             yield run_id
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")
+            raise
+        except BaseException as exc:
+            self.client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:4000])
+            mlflow.end_run("FAILED")
+            raise
+        mlflow.end_run("FINISHED")
 
     @contextmanager
-    def scope(self, run_id: str) -> Iterator[str]:
-        """Like `active`, for a run that stays in the background (a condition's parent run)."""
-        self.client.update_run(run_id, status="RUNNING")
-        self._claim(run_id)
-        with self._ending(run_id, lambda status: self.client.set_terminated(run_id, status)):
-            yield run_id
+    def scope(self, run_ids: list[str]) -> Iterator[dict[str, str]]:
+        """Hold background runs (conditions' parent runs) RUNNING while the body works; then end
+        each with the status the body put in the yielded dict (default FINISHED), or all KILLED on
+        Ctrl-C, FAILED on an exception."""
+        for run_id in run_ids:
+            self.client.update_run(run_id, status="RUNNING")
+            self._claim(run_id)
+        outcome: dict[str, str] = {}
+        try:
+            yield outcome
+        except KeyboardInterrupt:
+            self._end_all(run_ids, "KILLED")
+            raise
+        except BaseException as exc:
+            for run_id in run_ids:
+                self.client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:4000])
+            self._end_all(run_ids, "FAILED")
+            raise
+        for run_id in run_ids:
+            self.client.set_terminated(run_id, outcome.get(run_id, "FINISHED"))
+
+    def _end_all(self, run_ids: list[str], status: str) -> None:
+        for run_id in run_ids:
+            self.client.set_terminated(run_id, status)
 
     def _claim(self, run_id: str) -> None:
         """Record which process holds the run, so a later run can tell a dead holder (reap_stale)."""
         self.set_tags(run_id, {"suite.pid": str(os.getpid()), "suite.host": socket.gethostname()})
-
-    @contextmanager
-    def _ending(self, run_id: str, end) -> Iterator[None]:
-        try:
-            yield
-        except KeyboardInterrupt:
-            end("KILLED")
-            raise
-        except BaseException as exc:
-            self.client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:4000])
-            end("FAILED")
-            raise
-        else:
-            end("FINISHED")
 
     # ---- logging -----------------------------------------------------------------------------
 

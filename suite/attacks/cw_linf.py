@@ -29,7 +29,10 @@ from suite.attacks.common import (
 
 
 class CWLinfParams(TargetingParams):
-    """Defaults are those of the paper's code (li_attack.py)."""
+    """Defaults are those of the paper's code (li_attack.py). Its only early exit is a solve's first
+    success; we also give up a c early when the loss has stalled (fell by less than 0.01% over a
+    tenth of max_iterations, the rule the paper's L2 code aborts on), which the paper's code
+    would run to max_iterations."""
 
     max_iterations: int = Field(1000, ge=1)
     lr: float = Field(5e-3, gt=0)
@@ -43,9 +46,9 @@ class CWLinfParams(TargetingParams):
     abort_early: bool = Field(
         True, description="stop a solve at its first success; give up a c whose loss stalls"
     )
-    abort_checks: int = Field(20, ge=1, description="stall checks per max_iterations")
+    abort_checks: int = Field(10, ge=1, description="stall checks per max_iterations")
     abort_tolerance: float = Field(
-        1e-3, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
+        1e-4, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )
 
 

@@ -34,7 +34,11 @@ class Context:
 
     def data_config(self) -> dict:
         """The settings that fix the data split (part of every config hash)."""
-        d = self.manifest.data
+        return self.data_config_of(self.manifest)
+
+    @staticmethod
+    def data_config_of(manifest: Manifest) -> dict:
+        d = manifest.data
         return {
             "dataset": d.dataset,
             "train_samples": d.train_samples,
