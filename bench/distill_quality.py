@@ -18,6 +18,7 @@ import time
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from suite.data import load_splits
 from suite.distill import (
@@ -103,6 +104,21 @@ def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return 100.0 * correct / len(y)
 
 
+def learned_steps_accuracy(result, ipc: int, params: DDParams, model: nn.Module, splits) -> float:
+    """Wang et al.'s own evaluation of dd: a fresh net trained only by the learned steps."""
+    steps = params.inner_steps or ipc
+    per_step = ipc // steps
+    for i, lr in enumerate(result.lrs.tolist()):
+        s = i % steps
+        idx = torch.tensor([c * ipc + s * per_step + j for c in range(10) for j in range(per_step)])
+        loss = F.cross_entropy(model(result.x_syn[idx]), result.y_syn[idx])
+        grads = torch.autograd.grad(loss, list(model.parameters()))
+        with torch.no_grad():
+            for p, g in zip(model.parameters(), grads, strict=True):
+                p -= lr * g
+    return test_accuracy(model.eval(), splits.test.x, splits.test.y)
+
+
 def run_one(splits, dataset: str, method: str, ipc: int, args) -> dict:
     name, params = method_settings(method, ipc, args.quick)
     train = splits.train
@@ -129,6 +145,13 @@ def run_one(splits, dataset: str, method: str, ipc: int, args) -> dict:
     paper_key = "mnist" if dataset == "mnist-5k" else dataset
     published = PUBLISHED.get(paper_key, {}).get(method, {}).get(ipc)
     curve = result.loss_curve
+    extra = {}
+    if name == "dd":
+        torch.manual_seed(args.seed)
+        fresh = Normalized(train.x.mean().item(), train.x.std().item())
+        extra["test_acc_learned_steps"] = round(
+            learned_steps_accuracy(result, ipc, params, fresh, splits), 2
+        )
     return {
         "dataset": dataset,
         "method": method,
@@ -143,6 +166,7 @@ def run_one(splits, dataset: str, method: str, ipc: int, args) -> dict:
         "eval_s": round(eval_s, 1),
         "loss_first": curve[0] if curve else None,
         "loss_last": curve[-1] if curve else None,
+        **extra,
     }
 
 

@@ -5,6 +5,7 @@ and role; a run with the same `config_hash` whose model was logged is reused ins
 Runs never stay RUNNING: an interrupt ends them KILLED, an exception FAILED with the reason as a tag.
 """
 
+import fcntl
 import logging
 import os
 import socket
@@ -76,18 +77,17 @@ class Store:
 
     def __init__(self, uri: str | None = None) -> None:
         self.uri = uri or tracking_uri()
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
         self.commit = git_commit()
-        try:
-            self.client.search_experiments(max_results=1)
-        except Exception as exc:  # any backend failure: the user must fix the URI or the server
-            raise StoreError(
-                f"MLflow store {self.uri} is not usable ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0][:200]}); check MLFLOW_TRACKING_URI"
-            ) from None
+        with _creation_lock(self.uri):
+            try:
+                self.client = MlflowClient(self.uri)
+                self.client.search_experiments(max_results=1)  # creates the tables of a new store
+            except Exception as exc:  # any backend failure: the user must fix the URI or server
+                raise StoreError(
+                    f"MLflow store {self.uri} is not usable ({type(exc).__name__}: "
+                    f"{str(exc).splitlines()[0][:200]}); check MLFLOW_TRACKING_URI"
+                ) from None
 
     # ---- experiments and runs -------------------------------------------------------------
 
@@ -273,6 +273,23 @@ class Store:
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Serialise first contact with a SQLite store across processes: two processes creating the
+    tables of a new database at once race (mlflow#4123)."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _alive(pid: int) -> bool:

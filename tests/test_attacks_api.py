@@ -182,16 +182,35 @@ def test_progress_callback_and_targeted_records(trained_tiny, test_batch):
     assert (rec.loc[hit, "adv_pred"] == rec.loc[hit, "target"]).all()
 
 
-@pytest.mark.parametrize("kind", ["cw-l2", "cw-l0", "ddn", "pgd-l2"])
+class OneByOne(nn.Module):
+    """`inner` applied to one sample at a time: its outputs do not depend on the batch (a batched
+    conv differs in the last bits), so any difference batching makes comes from the attack."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.inner(xi[None]) for xi in x])
+
+
+BATCHING = {  # budgets small enough for a per-sample model, large enough to succeed
+    "cw-l2": {"binary_steps": 2, "max_iterations": 150, "initial_const": 1.0},
+    "cw-linf": {"max_iterations": 20, "largest_const": 1.0},
+    "cw-l0": {"max_iterations": 10, "largest_const": 100.0},
+}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
 def test_batched_equals_one_at_a_time(trained_tiny, test_batch, kind):
-    x, y, idx = (t[:5] for t in test_batch)
-    params = ATTACK_PARAMS[kind].model_validate(SMALL[kind])
-    together = run_attack(kind, params, trained_tiny, x, y, idx, seed=3)
-    alone = run_attack(kind, params, trained_tiny, x, y, idx, seed=3, batch_size=1)
-    a, b = together.records, alone.records
-    assert (a["success"] == b["success"]).all() and (a["grad_evals"] == b["grad_evals"]).all()
-    torch.testing.assert_close(together.x_adv, alone.x_adv, rtol=0, atol=1e-4)
-    np.testing.assert_allclose(a["l2"], b["l2"], rtol=1e-4)
+    x, y, idx = (t[:3] for t in test_batch)
+    model = OneByOne(trained_tiny)
+    params = ATTACK_PARAMS[kind].model_validate(BATCHING.get(kind, SMALL[kind]))
+    together = run_attack(kind, params, model, x, y, idx, seed=3)
+    alone = run_attack(kind, params, model, x, y, idx, seed=3, batch_size=1)
+    assert together.records["success"].any()
+    assert together.records.equals(alone.records)
+    assert torch.equal(together.x_adv, alone.x_adv)
 
 
 def test_same_seed_same_result_other_seed_other_start(trained_tiny, test_batch):

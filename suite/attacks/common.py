@@ -35,11 +35,9 @@ class Found:
 
     @classmethod
     def start(cls, x: Tensor) -> "Found":
-        n = len(x)
+        """Nothing found yet: the clean images, NaN constants, no gradient evaluations."""
         return cls(
-            x_adv=x.clone(),
-            const=torch.full((n,), float("nan"), dtype=torch.float64, device=x.device),
-            grad_evals=torch.zeros(n, dtype=torch.int64, device=x.device),
+            x.clone(), per_sample(x, float("nan"), torch.float64), per_sample(x, 0, torch.int64)
         )
 
 

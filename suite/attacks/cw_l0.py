@@ -31,9 +31,9 @@ from suite.attacks.common import (
 
 class CWL0Params(TargetingParams):
     """Defaults are those of the paper's code (l0_attack.py). Its only early exit is a solve's first
-    success; we also give up a c early when the loss has stalled (fell by less than 0.01% over a
-    tenth of max_iterations, the rule the paper's L2 code aborts on), which the paper's code
-    would run to max_iterations."""
+    success; we also give up a c early once its loss has stalled (fell by less than 0.01% over
+    100 iterations, the paper's L2 abort rule at 1,000 iterations) where that code would run on
+    to max_iterations."""
 
     max_iterations: int = Field(1000, ge=1)
     lr: float = Field(1e-2, gt=0)
@@ -44,7 +44,7 @@ class CWL0Params(TargetingParams):
     abort_early: bool = Field(
         True, description="stop a solve at its first success; give up a c whose loss stalls"
     )
-    abort_checks: int = Field(10, ge=1, description="stall checks per max_iterations")
+    abort_window: int = Field(100, ge=1, description="iterations between stall checks")
     abort_tolerance: float = Field(
         1e-4, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )
@@ -88,7 +88,6 @@ def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0
         last_const=per_sample(x, float("nan"), torch.float64),
         grad_evals=per_sample(x, 0, torch.int64),
     )
-    check_every = -(-p.max_iterations // p.abort_checks)
     while len(s.idx):
         free, dx_dw = from_tanh_space(s.w)
         x_adv = torch.where(s.allowed, free, s.x)
@@ -108,7 +107,7 @@ def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0
             stalled = torch.zeros_like(solved)
             if p.abort_early:
                 stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, check_every, p.abort_tolerance
+                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
                 )
             s.it += 1
             failed = ~solved & (stalled | (s.it >= p.max_iterations))

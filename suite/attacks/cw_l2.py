@@ -31,9 +31,9 @@ from suite.attacks.common import (
 class CWL2Params(TargetingParams):
     """Defaults are those of the paper's code (the paper ran max_iterations = 10,000), except the
     early abort: a sample ends its search step when its loss fell by less than 0.1% over the
-    last 1/20 of max_iterations (the paper's code: 0.01% over 1/10, checked on the batch's
-    summed loss) — half the gradient evaluations for a median L2 within 0.2% of never aborting.
-    """
+    last 50 iterations (the paper's code: 0.01% over max_iterations / 10, on the batch's summed
+    loss). On cw-mnist at 5 × 1,000 that halves the gradient evaluations for a median L2 within
+    0.1% of never aborting."""
 
     binary_steps: int = Field(9, ge=1)
     max_iterations: int = Field(1000, ge=1)
@@ -41,7 +41,7 @@ class CWL2Params(TargetingParams):
     initial_const: float = Field(1e-3, gt=0)
     confidence: float = Field(0.0, ge=0)
     abort_early: bool = True
-    abort_checks: int = Field(20, ge=1, description="stall checks per max_iterations")
+    abort_window: int = Field(50, ge=1, description="iterations between stall checks")
     abort_tolerance: float = Field(
         1e-3, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )
@@ -76,7 +76,6 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL2
     targeted = target is not None
     out = Found.start(x)
     s = _initial_state(x, target if targeted else y, p)
-    check_every = -(-p.max_iterations // p.abort_checks)
     while len(s.idx):
         x_adv, dx_dw = from_tanh_space(s.w)
         mgn, mgn_grad = margin_and_grad(model, x_adv, s.cls, targeted)
@@ -97,7 +96,7 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL2
             stalled = torch.zeros_like(is_adv)
             if p.abort_early:
                 stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, check_every, p.abort_tolerance
+                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
                 )
             s.it += 1
 

@@ -6,8 +6,8 @@ From a freshly sampled init θ₀, the unrolled inner loop takes one gradient st
 (T = inner_steps · epochs of them, kept positive through a softplus as in the paper code). The
 outer loss is the cross-entropy of θ_T on a real batch, averaged over `nets_per_iteration` inits;
 it is back-propagated through all T steps into the images and the η_i. The outer optimiser is
-Adam (betas 0.5, 0.999) as in the paper code; its rate halves every tenth of the iterations (the
-code halves it every 40 of its 400 epochs).
+Adam (betas 0.5, 0.999) as in the paper code, whose rate the code halves in steps; here it halves
+every tenth of the iterations.
 """
 
 import math
