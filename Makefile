@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[test,dev]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[test,dev,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,6 +22,9 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/train_throughput.py
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/attack_throughput.py --quick
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/scaling.py
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/distill_quality.py --quick
 
 lint: $(STAMP)
 	$(BIN)/ruff check suite tests bench
