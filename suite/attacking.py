@@ -45,16 +45,22 @@ def is_masking(softmax_success: float, cw_success: float) -> bool:
     return bool(cw_success > 0 and softmax_success < MASKING_RATIO * cw_success)
 
 
-def _one_attack(ctx: Context, run: ModelRun, spec: AttackSpec, subset: np.ndarray) -> dict[str, float]:
+def _one_attack(
+    ctx: Context, run: ModelRun, spec: AttackSpec, subset: np.ndarray
+) -> dict[str, float]:
     idx = subset[: spec.samples or ctx.manifest.data.attack_samples]
     cfg = config_hash(spec, idx.tolist(), ctx.manifest.experiment.attack_seed)
 
     def compute() -> dict[str, float]:
-        x, y = ctx.data.test.x[idx], ctx.data.test.y[idx]
-        records, x_adv = _attack_in_checkpointed_chunks(ctx, run, spec, idx, f"checkpoints/{spec.name}-{cfg}")
+        x = ctx.data.test.x[idx]
+        records, x_adv = _attack_in_checkpointed_chunks(
+            ctx, run, spec, idx, f"checkpoints/{spec.name}-{cfg}"
+        )
         ctx.store.log_table(run.run_id, f"attacks/{spec.name}.parquet", records)
         ctx.store.log_artifact_bytes(
-            run.run_id, f"attacks/{spec.name}.examples.npy", lambda p: np.save(p, example_array(x, x_adv))
+            run.run_id,
+            f"attacks/{spec.name}.examples.npy",
+            lambda p: np.save(p, example_array(x, x_adv)),
         )
         ctx.store.log_artifact_bytes(
             run.run_id, f"attacks/{spec.name}.png", lambda p: example_grid(x, x_adv, records, p)
@@ -88,7 +94,9 @@ def _attack_in_checkpointed_chunks(
             )  # fmt: skip
             store.log_table(run.run_id, f"{folder}/{lo:07d}.parquet", result.records)
             store.log_artifact_bytes(
-                run.run_id, f"{folder}/{lo:07d}.npy", lambda p, a=result.x_adv: np.save(p, a.numpy())
+                run.run_id,
+                f"{folder}/{lo:07d}.npy",
+                lambda p, a=result.x_adv: np.save(p, a.numpy()),
             )
             done[lo] = (result.records, result.x_adv)
     finally:
@@ -109,7 +117,9 @@ def _load_chunks(store, run_id: str, folder: str) -> dict[int, tuple[pd.DataFram
         if name.endswith(".parquet") and f"{stem}.npy" in names:
             records = store.load_table(run_id, f"{folder}/{name}")
             with tempfile.TemporaryDirectory() as tmp:
-                images = np.load(store.client.download_artifacts(run_id, f"{folder}/{stem}.npy", tmp))
+                images = np.load(
+                    store.client.download_artifacts(run_id, f"{folder}/{stem}.npy", tmp)
+                )
             chunks[int(stem)] = (records, torch.from_numpy(images))
     return chunks
 
@@ -132,8 +142,14 @@ def _masking(
         if softmax is None:
             kind, params = DEFAULT_SOFTMAX_ATTACK
             records = run_attack(
-                kind, ATTACK_PARAMS[kind](**params), run.model, x, y, idx,
-                seed=ctx.manifest.experiment.attack_seed, device=ctx.device,
+                kind,
+                ATTACK_PARAMS[kind](**params),
+                run.model,
+                x,
+                y,
+                idx,
+                seed=ctx.manifest.experiment.attack_seed,
+                device=ctx.device,
             ).records
             soft = summarize(records)
         else:
@@ -147,7 +163,8 @@ def _masking(
         }
         result["flagged"] = float(is_masking(result["softmax_success"], result["cw_success"]))
         ctx.store.log_table(
-            run.run_id, "masking/gradient_norms.parquet",
+            run.run_id,
+            "masking/gradient_norms.parquet",
             pd.DataFrame({"sample_index": idx, "softmax_grad_norm": norms.numpy()}),
         )
         return result
@@ -164,7 +181,11 @@ def _cached(
     store, tag, prefix = ctx.store, f"{name}.config_hash", f"{name}."
     current = store.client.get_run(run.run_id)
     if not ctx.force and current.data.tags.get(tag) == cfg:
-        return {k.removeprefix(prefix): v for k, v in current.data.metrics.items() if k.startswith(prefix)}
+        return {
+            k.removeprefix(prefix): v
+            for k, v in current.data.metrics.items()
+            if k.startswith(prefix)
+        }
     with store.active(run.run_id):
         result = compute()
         store.log_metrics(run.run_id, {prefix + metric_name(k): v for k, v in result.items()})
@@ -184,7 +205,9 @@ def example_array(x: torch.Tensor, x_adv: torch.Tensor, k: int = EXAMPLES) -> np
     return np.stack([clean, adv, adv - clean], axis=1).astype(np.float32)
 
 
-def example_grid(x: torch.Tensor, x_adv: torch.Tensor, records: pd.DataFrame, path, k: int = 8) -> None:
+def example_grid(
+    x: torch.Tensor, x_adv: torch.Tensor, records: pd.DataFrame, path, k: int = 8
+) -> None:
     """PNG of clean / adversarial / perturbation for the first `k` successful samples."""
     import matplotlib
 

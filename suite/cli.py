@@ -49,7 +49,9 @@ def run(
         list[str] | None,
         typer.Option("--set", help="Override a field: --set train.epochs=2 (repeatable)"),
     ] = None,
-    force: Annotated[bool, typer.Option(help="Retrain and re-attack even if cached runs exist")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Retrain and re-attack even if cached runs exist")
+    ] = False,
     only: Annotated[
         list[str] | None, typer.Option(help="Run only this condition (repeatable)")
     ] = None,
@@ -59,15 +61,15 @@ def run(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (ray executor); default: a local Ray")
     ] = None,
-    gpus_per_job: Annotated[float, typer.Option(help="GPUs per job on Ray (may be fractional)")] = 0.0,
+    gpus_per_job: Annotated[
+        float, typer.Option(help="GPUs per job on Ray (may be fractional)")
+    ] = 0.0,
 ) -> None:
     """Train every condition × seed of MANIFEST (reusing finished runs), attack, and summarise."""
     from suite.console import console, live_progress, print_summary
     from suite.manifest import load_manifest
-    from suite.runner import run_manifest
+    from suite.runner import local_executor, run_manifest
     from suite.tracking import tracking_uri
-
-    from suite.runner import local_executor
 
     if executor not in ("local", "ray"):
         raise SuiteError(f"--executor {executor!r}: choose local or ray")
@@ -117,7 +119,9 @@ def validate(
 @user_errors
 def data_download(
     dataset: Annotated[str, typer.Argument(help="Only `mnist` is downloadable")],
-    root: Annotated[Path, typer.Option(help="Data root; files go to ROOT/MNIST/raw")] = Path("data"),
+    root: Annotated[Path, typer.Option(help="Data root; files go to ROOT/MNIST/raw")] = Path(
+        "data"
+    ),
     mirror: Annotated[
         list[str] | None, typer.Option(help="Mirror base URL, tried in order (repeatable)")
     ] = None,
@@ -137,8 +141,13 @@ def data_download(
         )
         raise SuiteError(f"data download: {dataset!r} is not downloadable; {hint}")
     mirrors = tuple(mirror) if mirror else MNIST_MIRRORS
-    with Progress(*Progress.get_default_columns(), DownloadColumn(), TransferSpeedColumn(),
-                  console=console, transient=True) as progress:
+    with Progress(
+        *Progress.get_default_columns(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
         tasks: dict[str, object] = {}
 
         def on_progress(name: str, done: int, total: int | None) -> None:
@@ -155,7 +164,9 @@ def data_download(
 @user_errors
 def ui(
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5000,
-    host: Annotated[str, typer.Option(help="Interface; keep loopback unless you mean it")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface; keep loopback unless you mean it")
+    ] = "127.0.0.1",
 ) -> None:
     """Serve the MLflow UI over the suite's store (replaces this process with `mlflow server`)."""
     from suite.tracking import artifact_root, tracking_uri
@@ -163,9 +174,22 @@ def ui(
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
         raise StoreError(f"no store at {uri}; run `suite run manifests/quick.toml` first")
-    argv = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
-            "--default-artifact-root", artifact_root(), "--host", host, "--port", str(port),
-            "--workers", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        uri,
+        "--default-artifact-root",
+        artifact_root(),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
     print(f"MLflow UI on http://{host}:{port}  (store {uri})", flush=True)
     os.execv(sys.executable, argv)
 
@@ -173,7 +197,9 @@ def ui(
 @app.command("list")
 @user_errors
 def list_runs(
-    experiment: Annotated[str | None, typer.Argument(help="Experiment name; all if omitted")] = None,
+    experiment: Annotated[
+        str | None, typer.Argument(help="Experiment name; all if omitted")
+    ] = None,
 ) -> None:
     """Show experiments and their model runs with key metrics."""
     from rich.table import Table
@@ -191,11 +217,21 @@ def list_runs(
     for exp in experiments:
         runs = [
             r
-            for r in store.client.search_runs([exp.experiment_id], order_by=["attributes.start_time ASC"])
+            for r in store.client.search_runs(
+                [exp.experiment_id], order_by=["attributes.start_time ASC"]
+            )
             if "condition" in r.data.tags and r.data.tags.get("suite.level") != "condition"
         ]
         table = Table(title=f"{exp.name} ({len(runs)} runs)", header_style="bold")
-        for col in ("condition", "seed", "role", "status", "val acc", "test acc", "attacks (success, median L2)"):
+        for col in (
+            "condition",
+            "seed",
+            "role",
+            "status",
+            "val acc",
+            "test acc",
+            "attacks (success, median L2)",
+        ):
             table.add_column(col)
         for r in runs:
             t, m = r.data.tags, r.data.metrics
@@ -206,8 +242,12 @@ def list_runs(
                 for a in attacks
             )
             table.add_row(
-                t["condition"], t.get("seed", ""), t.get("role", ""), r.info.status,
-                f"{m.get('final_val_acc', math.nan):.2%}", f"{m.get('final_test_acc', math.nan):.2%}",
+                t["condition"],
+                t.get("seed", ""),
+                t.get("role", ""),
+                r.info.status,
+                f"{m.get('final_val_acc', math.nan):.2%}",
+                f"{m.get('final_test_acc', math.nan):.2%}",
                 summary,
             )
         console.print(table)
@@ -222,11 +262,13 @@ def report(
     baseline: Annotated[
         str | None, typer.Option(help="Condition to compare against; default: the standard one")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Output folder; default reports/<experiment>")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder; default reports/<experiment>")
+    ] = None,
     format_: Annotated[str, typer.Option("--format", help="Comma-separated: md, pdf")] = "md,pdf",
 ) -> None:
     """Render the statistical comparison of an experiment as Markdown and PDF, with figures."""
-    from suite.console import console, print_report_summary
+    from suite.console import print_report_summary
     from suite.report.collect import collect, latest_experiment
     from suite.report.render import render_report
     from suite.tracking import Store
@@ -235,7 +277,9 @@ def report(
     formats = tuple(f.strip() for f in format_.split(",") if f.strip())
     for name in experiments or [latest_experiment(store)]:
         data = collect(store, name, baseline)
-        target = out if out is not None and len(experiments or [name]) == 1 else Path("reports") / name
+        target = (
+            out if out is not None and len(experiments or [name]) == 1 else Path("reports") / name
+        )
         output = render_report(data, target, formats=formats)
         store.log_report(store.experiment_id(name, create=False), output.out_dir)
         print_report_summary(data, output)

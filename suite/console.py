@@ -66,11 +66,17 @@ def live_progress() -> Iterator[RichProgress]:
 
 
 def _pct(value: float) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
+    return (
+        "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
+    )
 
 
 def _num(value: float | None, fmt: str = ".3f") -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, fmt)
+    return (
+        "—"
+        if value is None or (isinstance(value, float) and math.isnan(value))
+        else format(value, fmt)
+    )
 
 
 def summary_table(rows: Sequence[Row], title: str) -> Table:
@@ -78,7 +84,9 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
     attack_names = list(dict.fromkeys(name for r in rows for name in r.attacks))
     table = Table(title=title, header_style="bold")
     for col in ("condition", "kind", "seed", "role", "val acc", "test acc", "time", "status"):
-        table.add_column(col, justify="right" if col in ("seed", "val acc", "test acc", "time") else "left")
+        table.add_column(
+            col, justify="right" if col in ("seed", "val acc", "test acc", "time") else "left"
+        )
     for name in attack_names:
         table.add_column(f"{name}\nsuccess", justify="right")
         table.add_column(f"{name}\nmedian L2", justify="right")
@@ -90,16 +98,27 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
     for r in rows:
         status = r.status if r.status != "FINISHED" else ("reused" if r.reused else "trained")
         style = "red" if r.status == "FAILED" else None
-        cells = [r.condition, r.kind, str(r.seed), r.role, _pct(r.val_acc), _pct(r.test_acc),
-                 _num(r.seconds, ".1f") + "s", status]
+        cells = [
+            r.condition,
+            r.kind,
+            str(r.seed),
+            r.role,
+            _pct(r.val_acc),
+            _pct(r.test_acc),
+            _num(r.seconds, ".1f") + "s",
+            status,
+        ]
         for name in attack_names:
             s = r.attacks.get(name, {})
             cells += [_pct(s.get("success_rate", math.nan)), _num(s.get("median_l2", math.nan))]
         if show_masking:
             m = r.masking
             flag = "[bold red]yes[/bold red]" if m.get("flagged") else ("no" if m else "")
-            cells += [_pct(m.get("softmax_success", math.nan)),
-                      _pct(m.get("saturated_fraction", math.nan)), flag]
+            cells += [
+                _pct(m.get("softmax_success", math.nan)),
+                _pct(m.get("saturated_fraction", math.nan)),
+                flag,
+            ]
         table.add_row(*cells, style=style)
     return table
 
@@ -114,7 +133,9 @@ def print_summary(rows: Sequence[Row], title: str) -> None:
 def print_report_summary(data, output) -> None:
     """One rich table per attack (as in the report), the conclusion, and where the files went."""
     for attack, frame in output.summaries.items():
-        table = Table(title=f"{data.experiment}: {attack} (baseline {data.baseline})", header_style="bold")
+        table = Table(
+            title=f"{data.experiment}: {attack} (baseline {data.baseline})", header_style="bold"
+        )
         for col in frame.columns:
             table.add_column(str(col))
         for _, row in frame.iterrows():

@@ -44,7 +44,9 @@ class ExperimentSpec(Strict):
     name: Name
     seeds: list[int] = Field(min_length=1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    attack_seed: int = Field(default=0, description="draws the attacked test subset, once per experiment")
+    attack_seed: int = Field(
+        default=0, description="draws the attacked test subset, once per experiment"
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -221,7 +223,9 @@ def validate_manifest(raw: dict[str, Any], path: Path | str) -> Manifest:
 def format_error(err: Any) -> str:
     """One pydantic error as `field.path: must be > 0 (got -5)`."""
     loc = _display_loc(err["loc"])
-    if err["type"] == "value_error" and isinstance(err.get("ctx", {}).get("error"), ManifestFieldError):
+    if err["type"] == "value_error" and isinstance(
+        err.get("ctx", {}).get("error"), ManifestFieldError
+    ):
         fe = err["ctx"]["error"]
         return f"{fe.loc}: {fe.message} (got {fe.value!r})"
     if err["type"] == "extra_forbidden":
@@ -384,7 +388,9 @@ def _step(node: Any, part: str | int, so_far: list[str | int], key: str, path: P
 
 
 def _join(parts: list[str | int]) -> str:
-    return "".join(f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(parts))
+    return "".join(
+        f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(parts)
+    )
 
 
 def config_hash(*parts: Any) -> str:

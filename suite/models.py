@@ -1,4 +1,4 @@
-"""Model registry: name → constructor. Every model takes [N, 1, 28, 28] inputs in [0, 1] and returns logits."""
+"""Model registry: name → constructor. Every model takes [N, 1, 28, 28] in [0, 1] and returns logits."""
 
 from collections.abc import Callable
 

@@ -43,11 +43,15 @@ def ray_executor(
                 try:
                     results[i] = ray.get(done[0])
                 except Exception as exc:  # a worker's bug or crash: report it, let the rest finish
-                    message = str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else repr(exc)
+                    message = (
+                        str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else repr(exc)
+                    )
                     results[i] = [failed_row(jobs[i], f"{type(exc).__name__}: {message}")]
                 for row in results[i]:
                     if row.status == "FAILED":
-                        progress.log(f"[red]{row.condition} seed {row.seed} failed:[/red] {row.error}")
+                        progress.log(
+                            f"[red]{row.condition} seed {row.seed} failed:[/red] {row.error}"
+                        )
                 task.update(len(results))
         finally:
             task.close()

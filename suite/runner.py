@@ -74,8 +74,12 @@ def run_job(
         data = _splits(manifest)
         store = Store(tracking_uri)
         device = resolve_device(manifest.experiment.device)
-        ctx = Context(manifest, data, store, experiment_id, device, progress or NullProgress(), job.force)
-        subset = attack_subset(len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed)
+        ctx = Context(
+            manifest, data, store, experiment_id, device, progress or NullProgress(), job.force
+        )
+        subset = attack_subset(
+            len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed
+        )
         runs: list[ModelRun] = CONDITIONS[cond.kind](ctx, cond, job.seed, parent_run_id)
         rows = []
         for run in runs:
@@ -125,7 +129,9 @@ def run_manifest(
     names = [c.name for c in manifest.conditions]
     unknown = [name for name in only or [] if name not in names]
     if unknown:
-        raise ManifestError(f"--only {', '.join(unknown)}: no such condition; the manifest has {names}")
+        raise ManifestError(
+            f"--only {', '.join(unknown)}: no such condition; the manifest has {names}"
+        )
     _splits(manifest)  # a data problem is reported before anything is written
     resolve_device(manifest.experiment.device)
     store = store or Store()
@@ -139,7 +145,9 @@ def run_manifest(
     for cond in conditions:
         parent_hash = config_hash(ctx_data, manifest.model, manifest.train, cond)
         parents[cond.name] = store.parent_run(experiment_id, cond.name, cond.kind, parent_hash)
-        store.log_text(parents[cond.name], "manifest.resolved.json", manifest.model_dump_json(indent=2))
+        store.log_text(
+            parents[cond.name], "manifest.resolved.json", manifest.model_dump_json(indent=2)
+        )
     jobs = [
         Job(resolved, cond.name, cond.kind, seed, force)
         for cond in conditions

@@ -157,7 +157,12 @@ class Store:
         self, experiment_id: str, parent_id: str, name: str, tags: dict[str, str], params: dict
     ) -> str:
         """A new child run under `parent_id` with its tags and flattened params."""
-        all_tags = {**tags, **self.base_tags(), MLFLOW_PARENT_RUN_ID: parent_id, MLFLOW_RUN_NAME: name}
+        all_tags = {
+            **tags,
+            **self.base_tags(),
+            MLFLOW_PARENT_RUN_ID: parent_id,
+            MLFLOW_RUN_NAME: name,
+        }
         run_id = self.client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
         items = [Param(k, _param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
@@ -215,9 +220,7 @@ class Store:
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         """Log many metrics in one call (one SQLite round trip instead of one per metric)."""
         now = _now_ms()
-        items = [
-            Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None
-        ]
+        items = [Metric(k, float(v), now, step) for k, v in metrics.items() if v is not None]
         for i in range(0, len(items), 500):
             self.client.log_batch(run_id, metrics=items[i : i + 500])
 
@@ -248,7 +251,9 @@ class Store:
         with tempfile.TemporaryDirectory() as tmp:
             target = Path(tmp) / rel.name
             write(target)
-            self.client.log_artifact(run_id, str(target), str(rel.parent) if rel.parent.parts else None)
+            self.client.log_artifact(
+                run_id, str(target), str(rel.parent) if rel.parent.parts else None
+            )
 
     def log_table(self, run_id: str, relpath: str, frame: pd.DataFrame) -> None:
         self.log_artifact_bytes(run_id, relpath, lambda p: frame.to_parquet(p, index=False))

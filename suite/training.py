@@ -50,7 +50,9 @@ class EpochMetrics:
         }
 
 
-def distillation_loss(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+def distillation_loss(
+    logits: torch.Tensor, targets: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """Cross-entropy of softmax(logits / T) against hard labels (int) or a soft distribution (float)."""
     log_probs = F.log_softmax(logits / temperature, dim=1)
     if targets.dtype == torch.long:

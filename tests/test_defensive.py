@@ -13,7 +13,12 @@ from suite.training import accuracy, predict_logits
 
 MANIFEST = {
     "experiment": {"name": "defensive-e2e", "seeds": [0], "device": "cpu"},
-    "data": {"dataset": "mnist-5k", "train_samples": 2500, "val_samples": 200, "attack_samples": 40},
+    "data": {
+        "dataset": "mnist-5k",
+        "train_samples": 2500,
+        "val_samples": 200,
+        "attack_samples": 40,
+    },
     "model": {"arch": "tiny"},
     "train": {"epochs": 8, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "dropout": 0.0},
     "conditions": [
@@ -21,8 +26,11 @@ MANIFEST = {
         {"name": "t100", "kind": "defensive", "temperature": 100, "attack_teacher": True},
     ],
     "attacks": [
-        {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 6, "max_iterations": 100,
-                                                   "initial_const": 0.01}},
+        {
+            "name": "cw",
+            "kind": "cw-l2",
+            "params": {"binary_steps": 6, "max_iterations": 100, "initial_const": 0.01},
+        },
         {"name": "fgsm", "kind": "fgsm", "params": {"eps": [0.1, 0.2, 0.3]}},
     ],
 }
@@ -50,7 +58,11 @@ def test_student_masks_gradients_but_cw_on_logits_still_succeeds(experiment):
     splits = load_splits("mnist-5k", None, 2500, 200, 0)
     x = splits.test.x[:200]
     scale = {
-        name: predict_logits(store.load_model(store.client.get_run(r.run_id)), x, torch.device("cpu")).std().item()
+        name: predict_logits(
+            store.load_model(store.client.get_run(r.run_id)), x, torch.device("cpu")
+        )
+        .std()
+        .item()
         for name, r in (("base", base), ("student", student))
     }
     assert scale["student"] / scale["base"] > 5
@@ -95,7 +107,9 @@ def test_rerun_reuses_both_and_new_student_epochs_retrain_only_the_student(exper
 
 def test_soft_labels_are_tempered_teacher_probabilities():
     torch.manual_seed(0)
-    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Dropout(0.9))
+    teacher = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Dropout(0.9)
+    )
     x = torch.rand(6, 1, 28, 28)
     soft = soft_labels(teacher, x, 20.0, torch.device("cpu"))
     teacher.eval()

@@ -1,4 +1,4 @@
-"""End to end: `suite run` into a temp store, reuse on rerun, --force, interrupts, `suite list`, `suite ui`."""
+"""End to end: `suite run` into a temp store, reuse, --force, interrupts, list, ui, report."""
 
 import json
 import os
@@ -264,8 +264,11 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     runner = CliRunner()
     empty = runner.invoke(app, ["report"])
     assert empty.exit_code == 2 and "holds no suite runs" in empty.output
-    text = TINY.replace('name = "base"\nkind = "standard"', 'name = "base"\nkind = "standard"\n\n'
-                        '[[conditions]]\nname = "t20"\nkind = "defensive"\ntemperature = 20')
+    text = TINY.replace(
+        'name = "base"\nkind = "standard"',
+        'name = "base"\nkind = "standard"\n\n'
+        '[[conditions]]\nname = "t20"\nkind = "defensive"\ntemperature = 20',
+    )
     (workdir / "m.toml").write_text(text)
     assert runner.invoke(app, ["run", "m.toml"]).exit_code == 0
     unknown = runner.invoke(app, ["report", "nope"])
@@ -293,6 +296,10 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     assert "Conclusion" in text
     store = Store()
     exp = store.client.get_experiment_by_name("tiny-e2e")
-    reports = [r for r in store.client.search_runs([exp.experiment_id]) if r.data.tags.get("suite.level") == "report"]
+    reports = [
+        r
+        for r in store.client.search_runs([exp.experiment_id])
+        if r.data.tags.get("suite.level") == "report"
+    ]
     assert len(reports) == 1
     assert store.client.list_artifacts(reports[0].info.run_id, "report")

@@ -25,14 +25,34 @@ def manifest(name: str, **over) -> dict:
     """A tiny experiment: `tiny` net, 2 epochs, C&W L2 on a few digits."""
     return {
         "experiment": {"name": name, "seeds": [0, 1], "device": "cpu"},
-        "data": {"dataset": "mnist-5k", "train_samples": 600, "val_samples": 200, "attack_samples": 12},
+        "data": {
+            "dataset": "mnist-5k",
+            "train_samples": 600,
+            "val_samples": 200,
+            "attack_samples": 12,
+        },
         "model": {"arch": "tiny"},
-        "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "dropout": 0.0,
-                  **over.pop("train", {})},
+        "train": {
+            "epochs": 2,
+            "batch_size": 64,
+            "optimizer": "adam",
+            "lr": 0.003,
+            "dropout": 0.0,
+            **over.pop("train", {}),
+        },
         "conditions": [{"name": "base", "kind": "standard"}],
-        "attacks": [{"name": "cw", "kind": "cw-l2", "batch_size": over.pop("attack_batch", 256),
-                     "params": {"binary_steps": 3, "max_iterations": over.pop("iterations", 30),
-                                "initial_const": 0.1}}],
+        "attacks": [
+            {
+                "name": "cw",
+                "kind": "cw-l2",
+                "batch_size": over.pop("attack_batch", 256),
+                "params": {
+                    "binary_steps": 3,
+                    "max_iterations": over.pop("iterations", 30),
+                    "initial_const": 0.1,
+                },
+            }
+        ],
         **over,
     }
 
@@ -67,7 +87,9 @@ def metrics_by_seed(store: Store, rows) -> dict:
     out = {}
     for row in rows:
         m = store.client.get_run(row.run_id).data.metrics
-        out[row.seed] = {k: v for k, v in m.items() if k.startswith(("final_", "attack.", "masking."))}
+        out[row.seed] = {
+            k: v for k, v in m.items() if k.startswith(("final_", "attack.", "masking."))
+        }
     return out
 
 
@@ -141,8 +163,13 @@ def test_shared_tracking_server_round_trip(tmp_path):
 
 def start_run(workdir: Path, toml: Path) -> subprocess.Popen:
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
-    return subprocess.Popen([SUITE, "run", str(toml)], cwd=workdir, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        [SUITE, "run", str(toml)],
+        cwd=workdir,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
 
 
 def wait_for(predicate, proc: subprocess.Popen, seconds: float = 240) -> None:
@@ -167,7 +194,10 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path, moment):
     store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
 
     def training_started() -> bool:
-        return any(r.data.tags.get("role") == "model" and r.info.status == "RUNNING" for r in runs(store, "killed"))
+        return any(
+            r.data.tags.get("role") == "model" and r.info.status == "RUNNING"
+            for r in runs(store, "killed")
+        )
 
     def attack_half_done() -> bool:
         return any(
@@ -189,7 +219,9 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path, moment):
     assert "RUNNING" not in {r.info.status for r in after}
     stale = [r for r in after if r.info.status == "FAILED"]
     assert all("died" in r.data.tags.get("suite.error", "") for r in stale)
-    models = [r for r in after if r.data.tags.get("role") == "model" and r.info.status == "FINISHED"]
+    models = [
+        r for r in after if r.data.tags.get("role") == "model" and r.info.status == "FINISHED"
+    ]
     assert sorted(int(r.data.tags["seed"]) for r in models) == [0, 1]  # none lost, none twice
 
     uninterrupted = manifest("uninterrupted", train={"epochs": 3}, iterations=40, attack_batch=4)
@@ -197,7 +229,12 @@ def test_kill_9_then_rerun_loses_and_duplicates_nothing(tmp_path, moment):
     by_seed = {int(r.data.tags["seed"]): r.data.metrics for r in models}
     for row in reference:
         want = store.client.get_run(row.run_id).data.metrics
-        for key in ("final_test_acc", "final_val_acc", "attack.cw.success_rate", "attack.cw.median_l2"):
+        for key in (
+            "final_test_acc",
+            "final_val_acc",
+            "attack.cw.success_rate",
+            "attack.cw.median_l2",
+        ):
             assert by_seed[row.seed][key] == pytest.approx(want[key], rel=1e-9, nan_ok=True), key
 
 

@@ -63,7 +63,11 @@ class Context:
     def base_params(self) -> dict:
         m = self.manifest
         return flatten(
-            {"data": {**self.data_config(), "source": self.data.source}, "model": m.model, "train": m.train}
+            {
+                "data": {**self.data_config(), "source": self.data.source},
+                "model": m.model,
+                "train": m.train,
+            }
         )
 
 
@@ -110,13 +114,27 @@ def cached_training(
         if run is not None:
             m = run.data.metrics
             return ModelRun(
-                condition, kind, role, seed, run.info.run_id, store.load_model(run), True, attack,
-                m.get("final_val_acc", math.nan), m.get("final_test_acc", math.nan),
+                condition,
+                kind,
+                role,
+                seed,
+                run.info.run_id,
+                store.load_model(run),
+                True,
+                attack,
+                m.get("final_val_acc", math.nan),
+                m.get("final_test_acc", math.nan),
                 m.get("train_seconds", math.nan),
             )
     name = f"{condition}/seed={seed}" + ("" if role == "model" else f"/{role}")
-    run_tags = {"condition": condition, "kind": kind, "seed": str(seed), "role": role,
-                "config_hash": cfg_hash, **(tags or {})}
+    run_tags = {
+        "condition": condition,
+        "kind": kind,
+        "seed": str(seed),
+        "role": role,
+        "config_hash": cfg_hash,
+        **(tags or {}),
+    }
     run_id = store.create_child(ctx.experiment_id, parent_id, name, run_tags, params)
     with store.active(run_id):
         torch.manual_seed(seed)
@@ -127,7 +145,9 @@ def cached_training(
             run_id, {"final_val_acc": val_acc, "final_test_acc": test_acc, "train_seconds": seconds}
         )
         store.log_model(run_id, model)
-    return ModelRun(condition, kind, role, seed, run_id, model, False, attack, val_acc, test_acc, seconds)
+    return ModelRun(
+        condition, kind, role, seed, run_id, model, False, attack, val_acc, test_acc, seconds
+    )
 
 
 def train_model(
@@ -169,9 +189,17 @@ def train_model(
 
     try:
         history = fit(
-            model, split.train.x, targets, split.train.y, recipe,
-            seed=seed, device=ctx.device, temperature=temperature,
-            evaluate=evaluate, on_batch=on_batch, on_epoch=on_epoch,
+            model,
+            split.train.x,
+            targets,
+            split.train.y,
+            recipe,
+            seed=seed,
+            device=ctx.device,
+            temperature=temperature,
+            evaluate=evaluate,
+            on_batch=on_batch,
+            on_epoch=on_epoch,
         )
     finally:
         task.close()

@@ -13,42 +13,73 @@ from suite.manifest import DefensiveCondition, config_hash
 from suite.training import predict_logits
 
 
-def soft_labels(teacher: torch.nn.Module, x: torch.Tensor, temperature: float, device) -> torch.Tensor:
+def soft_labels(
+    teacher: torch.nn.Module, x: torch.Tensor, temperature: float, device
+) -> torch.Tensor:
     """softmax(teacher logits / T) over `x`, in eval mode (no dropout), on the CPU."""
     return F.softmax(predict_logits(teacher, x, device) / temperature, dim=1)
 
 
-def run_defensive(ctx: Context, cond: DefensiveCondition, seed: int, parent_id: str) -> list[ModelRun]:
+def run_defensive(
+    ctx: Context, cond: DefensiveCondition, seed: int, parent_id: str
+) -> list[ModelRun]:
     """Train (or reuse) the teacher, then the student on its soft labels; both are logged and linked."""
     m = ctx.manifest
     t = cond.temperature
     teacher_epochs = cond.teacher_epochs or m.train.epochs
     student_epochs = cond.student_epochs or m.train.epochs
-    teacher_hash = config_hash("teacher", ctx.data_config(), m.model, m.train, t, teacher_epochs, seed)
+    teacher_hash = config_hash(
+        "teacher", ctx.data_config(), m.model, m.train, t, teacher_epochs, seed
+    )
     student_hash = config_hash("student", teacher_hash, student_epochs)
     common = {**ctx.base_params(), "seed": seed, "temperature": t}
 
     teacher = cached_training(
-        ctx, parent_id, condition=cond.name, kind=cond.kind, role="teacher", seed=seed,
-        cfg_hash=teacher_hash, params={**common, "train.epochs": teacher_epochs},
-        attack=cond.attack_teacher, tags={"student_config_hash": student_hash},
+        ctx,
+        parent_id,
+        condition=cond.name,
+        kind=cond.kind,
+        role="teacher",
+        seed=seed,
+        cfg_hash=teacher_hash,
+        params={**common, "train.epochs": teacher_epochs},
+        attack=cond.attack_teacher,
+        tags={"student_config_hash": student_hash},
         train=lambda run_id: train_model(
-            ctx, run_id, f"{cond.name} seed {seed}: teacher T={t:g}", seed=seed,
-            targets=ctx.data.train.y, epochs=teacher_epochs, temperature=t,
+            ctx,
+            run_id,
+            f"{cond.name} seed {seed}: teacher T={t:g}",
+            seed=seed,
+            targets=ctx.data.train.y,
+            epochs=teacher_epochs,
+            temperature=t,
         ),
     )
 
     def train_student(run_id: str):
         targets = soft_labels(teacher.model, ctx.data.train.x, t, ctx.device)
         return train_model(
-            ctx, run_id, f"{cond.name} seed {seed}: student T={t:g}", seed=seed,
-            targets=targets, epochs=student_epochs, temperature=t,
+            ctx,
+            run_id,
+            f"{cond.name} seed {seed}: student T={t:g}",
+            seed=seed,
+            targets=targets,
+            epochs=student_epochs,
+            temperature=t,
         )
 
     student = cached_training(
-        ctx, parent_id, condition=cond.name, kind=cond.kind, role="student", seed=seed,
-        cfg_hash=student_hash, params={**common, "train.epochs": student_epochs},
-        attack=True, tags={"teacher_run_id": teacher.run_id}, train=train_student,
+        ctx,
+        parent_id,
+        condition=cond.name,
+        kind=cond.kind,
+        role="student",
+        seed=seed,
+        cfg_hash=student_hash,
+        params={**common, "train.epochs": student_epochs},
+        attack=True,
+        tags={"teacher_run_id": teacher.run_id},
+        train=train_student,
     )
     ctx.store.set_tags(teacher.run_id, {"student_run_id": student.run_id})
     return [teacher, student]

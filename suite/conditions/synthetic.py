@@ -12,7 +12,9 @@ from suite.models import build_model
 from suite.training import accuracy
 
 
-def run_synthetic(ctx: Context, cond: SyntheticCondition, seed: int, parent_id: str) -> list[ModelRun]:
+def run_synthetic(
+    ctx: Context, cond: SyntheticCondition, seed: int, parent_id: str
+) -> list[ModelRun]:
     """Distil `ipc` images per class from the training split, then train `model.arch` on them alone."""
     m = ctx.manifest
     cfg = config_hash("synthetic", ctx.data_config(), m.model, m.train.dropout, cond, seed)
@@ -24,8 +26,15 @@ def run_synthetic(ctx: Context, cond: SyntheticCondition, seed: int, parent_id: 
     }
     return [
         cached_training(
-            ctx, parent_id, condition=cond.name, kind=cond.kind, role="model", seed=seed,
-            cfg_hash=cfg, params=params, attack=True,
+            ctx,
+            parent_id,
+            condition=cond.name,
+            kind=cond.kind,
+            role="model",
+            seed=seed,
+            cfg_hash=cfg,
+            params=params,
+            attack=True,
             train=lambda run_id: _distil_and_train(ctx, cond, seed, run_id),
         )
     ]
@@ -45,8 +54,15 @@ def _distil_and_train(
 
     try:
         result = distill(
-            cond.method, cond.params, data.train.x, data.train.y, ipc=cond.ipc,
-            init=cond.init, seed=seed, device=ctx.device, on_step=on_step,
+            cond.method,
+            cond.params,
+            data.train.x,
+            data.train.y,
+            ipc=cond.ipc,
+            init=cond.init,
+            seed=seed,
+            device=ctx.device,
+            on_step=on_step,
         )
     finally:
         task.close()
@@ -55,7 +71,9 @@ def _distil_and_train(
     blob = io.BytesIO()
     torch.save({"x": result.x_syn, "y": result.y_syn, "lrs": result.lrs}, blob)
     store.log_artifact_bytes(run_id, "synthetic/set.pt", lambda p: p.write_bytes(blob.getvalue()))
-    store.log_artifact_bytes(run_id, "synthetic/grid.png", lambda p: synthetic_grid(result.x_syn, result.y_syn, p))
+    store.log_artifact_bytes(
+        run_id, "synthetic/grid.png", lambda p: synthetic_grid(result.x_syn, result.y_syn, p)
+    )
 
     torch.manual_seed(seed)
     model = build_model(ctx.manifest.model.arch, dropout=ctx.manifest.train.dropout)
@@ -63,8 +81,15 @@ def _distil_and_train(
     task = ctx.progress.task(f"{label}: train on synthetic", total=e.epochs)
     try:
         train_on_synthetic(
-            model, result.x_syn, result.y_syn, epochs=e.epochs, lr=e.lr, batch_size=e.batch_size,
-            augment=e.augment, seed=seed, device=ctx.device,
+            model,
+            result.x_syn,
+            result.y_syn,
+            epochs=e.epochs,
+            lr=e.lr,
+            batch_size=e.batch_size,
+            augment=e.augment,
+            seed=seed,
+            device=ctx.device,
             on_epoch=lambda epoch, loss: task.update(epoch, loss=f"{loss:.4g}"),
         )
     finally:
@@ -85,7 +110,9 @@ def synthetic_grid(x: torch.Tensor, y: torch.Tensor, path) -> None:
     classes = sorted(set(y.tolist()))
     per_class = max((y == c).sum().item() for c in classes)
     cols = min(per_class, 10)
-    fig, axes = plt.subplots(len(classes), cols, figsize=(cols * 0.8, len(classes) * 0.8), squeeze=False)
+    fig, axes = plt.subplots(
+        len(classes), cols, figsize=(cols * 0.8, len(classes) * 0.8), squeeze=False
+    )
     for r, c in enumerate(classes):
         images = x[y == c][:cols]
         for j in range(cols):

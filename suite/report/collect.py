@@ -57,7 +57,10 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     for (cond, seed, role), run in sorted(chosen.items()):
         if run.info.status != "FINISHED":
             reason = run.data.tags.get("suite.error", "")
-            missing.append(f"{cond} seed {seed} ({role}): {run.info.status}" + (f" — {reason}" if reason else ""))
+            missing.append(
+                f"{cond} seed {seed} ({role}): {run.info.status}"
+                + (f" — {reason}" if reason else "")
+            )
     for cond in order:
         if cond not in parents:
             missing.append(f"{cond}: no runs in the store (not run yet)")
@@ -112,11 +115,23 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         experiment=experiment,
         setup=_setup(manifest, first.data.tags if first else {}, store.uri),
         baseline=base,
-        accuracy=_frame(accuracy, ["condition", "kind", "role", "seed", "val_acc", "test_acc", "status"]),
+        accuracy=_frame(
+            accuracy, ["condition", "kind", "role", "seed", "val_acc", "test_acc", "status"]
+        ),
         curves=_frame(curves, ["condition", "role", "seed", "epoch", "metric", "value"]),
         attacks=pd.concat(attacks, ignore_index=True) if attacks else pd.DataFrame(),
-        masking=_frame(masking, ["condition", "seed", "saturated_fraction", "softmax_success",
-                                 "cw_success", "cw_median_l2", "flagged"]),  # fmt: skip
+        masking=_frame(
+            masking,
+            [
+                "condition",
+                "seed",
+                "saturated_fraction",
+                "softmax_success",
+                "cw_success",
+                "cw_median_l2",
+                "flagged",
+            ],
+        ),  # fmt: skip
         examples=examples,
         missing=missing,
     )
@@ -129,7 +144,9 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
 def _manifest(store: Store, parent) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = store.client.download_artifacts(parent.info.run_id, "manifest.resolved.json", tmp)
+            path = store.client.download_artifacts(
+                parent.info.run_id, "manifest.resolved.json", tmp
+            )
         except Exception as exc:  # an artifact store that lost the file: say which run
             raise StoreError(
                 f"run {parent.info.run_id} lacks manifest.resolved.json ({type(exc).__name__}); "
@@ -141,7 +158,9 @@ def _manifest(store: Store, parent) -> dict:
 def _examples(store: Store, run_id: str, attack: str) -> np.ndarray | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            return np.load(store.client.download_artifacts(run_id, f"attacks/{attack}.examples.npy", tmp))
+            return np.load(
+                store.client.download_artifacts(run_id, f"attacks/{attack}.examples.npy", tmp)
+            )
         except Exception:  # older runs have no examples: the figure is simply left out
             return None
 
