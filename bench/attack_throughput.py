@@ -126,24 +126,27 @@ def _attacked(model, x, y, n: int) -> tuple[torch.Tensor, torch.Tensor, np.ndarr
     return x[index], y[index], index, float(correct.mean())
 
 
-def _fwd_bwd_seconds(model, x, y, reps: int = 7) -> tuple[float, float]:
-    """Median (CPU, wall) seconds per sample of one forward + input-gradient backward of `x`."""
+def _fwd_bwd_times(model, x, y, reps: int = 11) -> list[tuple[float, float]]:
+    """(CPU, wall) seconds per sample of single forward + input-gradient backward passes of `x`."""
     margin_and_grad(model, x, y, False)
-    cpu, wall = [], []
+    times = []
     for _ in range(reps):
         c, t = time.process_time(), time.perf_counter()
         margin_and_grad(model, x, y, False)
-        cpu.append(time.process_time() - c)
-        wall.append(time.perf_counter() - t)
-    return statistics.median(cpu) / len(x), statistics.median(wall) / len(x)
+        times.append(((time.process_time() - c) / len(x), (time.perf_counter() - t) / len(x)))
+    return times
 
 
 def _bench(name, kind, params, model, x, y, index) -> dict:
-    fb_cpu, fb_wall = _fwd_bwd_seconds(model, x, y)
+    """Run one attack; the fwd+bwd reference is timed just before and just after it."""
+    fwd_bwd = _fwd_bwd_times(model, x, y)
     p = ATTACK_PARAMS[kind](**params)
     c, t = time.process_time(), time.perf_counter()
     result = run_attack(kind, p, model, x, y, index, seed=0, device="cpu", batch_size=len(x))
     cpu, wall = time.process_time() - c, time.perf_counter() - t
+    fwd_bwd += _fwd_bwd_times(model, x, y)
+    fb_cpu = statistics.median(c for c, _ in fwd_bwd)
+    fb_wall = statistics.median(w for _, w in fwd_bwd)
     rec = result.records
     summary = summarize(rec)
     norm = {"cw-linf": "linf", "cw-l0": "l0"}.get(kind, "l2")

@@ -64,6 +64,7 @@ class _State:
     search_step: Tensor
     it: Tensor
     loss_at_check: Tensor
+    window_best: Tensor
     found: Tensor  # adversarial seen during the current search step
     best_l2sq: Tensor
     best_adv: Tensor
@@ -95,9 +96,11 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL2
 
             stalled = torch.zeros_like(is_adv)
             if p.abort_early:
-                stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
-                )
+                s.window_best = torch.minimum(s.window_best, loss)
+                check = s.it % p.abort_window == p.abort_window - 1
+                stalled = check & (s.window_best > (1 - p.abort_tolerance) * s.loss_at_check)
+                s.loss_at_check = torch.where(check, s.window_best, s.loss_at_check)
+                s.window_best = torch.where(check, torch.inf, s.window_best)
             s.it += 1
 
             end = stalled | (s.it >= p.max_iterations)
@@ -126,6 +129,7 @@ def _initial_state(x: Tensor, cls: Tensor, p: CWL2Params) -> _State:
         search_step=per_sample(x, 0, torch.int64),
         it=per_sample(x, 0, torch.int64),
         loss_at_check=per_sample(x, float("inf"), f64),
+        window_best=per_sample(x, float("inf"), f64),
         found=per_sample(x, False, torch.bool),
         best_l2sq=per_sample(x, float("inf"), f64),
         best_adv=x.clone(),
@@ -155,7 +159,7 @@ def _next_search_step(s: _State, end: Tensor, p: CWL2Params) -> None:
         s.const = torch.where(last, s.upper.clamp(max=1e10), s.const)
     reset_where(
         s, end, w=to_tanh_space(s.x), m=0.0, v=0.0, t=0.0, it=0,
-        loss_at_check=float("inf"), found=False,
+        loss_at_check=float("inf"), window_best=float("inf"), found=False,
     )  # fmt: skip
 
 
