@@ -87,7 +87,7 @@ MALFORMED = [
     (
         "[attacks.params]\nmax_iterations = 10",
         "[attacks.params]\nmax_iterations = 0",
-        "attacks[0].params.max_iterations: must be > 0 (got 0)",
+        "attacks[0].params.max_iterations: must be >= 1 (got 0)",
     ),
     (
         "[attacks.params]\nmax_iterations = 10",
