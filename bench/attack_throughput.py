@@ -5,13 +5,13 @@ on the first --samples correctly classified test images, each attack as one batc
 (C&W L∞ and L0, an order of magnitude slower, on the first --slow-samples of them), and checks:
 
 - C&W L2 at 5 binary steps × 1,000 iterations: overhead ≤ 1.10, where overhead = attack time ÷
-  (gradient evaluations × the forward+backward time per sample measured on the same batch just
-  before); ≤ 1,300 gradient evaluations per sample; median L2 within 1% of the same attack with
+  (gradient evaluations × the forward+backward time per sample, measured on the same batch just
+  before and just after); ≤ 1,300 gradient evaluations per sample; median L2 within 1% of the same attack with
   every early stop disabled (the baseline; the slowest run, which --quick skips).
 - DDN: median L2 within 3% of C&W L2 at 9 × 1,000 with ≥ 10× fewer gradient evaluations.
 
 Times are process CPU seconds of a single-threaded run ("overhead"), which other processes on a
-shared machine do not inflate; wall-clock figures are reported beside them.
+shared machine inflate less than wall-clock time; wall-clock figures are reported beside them.
 Prints one JSON document, then a table.  `python bench/attack_throughput.py [--quick]`
 """
 

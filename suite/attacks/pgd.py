@@ -19,6 +19,8 @@ Eps = Annotated[float, Field(gt=0)]
 
 
 class PGDLinfParams(TargetingParams):
+    """ε in pixel units; 50 steps of 0.05 ε travel 2.5 ε, Madry et al.'s rule of thumb."""
+
     eps: list[Eps] = Field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1)
     steps: int = Field(50, ge=1)
     step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
@@ -26,6 +28,8 @@ class PGDLinfParams(TargetingParams):
 
 
 class PGDL2Params(TargetingParams):
+    """ε is the L2 norm of the perturbation; steps as for PGDLinfParams."""
+
     eps: list[Eps] = Field([0.5, 1.0, 1.5, 2.0, 2.5, 3.0], min_length=1)
     steps: int = Field(50, ge=1)
     step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
@@ -33,6 +37,8 @@ class PGDL2Params(TargetingParams):
 
 
 class FGSMParams(TargetingParams):
+    """One step of ε along the gradient's sign, from the clean input (one gradient for all ε)."""
+
     eps: list[Eps] = Field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1)
 
 
