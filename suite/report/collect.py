@@ -17,6 +17,11 @@ from suite.tracking import Store
 
 CURVE_METRICS = ("val_acc", "test_acc", "train_loss", "train_acc")
 LEVEL = "suite.level"
+ATTACK_COLUMNS = [
+    "condition", "kind", "seed", "attack", "attack_kind", "sample_index", "label", "target",
+    "clean_pred", "adv_pred", "clean_correct", "success", "l0", "l2", "linf", "const",
+    "grad_evals", "eps",
+]  # fmt: skip
 
 
 def latest_experiment(store: Store) -> str:
@@ -119,7 +124,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
             accuracy, ["condition", "kind", "role", "seed", "val_acc", "test_acc", "status"]
         ),
         curves=_frame(curves, ["condition", "role", "seed", "epoch", "metric", "value"]),
-        attacks=pd.concat(attacks, ignore_index=True) if attacks else pd.DataFrame(),
+        attacks=pd.concat(attacks, ignore_index=True) if attacks else _frame([], ATTACK_COLUMNS),
         masking=_frame(
             masking,
             [
