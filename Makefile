@@ -18,7 +18,7 @@ demo: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/suite report quick
 
 test: $(STAMP)
-	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/train_throughput.py

@@ -9,6 +9,17 @@ from suite.attacks import ATTACK_PARAMS, L0_TOLERANCE, run_attack
 N = 12
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Attack loops run many small ops; on a busy 2-core machine two torch threads spin against
+    each other (measured: a tiny-net forward+backward 1.5 ms with one thread, up to 145 ms with
+    two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def correct(trained_tiny, mnist5k_splits):
     """N test images the tiny net classifies correctly (a seeded draw)."""
