@@ -70,14 +70,17 @@ QUICK_ITERATIONS = {"dm": 5, "dd": 3, "dc": 1, "dsa": 1}
 
 
 def method_settings(
-    method: str, ipc: int, quick: bool, iterations: int | None
+    method: str, ipc: int, quick: bool, iterations: dict[str, int]
 ) -> tuple[str, object]:
-    """(distill method name, params) for one bench run; `iterations` overrides the table."""
+    """(distill method name, params) for one bench run; `iterations` (by method) overrides the
+    table."""
     if method == "random":
         return "random", RandomParams()
     if method == "herding":
         return "herding", HerdingParams()
-    if iterations is None:
+    if method in iterations:
+        iterations = iterations[method]
+    else:
         iterations = QUICK_ITERATIONS[method] if quick else ITERATIONS[method].get(ipc, 1)
     if method == "dm":
         return "dm", DMParams(iterations=iterations, batch_real=64)
@@ -201,6 +204,17 @@ def print_table(runs: list[dict]) -> None:
         )
 
 
+def parse_iterations(text: str) -> dict[str, int]:
+    """'600' → every learned method 600; 'dm=600,dc=3' → per method."""
+    if "=" not in text:
+        return dict.fromkeys(QUICK_ITERATIONS, int(text))
+    pairs = dict(item.split("=", 1) for item in text.split(","))
+    unknown = sorted(set(pairs) - set(QUICK_ITERATIONS))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"no iterations to set for {unknown}")
+    return {k: int(v) for k, v in pairs.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", default="random,herding,dm,dc,dsa,dd")
@@ -209,7 +223,12 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--eval-epochs", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--iterations", type=int, help="override the learned methods' iterations")
+    parser.add_argument(
+        "--iterations",
+        type=parse_iterations,
+        default={},
+        help="override the learned methods' iterations: N for all, or e.g. dm=600,dc=3",
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: few iterations/epochs")
     args = parser.parse_args()
     if args.quick:

@@ -16,6 +16,7 @@ import torch
 from suite.attacks import ATTACK_PARAMS, run_attack, summarize
 from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.conditions import Context, ModelRun
+from suite.data import NUM_CLASSES
 from suite.manifest import AttackSpec, config_hash
 
 SOFTMAX_KINDS = ("fgsm", "pgd-linf", "pgd-l2")
@@ -52,10 +53,11 @@ def _one_attack(
     cfg = config_hash(spec, idx.tolist(), ctx.manifest.experiment.attack_seed)
 
     def compute() -> dict[str, float]:
-        x = ctx.data.test.x[idx]
         records, x_adv = _attack_in_checkpointed_chunks(
             ctx, run, spec, idx, f"checkpoints/{spec.name}-{cfg}"
         )
+        rows = records["sample_index"].to_numpy(copy=True)
+        x = ctx.data.test.x[rows]  # the clean image of each record row
         ctx.store.log_table(run.run_id, f"attacks/{spec.name}.parquet", records)
         ctx.store.log_artifact_bytes(
             run.run_id,
@@ -76,9 +78,11 @@ def _attack_in_checkpointed_chunks(
     """Attack `idx` one batch at a time, logging each batch's records and images under `folder`;
     batches an interrupted earlier attempt already logged are loaded instead of recomputed (each
     sample's result depends only on the sample and the seed, so the pieces join seamlessly)."""
-    store, chunk = ctx.store, spec.batch_size
+    store, chunk, per = ctx.store, spec.batch_size, rows_per_sample(spec)
     done = {} if ctx.force else _load_chunks(store, run.run_id, folder)
-    task = ctx.progress.task(f"{run.condition} seed {run.seed} {run.role}: {spec.name}", len(idx))
+    task = ctx.progress.task(
+        f"{run.condition} seed {run.seed} {run.role}: {spec.name}", per * len(idx)
+    )
     try:
         for lo in range(0, len(idx), chunk):
             if lo in done:
@@ -88,7 +92,7 @@ def _attack_in_checkpointed_chunks(
             result = run_attack(
                 spec.kind, spec.params, run.model, ctx.data.test.x[part], ctx.data.test.y[part], part,
                 seed=ctx.manifest.experiment.attack_seed, device=ctx.device, batch_size=chunk,
-                on_batch=lambda n, ok, lo=lo, base=ok_before: task.update(
+                on_batch=lambda n, ok, lo=lo * per, base=ok_before: task.update(
                     lo + n, success=f"{base + ok}/{lo + n}"
                 ),
             )  # fmt: skip
@@ -106,6 +110,14 @@ def _attack_in_checkpointed_chunks(
         pd.concat([r for r, _ in ordered], ignore_index=True),
         torch.cat([a for _, a in ordered]),
     )
+
+
+def rows_per_sample(spec: AttackSpec) -> int:
+    """Records an attack writes per sample: one per wrong class with `target_mode = "all"`."""
+    params = spec.params
+    if getattr(params, "targeted", False) and params.target_mode == "all":
+        return NUM_CLASSES - 1
+    return 1
 
 
 def _load_chunks(store, run_id: str, folder: str) -> dict[int, tuple[pd.DataFrame, torch.Tensor]]:
@@ -199,8 +211,9 @@ def metric_name(key: str) -> str:
 
 
 def example_array(x: torch.Tensor, x_adv: torch.Tensor, k: int = EXAMPLES) -> np.ndarray:
-    """[k, 3, 28, 28]: clean, adversarial, perturbation of the first k attacked samples — the same
-    sample indices in every condition, so reports can set them side by side."""
+    """[k, 3, 28, 28]: clean, adversarial, perturbation of the first k attacked rows (`x` holds the
+    clean image of each row) — the same sample indices in every condition, so reports can set them
+    side by side."""
     clean, adv = x[:k, 0].numpy(), x_adv[:k, 0].numpy()
     return np.stack([clean, adv, adv - clean], axis=1).astype(np.float32)
 
@@ -208,7 +221,8 @@ def example_array(x: torch.Tensor, x_adv: torch.Tensor, k: int = EXAMPLES) -> np
 def example_grid(
     x: torch.Tensor, x_adv: torch.Tensor, records: pd.DataFrame, path, k: int = 8
 ) -> None:
-    """PNG of clean / adversarial / perturbation for the first `k` successful samples."""
+    """PNG of clean / adversarial / perturbation for the first `k` successful rows; `x`, `x_adv` and
+    `records` are row-aligned (a sample has several rows with `target_mode = "all"`)."""
     import matplotlib
 
     matplotlib.use("Agg")

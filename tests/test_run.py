@@ -148,6 +148,36 @@ class Interrupting(NullProgress):
         return super().task(description, total)
 
 
+def test_targeted_all_attack_pairs_each_row_with_its_own_clean_image(workdir):
+    """target_mode = "all" writes 9 rows per sample; examples and the grid follow the rows."""
+    import numpy as np
+
+    from suite.data import load_splits
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "run", "m.toml", "--set", "data.attack_samples=3",
+            "--set", "attacks[0].params.targeted=true",
+            "--set", 'attacks[0].params.target_mode="all"',
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    store = Store()
+    (run,) = model_runs(store)
+    records = store.load_table(run.info.run_id, "attacks/cw.parquet")
+    assert len(records) == 27 and records.groupby("sample_index").size().eq(9).all()
+    assert (records["target"] != records["label"]).all()
+    examples = np.load(
+        store.client.download_artifacts(run.info.run_id, "attacks/cw.examples.npy", str(workdir))
+    )
+    test_x = load_splits("mnist-5k", None, 600, 200, 0).test.x.numpy()
+    wanted = test_x[records["sample_index"].to_numpy()[: len(examples)], 0]
+    np.testing.assert_array_equal(examples[:, 0], wanted)
+    names = {f.path for f in store.client.list_artifacts(run.info.run_id, "attacks")}
+    assert "attacks/cw.png" in names
+
+
 @pytest.mark.parametrize("when", ["train", ": cw"])
 def test_interrupt_leaves_no_running_run_and_rerun_finishes(workdir, when):
     spec = load_manifest(workdir / "m.toml")
