@@ -189,7 +189,7 @@ def _cached(
 ) -> dict[str, float]:
     """Metrics `<name>.*` of `run`: read back if tag `<name>.config_hash` equals `cfg`, else computed
     inside the re-opened run, logged and tagged — an interrupted attack is redone, a finished one
-    never is."""
+    never is. Keys are the logged (MLflow-safe) names either way."""
     store, tag, prefix = ctx.store, f"{name}.config_hash", f"{name}."
     current = store.client.get_run(run.run_id)
     if not ctx.force and current.data.tags.get(tag) == cfg:
@@ -199,8 +199,8 @@ def _cached(
             if k.startswith(prefix)
         }
     with store.active(run.run_id):
-        result = compute()
-        store.log_metrics(run.run_id, {prefix + metric_name(k): v for k, v in result.items()})
+        result = {metric_name(k): v for k, v in compute().items()}
+        store.log_metrics(run.run_id, {prefix + k: v for k, v in result.items()})
         store.set_tags(run.run_id, {tag: cfg})
     return result
 

@@ -177,3 +177,11 @@ def test_unknown_format_is_a_user_error(tmp_path):
     with pytest.raises(SuiteError, match="unknown report format 'html'"):
         render_report(synthetic_data(), tmp_path / "r", formats=("md", "html"))
     assert not any(tmp_path.iterdir())
+
+
+def test_fixed_budget_is_decided_by_kind_even_when_no_epsilon_succeeded():
+    from suite.report.frames import is_fixed_budget
+
+    failed_fgsm = pd.DataFrame({"attack_kind": ["fgsm"] * 3, "eps": [np.nan] * 3})
+    cw = pd.DataFrame({"attack_kind": ["cw-l2"] * 3, "eps": [np.nan] * 3})
+    assert is_fixed_budget(failed_fgsm) and not is_fixed_budget(cw)

@@ -5,10 +5,18 @@ kind to its settings model; `summarize` turns per-sample records into metrics.
 """
 
 from suite.attacks.common import L0_TOLERANCE
-from suite.attacks.run import ATTACK_PARAMS, AttackResult, distortions, run_attack, summarize
+from suite.attacks.run import (
+    ATTACK_PARAMS,
+    FIXED_BUDGET_KINDS,
+    AttackResult,
+    distortions,
+    run_attack,
+    summarize,
+)
 
 __all__ = [
     "ATTACK_PARAMS",
+    "FIXED_BUDGET_KINDS",
     "L0_TOLERANCE",
     "AttackResult",
     "distortions",

@@ -52,6 +52,7 @@ _KINDS: dict[str, _Kind] = {
 }
 
 ATTACK_PARAMS: dict[str, type[BaseModel]] = {kind: k.params for kind, k in _KINDS.items()}
+FIXED_BUDGET_KINDS: frozenset[str] = frozenset(kind for kind, k in _KINDS.items() if k.budget_norm)
 
 
 @dataclass

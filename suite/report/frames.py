@@ -5,6 +5,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from suite.attacks import FIXED_BUDGET_KINDS
+
 NORMS = ("l0", "l2", "linf")
 NORM_LABELS = {"l0": "L0", "l2": "L2", "linf": "L∞"}
 
@@ -41,5 +43,6 @@ def attack_norm(attack_kind: str) -> str:
 
 
 def is_fixed_budget(rows: pd.DataFrame) -> bool:
-    """True when the attack ran at a fixed ε (its `eps` column is set) instead of minimising."""
-    return bool(rows["eps"].notna().any())
+    """True when the attack's kind runs at fixed ε budgets instead of minimising a norm (decided by
+    kind: a fixed-budget attack that never succeeds has no ε in any row)."""
+    return bool(rows["attack_kind"].isin(FIXED_BUDGET_KINDS).any())
