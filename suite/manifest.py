@@ -27,6 +27,8 @@ from pydantic import (
 from suite.attacks import ATTACK_PARAMS
 from suite.data import DATASETS
 from suite.distill import METHOD_PARAMS
+from suite.distill.common import DSAStrategy
+from suite.distill.dsa import DEFAULT_STRATEGY
 from suite.errors import ManifestError
 from suite.models import MODELS
 
@@ -108,6 +110,10 @@ class SyntheticEval(Strict):
     lr: float = Field(default=0.01, gt=0)
     batch_size: int = Field(default=256, gt=0)
     augment: bool = True
+    dsa_strategy: DSAStrategy = Field(
+        default=DEFAULT_STRATEGY,
+        description="the papers' default includes `flip`, which mirrors digits; drop it for MNIST",
+    )
 
 
 class SyntheticBase(Strict):

@@ -88,6 +88,7 @@ def _distil_and_train(
             lr=e.lr,
             batch_size=e.batch_size,
             augment=e.augment,
+            strategy=e.dsa_strategy,
             seed=seed,
             device=ctx.device,
             on_epoch=lambda epoch, loss: task.update(epoch, loss=f"{loss:.4g}"),

@@ -24,13 +24,14 @@ def train_on_synthetic(
     device: torch.device | str,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
+    strategy: str = dsa.DEFAULT_STRATEGY,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
     """Train `model` in place on (x_syn, y_syn) and return it in eval mode.
 
     SGD with momentum and weight decay; after half the epochs the rate drops ×0.1 on a fresh
     optimiser, as the papers' `evaluate_synset` does. With `augment`, every batch gets per-image DSA
-    (the papers' default strategy), applied in the set's own standardised space as the papers
+    (`strategy`, by default the papers'), applied in the set's own standardised space as the papers
     augment normalised images. Shuffling and augmentation follow `seed`; the init is the caller's.
     `on_epoch(epoch, mean_loss)` is called after each epoch (1-based).
     """
@@ -54,7 +55,7 @@ def train_on_synthetic(
             idx = idx.to(device)
             xb = x[idx]
             if augment:
-                xb = dsa.augment((xb - mean) / std, dsa.DEFAULT_STRATEGY, generator) * std + mean
+                xb = dsa.augment((xb - mean) / std, strategy, generator) * std + mean
             loss = F.cross_entropy(model(xb), y[idx])
             if not math.isfinite(loss.item()):
                 raise TrainingError(
