@@ -16,6 +16,7 @@ import shlex
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -167,6 +168,12 @@ def run_one(splits, dataset: str, method: str, ipc: int, args) -> dict:
         name, params, train.x, train.y, ipc=ipc, init=init, seed=args.seed, on_step=progress
     )
     distill_s = time.perf_counter() - start
+    if args.save:
+        args.save.mkdir(parents=True, exist_ok=True)
+        torch.save(
+            {"x_syn": result.x_syn, "y_syn": result.y_syn, "lrs": result.lrs},
+            args.save / f"{dataset}-{method}-ipc{ipc}-seed{args.seed}.pt",
+        )
     start = time.perf_counter()
     accs = [
         evaluate(result, splits, args.seed + k, args.eval_epochs, args.eval_strategy)
@@ -256,6 +263,7 @@ def main() -> None:
         help="DSA families during evaluation (the papers' default mirrors digits with `flip`)",
     )
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save", type=Path, help="folder to keep each synthetic set in (.pt)")
     parser.add_argument(
         "--iterations",
         type=parse_iterations,
