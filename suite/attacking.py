@@ -15,6 +15,7 @@ import torch
 
 from suite.attacks import ATTACK_PARAMS, run_attack, summarize
 from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
+from suite.attacks.targets import rows_per_sample
 from suite.conditions import Context, ModelRun
 from suite.data import NUM_CLASSES
 from suite.manifest import AttackSpec, config_hash
@@ -78,7 +79,7 @@ def _attack_in_checkpointed_chunks(
     """Attack `idx` one batch at a time, logging each batch's records and images under `folder`;
     batches an interrupted earlier attempt already logged are loaded instead of recomputed (each
     sample's result depends only on the sample and the seed, so the pieces join seamlessly)."""
-    store, chunk, per = ctx.store, spec.batch_size, rows_per_sample(spec)
+    store, chunk, per = ctx.store, spec.batch_size, rows_per_sample(spec.params, NUM_CLASSES)
     done = {} if ctx.force else _load_chunks(store, run.run_id, folder)
     task = ctx.progress.task(
         f"{run.condition} seed {run.seed} {run.role}: {spec.name}", per * len(idx)
@@ -110,14 +111,6 @@ def _attack_in_checkpointed_chunks(
         pd.concat([r for r, _ in ordered], ignore_index=True),
         torch.cat([a for _, a in ordered]),
     )
-
-
-def rows_per_sample(spec: AttackSpec) -> int:
-    """Records an attack writes per sample: one per wrong class with `target_mode = "all"`."""
-    params = spec.params
-    if getattr(params, "targeted", False) and params.target_mode == "all":
-        return NUM_CLASSES - 1
-    return 1
 
 
 def _load_chunks(store, run_id: str, folder: str) -> dict[int, tuple[pd.DataFrame, torch.Tensor]]:

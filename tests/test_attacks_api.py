@@ -9,7 +9,7 @@ from torch import nn
 
 from suite.attacks import ATTACK_PARAMS, run_attack, summarize
 from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
-from suite.attacks.targets import choose_targets
+from suite.attacks.targets import choose_targets, rows_per_sample
 
 KINDS = {"cw-l2", "cw-linf", "cw-l0", "ddn", "pgd-linf", "pgd-l2", "fgsm"}
 SMALL = {
@@ -163,6 +163,10 @@ def test_targets_never_the_label_and_random_ones_do_not_depend_on_batching():
     assert len(rows) == 45 and (t != y[rows]).all()
     for i in range(5):
         assert sorted(t[rows == i].tolist()) == sorted(set(range(10)) - {int(y[i])})
+    cw = ATTACK_PARAMS["cw-l2"]
+    assert rows_per_sample(cw(targeted=True, target_mode="all"), 10) * 5 == len(rows)
+    assert rows_per_sample(cw(targeted=True, target_mode="next"), 10) == 1
+    assert rows_per_sample(cw(), 10) == rows_per_sample(ATTACK_PARAMS["ddn"](), 10) == 1
     _, t = choose_targets("next", y, logits, 0, index)
     assert t.tolist() == [1, 4, 0, 4, 8]
     _, t = choose_targets("least-likely", y, logits, 0, index)
