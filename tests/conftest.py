@@ -8,6 +8,17 @@ import torch
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (the attack tests opt in with `pytestmark`). Attack loops run
+    many small ops; on a busy 2-core machine two torch threads spin against each other (measured: a
+    tiny-net forward+backward 1.5 ms with one thread, up to 145 ms with two)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def mnist5k_splits():
     """mnist-5k split as the suite splits it (train 3,500 / val 500 / test 1,000)."""

@@ -11,6 +11,7 @@ from suite.attacks import ATTACK_PARAMS, run_attack, summarize
 from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.attacks.targets import choose_targets, rows_per_sample
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = {"cw-l2", "cw-linf", "cw-l0", "ddn", "pgd-linf", "pgd-l2", "fgsm"}
 SMALL = {
     "cw-l2": {"binary_steps": 3, "max_iterations": 50},
@@ -21,17 +22,6 @@ SMALL = {
     "pgd-l2": {"steps": 5, "eps": [1.0, 3.0]},
     "fgsm": {"eps": [0.1, 0.3]},
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Attack loops run many small ops; on a busy 2-core machine two torch threads spin against
-    each other (measured: a tiny-net forward+backward 1.5 ms with one thread, up to 145 ms with
-    two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -7,17 +7,7 @@ import torch
 from suite.attacks import ATTACK_PARAMS, L0_TOLERANCE, run_attack
 
 N = 12
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Attack loops run many small ops; on a busy 2-core machine two torch threads spin against
-    each other (measured: a tiny-net forward+backward 1.5 ms with one thread, up to 145 ms with
-    two)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
