@@ -248,6 +248,13 @@ def print_table(runs: list[dict]) -> None:
         )
 
 
+def positive_int(text: str) -> int:
+    """An integer ≥ 1, or argparse's one-line error."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"need an integer >= 1, got {text!r}")
+    return int(text)
+
+
 def strategy_arg(text: str) -> str:
     """A DSA strategy, or argparse's one-line error naming the unknown families."""
     try:
@@ -275,7 +282,7 @@ def main() -> None:
     parser.add_argument("--budget-minutes", type=float, default=60.0)
     parser.add_argument("--eval-epochs", type=int, default=300, help="DC: 300, DM: 1,000")
     parser.add_argument(
-        "--eval-models", type=int, default=1, help="fresh models per set (the papers: 20)"
+        "--eval-models", type=positive_int, default=1, help="fresh models per set (the papers: 20)"
     )
     parser.add_argument(
         "--eval-strategy",
