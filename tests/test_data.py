@@ -2,6 +2,8 @@
 
 import gzip
 import struct
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -91,6 +93,15 @@ def corrupt_variants() -> list:
         pytest.param(gzip.compress(good)[:-20], gz, "gzip stream is corrupt", id="gz-cut"),
         pytest.param(bytes(flipped), gz, "gzip stream is corrupt", id="gz-flipped"),
         pytest.param(gzip.compress(good[:-10]), gz, "truncated: header", id="gz-truncated-idx"),
+        pytest.param(  # 2**64 bytes: the old reader's int64 product wrapped to 0, then reshape crashed
+            struct.pack(">BBBB4I", 0, 0, 8, 4, *[65536] * 4), raw, "over the", id="dims-overflow"
+        ),
+        pytest.param(
+            gzip.compress(struct.pack(">BBBB3I", 0, 0, 8, 3, 200_000, 28, 28)),
+            gz,
+            "declares 156,800,000 data bytes, over the 67,108,864-byte cap",
+            id="over-cap",
+        ),
     ]
 
 
@@ -101,6 +112,25 @@ def test_read_idx_rejects_corrupt_files(tmp_path, payload, name, message):
     with pytest.raises(DataError, match=message) as err:
         read_idx(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_gzip_bomb_fails_fast_without_inflating(tmp_path):
+    """4 digits followed by 32 MB of zeros (32 KB compressed): the reader stops one byte past the
+    declared data instead of inflating it all (the old one held the whole stream in memory)."""
+    good = idx_bytes(np.ones((4, 28, 28), dtype=np.uint8))
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    zeros = bytes(1 << 20)
+    bomb = packer.compress(good) + b"".join(packer.compress(zeros) for _ in range(32))
+    path = tmp_path / "train-images-idx3-ubyte.gz"
+    path.write_bytes(bomb + packer.flush())
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match="has trailing bytes") as err:
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20 and "\n" not in str(err.value)
 
 
 def test_find_idx_files_torchvision_layout_with_mixed_compression(tmp_path):
@@ -214,6 +244,19 @@ def test_load_splits_rejects_mismatched_counts_and_oversized_requests(tmp_path):
         load_splits("mnist", tmp_path, train_samples=None, val_samples=10, split_seed=0)
     assert "holds 40 images" in str(err.value) and "holds 39 labels" in str(err.value)
     assert str(labels) in str(err.value)
+
+
+@pytest.mark.parametrize("part", ["test", "train"])
+def test_an_empty_split_in_the_files_is_refused(tmp_path, part):
+    write_idx_tree(tmp_path)
+    empty = {"images": np.zeros((0, 28, 28), np.uint8), "labels": np.zeros(0, np.uint8)}
+    prefix = "t10k" if part == "test" else "train"
+    for kind, array in empty.items():
+        name = f"{prefix}-{kind}-idx{array.ndim}-ubyte"
+        write_file(tmp_path / name, idx_bytes(array), gz=True)
+    with pytest.raises(DataError, match=f"holds no {part} digits") as err:
+        load_splits("mnist", tmp_path, train_samples=None, val_samples=0, split_seed=0)
+    assert str(tmp_path / f"{prefix}-labels-idx1-ubyte.gz") in str(err.value)
 
 
 def test_unknown_dataset_is_refused():
