@@ -106,7 +106,7 @@ class _Failed(Exception):
     """One URL (or archive) did not give the expected bytes; the message is the reason."""
 
 
-def http_url_problem(url: str) -> str | None:
+def _url_problem(url: str) -> str | None:
     """Why `url` cannot be fetched (not http(s), or no host), or None if it can."""
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https"):
@@ -130,12 +130,11 @@ def pip_index_urls(config: Mapping[str, str] | None = None) -> list[str]:
         raise DataError(
             f"pip is not importable ({e}), so its index cannot be read; pass --index-url URL"
         ) from e
-    keys = [f"{s}.{o}" for s in _PIP_SECTIONS for o in ("index-url", "extra-index-url")]
     if config is None:
         configuration = Configuration(isolated=False)
         configuration.load()
         config = {}
-        for key in keys:
+        for key in (f"{s}.{o}" for s in _PIP_SECTIONS for o in ("index-url", "extra-index-url")):
             with contextlib.suppress(ConfigurationError):
                 config[key] = configuration.get_value(key)
 
@@ -200,7 +199,7 @@ def _check_options(
     named = [("--mirror", url) for url in mirrors]
     named += [("--index-url", url) for url in index_urls or []]
     for option, url in named:
-        problem = http_url_problem(url)
+        problem = _url_problem(url)
         if problem is not None:
             raise DataError(f"{option}: {problem}; give one like https://host/path/")
 
@@ -264,7 +263,7 @@ def _from_index(
     failures = []
     for index in index_urls:
         page_url = index.rstrip("/") + "/" + project + "/"
-        problem = http_url_problem(index)
+        problem = _url_problem(index)
         if problem is not None:
             failures.append(f"skipped {problem}")
             continue
@@ -419,7 +418,7 @@ def _get(
     read waits at most the time left. Raises _Failed with the reason.
     """
     for _ in range(_MAX_REDIRECTS + 1):
-        problem = http_url_problem(url)
+        problem = _url_problem(url)
         if problem is not None:
             raise _Failed(problem)
         try:
