@@ -241,7 +241,7 @@ def _from_mirrors(
                 fetched = True
                 break
             except _Failed as e:
-                failures.append(f"{url}: {e}")
+                failures.append(f"{_without_credentials(url)}: {e}")
         else:
             raise DataError(
                 f"could not download {f.name} from any mirror ({'; '.join(failures)}); "
@@ -249,7 +249,8 @@ def _from_mirrors(
                 "DIR/MNIST/raw yourself"
             )
         paths.append(target)
-    return Fetched(paths, ", ".join(mirrors) if fetched else "already present")
+    origin = ", ".join(map(_without_credentials, mirrors)) if fetched else "already present"
+    return Fetched(paths, origin)
 
 
 def _from_index(
@@ -311,7 +312,6 @@ def _archive_url(page_url: str, archive: IndexArchive, timeout: float) -> str:
     final_url, content_type = _get(
         page_url,
         body.extend,
-        deadline=time.monotonic() + timeout,
         timeout=timeout,
         max_bytes=MAX_INDEX_PAGE,
         accept=f"{_SIMPLE_JSON}, text/html;q=0.1",
@@ -394,10 +394,11 @@ def _download(
         _get(
             url,
             sink,
-            deadline=time.monotonic() + timeout,
             timeout=timeout,
             max_bytes=size,
-            on_progress=None if on_progress is None else _named(on_progress, target.name),
+            on_progress=None
+            if on_progress is None
+            else lambda done, total: on_progress(target.name, done, total),
         )
     if digest.hexdigest() != expected:
         raise _Failed(
@@ -405,15 +406,10 @@ def _download(
         )
 
 
-def _named(on_progress: Progress, name: str) -> Callable[[int, int | None], None]:
-    return lambda done, total: on_progress(name, done, total)
-
-
 def _get(
     url: str,
     sink: Callable[[bytes], None],
     *,
-    deadline: float,
     timeout: float,
     max_bytes: int,
     accept: str = "*/*",
@@ -421,9 +417,11 @@ def _get(
 ) -> tuple[str, str]:
     """GET `url` (following up to 5 http(s) redirects) into `sink`; (final URL, content type).
 
-    Refuses a body over `max_bytes` (declared or sent) and gives up at `deadline`: each socket
-    read waits at most the time left. Raises _Failed with the reason.
+    Refuses a body over `max_bytes` (declared or sent) and gives up `timeout` seconds after the
+    start, redirects included: each socket read waits at most the time left. Raises _Failed
+    with the reason.
     """
+    deadline = time.monotonic() + timeout
     for _ in range(_MAX_REDIRECTS + 1):
         problem = _url_problem(url)
         if problem is not None:
