@@ -1,9 +1,12 @@
 """Everything the user sees in the terminal: progress bars and summary tables (rich)."""
 
+from __future__ import annotations
+
 import math
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -16,7 +19,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from suite.runner import Row
+if TYPE_CHECKING:  # the runner imports torch and mlflow: ~30 s on a busy box for `suite data`
+    from suite.runner import Row
 
 # Off a terminal (CI logs, pipes, files) rich would wrap at 80 columns and cut the tables.
 console = Console(width=None if sys.stdout.isatty() else 160)
