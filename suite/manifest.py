@@ -84,6 +84,13 @@ class TrainSpec(Strict):
     lr_decay: float = Field(default=0.1, gt=0, le=1)
 
 
+BASELINE_HELP = (
+    "the standard condition this one is compared with; default: the one trained for the same "
+    "epochs (a defensive student's epochs, train.epochs for a synthetic condition)"
+)
+REPORT_ONLY_FIELDS = frozenset({"baseline"})  # how results are compared, not how models are trained
+
+
 class StandardCondition(Strict):
     """The undistilled baseline: cross-entropy on hard labels."""
 
@@ -101,6 +108,7 @@ class DefensiveCondition(Strict):
     teacher_epochs: int | None = Field(default=None, gt=0)
     student_epochs: int | None = Field(default=None, gt=0)
     attack_teacher: bool = False
+    baseline: Name | None = Field(default=None, description=BASELINE_HELP)
 
 
 class SyntheticEval(Strict):
@@ -124,6 +132,7 @@ class SyntheticBase(Strict):
     ipc: int = Field(ge=1)
     init: Literal["real", "noise"] = "real"
     eval: SyntheticEval = SyntheticEval()
+    baseline: Name | None = Field(default=None, description=BASELINE_HELP)
 
 
 class AttackBase(Strict):
@@ -178,6 +187,13 @@ class Manifest(Strict):
                 seen[item.name] = i
         return self
 
+    @model_validator(mode="after")
+    def _known_baselines(self) -> "Manifest":
+        baselines(
+            [c.model_dump(mode="json") for c in self.conditions], self.train.epochs
+        )  # raises on an unknown or unmatched baseline
+        return self
+
     def attack_subset_size(self) -> int:
         """How many test images the largest attack needs; smaller attacks use a prefix of them."""
         sizes = [a.samples or self.data.attack_samples for a in self.attacks]
@@ -190,6 +206,45 @@ class ManifestFieldError(ValueError):
     def __init__(self, loc: str, message: str, value: object) -> None:
         super().__init__(message)
         self.loc, self.message, self.value = loc, message, value
+
+
+def baselines(conditions: list[dict[str, Any]], train_epochs: int) -> dict[str, str]:
+    """Each non-standard condition's baseline: its `baseline` if set, else the standard condition
+    trained for the same number of epochs (the first one in manifest order).
+
+    Works on the JSON form of the conditions, so the report resolves a stored manifest with the
+    same rule. A manifest without standard conditions compares nothing (empty result); an explicit
+    baseline that names no standard condition, or a default that matches none, is a
+    ManifestFieldError naming the field.
+    """
+    standard = {
+        c["name"]: c.get("epochs") or train_epochs for c in conditions if c["kind"] == "standard"
+    }
+    out: dict[str, str] = {}
+    for i, cond in enumerate(conditions):
+        if cond["kind"] == "standard":
+            continue
+        chosen = cond.get("baseline")
+        if chosen is not None and chosen not in standard:
+            raise ManifestFieldError(
+                f"conditions[{i}].baseline",
+                f"must name a standard condition of this manifest (one of {sorted(standard)})",
+                chosen,
+            )
+        if chosen is None and standard:
+            epochs = cond.get("student_epochs") if cond["kind"] == "defensive" else None
+            epochs = epochs or train_epochs
+            chosen = next((n for n, e in standard.items() if e == epochs), None)
+            if chosen is None:
+                raise ManifestFieldError(
+                    f"conditions[{i}].baseline",
+                    f"no standard condition is trained for {epochs} epochs like this one; add one "
+                    'or set baseline = "<standard condition name>"',
+                    None,
+                )
+        if chosen is not None:
+            out[cond["name"]] = chosen
+    return out
 
 
 # ---- loading, overrides, hashing -------------------------------------------------------------
@@ -406,8 +461,8 @@ def config_hash(*parts: Any) -> str:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
+    if isinstance(value, BaseModel):  # report-only fields do not change what is trained
+        return value.model_dump(mode="json", exclude=set(REPORT_ONLY_FIELDS))
     return copy.deepcopy(value)
 
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from suite.cli import app
 from suite.errors import ManifestError
-from suite.manifest import config_hash, load_manifest
+from suite.manifest import baselines, config_hash, load_manifest
 
 VALID = """
 [experiment]
@@ -110,6 +110,17 @@ MALFORMED = [
         'seeds = [0]\ndevice = "tpu"',
         "experiment.device: must be one of 'auto', 'cpu' or 'cuda' (got 'tpu')",
     ),
+    (
+        "temperature = 100",
+        'temperature = 100\nbaseline = "t100"',
+        "conditions[1].baseline: must name a standard condition of this manifest (one of ['base'])"
+        " (got 't100')",
+    ),
+    (
+        "temperature = 100",
+        "temperature = 100\nstudent_epochs = 3",
+        "conditions[1].baseline: no standard condition is trained for 3 epochs like this one",
+    ),
 ]
 
 
@@ -192,3 +203,22 @@ def test_config_hash_is_stable_and_sensitive(tmp_path):
     )
     assert config_hash(a.train) != config_hash(b.train)
     assert os.path.exists(tmp_path / "b.toml")
+
+
+def test_baseline_defaults_to_the_standard_condition_with_the_same_epochs(tmp_path):
+    text = VALID.replace(
+        '[[conditions]]\nname = "t100"',
+        '[[conditions]]\nname = "base-e3"\nkind = "standard"\nepochs = 3\n\n'
+        '[[conditions]]\nname = "t100"',
+    )
+    path = write(tmp_path, text + '\n[[conditions]]\nname = "t100-e3"\nkind = "defensive"\n'
+                 "temperature = 100\nstudent_epochs = 3\n")  # fmt: skip
+    m = load_manifest(path)
+    found = baselines([c.model_dump(mode="json") for c in m.conditions], m.train.epochs)
+    assert found == {"t100": "base", "t100-e3": "base-e3"}
+    explicit = load_manifest(path, ["conditions.t100-e3.baseline=base"])
+    assert (
+        baselines([c.model_dump(mode="json") for c in explicit.conditions], 1)["t100-e3"] == "base"
+    )
+    # the baseline only changes the comparison: the models' config hashes stay the same
+    assert config_hash(m.conditions[2]) == config_hash(explicit.conditions[2])
