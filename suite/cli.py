@@ -280,7 +280,10 @@ def report(
         list[str] | None, typer.Argument(help="Experiment name(s); default: the latest run one")
     ] = None,
     baseline: Annotated[
-        str | None, typer.Option(help="Condition to compare against; default: the standard one")
+        str | None,
+        typer.Option(
+            help="Compare every condition with this one; default: each condition's manifest baseline"
+        ),
     ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Output folder; default reports/<experiment>")

@@ -138,7 +138,8 @@ def print_report_summary(data, output) -> None:
     """One rich table per attack (as in the report), the conclusion, and where the files went."""
     for attack, frame in output.summaries.items():
         table = Table(
-            title=f"{data.experiment}: {attack} (baseline {data.baseline})", header_style="bold"
+            title=f"{data.experiment}: {attack} (each row against its baseline)",
+            header_style="bold",
         )
         for col in frame.columns:
             table.add_column(str(col))

@@ -63,7 +63,7 @@ def synthetic_data(masking: bool = True) -> ReportData:
             "seeds": [0, 1],
             "attacks": ["cw-l2: cw-l2, steps=100"],
         },
-        baseline="standard",
+        baselines={"defensive-t50": "standard"},
         accuracy=pd.DataFrame(
             accuracy,
             columns=["condition", "kind", "role", "seed", "val_acc", "test_acc", "status"],

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import StoreError
+from suite.manifest import ManifestFieldError, baselines
 from suite.report.frames import ReportData
 from suite.tracking import Store
 
@@ -37,8 +38,15 @@ def latest_experiment(store: Store) -> str:
     return store.client.get_experiment(runs[0].info.experiment_id).name
 
 
+DEFAULT_ACCURACY_FLOOR = 0.5
+
+
 def collect(store: Store, experiment: str, baseline: str | None = None) -> ReportData:
-    """Everything the report needs about `experiment`, read from the store."""
+    """Everything the report needs about `experiment`, read from the store.
+
+    Each condition is compared with its baseline from the logged manifest (the same rule as
+    `suite.manifest.baselines`); `baseline` names one condition to compare every other with.
+    """
     exp_id = store.experiment_id(experiment, create=False)
     runs = store.client.search_runs([exp_id], order_by=["attributes.start_time DESC"])
     parents: dict[str, object] = {}
@@ -77,7 +85,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         accuracy.append({
             "condition": cond, "kind": kinds.get(cond, ""), "role": role, "seed": seed,
             "val_acc": m.get("final_val_acc", np.nan), "test_acc": m.get("final_test_acc", np.nan),
-            "status": run.info.status,
+            "status": run.info.status, "error": run.data.tags.get("suite.error", ""),
         })  # fmt: skip
         for metric in CURVE_METRICS:
             if metric in m:
@@ -109,19 +117,24 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
                 "cw_median_l2": m["masking.cw_median_l2"], "flagged": bool(m["masking.flagged"]),
             })  # fmt: skip
 
-    base = baseline or next((c for c in order if kinds.get(c) == "standard"), order[0])
-    if base not in parents:
-        raise StoreError(
-            f"baseline condition {base!r} has no runs in {experiment!r}; "
-            f"choose one of {sorted(parents)} with --baseline"
-        )
+    matched = _baselines(manifest, order, baseline, experiment)
+    for name, base in matched.items():
+        if base not in parents:
+            raise StoreError(
+                f"baseline condition {base!r} of {name!r} has no runs in {experiment!r}; run it, "
+                f"or choose one of {sorted(parents)} with --baseline"
+            )
+    for cond in manifest.get("conditions", []):  # attacked teachers: the condition's baseline
+        if cond.get("attack_teacher") and cond["name"] in matched:
+            matched[f"{cond['name']}/teacher"] = matched[cond["name"]]
     first = next(iter(chosen.values()), None)
     return ReportData(
         experiment=experiment,
         setup=_setup(manifest, first.data.tags if first else {}, store.uri),
-        baseline=base,
+        baselines=matched,
         accuracy=_frame(
-            accuracy, ["condition", "kind", "role", "seed", "val_acc", "test_acc", "status"]
+            accuracy,
+            ["condition", "kind", "role", "seed", "val_acc", "test_acc", "status", "error"],
         ),
         curves=_frame(curves, ["condition", "role", "seed", "epoch", "metric", "value"]),
         attacks=pd.concat(attacks, ignore_index=True) if attacks else _frame([], ATTACK_COLUMNS),
@@ -139,7 +152,26 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         ),  # fmt: skip
         examples=examples,
         missing=missing,
+        floors={
+            c["name"]: c.get("eval", {}).get("accuracy_floor", DEFAULT_ACCURACY_FLOOR)
+            for c in manifest.get("conditions", [])
+        },
     )
+
+
+def _baselines(
+    manifest: dict, order: list[str], baseline: str | None, experiment: str
+) -> dict[str, str]:
+    """Condition → baseline: every other condition against `baseline` when given, else the
+    logged manifest's per-condition baselines."""
+    if baseline is not None:
+        return {c: baseline for c in order if c != baseline}
+    try:
+        return baselines(manifest.get("conditions", []), manifest.get("train", {}).get("epochs", 0))
+    except ManifestFieldError as exc:
+        raise StoreError(
+            f"experiment {experiment!r}: {exc.loc}: {exc.message}; choose one with --baseline"
+        ) from None
 
 
 def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:

@@ -22,35 +22,41 @@ def conclusion(
     compared: pd.DataFrame,
     order: list[str],
 ) -> str:
-    """Three paragraphs built only from the numbers: results per condition, the answer
-    (with gradient-masking caveats), and the seed report's claim checked on this run."""
+    """Three paragraphs built only from the numbers: results per condition against its own
+    baseline (all attacked digits), the answer (with gradient-masking caveats), and the seed
+    report's claim checked on this run."""
     kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
-    base_acc = attacked_acc.get(data.baseline, np.nan)
     parts = []
-    if math.isnan(base_acc):
-        parts.append(f"The baseline `{data.baseline}` has no finished run, so nothing is compared.")
-    else:
-        parts.append(f"The baseline `{data.baseline}` reaches {pct(base_acc)} test accuracy.")
-    pooled = compared[compared["scope"] == "pooled"]
-    for condition in order[1:]:
+    for base in dict.fromkeys(data.baselines.values()):
+        acc = attacked_acc.get(base, np.nan)
+        parts.append(
+            f"The baseline `{base}` has no finished run, so nothing is compared with it."
+            if math.isnan(acc)
+            else f"The baseline `{base}` reaches {pct(acc)} test accuracy."
+        )
+    pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
+    deltas = {}
+    for condition in [c for c in order if c in data.baselines]:
+        base = data.baselines[condition]
         acc = attacked_acc.get(condition, np.nan)
-        delta = 100 * (acc - base_acc)
-        sentence = f"`{condition}` ({kinds.get(condition, '?')}): {pct(acc)} test accuracy"
-        sentence += "" if math.isnan(delta) else f" ({delta:+.1f} pp)"
+        deltas[condition] = 100 * (acc - attacked_acc.get(base, np.nan))
+        kind = kinds.get(condition.split("/")[0], "?")
+        sentence = f"`{condition}` ({kind}, against `{base}`): {pct(acc)} test accuracy"
+        sentence += "" if math.isnan(deltas[condition]) else f" ({deltas[condition]:+.1f} pp)"
         mine = pooled[pooled["condition"] == condition]
         effects = [
-            f"under {r.attack}, {_ratio_name(r.test, r.norm)} "
-            f"{ci(r.median_ratio, r.ratio_lo, r.ratio_hi)} "
-            f"(adjusted p {pvalue(r.p_adj)}): {r.verdict}"
+            f"under {r.attack}, {_ratio_name(r.test, r.norm)} {ci(r.ratio, r.ratio_lo, r.ratio_hi)} "
+            f"(adjusted p {pvalue(r.p_adj)}): {r.verdict}" + (f", {r.seeds}" if r.seeds else "")
             for r in mine.itertuples()
         ]
         parts.append(sentence + ("; " + "; ".join(effects) if effects else "") + ".")
-    distilled = [c for c in order[1:] if kinds.get(c, "standard") != "standard"]
+    distilled = [c for c in deltas if kinds.get(c.split("/")[0], "standard") != "standard"]
+    distilled = [c for c in distilled if "/" not in c]  # attacked teachers are not distilled
     answer = [_answer(distilled, pooled), *_masking_caveat(data.masking)]
     paragraphs = [
         " ".join(parts),
         " ".join(a for a in answer if a),
-        _claim_check(data, attacked_acc, pooled, distilled, base_acc),
+        _claim_check({c: deltas[c] for c in distilled}, pooled, distilled),
     ]
     return "\n\n".join(p for p in paragraphs if p)
 
@@ -58,7 +64,7 @@ def conclusion(
 def _ratio_name(test: str, norm: str) -> str:
     if test == "mcnemar":
         return "robust-accuracy ratio"
-    return f"median {NORM_LABELS[norm]} ratio"
+    return f"{NORM_LABELS[norm]} ratio (Hodges–Lehmann)"
 
 
 def _masking_caveat(masking: pd.DataFrame) -> list[str]:
@@ -82,6 +88,11 @@ def _answer(distilled: list[str], pooled: pd.DataFrame) -> str:
         verdicts = set(pooled.loc[pooled["condition"] == condition, "verdict"])
         if not verdicts:
             continue
+        if all(v.startswith("no verdict") for v in verdicts):
+            groups.setdefault("no verdict (see Conditions without a verdict)", []).append(
+                f"`{condition}`"
+            )
+            continue
         more, less = "more robust" in verdicts, "less robust" in verdicts
         some = "under some attacks, no significant difference under the others"
         if more and less:
@@ -94,20 +105,14 @@ def _answer(distilled: list[str], pooled: pd.DataFrame) -> str:
             group = "no significant difference under any attack"
         groups.setdefault(group, []).append(f"`{condition}`")
     found = "; ".join(f"{g}: {', '.join(cs)}" for g, cs in groups.items())
-    return f"Distilled conditions against the baseline: {found}." if found else ""
+    return f"Distilled conditions against their baselines: {found}." if found else ""
 
 
-def _claim_check(
-    data: ReportData,
-    attacked_acc: pd.Series,
-    pooled: pd.DataFrame,
-    distilled: list[str],
-    base_acc: float,
-) -> str:
+def _claim_check(deltas: dict[str, float], pooled: pd.DataFrame, distilled: list[str]) -> str:
+    """`deltas`: each distilled condition's test-accuracy change against its own baseline (pp)."""
     intro = f'The seed report\'s claim, "{CLAIM}", on this run:'
-    if not distilled or math.isnan(base_acc):
-        return f"{intro} cannot be checked (no distilled condition compared with the baseline)."
-    deltas = {c: 100 * (attacked_acc.get(c, np.nan) - base_acc) for c in distilled}
+    if not distilled:
+        return f"{intro} cannot be checked (no distilled condition compared with a baseline)."
     deltas = {c: d for c, d in deltas.items() if not math.isnan(d)}
     if deltas:
         worst = max(deltas, key=lambda c: abs(deltas[c]))
@@ -123,12 +128,12 @@ def _claim_check(
     if minimal.empty:
         distortion = "the distortion part cannot be checked (no minimal-perturbation comparison)"
     else:
-        ratios = minimal["median_ratio"].to_numpy(dtype=float)
+        ratios = minimal["ratio"].to_numpy(dtype=float)
         outside = minimal[(ratios < lo) | (ratios > hi)]
         band = (
-            f"median ratio {num(ratios[0])}"
+            f"ratio {num(ratios[0])}"
             if ratios.size == 1
-            else f"median ratios from {num(np.nanmin(ratios))} to {num(np.nanmax(ratios))}"
+            else f"ratios from {num(np.nanmin(ratios))} to {num(np.nanmax(ratios))}"
         )
         if outside.empty:
             distortion = f"the distortion part holds ({band}, all within [{lo:g}, {hi:g}])"

@@ -15,21 +15,25 @@ NORM_LABELS = {"l0": "L0", "l2": "L2", "linf": "L∞"}
 class ReportData:
     """Everything `render_report` needs, collected from the store by `collect.py`.
 
-    Accuracies are fractions in [0, 1]. Distortions are NaN where the attack failed or the
-    sample was misclassified clean; `eps` is NaN except for fixed-budget attacks.
+    Accuracies are fractions in [0, 1]; `accuracy.error` is a run's `suite.error` reason ("" if
+    none). Distortions are NaN where the attack failed or the sample was misclassified clean;
+    `eps` is NaN except for fixed-budget attacks. `baselines` maps each compared condition (and
+    attacked teacher, `condition/teacher`) to the standard condition it is compared with;
+    `floors` maps a condition to the clean accuracy below which it gets no verdict.
     `examples[f"{condition}/{attack}"]` is `[k, 3, 28, 28]` (clean, adversarial, perturbation)
     for the same k sample indices in every condition.
     """
 
     experiment: str
     setup: dict[str, object]
-    baseline: str
+    baselines: dict[str, str]
     accuracy: pd.DataFrame
     curves: pd.DataFrame
     attacks: pd.DataFrame
     masking: pd.DataFrame
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
+    floors: dict[str, float] = field(default_factory=dict)
 
 
 def attack_norm(attack_kind: str) -> str:

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import SuiteError
-from suite.report import figures, stats, tables
+from suite.report import figures, tables
 from suite.report.conclusion import conclusion as write_conclusion
 from suite.report.formatting import ci, esc, md_table, num, pct, pvalue
 from suite.report.frames import NORM_LABELS, NORMS, ReportData, attack_norm, is_fixed_budget
@@ -112,12 +112,15 @@ def _render(
     order = tables.condition_order(data)
     acc = tables.accuracy_table(data.accuracy, order)
     files.table(acc, "accuracy")
-    compared = tables.comparisons(data, order, alpha, seed)
+    compared = tables.comparisons(data, alpha, seed)
     files.table(compared, "comparisons")
     attacked_acc = tables.attacked_accuracy(data.accuracy)
+    attacks = tables.with_best_of(data.attacks)
 
     md = [f"# Report: {data.experiment}", "", "## Set-up", "", *_setup(data.setup)]
-    md += [f"Baseline condition: `{data.baseline}`. Significance level α = {alpha:g}.", ""]
+    md += [f"Significance level α = {alpha:g}. Each condition is compared with its baseline:", ""]
+    md += [f"- `{esc(c)}` against `{esc(b)}`" for c, b in data.baselines.items()] or ["- none"]
+    md += [""]
     md += ["## Accuracy", "", *_accuracy_md(acc)]
     if not data.curves.empty:
         md += files.figure(
@@ -127,27 +130,32 @@ def _render(
         )
 
     summaries: dict[str, pd.DataFrame] = {}
-    pooled = stats.pool_over_seeds(data.attacks)
-    for attack, kind in tables.attack_kinds(data.attacks).items():
-        rows = data.attacks[data.attacks["attack"] == attack]
+    for attack, kind in tables.attack_kinds(attacks).items():
+        rows = attacks[attacks["attack"] == attack]
         slug = _slug(attack)
-        distortions = tables.distortion_table(
-            pooled[pooled["attack"] == attack], order, alpha, seed
-        )
+        distortions = tables.distortion_table(rows, order, alpha, seed)
         summary = tables.summary_table(
             attack,
-            tables.success_table(rows, order, alpha),
+            tables.success_table(rows, order, alpha, seed),
             distortions,
             compared,
             attacked_acc,
             attack_norm(kind),
-            data.baseline,
+            data.baselines,
         )
         files.table(summary, f"summary_{slug}")
         files.table(distortions, f"distortion_{slug}")
         summaries[attack] = _summary_display(summary, is_fixed_budget(rows), _level(alpha))
         md += _attack_section(
-            data, attack, kind, summaries[attack], distortions, compared, files, _level(alpha)
+            data,
+            attacks,
+            attack,
+            kind,
+            summaries[attack],
+            distortions,
+            compared,
+            files,
+            _level(alpha),
         )
 
     attacked_norms = set(data.attacks["attack_kind"].map(attack_norm))
@@ -159,8 +167,9 @@ def _render(
             figures.robust_accuracy_curves(
                 data.attacks, norm, files.png(f"robust_accuracy_{norm}"), order
             ),
-            f"Fraction of clean-correct (seed, sample) rows whose minimal {NORM_LABELS[norm]} "
-            "distortion exceeds ε (markers: fixed-budget attacks at their ε).",
+            f"Robust accuracy: fraction of all attacked (seed, digit) rows still classified "
+            f"correctly within ε, i.e. clean-correct with a minimal {NORM_LABELS[norm]} distortion "
+            "above ε (markers: fixed-budget attacks at their ε).",
         )
 
     if not data.masking.empty:
@@ -174,6 +183,10 @@ def _render(
         )
 
     md += ["## Missing or failed runs", "", *_missing_md(data), ""]
+    blocked = tables.no_verdict(data)
+    if blocked:
+        md += ["## Conditions without a verdict", ""]
+        md += [f"- `{esc(c)}`: {esc(reason)}" for c, reason in blocked.items()] + [""]
     md += ["## Statistical method", "", *_method_md(alpha), ""]
     conclusion = write_conclusion(data, attacked_acc, compared, order)
     md += ["## Conclusion", "", conclusion, ""]
@@ -188,6 +201,7 @@ def _render(
 
 def _attack_section(
     data: ReportData,
+    attacks: pd.DataFrame,
     attack: str,
     kind: str,
     summary: pd.DataFrame,
@@ -197,25 +211,28 @@ def _attack_section(
     level: str,
 ) -> list[str]:
     """Summary, distortions, paired comparisons and figures of one attack."""
-    rows = data.attacks[data.attacks["attack"] == attack]
+    rows = attacks[attacks["attack"] == attack]
     norm, fixed, slug = attack_norm(kind), is_fixed_budget(rows), _slug(attack)
     order = tables.condition_order(data)
     md = [f"## Attack: {attack} ({kind})", "", _attack_intro(norm, fixed, rows, level), ""]
-    md += ["### Summary", "", *md_table(summary), ""]
-    md += ["### Distortion over successes", "", *_distortion_md(distortions, level), ""]
-    md += [f"### Paired comparison with `{data.baseline}`", ""]
+    if kind.startswith("best-"):
+        wins = tables.best_of_wins(attacks, attack, order)
+        files.table(wins, f"wins_{slug}")
+        md += [_best_of_intro(norm, wins), "", *_wins_md(wins), ""]
+    md += ["### Summary", "", *md_table(summary), _summary_note(level), ""]
+    md += ["### Distortion", "", *_distortion_md(distortions, level), ""]
+    md += ["### Paired comparison with each baseline", ""]
     md += _comparison_md(compared[compared["attack"] == attack], level)
     md += ["### Figures", ""]
     md += files.figure(
-        figures.distortion_ecdf(data.attacks, attack, files.png(f"ecdf_{slug}"), order),
-        f"{attack}: fraction of clean-correct (seed, sample) rows fooled within a distortion "
-        "(failures stay in the denominator, so curves level off at the success rate).",
+        figures.distortion_ecdf(attacks, attack, files.png(f"ecdf_{slug}"), order),
+        f"{attack}: fraction of all attacked (seed, digit) rows misclassified within a distortion "
+        "(misclassified clean at 0; failures stay in the denominator).",
     )
     if not fixed:
         md += files.figure(
-            figures.distortion_boxplot(data.attacks, attack, norm, files.png(f"box_{slug}"), order),
-            f"{attack}: {NORM_LABELS[norm]} distortion per sample (median over seeds), "
-            "successes only.",
+            figures.distortion_boxplot(attacks, attack, norm, files.png(f"box_{slug}"), order),
+            f"{attack}: {NORM_LABELS[norm]} distortion per (seed, digit) row, successes only.",
         )
     if any(key.endswith(f"/{attack}") for key in data.examples):
         md += files.figure(
@@ -287,20 +304,54 @@ def _attack_intro(norm: str, fixed: bool, rows: pd.DataFrame, level: str) -> str
     else:
         what = f"Minimal-perturbation attack in {NORM_LABELS[norm]}"
     return (
-        f"{what}, on {samples} test samples × {seeds} seeds. Success rate: over clean-correct "
-        f"(seed, sample) rows, {level} Wilson CI. Distortions: per sample the median over seeds, "
-        f"then across samples over successes, {level} percentile-bootstrap CI."
+        f"{what}, on {samples} test digits × {seeds} seeds. Every interval is a {level} "
+        "two-level bootstrap (resampling seeds, then digits within each seed) unless said "
+        "otherwise; per-seed estimates are listed beside the pooled ones."
     )
+
+
+def _best_of_intro(norm: str, wins: pd.DataFrame) -> str:
+    members = ", ".join(f"`{esc(a)}`" for a in dict.fromkeys(wins["attack"]))
+    return (
+        f"Best of the minimal {NORM_LABELS[norm]} attacks {members}: per (seed, digit) the "
+        "smallest distortion any of them found (the digit's worst case), so one attack's "
+        "failure cannot read as robustness when another succeeded. Share of wins: rows where "
+        "the attack found the smallest distortion, over rows some attack fooled (ties count for "
+        "each attack that reached it)."
+    )
+
+
+def _wins_md(wins: pd.DataFrame) -> list[str]:
+    shown = pd.DataFrame(
+        {
+            "condition": wins["condition"],
+            "attack": wins["attack"],
+            "wins / fooled rows": [
+                f"{w} / {n}" for w, n in zip(wins["wins"], wins["fooled_rows"], strict=True)
+            ],
+            "share of wins": wins["share"].map(pct),
+        }
+    )
+    return md_table(shown)
+
+
+def _seeds(values: object, fmt=num) -> str:
+    return ", ".join(fmt(v) for v in values) if isinstance(values, list) else "—"
 
 
 def _summary_display(summary: pd.DataFrame, fixed: bool, level: str) -> pd.DataFrame:
     if summary.empty:
         return summary
     norm = NORM_LABELS[summary["norm"].iloc[0]]
-    ratio_name = "robust-accuracy ratio to baseline" if fixed else "ratio to baseline"
+    ratio = "robust-accuracy ratio" if fixed else "ratio"
+    verdicts = [
+        v + (f", {s}" if isinstance(s, str) and s else "")
+        for v, s in zip(summary["verdict"], summary["seeds"], strict=True)
+    ]
     return pd.DataFrame(
         {
             "condition": summary["condition"],
+            "baseline": summary["baseline"],
             "test accuracy": summary["test_acc"].map(pct),
             f"success rate [{level} CI]": [
                 f"{pct(r)} [{100 * lo:.1f}, {100 * hi:.1f}]"
@@ -308,30 +359,56 @@ def _summary_display(summary: pd.DataFrame, fixed: bool, level: str) -> pd.DataF
                     False
                 )
             ],
-            f"median {norm} [{level} CI]": [
-                ci(*v) for v in summary[["median", "median_lo", "median_hi"]].itertuples(False)
+            f"median {norm}, all digits [{level} CI]": [
+                ci(*v)
+                for v in summary[["median_all", "median_all_lo", "median_all_hi"]].itertuples(False)
             ],
-            f"{ratio_name} [{level} CI]": [
-                ci(*v) for v in summary[["median_ratio", "ratio_lo", "ratio_hi"]].itertuples(False)
+            "per seed": summary["per_seed"].map(_seeds),
+            f"{ratio}, all digits [{level} CI]": [
+                ci(*v) for v in summary[["ratio", "ratio_lo", "ratio_hi"]].itertuples(False)
+            ],
+            f"{ratio}, both correct [{level} CI]": [
+                ci(*v)
+                for v in summary[
+                    ["correct_ratio", "correct_ratio_lo", "correct_ratio_hi"]
+                ].itertuples(False)
             ],
             "adjusted p": summary["p_adj"].map(pvalue),
-            "verdict": summary["verdict"],
+            "verdict": verdicts,
         }
+    )
+
+
+def _summary_note(level: str) -> str:
+    return (
+        "Success rate: over digits the model classifies correctly when clean. Median over all "
+        "attacked (seed, digit) rows: a digit misclassified clean counts 0, a failed attack ∞. "
+        "Ratio to the row's baseline: Hodges–Lehmann estimate of other / baseline with its "
+        f"{level} CI (fixed-budget attacks: robust accuracy over all attacked digits, other / "
+        "baseline); all digits is the verdict's comparison, both correct the same on the digits "
+        "both models classify correctly. The verdict's p is Holm-adjusted."
     )
 
 
 def _distortion_md(distortions: pd.DataFrame, level: str) -> list[str]:
     if distortions.empty:
-        return ["No successful attack."]
+        return ["No attacked digit."]
     shown = pd.DataFrame(
         {
             "condition": distortions["condition"],
             "norm": distortions["norm"].map(NORM_LABELS),
-            "n": distortions["n"],
-            f"median [{level} CI]": [
+            f"median, all digits [{level} CI]": [
+                ci(*v)
+                for v in distortions[["median_all", "median_all_lo", "median_all_hi"]].itertuples(
+                    False
+                )
+            ],
+            "per seed": distortions["per_seed"].map(_seeds),
+            "successes": distortions["n"],
+            f"median over successes [{level} CI]": [
                 ci(*v) for v in distortions[["median", "median_lo", "median_hi"]].itertuples(False)
             ],
-            f"mean [{level} CI]": [
+            f"mean over successes [{level} CI]": [
                 ci(*v) for v in distortions[["mean", "mean_lo", "mean_hi"]].itertuples(False)
             ],
         }
@@ -341,54 +418,46 @@ def _distortion_md(distortions: pd.DataFrame, level: str) -> list[str]:
 
 def _comparison_md(compared: pd.DataFrame, level: str) -> list[str]:
     if compared.empty:
-        return ["No condition shares attacked samples with the baseline.", ""]
-    key = {"condition": compared["condition"], "scope": compared["scope"]}
-    verdicts = pd.DataFrame(
-        key
-        | {
-            "pairs (both fooled / only base failed / only other failed)": [
-                f"{n} ({a} / {b} / {c})"
-                for n, a, b, c in compared[
-                    ["n_pairs", "n_both_success", "n_only_base_failed", "n_only_other_failed"]
-                ].itertuples(False)
+        return ["No condition shares attacked digits with its baseline.", ""]
+    shown = pd.DataFrame(
+        {
+            "condition": compared["condition"],
+            "baseline": compared["baseline"],
+            "digits": compared["subset"],
+            "scope": compared["scope"],
+            "pairs: other larger / baseline larger / tie": [
+                f"{a} / {b} / {c}"
+                for a, b, c in compared[["n_other_larger", "n_base_larger", "n_ties"]].itertuples(
+                    False
+                )
+            ],
+            "of which ∞ (other / baseline)": [
+                f"{a} / {b}"
+                for a, b in zip(
+                    compared["n_other_infinite"], compared["n_base_infinite"], strict=True
+                )
             ],
             f"ratio [{level} CI]": [
-                ci(*v) for v in compared[["median_ratio", "ratio_lo", "ratio_hi"]].itertuples(False)
+                ci(*v) for v in compared[["ratio", "ratio_lo", "ratio_hi"]].itertuples(False)
             ],
             "test": compared["test"],
+            "effect": compared["effect"].map(lambda r: "—" if math.isnan(r) else f"{r:+.2f}"),
+            "p": compared["p"].map(pvalue),
             "adjusted p": compared["p_adj"].map(pvalue),
-            "verdict": compared["verdict"],
-        }
-    )
-    details = pd.DataFrame(
-        key
-        | {
-            "Wilcoxon W": compared["wilcoxon_statistic"].map(
-                lambda w: "—" if math.isnan(w) else f"{w:g}"
-            ),
-            "Wilcoxon p": compared["wilcoxon_p"].map(pvalue),
-            "rank-biserial r": compared["rank_biserial"].map(
-                lambda r: "—" if math.isnan(r) else f"{r:+.2f}"
-            ),
-            "sign test (other larger / base larger)": [
-                f"{a} / {b}"
-                for a, b in zip(compared["n_other_larger"], compared["n_base_larger"], strict=True)
+            "verdict": [
+                v + (f", {s}" if s else "")
+                for v, s in zip(compared["verdict"], compared["seeds"], strict=True)
             ],
-            "sign p": compared["sign_test_p"].map(pvalue),
         }
     )
     return [
-        *md_table(verdicts),
-        "Ratio: median over samples of other/base distortion (fixed-budget attacks: robust "
-        "accuracy other/base); > 1 means the condition needs larger perturbations. Adjusted p: "
-        "Holm over all pooled comparisons in this report (per-seed rows: Holm over all "
-        "per-seed comparisons). The tests behind it (unadjusted):",
-        "",
-        *md_table(details),
-        "Wilcoxon signed-rank on pairs where both attacks succeeded, with its matched-pairs "
-        "rank-biserial r (> 0: the condition needs larger perturbations); sign test on every "
-        "pair, a failed attack counting as an infinite distortion (fixed-budget attacks: the "
-        "McNemar counts of pairs only one model resisted).",
+        *md_table(shown),
+        "Pairs are the same digit under the same training seed; pooled rows test one value "
+        "per digit (the median of its per-seed log ratios). Wilcoxon: on log(other / "
+        "baseline), effect = matched-pairs rank-biserial r; McNemar: on robustness at the "
+        "budget, effect = (only other robust − only baseline robust) / discordant pairs. "
+        "Effect > 0: the condition is harder to attack. ∞ pairs: one model resisted (or the "
+        "other misclassified the clean digit).",
         "",
     ]
 
@@ -428,18 +497,29 @@ def _missing_md(data: ReportData) -> list[str]:
 
 def _method_md(alpha: float) -> list[str]:
     return [
-        "- Samples are paired by `sample_index`: every condition is attacked on the same test "
-        "images. Samples misclassified clean by either model are left out of a pair.",
-        "- Pooled comparisons use one value per image (the median over seeds), so seeds are "
-        "not counted as extra samples; per-seed comparisons follow.",
-        "- A failed attack counts as an infinite distortion. The sign test uses every pair "
-        "(failure above any distortion, ties dropped); the Wilcoxon signed-rank test uses the "
-        "pairs where both attacks succeeded. The p used for the verdict is the Wilcoxon p when "
-        "no pair has exactly one failure, else the sign-test p. Fixed-budget attacks: exact "
-        "McNemar test on success.",
-        "- p-values are Holm-adjusted across all pooled comparisons (every attack and "
-        "condition); per-seed comparisons form a second Holm family, as replications on the "
-        f"same images. A verdict needs adjusted p < {alpha:g}; its direction is the ratio.",
-        "- Confidence intervals: Wilson for rates, percentile bootstrap (2,000 resamples, "
-        "fixed seed) for medians, means and ratios.",
+        "- Each condition is compared with its own baseline (the row names it): the standard "
+        "condition trained the same way except for the distillation.",
+        "- Pairs are the same test digit under the same training seed. Every attacked digit "
+        "counts: a digit a model misclassifies clean has distortion 0 (already adversarial), a "
+        "failed attack ∞. Beside it, the same comparison on the digits both models classify "
+        "correctly.",
+        "- One test for every pair: Wilcoxon signed-rank on d = log(other / baseline). Only "
+        "the other model resisted, or only the baseline misclassified clean: d = +∞; the "
+        "reverse: d = −∞; both failed or both misclassified: a tie (d = 0, dropped by the "
+        "Wilcoxon). Infinities rank above every finite |d|, with their sign. Pooled over "
+        "seeds, each digit contributes the median of its per-seed d, so seeds are not extra "
+        "samples. The effect is the Hodges–Lehmann estimate of the ratio (median of Walsh "
+        "averages of d, exponentiated) with its distribution-free CI, and the matched-pairs "
+        "rank-biserial r, whose sign is the side the test measures.",
+        "- Fixed-budget attacks: exact McNemar test on robustness at the budget (a digit "
+        "misclassified clean is not robust), robust accuracy over all attacked digits.",
+        f"- A verdict needs a Holm-adjusted p < {alpha:g}; its direction is the sign of the "
+        "effect. Holm families: the pooled all-digit comparisons (the verdicts), the pooled "
+        'both-correct ones, and the per-seed ones of each. "Consistent across seeds" means '
+        "every seed's own effect lies on the verdict's side. A condition whose run failed, or "
+        "whose clean accuracy is below its floor, is tested but gets no verdict.",
+        "- Best-of attacks: where two or more minimal attacks of one norm ran, `best-<norm>` "
+        "takes per (seed, digit) the smallest distortion any of them found.",
+        "- Intervals: rates and medians by a two-level percentile bootstrap (2,000 resamples, "
+        "fixed seed: seeds, then digits within seed); ratios as above.",
     ]

@@ -1,9 +1,19 @@
-"""Statistics for the report: confidence intervals, paired tests against the baseline, Holm.
+"""Statistics for the report: paired tests against a baseline, effect estimates, intervals, Holm.
 
-Pure functions: arrays (or the tidy attack frame) in, numbers out. Per-sample distortions use
-one encoding throughout: the distortion where the attack succeeded, +inf where it failed on a
-clean-correct sample (no adversarial example found), NaN where the sample does not count
-(misclassified clean, or not attacked).
+Pure functions: arrays (or the tidy attack frame) in, numbers out. Per-row distortions use one
+encoding throughout (`encoded_distortion`): the distortion where the attack succeeded, 0 where
+the model already misclassified the clean digit (it is adversarial as it stands), +inf where the
+attack failed (no adversarial example found), NaN only where a value is missing.
+
+A comparison of a condition with its baseline works on per-pair log ratios
+d = log(other / baseline), pairs being the same digit under the same training seed:
+- a failure is +inf, so d = +inf when only `other` resisted and -inf when only the baseline did;
+- a clean-misclassified digit is 0, so d = -inf when only `other` misclassified it and +inf when
+  only the baseline did (log 0 = -inf);
+- both failed, or both misclassified: 0/0 and inf/inf are ties, d = 0.
+So infinities are the most extreme pairs, with their sign, and tie among themselves: the
+Wilcoxon signed-rank test and the Hodges–Lehmann estimate then work on ranks and order
+statistics, which infinities do not break.
 """
 
 from collections.abc import Callable
@@ -13,134 +23,133 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from suite.report.frames import NORMS
-
 _BOOTSTRAP_CELLS = 2_000_000
+PAIR_KEYS = ["sample_index", "target"]
 
 
-def wilson_interval(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion; (nan, nan) when n == 0."""
-    if n == 0:
-        return float("nan"), float("nan")
-    ci = stats.binomtest(int(successes), int(n)).proportion_ci(1 - alpha, method="wilson")
-    return float(ci.low), float(ci.high)
+def log_ratios(base: np.ndarray, other: np.ndarray) -> np.ndarray:
+    """Per pair log(other / base) under the module's rules (0/0 and inf/inf are 0; NaN stays)."""
+    b = np.asarray(base, dtype=float)
+    o = np.asarray(other, dtype=float)
+    if b.shape != o.shape:
+        raise ValueError(f"base and other must pair one to one, got {b.size} and {o.size} values")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.log(o / b)  # o / b exactly, so equal integer ratios (L0) tie exactly
+    tie = ((b == 0) & (o == 0)) | (np.isposinf(b) & np.isposinf(o))
+    return np.where(tie, 0.0, d)
 
 
-def bootstrap_ci(
-    values: np.ndarray,
-    statistic: Callable[..., np.ndarray] = np.median,
-    n_resamples: int = 2000,
-    alpha: float = 0.05,
-    seed: int = 0,
-) -> tuple[float, float]:
-    """Percentile bootstrap CI of `statistic` (called with `axis=1`); NaNs are dropped first.
+def pooled_log_ratios(d: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """One value per digit: the median over seeds of its per-seed log ratios (NaNs skipped).
 
-    The same seed gives the same interval; (nan, nan) when no value remains. +inf values are
-    kept (order statistics of them are well defined).
+    Seeds replicate the training, not the digits, so a pooled test must not count them as extra
+    pairs. A median of +inf and -inf is a tie (0).
     """
-    x = np.asarray(values, dtype=float).ravel()
-    x = x[~np.isnan(x)]
-    if x.size == 0:
-        return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    batch = max(1, _BOOTSTRAP_CELLS // x.size)  # resamples drawn at once, to bound memory
-    reps = []
-    for start in range(0, n_resamples, batch):
-        idx = rng.integers(0, x.size, size=(min(batch, n_resamples - start), x.size))
-        reps.append(statistic(x[idx], axis=1))
-    reps = np.concatenate(reps)
-    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
-    return float(lo), float(hi)
+    frame = pd.DataFrame({"g": groups, "d": np.asarray(d, dtype=float)}).dropna()
+    with np.errstate(invalid="ignore"):
+        return frame.groupby("g", sort=True)["d"].median().fillna(0.0).to_numpy(dtype=float)
+
+
+def _finite_augmented(d: np.ndarray) -> tuple[np.ndarray, float]:
+    """±inf replaced by ±(4F + 4), F = the largest finite |d|: above every finite value, so
+    ranks and order statistics are unchanged; returns the values and F."""
+    finite = np.abs(d[np.isfinite(d)])
+    top = float(finite.max()) if finite.size else 0.0
+    return np.where(np.isinf(d), np.sign(d) * (4 * top + 4), d), top
+
+
+def signed_rank(d: np.ndarray) -> tuple[float, float, float]:
+    """Wilcoxon signed-rank test of the log ratios: statistic, two-sided p, rank-biserial r.
+
+    Zero differences (ties) are dropped (scipy's `zero_method="wilcox"`); ties among |d| get
+    mid-ranks with the tie-corrected normal approximation where scipy uses it.
+    r = (T+ - T-) / (T+ + T-) on the same ranks, so its sign is the side the test measures:
+    r > 0 means `other` needs larger perturbations. NaNs when every pair is a tie.
+    """
+    x, _ = _finite_augmented(np.asarray(d, dtype=float))
+    nonzero = x[x != 0]
+    if nonzero.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    ranks = stats.rankdata(np.abs(nonzero))
+    t_plus, t_minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
+    res = stats.wilcoxon(nonzero, zero_method="wilcox", alternative="two-sided")
+    return float(res.statistic), float(res.pvalue), float((t_plus - t_minus) / (t_plus + t_minus))
+
+
+def hodges_lehmann(d: np.ndarray, alpha: float = 0.05) -> tuple[float, float, float]:
+    """Hodges–Lehmann estimate of the log ratio with its distribution-free CI.
+
+    The estimate is the median of the Walsh averages (d_i + d_j) / 2, i <= j; the CI is the
+    pair of Walsh averages at the Wilcoxon critical ranks (normal approximation). Infinities are
+    finite-augmented first; a Walsh average that involved one maps back to ±inf (+inf with
+    -inf is a tie, 0). NaNs when there is no pair.
+    """
+    x, top = _finite_augmented(np.asarray(d, dtype=float))
+    n = x.size
+    if n == 0:
+        return float("nan"), float("nan"), float("nan")
+    i, j = np.triu_indices(n)
+    walsh = np.sort((x[i] + x[j]) / 2)
+    m = walsh.size
+    z = stats.norm.ppf(1 - alpha / 2)
+    k = int(np.floor(m / 2 - z * np.sqrt(n * (n + 1) * (2 * n + 1) / 24)))  # 1-based rank
+    k = min(max(k, 1), (m + 1) // 2)
+    picked = np.array([np.median(walsh), walsh[k - 1], walsh[m - k]])
+    with np.errstate(invalid="ignore"):
+        picked = np.where(np.abs(picked) > top, np.sign(picked) * np.inf, picked)
+    return float(picked[0]), float(picked[1]), float(picked[2])
 
 
 @dataclass(frozen=True)
 class PairedResult:
-    """One condition against the baseline on the same samples.
+    """One condition against its baseline on the same digits.
 
-    Field meanings: `paired_comparison` (minimal-perturbation attacks) and
-    `mcnemar_comparison` (fixed-budget attacks). "Failed" always means the attack failed.
+    `ratio` [`ratio_lo`, `ratio_hi`] is the effect on the ratio scale (other / baseline);
+    `effect` is the estimate of what the test tests, its sign the verdict's direction
+    (> 0: the condition is harder to attack). Counts are over the pairs tested.
     """
 
+    test: str
     n_pairs: int
-    n_both_success: int
-    n_only_base_failed: int
-    n_only_other_failed: int
-    n_both_failed: int
-    median_ratio: float
-    ratio_ci: tuple[float, float]
-    wilcoxon_statistic: float
-    wilcoxon_p: float
-    rank_biserial: float
     n_other_larger: int
     n_base_larger: int
-    sign_test_p: float
-    test: str
+    n_ties: int
+    n_other_infinite: int
+    n_base_infinite: int
+    ratio: float
+    ratio_lo: float
+    ratio_hi: float
+    statistic: float
     p: float
+    effect: float
 
 
-def paired_comparison(
-    base: np.ndarray,
-    other: np.ndarray,
-    *,
-    alpha: float = 0.05,
-    seed: int = 0,
-    n_resamples: int = 2000,
-) -> PairedResult:
-    """Compare per-sample distortions of `other` with `base`, position i being the same image.
+def paired_comparison(d: np.ndarray, alpha: float = 0.05) -> PairedResult:
+    """Minimal-perturbation attacks: Wilcoxon signed-rank on the log ratios `d` (one per pair,
+    NaN skipped), the Hodges–Lehmann ratio with its CI, and the rank-biserial r as `effect`.
 
-    Failure policy. A pair counts when neither value is NaN. A failed attack (+inf) means no
-    adversarial example was found: the model is at least as robust there as anywhere else.
-    - Sign test (exact binomial): other > base vs other < base over all counted pairs, a failure
-      ranking above every distortion; ties (including both failed) are dropped.
-    - Wilcoxon signed-rank (scipy, two-sided, zero differences dropped) and its matched-pairs
-      rank-biserial r = (T+ - T-) / (T+ + T-) only on pairs where both attacks succeeded;
-      r > 0 means `other` needs larger perturbations.
-    - Ratio other/base per pair where at least one succeeded: inf when only `other` failed,
-      0 when only `base` failed; its median with a percentile bootstrap CI.
-    `p` is the Wilcoxon p when no pair has exactly one failure, otherwise the sign-test p,
-    because the Wilcoxon would then drop exactly the samples where the models differ most.
+    The same test for every pair: failures and clean errors are ±inf pairs, never a reason to
+    switch tests. The verdict's direction is r's sign (the side the test found); the ratio says
+    how large the typical change is, and is 1 when only failures differ.
     """
-    b = np.asarray(base, dtype=float).ravel()
-    o = np.asarray(other, dtype=float).ravel()
-    if b.shape != o.shape:
-        raise ValueError(f"base and other must pair one to one, got {b.size} and {o.size} values")
-    counted = ~np.isnan(b) & ~np.isnan(o)
-    b, o = b[counted], o[counted]
-    b_failed, o_failed = np.isposinf(b), np.isposinf(o)
-    both_ok = ~b_failed & ~o_failed
-    only_b, only_o = b_failed & ~o_failed, o_failed & ~b_failed
-
-    one_ok = ~(b_failed & o_failed)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(only_o, np.inf, np.where(only_b, 0.0, o / b))[one_ok]
-    ratio = ratio[~np.isnan(ratio)]
-    median_ratio = float(np.median(ratio)) if ratio.size else float("nan")
-    ratio_ci = bootstrap_ci(ratio, np.median, n_resamples=n_resamples, alpha=alpha, seed=seed)
-
-    w_stat, w_p, r_rb = _wilcoxon(o[both_ok] - b[both_ok])
-
-    n_other_larger = int(np.sum(o > b))
-    n_base_larger = int(np.sum(o < b))
-    n_sign = n_other_larger + n_base_larger
-    sign_p = float(stats.binomtest(n_other_larger, n_sign).pvalue) if n_sign else float("nan")
-
-    use_sign = bool(only_b.any() or only_o.any())
+    x = np.asarray(d, dtype=float)
+    x = x[~np.isnan(x)]
+    statistic, p, r = signed_rank(x)
+    est, lo, hi = hodges_lehmann(x, alpha)
     return PairedResult(
-        n_pairs=int(b.size),
-        n_both_success=int(both_ok.sum()),
-        n_only_base_failed=int(only_b.sum()),
-        n_only_other_failed=int(only_o.sum()),
-        n_both_failed=int((b_failed & o_failed).sum()),
-        median_ratio=median_ratio,
-        ratio_ci=ratio_ci,
-        wilcoxon_statistic=w_stat,
-        wilcoxon_p=w_p,
-        rank_biserial=r_rb,
-        n_other_larger=n_other_larger,
-        n_base_larger=n_base_larger,
-        sign_test_p=sign_p,
-        test="sign" if use_sign else "wilcoxon",
-        p=sign_p if use_sign else w_p,
+        test="wilcoxon",
+        n_pairs=int(x.size),
+        n_other_larger=int((x > 0).sum()),
+        n_base_larger=int((x < 0).sum()),
+        n_ties=int((x == 0).sum()),
+        n_other_infinite=int(np.isposinf(x).sum()),
+        n_base_infinite=int(np.isneginf(x).sum()),
+        ratio=float(np.exp(est)),
+        ratio_lo=float(np.exp(lo)),
+        ratio_hi=float(np.exp(hi)),
+        statistic=statistic,
+        p=p,
+        effect=r,
     )
 
 
@@ -152,13 +161,11 @@ def mcnemar_comparison(
     seed: int = 0,
     n_resamples: int = 2000,
 ) -> PairedResult:
-    """Fixed-budget attacks: exact McNemar test on per-sample success (1 fooled, 0 not, NaN out).
+    """Fixed-budget attacks: exact McNemar test on per-digit robustness (fooled 1, not 0, NaN
+    skipped; a seed-pooled value of 0.5 counts as not fooled).
 
-    Distortions at a fixed ε are not minimal, so only success is compared. `median_ratio` here
-    is the robust-accuracy ratio other/base (fraction not fooled) with a paired percentile
-    bootstrap CI; the Wilcoxon fields are NaN; `p` is the McNemar p. A seed-pooled value of
-    0.5 (fooled on half the seeds) counts as not fooled, as a seed-pooled +inf distortion
-    counts as a failure in `paired_comparison`.
+    `ratio` is the robust-accuracy ratio other / base with a paired percentile bootstrap CI;
+    `effect` = (only other robust - only base robust) / discordant pairs, its sign the direction.
     """
     b = np.asarray(base_fooled, dtype=float).ravel()
     o = np.asarray(other_fooled, dtype=float).ravel()
@@ -166,30 +173,26 @@ def mcnemar_comparison(
         raise ValueError(f"base and other must pair one to one, got {b.size} and {o.size} values")
     counted = ~np.isnan(b) & ~np.isnan(o)
     b_robust, o_robust = b[counted] <= 0.5, o[counted] <= 0.5
-    only_b = b_robust & ~o_robust
-    only_o = o_robust & ~b_robust
-    n_disc = int(only_b.sum() + only_o.sum())
-    p = float(stats.binomtest(int(only_o.sum()), n_disc).pvalue) if n_disc else float("nan")
+    n_o, n_b = int((o_robust & ~b_robust).sum()), int((b_robust & ~o_robust).sum())
+    n_disc = n_o + n_b
+    p = float(stats.binomtest(n_o, n_disc).pvalue) if n_disc else float("nan")
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = float(o_robust.mean() / b_robust.mean()) if counted.any() else float("nan")
-    ratio_ci = _paired_ratio_ci(b_robust, o_robust, n_resamples, alpha, seed)
-    nan = float("nan")
+    lo, hi = _paired_ratio_ci(b_robust, o_robust, n_resamples, alpha, seed)
     return PairedResult(
-        n_pairs=int(counted.sum()),
-        n_both_success=int((~b_robust & ~o_robust).sum()),
-        n_only_base_failed=int(only_b.sum()),
-        n_only_other_failed=int(only_o.sum()),
-        n_both_failed=int((b_robust & o_robust).sum()),
-        median_ratio=ratio,
-        ratio_ci=ratio_ci,
-        wilcoxon_statistic=nan,
-        wilcoxon_p=nan,
-        rank_biserial=nan,
-        n_other_larger=int(only_o.sum()),
-        n_base_larger=int(only_b.sum()),
-        sign_test_p=p,
         test="mcnemar",
+        n_pairs=int(counted.sum()),
+        n_other_larger=n_o,
+        n_base_larger=n_b,
+        n_ties=int(counted.sum()) - n_disc,
+        n_other_infinite=0,
+        n_base_infinite=0,
+        ratio=ratio,
+        ratio_lo=lo,
+        ratio_hi=hi,
+        statistic=float(n_o),
         p=p,
+        effect=(n_o - n_b) / n_disc if n_disc else float("nan"),
     )
 
 
@@ -209,15 +212,49 @@ def _paired_ratio_ci(
     return float(lo), float(hi)
 
 
-def _wilcoxon(diff: np.ndarray) -> tuple[float, float, float]:
-    """Wilcoxon signed-rank statistic, two-sided p and matched-pairs rank-biserial r."""
-    nonzero = diff[diff != 0]
-    if nonzero.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    ranks = stats.rankdata(np.abs(nonzero))
-    t_plus, t_minus = ranks[nonzero > 0].sum(), ranks[nonzero < 0].sum()
-    res = stats.wilcoxon(diff, zero_method="wilcox", alternative="two-sided")
-    return float(res.statistic), float(res.pvalue), float((t_plus - t_minus) / (t_plus + t_minus))
+def two_level_bootstrap_ci(
+    groups: list[np.ndarray],
+    statistic: Callable[..., np.ndarray] = np.nanmedian,
+    n_resamples: int = 2000,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile CI of `statistic` for values nested in groups (digits within training seeds).
+
+    Each resample draws the groups with replacement, then the values within each drawn group
+    with replacement, and applies `statistic(matrix, axis=1)` to the pooled draw (NaN-padded,
+    so use a NaN-aware statistic). With one group it is the ordinary bootstrap. NaNs in the
+    inputs are dropped first; (nan, nan) when nothing remains. Same seed, same interval.
+    """
+    kept = [np.asarray(g, dtype=float) for g in groups]
+    kept = [g[~np.isnan(g)] for g in kept]
+    kept = [g for g in kept if g.size]
+    if not kept:
+        return float("nan"), float("nan")
+    sizes = np.array([g.size for g in kept])
+    width = int(sizes.max())
+    table = np.full((len(kept), width), np.nan)
+    for i, g in enumerate(kept):
+        table[i, : g.size] = g
+    rng = np.random.default_rng(seed)
+    k = len(kept)
+    batch = max(1, _BOOTSTRAP_CELLS // (k * width))
+    reps = []
+    for start in range(0, n_resamples, batch):
+        b = min(batch, n_resamples - start)
+        drawn = rng.integers(0, k, size=(b, k))
+        n = sizes[drawn][..., None]
+        idx = np.minimum((rng.random((b, k, width)) * n).astype(int), width - 1)
+        values = table[drawn[..., None], idx]
+        values[np.arange(width)[None, None, :] >= n] = np.nan  # a small group keeps its weight
+        with np.errstate(invalid="ignore"):
+            reps.append(statistic(values.reshape(b, k * width), axis=1))
+    reps = np.concatenate(reps)
+    reps = reps[~np.isnan(reps)]
+    if reps.size == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(reps, [alpha / 2, 1 - alpha / 2], method="inverted_cdf")
+    return float(lo), float(hi)
 
 
 def holm_bonferroni(pvalues: np.ndarray) -> np.ndarray:
@@ -234,53 +271,37 @@ def holm_bonferroni(pvalues: np.ndarray) -> np.ndarray:
     return out
 
 
-def verdict(adjusted_p: float, median_ratio: float, alpha: float = 0.05) -> str:
-    """Direction of a significant difference from the median ratio other/base, else none."""
-    if adjusted_p < alpha and median_ratio > 1:
+def verdict(adjusted_p: float, effect: float, alpha: float = 0.05) -> str:
+    """ "more/less robust" when the adjusted p is below α, on the side of the tested effect."""
+    if adjusted_p < alpha and effect > 0:
         return "more robust"
-    if adjusted_p < alpha and median_ratio < 1:
+    if adjusted_p < alpha and effect < 0:
         return "less robust"
     return f"no significant difference at α = {alpha:g}"
 
 
+def seed_agreement(pooled_effect: float, seed_effects: list[float]) -> str:
+    """Whether every seed's own estimate lies on the pooled estimate's side ('' for one seed)."""
+    if len(seed_effects) < 2 or np.isnan(pooled_effect) or pooled_effect == 0:
+        return ""
+    same = sum(np.sign(e) == np.sign(pooled_effect) for e in seed_effects)
+    if same == len(seed_effects):
+        return "consistent across seeds"
+    return f"not consistent across seeds ({same} of {len(seed_effects)} on this side)"
+
+
 def encoded_distortion(rows: pd.DataFrame, norm: str) -> np.ndarray:
-    """Per-row distortion in the module's encoding (value / +inf failed / NaN not counted)."""
+    """Per-row distortion in the module's encoding: value if fooled, 0 if misclassified clean,
+    +inf if the attack failed."""
     value = rows[norm].to_numpy(dtype=float)
     clean_correct = rows["clean_correct"].to_numpy(dtype=bool)
     success = rows["success"].to_numpy(dtype=bool)
-    return np.where(~clean_correct, np.nan, np.where(success, value, np.inf))
-
-
-def pool_over_seeds(attacks: pd.DataFrame) -> pd.DataFrame:
-    """Median over seeds of each encoded norm per (condition, attack, sample_index).
-
-    One row per image, so a pooled paired test does not count seeds as extra samples; a sample
-    whose attack failed on half the seeds or more pools to +inf, one never counted to NaN.
-    Also pools `fooled` (1 success, 0 failure) the same way, for fixed-budget attacks.
-    """
-    keys = ["condition", "attack", "sample_index"]
-    encoded = attacks[keys].copy()
-    for norm in NORMS:
-        encoded[norm] = encoded_distortion(attacks, norm)
-    encoded["fooled"] = fooled(attacks)
-    grouped = encoded.groupby(keys, sort=True)
-    pooled = grouped[[*NORMS, "fooled"]].median()
-    pooled["n_seeds"] = attacks.groupby(keys, sort=True)["seed"].nunique()
-    return pooled.reset_index()
+    return np.where(~clean_correct, 0.0, np.where(success, value, np.inf))
 
 
 def fooled(rows: pd.DataFrame) -> np.ndarray:
-    """Per row 1.0 where the attack succeeded, 0.0 where it failed, NaN if misclassified clean."""
+    """Per row 1.0 where the digit ends misclassified (attack succeeded, or misclassified clean:
+    the standard robust-accuracy denominator is every attacked digit), else 0.0."""
     clean_correct = rows["clean_correct"].to_numpy(dtype=bool)
     success = rows["success"].to_numpy(dtype=bool)
-    return np.where(clean_correct, success.astype(float), np.nan)
-
-
-def paired_vectors(
-    rows: pd.DataFrame, baseline: str, condition: str, value: str
-) -> tuple[np.ndarray, np.ndarray]:
-    """`value` of `baseline` and of `condition` aligned by sample_index (one row per sample)."""
-    wide = rows.pivot(index="sample_index", columns="condition", values=value)
-    if baseline not in wide or condition not in wide:
-        return np.empty(0), np.empty(0)
-    return wide[baseline].to_numpy(dtype=float), wide[condition].to_numpy(dtype=float)
+    return np.where(clean_correct, success.astype(float), 1.0)

@@ -3,26 +3,71 @@
 Numeric DataFrames only (formatting is render.py's job), so they can be written as CSV.
 """
 
-import dataclasses
-
 import numpy as np
 import pandas as pd
 
+from suite.attacks import FIXED_BUDGET_KINDS
 from suite.report import stats
 from suite.report.frames import NORMS, ReportData, attack_norm, is_fixed_budget
 
+SUBSETS = ("all digits", "both correct")
+_ROW_KEYS = ["seed", *stats.PAIR_KEYS]
+
 
 def condition_order(data: ReportData) -> list[str]:
-    """The baseline first, then the other conditions in the order they were collected."""
+    """The conditions in the order they were collected (the manifest's)."""
     seen = [*data.accuracy.get("condition", []), *data.attacks.get("condition", [])]
-    others = [c for c in dict.fromkeys(seen) if c != data.baseline]
-    return [data.baseline, *others]
+    return list(dict.fromkeys(seen))
 
 
 def attack_kinds(attacks: pd.DataFrame) -> dict[str, str]:
     """Attack name → attack kind, in the order the attacks appear."""
     first = attacks.drop_duplicates("attack")
     return dict(zip(first["attack"], first["attack_kind"], strict=True))
+
+
+def with_best_of(attacks: pd.DataFrame) -> pd.DataFrame:
+    """The attack frame plus, per norm that two or more minimal-norm attacks ran in, the rows of
+    a derived attack `best-<norm>`: per (condition, seed, digit) the row of the attack that found
+    the smallest distortion (the digit's worst case over the attacks that ran on it).
+
+    Minimal-norm means not a fixed-budget kind (`suite.attacks.FIXED_BUDGET_KINDS`); the norm
+    is the kind's (`attack_norm`).
+    """
+    minimal = attacks[~attacks["attack_kind"].isin(FIXED_BUDGET_KINDS)]
+    derived = []
+    for norm, group in minimal.groupby(minimal["attack_kind"].map(attack_norm), sort=False):
+        if group["attack"].nunique() < 2:
+            continue
+        value = pd.Series(stats.encoded_distortion(group, norm), index=group.index)
+        best = group.loc[value.groupby([group["condition"], *map(group.get, _ROW_KEYS)]).idxmin()]
+        derived.append(best.assign(attack=f"best-{norm}", attack_kind=f"best-{norm}"))
+    return pd.concat([attacks, *derived], ignore_index=True) if derived else attacks
+
+
+def best_of_wins(attacks: pd.DataFrame, best: str, order: list[str]) -> pd.DataFrame:
+    """Each member attack's share of the digits it won in the ensemble `best` ('best-l2'):
+    (seed, digit) rows where it found the smallest distortion, over rows some attack fooled
+    (ties count for every attack that reached the minimum)."""
+    norm = attack_norm(best)
+    members = attacks[
+        ~attacks["attack_kind"].isin(FIXED_BUDGET_KINDS)
+        & (attacks["attack_kind"].map(attack_norm) == norm)
+        & (attacks["attack"] != best)
+    ].copy()
+    members["_value"] = stats.encoded_distortion(members, norm)
+    keys = ["condition", *_ROW_KEYS]
+    low = members.groupby(keys)["_value"].transform("min")
+    members["_won"] = (members["_value"] == low) & np.isfinite(low) & (low > 0)
+    members["_decided"] = np.isfinite(low) & (low > 0)
+    out = []
+    for condition in order:
+        mine = members[members["condition"] == condition]
+        for attack, rows in mine.groupby("attack", sort=False):
+            decided = int(rows["_decided"].sum())
+            won = int(rows["_won"].sum())
+            out.append([condition, attack, won, decided, won / decided if decided else np.nan])
+    return pd.DataFrame(out, columns=["condition", "attack", "wins", "fooled_rows", "share"])
 
 
 def accuracy_table(accuracy: pd.DataFrame, order: list[str]) -> pd.DataFrame:
@@ -52,93 +97,193 @@ def accuracy_table(accuracy: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 
 
 def attacked_accuracy(accuracy: pd.DataFrame) -> pd.Series:
-    """Mean test accuracy over finished seeds of the model under attack, per condition."""
-    done = accuracy[(accuracy["status"] == "FINISHED") & (accuracy["role"] != "teacher")]
-    return done.groupby("condition")["test_acc"].mean()
+    """Mean test accuracy over finished seeds of the model under attack, per report label
+    (a condition, or `condition/teacher` for an attacked teacher)."""
+    done = accuracy[accuracy["status"] == "FINISHED"]
+    label = np.where(
+        done["role"].isin(["model", "student"]),
+        done["condition"],
+        done["condition"] + "/" + done["role"],
+    )
+    return done.groupby(label)["test_acc"].mean()
 
 
-def success_table(rows: pd.DataFrame, order: list[str], alpha: float) -> pd.DataFrame:
-    """Success rate over clean-correct (seed, sample) rows per condition, with Wilson CI."""
+def no_verdict(data: ReportData) -> dict[str, str]:
+    """Conditions that get no robustness verdict, with the reason: a run of the model under
+    attack that did not finish (its `suite.error` when recorded), or a mean clean test accuracy
+    below the condition's floor. A comparison whose baseline is listed gets none either."""
+    reasons: dict[str, str] = {}
+    acc = data.accuracy
+    for row in acc[
+        (acc["status"] != "FINISHED") & acc["role"].isin(["model", "student"])
+    ].itertuples():
+        error = getattr(row, "error", "") or ""
+        reasons.setdefault(
+            row.condition, f"seed {row.seed} {row.status}" + (f": {error}" if error else "")
+        )
+    for condition, mean in attacked_accuracy(acc).items():
+        floor = data.floors.get(condition.split("/")[0])
+        if floor is not None and condition not in reasons and mean < floor:
+            reasons[condition] = (
+                f"clean test accuracy {100 * mean:.1f}% is below the floor {100 * floor:g}%"
+            )
+    return reasons
+
+
+def success_table(rows: pd.DataFrame, order: list[str], alpha: float, seed: int) -> pd.DataFrame:
+    """Success rate over clean-correct (seed, digit) rows per condition; the CI resamples seeds,
+    then digits within seed; `per_seed` lists each seed's own rate."""
     out = []
     for condition in order:
         mine = rows[(rows["condition"] == condition) & rows["clean_correct"].astype(bool)]
         if mine.empty:
             continue
+        groups = [g["success"].to_numpy(dtype=float) for _, g in mine.groupby("seed")]
+        lo, hi = stats.two_level_bootstrap_ci(groups, np.nanmean, alpha=alpha, seed=seed)
         k, n = int(mine["success"].astype(bool).sum()), len(mine)
-        lo, hi = stats.wilson_interval(k, n, alpha)
-        out.append([condition, n, k, k / n, lo, hi])
-    return pd.DataFrame(out, columns=["condition", "n", "successes", "rate", "rate_lo", "rate_hi"])
+        out.append([condition, n, k, k / n, lo, hi, [float(g.mean()) for g in groups]])
+    columns = ["condition", "n", "successes", "rate", "rate_lo", "rate_hi", "per_seed"]
+    return pd.DataFrame(out, columns=columns)
 
 
-def distortion_table(
-    pooled: pd.DataFrame, order: list[str], alpha: float, seed: int
-) -> pd.DataFrame:
-    """Median and mean of each norm over successes (seed-pooled per sample) with bootstrap CIs."""
+def distortion_table(rows: pd.DataFrame, order: list[str], alpha: float, seed: int) -> pd.DataFrame:
+    """Per condition and norm: the median over ALL attacked (seed, digit) rows (0 if misclassified
+    clean, ∞ if the attack failed) and the median and mean over successes, each with a two-level
+    (seeds, then digits) bootstrap CI; `per_seed` lists each seed's all-digit median."""
     out = []
     for condition in order:
-        mine = pooled[pooled["condition"] == condition]
+        mine = rows[rows["condition"] == condition]
         if mine.empty:
             continue
         for norm in NORMS:
-            values = mine[norm].to_numpy(dtype=float)
-            values = values[np.isfinite(values)]
-            med_lo, med_hi = stats.bootstrap_ci(values, np.median, alpha=alpha, seed=seed)
-            mean_lo, mean_hi = stats.bootstrap_ci(values, np.mean, alpha=alpha, seed=seed)
-            median = np.median(values) if values.size else np.nan
-            mean = values.mean() if values.size else np.nan
+            encoded = stats.encoded_distortion(mine, norm)
+            by_seed = [
+                encoded[(mine["seed"] == s).to_numpy()] for s in sorted(mine["seed"].unique())
+            ]
+            fooled = [np.where(np.isfinite(v) & (v > 0), v, np.nan) for v in by_seed]
+            values = np.concatenate(fooled)
+            values = values[~np.isnan(values)]
+            ci = [
+                stats.two_level_bootstrap_ci(g, f, alpha=alpha, seed=seed)
+                for g, f in ((by_seed, np.nanmedian), (fooled, np.nanmedian), (fooled, np.nanmean))
+            ]
             out.append(
-                [condition, norm, values.size, median, med_lo, med_hi, mean, mean_lo, mean_hi]
+                [
+                    condition,
+                    norm,
+                    np.median(encoded),
+                    *ci[0],
+                    [float(np.median(v)) for v in by_seed],
+                ]
+                + [values.size, np.median(values) if values.size else np.nan, *ci[1]]
+                + [values.mean() if values.size else np.nan, *ci[2]]
             )
-    columns = ["condition", "norm", "n", "median", "median_lo", "median_hi"]
-    return pd.DataFrame(out, columns=[*columns, "mean", "mean_lo", "mean_hi"])
+    columns = ["condition", "norm", "median_all", "median_all_lo", "median_all_hi", "per_seed"]
+    columns += ["n", "median", "median_lo", "median_hi", "mean", "mean_lo", "mean_hi"]
+    return pd.DataFrame(out, columns=columns)
 
 
-def comparisons(data: ReportData, order: list[str], alpha: float, seed: int) -> pd.DataFrame:
-    """Every condition against the baseline, per attack, pooled over seeds and per seed.
+def comparisons(data: ReportData, alpha: float, seed: int) -> pd.DataFrame:
+    """Every condition against its own baseline, per attack and digit subset, pooled over seeds
+    and per seed.
 
-    Minimal attacks compare their own norm with `paired_comparison`, fixed-budget attacks
-    compare success with `mcnemar_comparison`. Holm adjusts two families: all pooled rows
-    (the verdicts), and all per-seed rows (replications of the pooled ones on the same
-    images, so they are kept out of the headline family rather than inflating it).
+    Pairs are the same (seed, digit) under both models. Minimal attacks: `paired_comparison`
+    on the log distortion ratios (pooled: one median per digit over seeds). Fixed-budget
+    attacks: `mcnemar_comparison` on robustness. Subsets: every attacked digit, and the digits
+    both models classified correctly when clean. Holm adjusts each family separately: pooled
+    all-digit rows (the verdicts), pooled both-correct rows, and the per-seed rows of each.
+    Conditions in `no_verdict` (or whose baseline is) are tested but get no verdict.
     """
-    attacks = data.attacks
-    pooled = stats.pool_over_seeds(attacks)
+    attacks = with_best_of(data.attacks)
+    skip = no_verdict(data)
     rows = []
     for attack, kind in attack_kinds(attacks).items():
-        fixed = is_fixed_budget(attacks[attacks["attack"] == attack])
+        mine = attacks[attacks["attack"] == attack]
+        fixed = is_fixed_budget(mine)
         value = "fooled" if fixed else attack_norm(kind)
-        per_row = attacks[attacks["attack"] == attack].copy()
-        per_row[value] = (
-            stats.fooled(per_row) if fixed else stats.encoded_distortion(per_row, value)
+        mine = mine.assign(
+            _v=stats.fooled(mine) if fixed else stats.encoded_distortion(mine, value)
         )
-        scopes = [("pooled", pooled[pooled["attack"] == attack])]
-        scopes += [(f"seed {s}", g) for s, g in per_row.groupby("seed")]
-        for condition in order[1:]:
-            for scope, frame in scopes:
-                base, other = stats.paired_vectors(frame, data.baseline, condition, value)
-                if base.size == 0:
-                    continue
-                compare = stats.mcnemar_comparison if fixed else stats.paired_comparison
-                result = compare(base, other, alpha=alpha, seed=seed)
-                if result.n_pairs == 0:
-                    continue
-                rows.append(
-                    {"attack": attack, "norm": value, "condition": condition, "scope": scope}
-                    | {k: v for k, v in vars(result).items() if k != "ratio_ci"}
-                    | {"ratio_lo": result.ratio_ci[0], "ratio_hi": result.ratio_ci[1]}
-                )
-    fields = [f.name for f in dataclasses.fields(stats.PairedResult) if f.name != "ratio_ci"]
-    columns = ["attack", "norm", "condition", "scope", *fields, "ratio_lo", "ratio_hi"]
+        for condition, baseline in data.baselines.items():
+            pairs = _pairs(mine, baseline, condition)
+            if pairs.empty:
+                continue
+            for subset in SUBSETS:
+                chosen = pairs if subset == SUBSETS[0] else pairs[pairs["both_correct"]]
+                for scope, frame in [("pooled", chosen)] + [
+                    (f"seed {s}", g) for s, g in chosen.groupby("seed")
+                ]:
+                    result = _compare(frame, fixed, scope == "pooled", alpha, seed)
+                    if result.n_pairs == 0:
+                        continue
+                    rows.append(
+                        {"attack": attack, "norm": value, "condition": condition}
+                        | {"baseline": baseline, "subset": subset, "scope": scope}
+                        | vars(result)
+                    )
+    columns = ["attack", "norm", "condition", "baseline", "subset", "scope"]
+    columns += list(stats.PairedResult.__dataclass_fields__)
     table = pd.DataFrame(rows, columns=columns)
-    pooled = table["scope"] == "pooled"
-    table["p_adj"] = np.nan
-    for family in (pooled, ~pooled):
-        table.loc[family, "p_adj"] = stats.holm_bonferroni(table.loc[family, "p"].to_numpy())
-    table["verdict"] = [
-        stats.verdict(p, r, alpha)
-        for p, r in zip(table["p_adj"], table["median_ratio"], strict=True)
+    blocked = [
+        skip.get(c) or _baseline_reason(skip.get(b), b)
+        for c, b in zip(table["condition"], table["baseline"], strict=True)
     ]
+    table["p_adj"] = np.nan
+    pooled = table["scope"] == "pooled"
+    open_ = pd.Series([r is None for r in blocked], index=table.index, dtype=bool)
+    for subset in SUBSETS:
+        for scope in (pooled, ~pooled):
+            family = scope & (table["subset"] == subset) & open_
+            table.loc[family, "p_adj"] = stats.holm_bonferroni(table.loc[family, "p"].to_numpy())
+    table["verdict"] = [
+        f"no verdict: {reason}" if reason else stats.verdict(p, e, alpha)
+        for reason, p, e in zip(blocked, table["p_adj"], table["effect"], strict=True)
+    ]
+    table["seeds"] = [_agreement(table, i) for i in table.index]
     return table
+
+
+def _baseline_reason(reason: str | None, baseline: str) -> str | None:
+    return f"its baseline {baseline} has none ({reason})" if reason else None
+
+
+def _agreement(table: pd.DataFrame, i: int) -> str:
+    """For a pooled row with a verdict, whether every seed's estimate is on its side."""
+    row = table.loc[i]
+    if row["scope"] != "pooled" or row["verdict"] not in ("more robust", "less robust"):
+        return ""
+    same = (
+        (table["attack"] == row["attack"])
+        & (table["condition"] == row["condition"])
+        & (table["subset"] == row["subset"])
+        & (table["scope"] != "pooled")
+    )
+    return stats.seed_agreement(row["effect"], table.loc[same, "effect"].tolist())
+
+
+def _pairs(rows: pd.DataFrame, baseline: str, condition: str) -> pd.DataFrame:
+    """Baseline and condition values side by side per (seed, digit), with `both_correct`."""
+    cols = [*_ROW_KEYS, "_v", "clean_correct"]
+    base = rows.loc[rows["condition"] == baseline, cols]
+    other = rows.loc[rows["condition"] == condition, cols]
+    pairs = base.merge(other, on=_ROW_KEYS, suffixes=("_base", "_other"))
+    pairs["both_correct"] = pairs["clean_correct_base"].astype(bool) & pairs[
+        "clean_correct_other"
+    ].astype(bool)
+    return pairs
+
+
+def _compare(
+    pairs: pd.DataFrame, fixed: bool, pooled: bool, alpha: float, seed: int
+) -> stats.PairedResult:
+    digit = pairs[stats.PAIR_KEYS].astype(str).agg("/".join, axis=1).to_numpy()
+    if fixed:
+        b, o = pairs["_v_base"], pairs["_v_other"]
+        if pooled:
+            b, o = b.groupby(digit).median(), o.groupby(digit).median()
+        return stats.mcnemar_comparison(b.to_numpy(), o.to_numpy(), alpha=alpha, seed=seed)
+    d = stats.log_ratios(pairs["_v_base"].to_numpy(), pairs["_v_other"].to_numpy())
+    return stats.paired_comparison(stats.pooled_log_ratios(d, digit) if pooled else d, alpha)
 
 
 def summary_table(
@@ -148,36 +293,40 @@ def summary_table(
     compared: pd.DataFrame,
     accuracy: pd.Series,
     norm: str,
-    baseline: str,
+    baselines: dict[str, str],
 ) -> pd.DataFrame:
-    """One attack at a glance: accuracy, success rate, median distortion, pooled comparison."""
+    """One attack at a glance per condition: its baseline, accuracy, success rate, median
+    distortion over all digits (with per-seed medians), and the pooled comparisons on all
+    digits and on both-correct digits."""
     rows = []
     for _, s in successes.iterrows():
         condition = s["condition"]
         d = distortions[(distortions["condition"] == condition) & (distortions["norm"] == norm)]
-        c = compared[
-            (compared["attack"] == attack)
-            & (compared["condition"] == condition)
-            & (compared["scope"] == "pooled")
-        ]
         row = {
             "condition": condition,
+            "baseline": baselines.get(condition, ""),
             "test_acc": accuracy.get(condition, np.nan),
             "success_rate": s["rate"],
             "success_lo": s["rate_lo"],
             "success_hi": s["rate_hi"],
             "norm": norm,
-            "median": d["median"].iloc[0] if len(d) else np.nan,
-            "median_lo": d["median_lo"].iloc[0] if len(d) else np.nan,
-            "median_hi": d["median_hi"].iloc[0] if len(d) else np.nan,
         }
-        for key in ("median_ratio", "ratio_lo", "ratio_hi", "p_adj"):
-            row[key] = c[key].iloc[0] if len(c) else np.nan
-        if len(c):
-            row["verdict"] = c["verdict"].iloc[0]
-        else:
+        for key in ("median_all", "median_all_lo", "median_all_hi", "per_seed"):
+            row[key] = d[key].iloc[0] if len(d) else np.nan
+        for subset, prefix in zip(SUBSETS, ("", "correct_"), strict=True):
+            c = compared[
+                (compared["attack"] == attack)
+                & (compared["condition"] == condition)
+                & (compared["scope"] == "pooled")
+                & (compared["subset"] == subset)
+            ]
+            for key in ("ratio", "ratio_lo", "ratio_hi", "p_adj", "verdict", "seeds"):
+                row[prefix + key] = c[key].iloc[0] if len(c) else np.nan
+        if not isinstance(row["verdict"], str):
             row["verdict"] = (
-                "baseline" if condition == baseline else "not compared (no paired samples)"
+                "baseline"
+                if condition in baselines.values()
+                else "not compared (no baseline or no paired digits)"
             )
         rows.append(row)
     return pd.DataFrame(rows)
