@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from suite.report.formatting import ci, num, pct, pvalue
+from suite.report.formatting import ci, esc, num, pct, pvalue
 from suite.report.frames import NORM_LABELS, ReportData
 
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
@@ -46,7 +46,8 @@ def conclusion(
         mine = pooled[pooled["condition"] == condition]
         effects = [
             f"under {r.attack}, {_ratio_name(r.test, r.norm)} {ci(r.ratio, r.ratio_lo, r.ratio_hi)} "
-            f"(adjusted p {pvalue(r.p_adj)}): {r.verdict}" + (f", {r.seeds}" if r.seeds else "")
+            f"(adjusted p {pvalue(r.p_adj)}): {esc(r.verdict)}"
+            + (f", {r.seeds}" if r.seeds else "")
             for r in mine.itertuples()
         ]
         parts.append(sentence + ("; " + "; ".join(effects) if effects else "") + ".")
