@@ -15,9 +15,10 @@ _ROW_KEYS = ["seed", *stats.PAIR_KEYS]
 
 
 def condition_order(data: ReportData) -> list[str]:
-    """The conditions in the order they were collected (the manifest's)."""
-    seen = [*data.accuracy.get("condition", []), *data.attacks.get("condition", [])]
-    return list(dict.fromkeys(seen))
+    """The baselines first, then the other conditions, each in the order they were collected."""
+    seen = dict.fromkeys([*data.accuracy.get("condition", []), *data.attacks.get("condition", [])])
+    bases = set(data.baselines.values())
+    return [c for c in seen if c in bases] + [c for c in seen if c not in bases]
 
 
 def attack_kinds(attacks: pd.DataFrame) -> dict[str, str]:
@@ -40,7 +41,8 @@ def with_best_of(attacks: pd.DataFrame) -> pd.DataFrame:
         if group["attack"].nunique() < 2:
             continue
         value = pd.Series(stats.encoded_distortion(group, norm), index=group.index)
-        best = group.loc[value.groupby([group["condition"], *map(group.get, _ROW_KEYS)]).idxmin()]
+        keys = [group["condition"], *(group[k] for k in _ROW_KEYS)]
+        best = group.loc[value.groupby(keys, dropna=False).idxmin()]
         derived.append(best.assign(attack=f"best-{norm}", attack_kind=f"best-{norm}"))
     return pd.concat([attacks, *derived], ignore_index=True) if derived else attacks
 
@@ -57,7 +59,7 @@ def best_of_wins(attacks: pd.DataFrame, best: str, order: list[str]) -> pd.DataF
     ].copy()
     members["_value"] = stats.encoded_distortion(members, norm)
     keys = ["condition", *_ROW_KEYS]
-    low = members.groupby(keys)["_value"].transform("min")
+    low = members.groupby(keys, dropna=False)["_value"].transform("min")
     members["_won"] = (members["_value"] == low) & np.isfinite(low) & (low > 0)
     members["_decided"] = np.isfinite(low) & (low > 0)
     out = []
@@ -276,7 +278,7 @@ def _pairs(rows: pd.DataFrame, baseline: str, condition: str) -> pd.DataFrame:
 def _compare(
     pairs: pd.DataFrame, fixed: bool, pooled: bool, alpha: float, seed: int
 ) -> stats.PairedResult:
-    digit = pairs[stats.PAIR_KEYS].astype(str).agg("/".join, axis=1).to_numpy()
+    digit = pairs.groupby(stats.PAIR_KEYS, dropna=False).ngroup().to_numpy()  # target may be NaN
     if fixed:
         b, o = pairs["_v_base"], pairs["_v_other"]
         if pooled:
