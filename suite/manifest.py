@@ -24,6 +24,7 @@ from pydantic import (
     model_validator,
 )
 
+from suite.adversarial_training import PGDTraining
 from suite.attacks import ATTACK_PARAMS
 from suite.data import DATASETS
 from suite.distill import METHOD_PARAMS
@@ -111,6 +112,63 @@ class DefensiveCondition(Strict):
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)
 
 
+class AdversarialSettings(Strict):
+    """L∞ PGD examples for training (shared by `adversarial` and `ard`). Defaults: Madry et al.'s
+    MNIST setting, ε = 0.3 and 40 steps of 0.01 (ε/30), from a random start. `method = "fgsm-rs"`
+    is Wong, Rice & Kolter 2020's fast variant: one step of 1.25 ε from a random start."""
+
+    epochs: int | None = Field(default=None, gt=0, description="overrides train.epochs")
+    method: Literal["pgd", "fgsm-rs"] = "pgd"
+    eps: float = Field(default=0.3, gt=0, le=1)
+    steps: int | None = Field(default=None, ge=1, description="pgd: default 40; fgsm-rs: 1")
+    step_size: float | None = Field(
+        default=None, gt=0, description="per-step move as a fraction of eps, as in pgd-linf"
+    )
+    random_start: bool = True
+    baseline: Name | None = Field(default=None, description=BASELINE_HELP)
+    val_samples: int = Field(
+        default=200, ge=1, description="validation digits attacked after each epoch"
+    )
+    val_steps: int = Field(default=10, ge=1, description="PGD steps of that per-epoch check")
+
+    @model_validator(mode="after")
+    def _one_fgsm_step(self) -> "AdversarialSettings":
+        if self.method == "fgsm-rs" and self.steps not in (None, 1):
+            raise ManifestFieldError(
+                "steps", 'fgsm-rs takes exactly one step; use method = "pgd" for more', self.steps
+            )
+        return self
+
+    def pgd_training(self) -> PGDTraining:
+        """The resolved settings (method defaults filled in)."""
+        fast = self.method == "fgsm-rs"
+        return PGDTraining(
+            eps=self.eps,
+            steps=1 if fast else self.steps or 40,
+            step_size=self.step_size or (1.25 if fast else 1 / 30),
+            random_start=self.random_start,
+        )
+
+
+class AdversarialCondition(AdversarialSettings):
+    """The positive control: a model trained on its own PGD (or FGSM-RS) examples."""
+
+    name: Name
+    kind: Literal["adversarial"]
+
+
+class ARDCondition(AdversarialSettings):
+    """Adversarially Robust Distillation (Goldblum et al. 2020): a student trained on its own PGD
+    examples to match the soft labels of `teacher` (an earlier condition's model) on clean inputs.
+    α = 1 and T = 30 are the authors' defaults."""
+
+    name: Name
+    kind: Literal["ard"]
+    teacher: Name
+    alpha: float = Field(default=1.0, ge=0, le=1)
+    temperature: float = Field(default=30.0, gt=0)
+
+
 class SyntheticEval(Strict):
     """How the model of `model.arch` is trained on the synthetic set alone (the DC/DM recipe)."""
 
@@ -160,9 +218,16 @@ def _tagged(base: type[Strict], tag: str, registry: dict[str, type[BaseModel]]) 
 SyntheticCondition = _tagged(SyntheticBase, "method", METHOD_PARAMS)
 AttackSpec = _tagged(AttackBase, "kind", ATTACK_PARAMS)
 Condition = Annotated[
-    StandardCondition | DefensiveCondition | SyntheticCondition, Field(discriminator="kind")
+    StandardCondition
+    | DefensiveCondition
+    | SyntheticCondition
+    | AdversarialCondition
+    | ARDCondition,
+    Field(discriminator="kind"),
 ]
-TAGS = {"standard", "defensive", "synthetic", *METHOD_PARAMS, *ATTACK_PARAMS}
+TAGS = {
+    "standard", "defensive", "synthetic", "adversarial", "ard", *METHOD_PARAMS, *ATTACK_PARAMS
+}  # fmt: skip
 
 
 class Manifest(Strict):
@@ -192,6 +257,20 @@ class Manifest(Strict):
         baselines(
             [c.model_dump(mode="json") for c in self.conditions], self.train.epochs
         )  # raises on an unknown or unmatched baseline
+        return self
+
+    @model_validator(mode="after")
+    def _teachers_come_first(self) -> "Manifest":
+        """An `ard` teacher is a condition listed earlier: it exists, is trained (or reused) before
+        its student by the sequential executor, and chains of teachers cannot loop."""
+        for i, cond in enumerate(self.conditions):
+            earlier = [c.name for c in self.conditions[:i]]
+            if isinstance(cond, ARDCondition) and cond.teacher not in earlier:
+                raise ManifestFieldError(
+                    f"conditions[{i}].teacher",
+                    f"no condition listed before this one has that name; name one of {earlier}",
+                    cond.teacher,
+                )
         return self
 
     def attack_subset_size(self) -> int:
@@ -232,7 +311,7 @@ def baselines(conditions: list[dict[str, Any]], train_epochs: int) -> dict[str, 
                 chosen,
             )
         if chosen is None and standard:
-            epochs = cond.get("student_epochs") if cond["kind"] == "defensive" else None
+            epochs = cond.get("student_epochs" if cond["kind"] == "defensive" else "epochs")
             epochs = epochs or train_epochs
             chosen = next((n for n, e in standard.items() if e == epochs), None)
             if chosen is None:
@@ -288,7 +367,8 @@ def format_error(err: Any) -> str:
         err.get("ctx", {}).get("error"), ManifestFieldError
     ):
         fe = err["ctx"]["error"]
-        return f"{fe.loc}: {fe.message} (got {fe.value!r})"
+        where = f"{loc}.{fe.loc}" if err["loc"] else fe.loc  # a nested table's check: its path first
+        return f"{where}: {fe.message} (got {fe.value!r})"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(err["loc"][:-1])
         hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 from suite.attacking import attack_model, attack_subset
 from suite.conditions import Context, ModelRun
+from suite.conditions.adversarial import run_adversarial
+from suite.conditions.ard import run_ard
 from suite.conditions.defensive import run_defensive
 from suite.conditions.standard import run_standard
 from suite.conditions.synthetic import run_synthetic
@@ -22,7 +24,13 @@ from suite.manifest import Manifest, config_hash
 from suite.progress import NullProgress, Progress
 from suite.tracking import Store
 
-CONDITIONS = {"standard": run_standard, "defensive": run_defensive, "synthetic": run_synthetic}
+CONDITIONS = {
+    "standard": run_standard,
+    "defensive": run_defensive,
+    "synthetic": run_synthetic,
+    "adversarial": run_adversarial,
+}
+CONDITIONS["ard"] = functools.partial(run_ard, conditions=CONDITIONS)  # gets its teacher through it
 
 
 @dataclass

@@ -30,6 +30,11 @@ class Recipe:
     lr_decay: float = 0.1
 
 
+BatchLoss = Callable[
+    [nn.Module, torch.Tensor, torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]
+]
+
+
 @dataclass(frozen=True)
 class EpochMetrics:
     epoch: int
@@ -105,12 +110,15 @@ def fit(
     evaluate: Callable[[nn.Module], tuple[float, float]] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    batch_loss: BatchLoss | None = None,
 ) -> list[EpochMetrics]:
     """Train `model` in place for `recipe.epochs`; return per-epoch metrics.
 
     `targets` are hard labels (int64) or soft labels (float rows summing to 1) and the loss is
     taken at softmax temperature `temperature`; `labels` are the hard labels used for train
-    accuracy. `evaluate(model) -> (val_acc, test_acc)` runs after each epoch. The batch order comes
+    accuracy. `batch_loss(model, x, targets, labels) -> (logits, loss)` replaces that loss for
+    objectives that change the inputs (adversarial training); train accuracy is then taken on the
+    logits it returns. `evaluate(model) -> (val_acc, test_acc)` runs after each epoch. The batch order comes
     from a generator seeded with `seed`, so a CPU run repeats bit for bit. A NaN/inf loss raises
     TrainingError naming the epoch and batch.
     """
@@ -128,8 +136,11 @@ def fit(
         order = torch.randperm(len(x), generator=generator)
         for b, idx in enumerate(order.split(recipe.batch_size), start=1):
             xb, tb = x[idx].to(device), targets[idx].to(device)
-            logits = model(xb)
-            loss = distillation_loss(logits, tb, temperature)
+            if batch_loss is None:
+                logits = model(xb)
+                loss = distillation_loss(logits, tb, temperature)
+            else:
+                logits, loss = batch_loss(model, xb, tb, labels[idx].to(device))
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"training diverged: loss is {loss.item()} at epoch {epoch}, batch {b}; "

@@ -17,7 +17,7 @@ from suite.manifest import Manifest, flatten
 from suite.models import build_model
 from suite.progress import Progress
 from suite.tracking import Store
-from suite.training import EpochMetrics, Recipe, accuracy, fit
+from suite.training import BatchLoss, EpochMetrics, Recipe, accuracy, fit
 
 
 @dataclass
@@ -159,8 +159,13 @@ def train_model(
     targets: torch.Tensor,
     epochs: int | None = None,
     temperature: float = 1.0,
+    batch_loss: BatchLoss | None = None,
+    epoch_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> tuple[nn.Module, float, float]:
-    """Build `model.arch` from the seed and fit it on the training split; log per-epoch curves."""
+    """Build `model.arch` from the seed and fit it on the training split; log per-epoch curves.
+
+    `batch_loss` replaces the (soft-)label loss (see `training.fit`); `epoch_metrics(model)` adds
+    named values to each epoch's curves (robust validation accuracy)."""
     m = ctx.manifest
     torch.manual_seed(seed)
     model = build_model(m.model.arch, dropout=m.train.dropout)
@@ -169,7 +174,10 @@ def train_model(
     n_batches = math.ceil(len(split.train.x) / recipe.batch_size)
     task = ctx.progress.task(label, total=recipe.epochs * n_batches)
 
+    extra: dict[str, float] = {}
+
     def evaluate(net: nn.Module) -> tuple[float, float]:
+        extra.update(epoch_metrics(net) if epoch_metrics else {})
         return (
             accuracy(net, split.val.x, split.val.y, ctx.device),
             accuracy(net, split.test.x, split.test.y, ctx.device),
@@ -180,7 +188,7 @@ def train_model(
     def on_epoch(e: EpochMetrics) -> None:
         nonlocal epochs_done
         epochs_done = e.epoch
-        ctx.store.log_metrics(run_id, e.as_metrics(), step=e.epoch)
+        ctx.store.log_metrics(run_id, {**e.as_metrics(), **extra}, step=e.epoch)
         task.update(e.epoch * n_batches, val_acc=f"{e.val_acc:.3f}")
 
     def on_batch(b: int, total: int) -> None:
@@ -197,6 +205,7 @@ def train_model(
             seed=seed,
             device=ctx.device,
             temperature=temperature,
+            batch_loss=batch_loss,
             evaluate=evaluate,
             on_batch=on_batch,
             on_epoch=on_epoch,

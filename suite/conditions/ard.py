@@ -1,0 +1,77 @@
+"""Adversarially Robust Distillation (Goldblum, Fowl, Feizi & Goldstein, AAAI 2020): distillation
+meant to carry robustness. The student, of `model.arch`, is trained on its own PGD examples to match
+the teacher's soft labels at temperature T on the clean inputs; the student is the model attacked.
+"""
+
+from collections.abc import Callable
+from dataclasses import asdict
+
+from suite.adversarial_training import ard_batch
+from suite.conditions import Context, ModelRun, cached_training, train_model
+from suite.conditions.adversarial import adversarial_params, robust_val_metric
+from suite.manifest import ARDCondition, config_hash
+from suite.training import predict_logits
+
+ConditionFn = Callable[[Context, object, int, str], list[ModelRun]]
+
+
+def run_ard(
+    ctx: Context,
+    cond: ARDCondition,
+    seed: int,
+    parent_id: str,
+    *,
+    conditions: dict[str, ConditionFn],
+) -> list[ModelRun]:
+    """Get the teacher condition's model for this seed through `conditions` (the runner's table:
+    reused from the store when it was trained, as it is when listed first; trained here otherwise),
+    then train (or reuse) the ARD student against it. The teacher is the last model its condition
+    returns: the one that condition puts under attack (a defensive condition's student)."""
+    m = ctx.manifest
+    teacher_cond = next(c for c in m.conditions if c.name == cond.teacher)
+    teacher = conditions[teacher_cond.kind](ctx, teacher_cond, seed, parent_id)[-1]
+    epochs = cond.epochs or m.train.epochs
+    s = cond.pgd_training()
+    cfg = config_hash(
+        "ard", teacher.run_id, ctx.data_config(), m.model, m.train, epochs, asdict(s),
+        cond.alpha, cond.temperature, cond.val_samples, cond.val_steps, seed,
+    )  # fmt: skip
+
+    def train(run_id: str):
+        teacher_logits = predict_logits(teacher.model, ctx.data.train.x, ctx.device)
+        return train_model(
+            ctx,
+            run_id,
+            f"{cond.name} seed {seed}: ARD from {cond.teacher}, T={cond.temperature:g}",
+            seed=seed,
+            targets=teacher_logits,
+            epochs=epochs,
+            batch_loss=lambda model, x, t_logits, y: ard_batch(
+                model, x, y, t_logits, s, alpha=cond.alpha, temperature=cond.temperature
+            ),
+            epoch_metrics=robust_val_metric(ctx, cond, seed),
+        )
+
+    params = {
+        **ctx.base_params(),
+        **adversarial_params(cond),
+        "seed": seed,
+        "train.epochs": epochs,
+        "ard.teacher": cond.teacher,
+        "ard.alpha": cond.alpha,
+        "ard.temperature": cond.temperature,
+    }
+    student = cached_training(
+        ctx,
+        parent_id,
+        condition=cond.name,
+        kind=cond.kind,
+        role="student",
+        seed=seed,
+        cfg_hash=cfg,
+        params=params,
+        attack=True,
+        tags={"teacher_run_id": teacher.run_id, "teacher_condition": cond.teacher},
+        train=train,
+    )
+    return [student]
