@@ -126,6 +126,9 @@ class AdversarialSettings(Strict):
     )
     random_start: bool = True
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)
+    eps_warmup_epochs: int = Field(
+        default=0, ge=0, description="epochs over which eps grows linearly from 0 (per batch)"
+    )
     val_samples: int = Field(
         default=200, ge=1, description="validation digits attacked after each epoch"
     )
@@ -367,7 +370,9 @@ def format_error(err: Any) -> str:
         err.get("ctx", {}).get("error"), ManifestFieldError
     ):
         fe = err["ctx"]["error"]
-        where = f"{loc}.{fe.loc}" if err["loc"] else fe.loc  # a nested table's check: its path first
+        where = (
+            f"{loc}.{fe.loc}" if err["loc"] else fe.loc
+        )  # a nested table's check: its path first
         return f"{where}: {fe.message} (got {fe.value!r})"
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(err["loc"][:-1])

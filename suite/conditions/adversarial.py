@@ -1,11 +1,19 @@
 """The positive control: adversarial training (Madry et al. 2018), or its fast FGSM-RS variant
 (Wong, Rice & Kolter 2020). A model that is robust, so the study can show its instrument sees it."""
 
+import math
+from collections.abc import Iterator
 from dataclasses import asdict
 
+import torch
 from torch import nn
 
-from suite.adversarial_training import adversarial_batch, robust_accuracy
+from suite.adversarial_training import (
+    PGDTraining,
+    adversarial_batch,
+    eps_schedule,
+    robust_accuracy,
+)
 from suite.conditions import Context, ModelRun, cached_training, train_model
 from suite.manifest import AdversarialCondition, AdversarialSettings, config_hash, flatten
 
@@ -19,8 +27,22 @@ def run_adversarial(
     s = cond.pgd_training()
     cfg = config_hash(
         "adversarial", ctx.data_config(), m.model, m.train, epochs, asdict(s),
-        cond.val_samples, cond.val_steps, seed,
+        cond.eps_warmup_epochs, cond.val_samples, cond.val_steps, seed,
     )  # fmt: skip
+
+    def train(run_id: str):
+        each = batch_settings(ctx, cond)
+        return train_model(
+            ctx,
+            run_id,
+            f"{cond.name} seed {seed}: {cond.method} ε={s.eps:g}",
+            seed=seed,
+            targets=ctx.data.train.y,
+            epochs=epochs,
+            batch_loss=lambda model, x, y, _labels: adversarial_batch(model, x, y, next(each)),
+            epoch_metrics=robust_val_metric(ctx, cond, seed),
+        )
+
     run = cached_training(
         ctx,
         parent_id,
@@ -29,31 +51,39 @@ def run_adversarial(
         role="model",
         seed=seed,
         cfg_hash=cfg,
-        params={**ctx.base_params(), **adversarial_params(cond), "seed": seed, "train.epochs": epochs},
+        params={
+            **ctx.base_params(),
+            **adversarial_params(cond),
+            "seed": seed,
+            "train.epochs": epochs,
+        },
         attack=True,
-        train=lambda run_id: train_model(
-            ctx,
-            run_id,
-            f"{cond.name} seed {seed}: {cond.method} ε={s.eps:g}",
-            seed=seed,
-            targets=ctx.data.train.y,
-            epochs=epochs,
-            batch_loss=lambda model, x, y, _labels: adversarial_batch(model, x, y, s),
-            epoch_metrics=robust_val_metric(ctx, cond, seed),
-        ),
+        train=train,
     )
     return [run]
 
 
+def batch_settings(ctx: Context, cond: AdversarialSettings) -> Iterator[PGDTraining]:
+    """The PGD settings of each training batch: ε warmed up over `eps_warmup_epochs`."""
+    batches = math.ceil(len(ctx.data.train.x) / ctx.manifest.train.batch_size)
+    return eps_schedule(cond.pgd_training(), cond.eps_warmup_epochs * batches)
+
+
 def adversarial_params(cond: AdversarialSettings) -> dict:
     """The resolved PGD training settings as MLflow params (`adversarial.eps`, ...)."""
-    return flatten({"method": cond.method, **asdict(cond.pgd_training())}, "adversarial")
+    settings = {"method": cond.method, **asdict(cond.pgd_training())}
+    return flatten({**settings, "eps_warmup_epochs": cond.eps_warmup_epochs}, "adversarial")
 
 
 def robust_val_metric(ctx: Context, cond: AdversarialSettings, seed: int):
-    """`model -> {"val_robust_acc": ...}`: PGD robust accuracy at the training ε on the first
-    `val_samples` validation digits, logged beside the clean curves after every epoch."""
-    x, y = ctx.data.val.x[: cond.val_samples], ctx.data.val.y[: cond.val_samples]
+    """`model -> {"val_robust_acc": ...}`: PGD robust accuracy at the training ε on `val_samples`
+    validation digits, logged beside the clean curves after every epoch. The digits are a fixed
+    random draw (the split is sorted by class, so a prefix would hold only the first classes)."""
+    val = ctx.data.val
+    pick = torch.randperm(len(val.x), generator=torch.Generator().manual_seed(0))[
+        : cond.val_samples
+    ]
+    x, y = val.x[pick], val.y[pick]
 
     def metric(model: nn.Module) -> dict[str, float]:
         acc = robust_accuracy(

@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 from suite.adversarial_training import ard_batch
 from suite.conditions import Context, ModelRun, cached_training, train_model
-from suite.conditions.adversarial import adversarial_params, robust_val_metric
+from suite.conditions.adversarial import adversarial_params, batch_settings, robust_val_metric
 from suite.manifest import ARDCondition, config_hash
 from suite.training import predict_logits
 
@@ -34,11 +34,12 @@ def run_ard(
     s = cond.pgd_training()
     cfg = config_hash(
         "ard", teacher.run_id, ctx.data_config(), m.model, m.train, epochs, asdict(s),
-        cond.alpha, cond.temperature, cond.val_samples, cond.val_steps, seed,
+        cond.eps_warmup_epochs, cond.alpha, cond.temperature, cond.val_samples, cond.val_steps, seed,
     )  # fmt: skip
 
     def train(run_id: str):
         teacher_logits = predict_logits(teacher.model, ctx.data.train.x, ctx.device)
+        each = batch_settings(ctx, cond)
         return train_model(
             ctx,
             run_id,
@@ -47,7 +48,7 @@ def run_ard(
             targets=teacher_logits,
             epochs=epochs,
             batch_loss=lambda model, x, t_logits, y: ard_batch(
-                model, x, y, t_logits, s, alpha=cond.alpha, temperature=cond.temperature
+                model, x, y, t_logits, next(each), alpha=cond.alpha, temperature=cond.temperature
             ),
             epoch_metrics=robust_val_metric(ctx, cond, seed),
         )
