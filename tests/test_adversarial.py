@@ -2,20 +2,27 @@
 ARD loss against a hand computation, both conditions from a manifest, and their manifest errors."""
 
 import math
+import textwrap
 
 import pytest
 import torch
 from torch.nn import functional as F
+from typer.testing import CliRunner
 
 from suite.adversarial_training import (
     PGDTraining,
     adversarial_batch,
     ard_batch,
     ard_loss,
+    eps_schedule,
     pgd_examples,
     robust_accuracy,
 )
+from suite.cli import app
+from suite.manifest import validate_manifest
 from suite.models import build_model
+from suite.runner import run_manifest
+from suite.tracking import Store
 from suite.training import Recipe, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -23,11 +30,11 @@ CPU = torch.device("cpu")
 
 
 def _tiny(splits, batch_loss=None):
-    """The tiny net trained 2 epochs on every third mnist-5k training digit (the split is sorted by
-    class), seed 0, normally or adversarially."""
+    """The tiny net trained 2 epochs on the mnist-5k training split, seed 0, normally or
+    adversarially."""
     torch.manual_seed(0)
     model = build_model("tiny", dropout=0.0)
-    x, y = splits.train.x[::3], splits.train.y[::3]
+    x, y = splits.train.x, splits.train.y
     recipe = Recipe(epochs=2, batch_size=64, optimizer="adam", lr=3e-3)
     fit(model, x, y, y, recipe, seed=0, device=CPU, batch_loss=batch_loss)
     return model
@@ -43,9 +50,8 @@ def test_adversarial_training_raises_pgd_robust_accuracy_at_small_eps(mnist5k_sp
         for name, model in (("plain", plain), ("robust", robust))
     }
     clean = (robust(x).argmax(1) == y).float().mean().item()
-    print(acc, clean)
     assert clean > 0.8, clean
-    assert acc["robust"] > acc["plain"] + 0.2, acc
+    assert acc["robust"] > acc["plain"] + 0.15, acc  # measured: 0.66 vs 0.395 (200 test digits)
 
 
 def test_pgd_examples_stay_in_the_box_and_the_ball_and_raise_the_loss(trained_tiny, mnist5k_splits):
@@ -110,3 +116,106 @@ def test_ard_batch_matches_the_teacher_on_clean_inputs_at_the_students_pgd_examp
     with torch.no_grad():  # not the student at the teacher's adversarial points
         other = _kl_ce_by_hand(student(on_teacher_pgd), s_clean, t_logits, y, 0.5, 5.0)
     assert loss.item() != pytest.approx(other, rel=1e-3)
+
+
+def test_eps_warms_up_linearly_then_stays():
+    got = [
+        s.eps for _, s in zip(range(6), eps_schedule(PGDTraining(0.3, 1, 1.25), 4), strict=False)
+    ]
+    assert got == pytest.approx([0.075, 0.15, 0.225, 0.3, 0.3, 0.3])
+    assert next(eps_schedule(PGDTraining(0.3, 1, 1.25), 0)).eps == 0.3
+
+
+E2E = {
+    "experiment": {"name": "controls-e2e", "seeds": [0], "device": "cpu"},
+    "data": {"dataset": "mnist-5k", "train_samples": 400, "val_samples": 100, "attack_samples": 10},
+    "model": {"arch": "tiny"},
+    "train": {"epochs": 2, "batch_size": 64, "optimizer": "adam", "lr": 0.003, "dropout": 0.0},
+    "conditions": [
+        {"name": "adv", "kind": "adversarial", "eps": 0.1, "steps": 2, "val_samples": 20},
+        {
+            "name": "ard",
+            "kind": "ard",
+            "teacher": "adv",
+            "method": "fgsm-rs",
+            "eps": 0.1,
+            "temperature": 5,
+            "val_samples": 20,
+        },
+    ],  # fmt: skip
+    "attacks": [{"name": "fgsm", "kind": "fgsm", "params": {"eps": [0.1]}}],
+}
+
+
+def test_both_conditions_run_from_a_manifest_and_ard_reuses_its_teacher(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rows = run_manifest(validate_manifest(E2E, "test"), store=store)
+    got = {r.condition: r for r in rows}
+    assert [r.status for r in rows] == ["FINISHED"] * 2
+    assert got["ard"].role == "student" and "fgsm" in got["ard"].attacks
+    student = store.client.get_run(got["ard"].run_id)
+    assert student.data.tags["teacher_run_id"] == got["adv"].run_id
+    assert student.data.params["adversarial.method"] == "fgsm-rs"
+    exp = store.experiment_id("controls-e2e", create=False)
+    adv_runs = store.client.search_runs([exp], "tags.condition = 'adv' and tags.role = 'model'")
+    assert len(adv_runs) == 1  # the teacher was trained once, by its own condition
+    for name in ("adv", "ard"):
+        curve = store.client.get_metric_history(got[name].run_id, "val_robust_acc")
+        assert [p.step for p in curve] == [1, 2]
+        assert all(0 <= p.value <= 1 for p in curve)
+
+
+MANIFEST = """
+[experiment]
+name = "t"
+seeds = [0]
+[model]
+arch = "tiny"
+[[conditions]]
+name = "adv"
+kind = "adversarial"
+eps = 0.3
+steps = 7
+[[conditions]]
+name = "ard"
+kind = "ard"
+teacher = "adv"
+"""
+
+BAD = [
+    ("eps = 0.3", "eps = 0", "conditions[0].eps: must be > 0 (got 0)"),
+    ("eps = 0.3", "eps = -0.1", "conditions[0].eps: must be > 0 (got -0.1)"),
+    ("steps = 7", "steps = 0", "conditions[0].steps: must be >= 1 (got 0)"),
+    (
+        'teacher = "adv"',
+        'teacher = "robust"',
+        "conditions[1].teacher: no condition listed before this one has that name; "
+        "name one of ['adv'] (got 'robust')",
+    ),
+    (
+        'teacher = "adv"',
+        'teacher = "ard"',
+        "conditions[1].teacher: no condition listed before this one has that name; "
+        "name one of ['adv'] (got 'ard')",
+    ),
+    (
+        "steps = 7",
+        'steps = 7\nmethod = "fgsm-rs"',
+        'conditions[0].steps: fgsm-rs takes exactly one step; use method = "pgd" for more (got 7)',
+    ),
+    (
+        'teacher = "adv"',
+        'teacher = "adv"\nalpha = 1.5',
+        "conditions[1].alpha: must be <= 1 (got 1.5)",
+    ),
+]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), BAD, ids=[b[2][:40] for b in BAD])
+def test_bad_settings_are_one_line_validate_errors(tmp_path, old, new, expected):
+    assert old in MANIFEST
+    path = tmp_path / "m.toml"
+    path.write_text(textwrap.dedent(MANIFEST.replace(old, new, 1)))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [f"{path}: {expected}"]

@@ -80,7 +80,8 @@ MALFORMED = [
     (
         'kind = "defensive"',
         'kind = "magic"',
-        "conditions[1].kind: must be one of 'standard', 'defensive', 'synthetic' (got 'magic')",
+        "conditions[1].kind: must be one of 'standard', 'defensive', 'synthetic', 'adversarial', "
+        "'ard' (got 'magic')",
     ),
     ('arch = "tiny"', 'arch = "resnet"', "model.arch: must be one of"),
     ('name = "t"\n', 'name = ""\n', "experiment.name: must not be empty"),
