@@ -116,11 +116,11 @@ def fit(
 
     `targets` are hard labels (int64) or soft labels (float rows summing to 1) and the loss is
     taken at softmax temperature `temperature`; `labels` are the hard labels used for train
-    accuracy. `batch_loss(model, x, targets, labels) -> (logits, loss)` replaces that loss for
-    objectives that change the inputs (adversarial training); train accuracy is then taken on the
-    logits it returns. `evaluate(model) -> (val_acc, test_acc)` runs after each epoch. The batch order comes
+    accuracy. `evaluate(model) -> (val_acc, test_acc)` runs after each epoch. The batch order comes
     from a generator seeded with `seed`, so a CPU run repeats bit for bit. A NaN/inf loss raises
-    TrainingError naming the epoch and batch.
+    TrainingError naming the epoch and batch. `batch_loss(model, x, targets, labels) -> (logits,
+    loss)` replaces the loss for objectives that change the inputs (adversarial training); train
+    accuracy is then taken on the logits it returns.
     """
     model.to(device).train()
     optimizer = make_optimizer(list(model.parameters()), recipe)
