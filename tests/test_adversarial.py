@@ -3,6 +3,7 @@ ARD loss against a hand computation, both conditions from a manifest, and their 
 
 import math
 import textwrap
+import tomllib
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from suite.adversarial_training import (
     robust_accuracy,
 )
 from suite.cli import app
-from suite.manifest import validate_manifest
+from suite.manifest import baselines, validate_manifest
 from suite.models import build_model
 from suite.runner import run_manifest
 from suite.tracking import Store
@@ -219,3 +220,16 @@ def test_bad_settings_are_one_line_validate_errors(tmp_path, old, new, expected)
     result = CliRunner().invoke(app, ["validate", str(path)])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"{path}: {expected}"]
+
+
+def test_matched_baseline_is_the_standard_condition_with_the_same_epochs(tmp_path):
+    text = MANIFEST.replace(
+        '[[conditions]]\nname = "adv"',
+        '[train]\nepochs = 5\n[[conditions]]\nname = "std5"\nkind = "standard"\n'
+        '[[conditions]]\nname = "std3"\nkind = "standard"\nepochs = 3\n'
+        '[[conditions]]\nname = "adv"\nepochs = 3',
+        1,
+    )
+    m = validate_manifest(tomllib.loads(textwrap.dedent(text)), "m.toml")
+    raw = [c.model_dump(mode="json") for c in m.conditions]
+    assert baselines(raw, m.train.epochs) == {"adv": "std3", "ard": "std5"}
