@@ -1,0 +1,164 @@
+"""Our C&W L2 against foolbox 3.3's `L2CarliniWagnerAttack`, same model, digits and budget.
+
+cw-mnist trained 12 epochs on the 4,000 mnist-5k training digits (weights cached under
+--cache); the first 100 correctly classified held-out digits; untargeted, κ = 0, lr 0.01, one
+batch; initial c 0.01 and 1e-3, 5 × 1,000 and 9 × 1,000. Both attacks run through one model
+wrapper that counts the rows of every forward pass that builds a graph (one gradient evaluation
+per row), and every distortion and success is recomputed here from the returned images.
+
+Checks (issue 17): at every setting our median L2 ≤ foolbox's with 100% success at ≤ 1/3 of
+foolbox's gradient evaluations per digit. --ablations also runs ours with the per-sample early
+abort (off by default) at initial c 0.01, 5 × 1,000, and checks whether it costs > 0.2% median L2.
+Prints one JSON document, then a table.  `python bench/attack_vs_foolbox.py [--device cuda]`
+"""
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import foolbox as fb
+import torch
+from attack_throughput import attacked_digits, trained_cw_mnist
+from torch import Tensor, nn
+
+from suite.attacks import distortions, run_attack
+from suite.attacks.cw_l2 import CWL2Params
+from suite.data import load_splits
+from suite.devices import resolve_device
+
+
+class _Counting(nn.Module):
+    """Forwards to `model`, counting the rows of every forward pass that builds a graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.rows = 0
+
+    def forward(self, x: Tensor) -> Tensor:
+        if torch.is_grad_enabled() and x.requires_grad:
+            self.rows += len(x)
+        return self.model(x)
+
+
+def main() -> None:
+    args = _parse()
+    torch.set_num_threads(args.threads)
+    dev = resolve_device(args.device)
+    splits = load_splits("mnist-5k", root=None, train_samples=None, val_samples=0, split_seed=0)
+    model = trained_cw_mnist(splits, args.epochs, Path(args.cache)).to(dev)
+    x, y, index, accuracy = attacked_digits(model.cpu(), splits.test.x, splits.test.y, args.samples)
+    model = model.to(dev)
+
+    settings = [(c, steps) for c in (1e-2, 1e-3) for steps in (5, 9)]
+    runs = []
+    for const, steps in settings:
+        for impl in ("ours", "foolbox"):
+            runs.append(_run(impl, {}, const, steps, model, x, y, index, dev))
+    if args.ablations:
+        runs.append(_run("ours", {"abort_early": True}, 1e-2, 5, model, x, y, index, dev, "abort"))
+    result = {
+        "device": str(dev) if dev.type == "cpu" else torch.cuda.get_device_name(dev),
+        "threads": torch.get_num_threads(),
+        "model": f"cw-mnist, {args.epochs} epochs on {len(splits.train.x)} mnist-5k digits, "
+        f"held-out accuracy {accuracy:.4f}",
+        "digits": len(x),
+        "runs": runs,
+        "checks": _checks(runs),
+    }
+    print(json.dumps(result, indent=2))
+    _table(runs, result["checks"])
+
+
+def _parse() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--samples", type=int, default=100, help="attacked held-out digits (100)")
+    ap.add_argument("--epochs", type=int, default=12, help="training epochs of cw-mnist (12)")
+    ap.add_argument("--device", default="auto", help="cpu, cuda or auto (default)")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--ablations", action="store_true", help="also ours with the early abort")
+    ap.add_argument(
+        "--cache",
+        default=os.path.join(tempfile.gettempdir(), "suite-bench"),
+        help="where the trained weights are cached",
+    )
+    return ap.parse_args()
+
+
+def _run(impl, extra, const, steps, model, x, y, index, dev, note="") -> dict:
+    """One attack on the whole batch; success and L2 recomputed from the returned images."""
+    counting = _Counting(model).eval()
+    _sync(dev)
+    t = time.perf_counter()
+    if impl == "ours":
+        p = CWL2Params(binary_steps=steps, initial_const=const, **extra)
+        x_adv = run_attack(
+            "cw-l2", p, counting, x, y, index, seed=0, device=dev, batch_size=len(x)
+        ).x_adv
+    else:
+        attack = fb.attacks.L2CarliniWagnerAttack(
+            binary_search_steps=steps, steps=1000, stepsize=0.01, confidence=0,
+            initial_const=const, abort_early=True,
+        )  # fmt: skip
+        fmodel = fb.PyTorchModel(counting, bounds=(0, 1), device=dev)
+        x_adv = attack.run(fmodel, x.to(dev), fb.criteria.Misclassification(y.to(dev))).cpu()
+    _sync(dev)
+    wall = time.perf_counter() - t
+    with torch.inference_mode():
+        pred = model(x_adv.clamp(0, 1).to(dev)).argmax(1).cpu()
+    success = pred != y
+    l2 = torch.from_numpy(distortions(x, x_adv.clamp(0, 1))["l2"])[success]
+    print(f"done: {impl} c={const:g} {steps}x1000 {note} ({wall:.0f} s)", file=sys.stderr)
+    return {
+        "impl": impl,
+        "note": note,
+        "initial_const": const,
+        "budget": f"{steps}x1000",
+        "success_rate": float(success.double().mean()),
+        "median_l2": float(l2.median()) if len(l2) else float("nan"),
+        "grad_evals_per_digit": counting.rows / len(x),
+        "wall_s": wall,
+    }
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _checks(runs: list[dict]) -> dict:
+    checks = {}
+    plain = [r for r in runs if not r["note"]]
+    for ours, theirs in zip(plain[::2], plain[1::2], strict=True):
+        at = f"c {ours['initial_const']:g} {ours['budget']}"
+        checks[f"{at}: ours 100% success"] = ours["success_rate"] == 1.0
+        checks[f"{at}: ours median L2 <= foolbox"] = ours["median_l2"] <= theirs["median_l2"]
+        checks[f"{at}: ours evals <= 1/3 foolbox"] = (
+            3 * ours["grad_evals_per_digit"] <= theirs["grad_evals_per_digit"]
+        )
+    for r in runs:
+        if r["note"]:
+            cost = r["median_l2"] / plain[0]["median_l2"] - 1
+            checks[f"ours with early {r['note']} costs <= 0.2% median L2"] = cost <= 0.002
+    return checks
+
+
+def _table(runs: list[dict], checks: dict) -> None:
+    print(f"\n{'attack':<26}{'c0':>7}{'budget':>9}{'success':>9}{'median L2':>11}"
+          f"{'evals/digit':>12}{'wall s':>8}")  # fmt: skip
+    for r in runs:
+        name = r["impl"] + (f" ({r['note']})" if r["note"] else "")
+        print(
+            f"{name:<26}{r['initial_const']:>7g}{r['budget']:>9}{r['success_rate']:>9.0%}"
+            f"{r['median_l2']:>11.4f}{r['grad_evals_per_digit']:>12.0f}{r['wall_s']:>8.1f}"
+        )
+    for name, ok in checks.items():
+        print(f"{'PASS' if ok else 'FAIL'}  {name}")
+
+
+if __name__ == "__main__":
+    main()
