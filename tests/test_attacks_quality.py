@@ -3,10 +3,12 @@
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from suite.attacks import ATTACK_PARAMS, L0_TOLERANCE, run_attack
 
 N = 12
+ABORT = {"abort_early": True}
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -29,7 +31,8 @@ def attack(kind, model, data, n=N, **params):
 
 @pytest.fixture(scope="module")
 def cw_l2(trained_tiny, correct):
-    return attack("cw-l2", trained_tiny, correct, binary_steps=9, max_iterations=1000)
+    # the early abort (off by default: it costs strength) keeps these 9 × 1,000 runs cheap
+    return attack("cw-l2", trained_tiny, correct, binary_steps=9, max_iterations=1000, **ABORT)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def test_cw_l2_is_smaller_than_the_smallest_pgd_budget_that_works(cw_l2, pgd_l2)
 
 
 def test_more_binary_search_steps_never_give_larger_l2(trained_tiny, correct, cw_l2):
-    fewer = attack("cw-l2", trained_tiny, correct, binary_steps=5, max_iterations=1000)
+    fewer = attack("cw-l2", trained_tiny, correct, binary_steps=5, max_iterations=1000, **ABORT)
     a, b = cw_l2.records["l2"].to_numpy(), fewer.records["l2"].to_numpy()
     found = ~np.isnan(b)
     assert not np.isnan(a[found]).any()
@@ -121,3 +124,47 @@ def test_cw_l2_is_as_good_as_foolbox(trained_tiny, correct):
     assert ours["success"].mean() >= theirs.float().mean().item() and both.sum() >= 6
     their_l2 = (adv - x).flatten(1).norm(dim=1)[both].numpy()
     assert ours["l2"][both.numpy()].median() <= 1.05 * np.median(their_l2)
+
+
+def _train_tiny_at(x, targets, temperature: float):
+    """The `tiny` net trained 4 epochs with Adam on softmax(logits / T) against `targets`
+    (labels or probabilities): defensive distillation's teacher and student recipe."""
+    from suite.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("tiny", dropout=0.0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(4):
+        for idx in torch.randperm(len(x), generator=g).split(64):
+            opt.zero_grad()
+            F.cross_entropy(model(x[idx]) / temperature, targets[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def t100_student(mnist5k_splits):
+    """A T = 100 defensively distilled tiny student: its deployed softmax saturates."""
+    x, y = mnist5k_splits.train.x, mnist5k_splits.train.y
+    teacher = _train_tiny_at(x, y, 100.0)
+    with torch.inference_mode():
+        soft = F.softmax(teacher(x) / 100.0, dim=1)
+    return _train_tiny_at(x, soft, 100.0)
+
+
+def test_every_minimal_norm_l2_attack_survives_defensive_distillation(t100_student, mnist5k_splits):
+    x, y = mnist5k_splits.test.x, mnist5k_splits.test.y
+    order = np.random.default_rng(3).permutation(len(x))[:40]
+    with torch.inference_mode():
+        ok = (t100_student(x[order]).argmax(1) == y[order]).numpy()
+    data = (x[order[ok]], y[order[ok]], order[ok])
+    n = len(data[0])
+    cw = attack("cw-l2", t100_student, data, n=n, binary_steps=5, max_iterations=200).records
+    assert cw["success"].mean() >= 0.9
+    cw_won = cw["success"].to_numpy()
+    ddn = attack("ddn", t100_student, data, n=n, steps=200).records
+    assert ddn["success"].to_numpy()[cw_won].mean() >= 0.99
+    # the student does mask gradients: DDN on the paper's cross-entropy fails where C&W wins
+    ce = attack("ddn", t100_student, data, n=n, steps=200, loss="ce").records
+    assert ce["success"].to_numpy()[cw_won].mean() < 0.5
