@@ -129,7 +129,7 @@ def test_model_device_is_where_the_parameters_are():
 
 
 @pytest.mark.parametrize(
-    ("asked", "device", "n", "per", "want"),
+    ("asked", "device_type", "n", "per", "want"),
     [
         (32, "cuda", 1000, 1, 32),  # the manifest's batch size wins everywhere
         (None, "cpu", 1000, 1, CPU_ATTACK_BATCH),
@@ -137,5 +137,5 @@ def test_model_device_is_where_the_parameters_are():
         (None, "cuda", 1000, 9, GPU_ATTACK_ROWS // 9),  # up to GPU_ATTACK_ROWS rows
     ],
 )
-def test_attack_batch_size(asked, device, n, per, want):
-    assert attack_batch_size(asked, torch.device(device), n, per) == want
+def test_attack_batch_size(asked, device_type, n, per, want):
+    assert attack_batch_size(asked, torch.device(device_type), n, per) == want
