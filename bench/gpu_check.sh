@@ -26,9 +26,9 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" MLFLOW_DISABLE_TELEMETRY=tru
 SUITE=(-c 'from suite.cli import app; app()')
 
 if [ "$TINY" = 1 ]; then
-    QUICK_SET=(--set experiment.seeds=[0] --set train.epochs=1 --set data.train_samples=500
+    QUICK_SET=(--set experiment.seeds=[0] --set train.epochs=2 --set data.train_samples=1000
         --set data.attack_samples=8 --set 'attacks[0].params.binary_steps=2'
-        --set 'attacks[0].params.max_iterations=20')
+        --set 'attacks[0].params.max_iterations=50')
     ATTACK_ARGS=(--quick --samples 2 --slow-samples 1 --epochs 1 --ddn-steps 20)
     TRAIN_ARGS=(--quick)
 else
