@@ -31,7 +31,7 @@ def seconds_per_batch(x, y, batch_size: int, batches: int, settings: PGDTraining
     )
     recipe = Recipe(epochs=1, batch_size=batch_size, optimizer="adam", lr=1e-3)
     start = time.process_time()
-    fit(model, x[:n], y[:n], y[:n], recipe, seed=0, device=torch.device("cpu"), batch_loss=loss)
+    fit(model, x[:n], y[:n], y[:n], recipe, seed=0, batch_loss=loss)
     return (time.process_time() - start) / batches
 
 

@@ -11,8 +11,10 @@ on the first --samples correctly classified test images, each attack as one batc
 - DDN: median L2 within 3% of C&W L2 at 9 × 1,000 with ≥ 10× fewer gradient evaluations.
 
 Times are process CPU seconds of a single-threaded run ("overhead"), which other processes on a
-shared machine inflate less than wall-clock time; wall-clock figures are reported beside them.
-Prints one JSON document, then a table.  `python bench/attack_throughput.py [--quick]`
+shared machine inflate less than wall-clock time; wall-clock figures are reported beside them (on a
+GPU, `--device cuda`, the wall-clock figures are the ones that count: the GPU is synchronised before
+each clock stops). Prints one JSON document, then a table.
+`python bench/attack_throughput.py [--quick] [--device cuda]`
 """
 
 import argparse
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 from suite.attacks import ATTACK_PARAMS, run_attack, summarize
 from suite.attacks.common import margin_and_grad
 from suite.data import load_splits
+from suite.devices import model_device, resolve_device
 from suite.models import build_model
 
 _ABORT = {"abort_early": True}
@@ -40,8 +43,9 @@ _ABORT = {"abort_early": True}
 def main() -> None:
     args = _parse()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     splits = load_splits("mnist-5k", root=None, train_samples=None, val_samples=500, split_seed=0)
-    model = trained_cw_mnist(splits, args.epochs, Path(args.cache))
+    model = trained_cw_mnist(splits, args.epochs, Path(args.cache)).to(device)
     x, y, index, accuracy = attacked_digits(model, splits.test.x, splits.test.y, args.samples)
     slow = slice(0, min(args.slow_samples, len(x)))
 
@@ -71,7 +75,7 @@ def main() -> None:
         rows.append(_bench(name, kind, params, model, x[part], y[part], index[part]))
         print(f"done: {name} ({rows[-1]['wall_s']:.0f} s)", file=sys.stderr, flush=True)
     result = {
-        "device": "cpu",
+        "device": str(device),
         "threads": torch.get_num_threads(),
         "model": f"cw-mnist, {args.epochs} epochs on mnist-5k, test accuracy {accuracy:.4f}",
         "samples": len(x),
@@ -97,6 +101,7 @@ def _parse() -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=4, help="training epochs of cw-mnist")
     ap.add_argument("--ddn-steps", type=int, default=250, help="DDN gradient steps (default 250)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     ap.add_argument(
         "--cache",
         default=os.path.join(tempfile.gettempdir(), "suite-bench"),
@@ -110,7 +115,8 @@ def _parse() -> argparse.Namespace:
 
 def trained_cw_mnist(splits, epochs: int, cache: Path) -> torch.nn.Module:
     """cw-mnist trained on the CPU with Adam (lr 1e-3, batch 64, seed 0) on `splits.train`,
-    loaded from the cache if there (the file name holds the epochs and the training-set size)."""
+    loaded from the cache if there (the file name holds the epochs and the training-set size);
+    the same weights whichever device the attacks then run on."""
     torch.manual_seed(0)
     model = build_model("cw-mnist", dropout=0.5)
     path = cache / f"cw-mnist-mnist5k-n{len(splits.train.x)}-e{epochs}-s0.pt"
@@ -135,18 +141,20 @@ def attacked_digits(model, x, y, n: int) -> tuple[torch.Tensor, torch.Tensor, np
     """The first `n` correctly classified test images of a seeded permutation, and the accuracy."""
     order = np.random.default_rng(0).permutation(len(x))
     with torch.inference_mode():
-        correct = (model(x[order]).argmax(1) == y[order]).numpy()
+        correct = (model(x[order].to(model_device(model))).argmax(1).cpu() == y[order]).numpy()
     index = order[correct][:n]
     return x[index], y[index], index, float(correct.mean())
 
 
 def _fwd_bwd_times(model, x, y, reps: int = 11) -> list[tuple[float, float]]:
     """(CPU, wall) seconds per sample of single forward + input-gradient backward passes of `x`."""
+    x, y = x.to(model_device(model)), y.to(model_device(model))
     margin_and_grad(model, x, y, False)
     times = []
     for _ in range(reps):
         c, t = time.process_time(), time.perf_counter()
         margin_and_grad(model, x, y, False)
+        _synchronize(x.device)
         times.append(((time.process_time() - c) / len(x), (time.perf_counter() - t) / len(x)))
     return times
 
@@ -156,7 +164,9 @@ def _bench(name, kind, params, model, x, y, index) -> dict:
     fwd_bwd = _fwd_bwd_times(model, x, y)
     p = ATTACK_PARAMS[kind](**params)
     c, t = time.process_time(), time.perf_counter()
-    result = run_attack(kind, p, model, x, y, index, seed=0, device="cpu", batch_size=len(x))
+    device = model_device(model)
+    result = run_attack(kind, p, model, x, y, index, seed=0, device=device, batch_size=len(x))
+    _synchronize(device)
     cpu, wall = time.process_time() - c, time.perf_counter() - t
     fwd_bwd += _fwd_bwd_times(model, x, y)
     fb_cpu = statistics.median(c for c, _ in fwd_bwd)
@@ -183,6 +193,12 @@ def _bench(name, kind, params, model, x, y, index) -> dict:
         "overhead": float(cpu / (evals.sum() * fb_cpu)),
         "overhead_wall": float(wall / (evals.sum() * fb_wall)),
     }
+
+
+def _synchronize(device: torch.device) -> None:
+    """Wait for queued GPU work, so the clock measures the work and not its launch."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def _checks(r: dict) -> dict:

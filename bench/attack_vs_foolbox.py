@@ -51,8 +51,7 @@ def main() -> None:
     dev = resolve_device(args.device)
     splits = load_splits("mnist-5k", root=None, train_samples=None, val_samples=0, split_seed=0)
     model = trained_cw_mnist(splits, args.epochs, Path(args.cache)).to(dev)
-    x, y, index, accuracy = attacked_digits(model.cpu(), splits.test.x, splits.test.y, args.samples)
-    model = model.to(dev)
+    x, y, index, accuracy = attacked_digits(model, splits.test.x, splits.test.y, args.samples)
 
     settings = [(c, steps) for c in (1e-2, 1e-3) for steps in (5, 9)]
     runs = []

@@ -163,7 +163,6 @@ def evaluate(result, splits, seed: int, epochs: int, strategy: str) -> float:
         batch_size=256,
         augment=True,
         seed=seed,
-        device="cpu",
         strategy=strategy,
     )
     return test_accuracy(model, splits.test.x, splits.test.y)

@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 from suite.attacks import ATTACK_PARAMS, run_attack
 from suite.attacks.common import ce_and_grad
+from suite.devices import model_device
 
 
 @dataclass(frozen=True)
@@ -120,14 +121,13 @@ def robust_accuracy(
     *,
     steps: int,
     seed: int,
-    device: torch.device,
 ) -> float:
     """Share of `x` classified correctly both clean and under the suite's `pgd-linf` attack at `eps`
-    (`steps` steps of 2.5 ε / steps from a random start): robust accuracy with every digit in the
-    denominator."""
+    (`steps` steps of 2.5 ε / steps from a random start), on the model's own device: robust
+    accuracy with every digit in the denominator."""
     params = ATTACK_PARAMS["pgd-linf"](eps=[eps], steps=steps, step_size=2.5 / steps)
     records = run_attack(
-        "pgd-linf", params, model, x, y, np.arange(len(x)), seed=seed, device=device
+        "pgd-linf", params, model, x, y, np.arange(len(x)), seed=seed, device=model_device(model)
     ).records
     robust = records["clean_correct"].to_numpy(bool) & ~records["success"].to_numpy(bool)
     return float(robust.mean())

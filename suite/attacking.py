@@ -18,12 +18,16 @@ from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.attacks.targets import rows_per_sample
 from suite.conditions import Context, ModelRun
 from suite.data import NUM_CLASSES
+from suite.devices import model_device
 from suite.manifest import AttackSpec, config_hash
 
 SOFTMAX_KINDS = ("fgsm", "pgd-linf", "pgd-l2")
 DEFAULT_SOFTMAX_ATTACK = ("fgsm", {"eps": [0.3]})  # the MNIST convention (Madry et al. 2018)
 MASKING_RATIO = 0.5
 EXAMPLES = 8
+CPU_ATTACK_BATCH = 256  # samples per batch on a CPU: bounds the work lost to an interruption
+# rows per batch on a GPU: by cw-mnist's activation count ~0.7 MB a row with gradients, ~6 GB in all
+GPU_ATTACK_ROWS = 8192
 
 
 def attack_subset(n_test: int, size: int, seed: int) -> np.ndarray:
@@ -41,6 +45,20 @@ def attack_model(
     return summaries, _masking(ctx, run, subset, summaries)
 
 
+def attack_batch_size(
+    batch_size: int | None, device: torch.device, n_samples: int, rows_per: int
+) -> int:
+    """Samples per attack batch (each batch is one checkpoint): the manifest's `batch_size` where it
+    sets one; else CPU_ATTACK_BATCH on a CPU, and on a GPU the whole attacked set in one batch (up to
+    GPU_ATTACK_ROWS rows, `rows_per` rows per sample), since one tensor program over every digit is
+    what keeps a GPU busy."""
+    if batch_size is not None:
+        return batch_size
+    if device.type == "cpu":
+        return CPU_ATTACK_BATCH
+    return max(1, min(n_samples, GPU_ATTACK_ROWS // rows_per))
+
+
 def is_masking(softmax_success: float, cw_success: float) -> bool:
     """Gradient masking: the softmax-gradient attack succeeds far less often (under half as often)
     than C&W on the logits does on the same samples — the model hides, it is not robust."""
@@ -54,9 +72,7 @@ def _one_attack(
     cfg = config_hash(spec, idx.tolist(), ctx.manifest.experiment.attack_seed)
 
     def compute() -> dict[str, float]:
-        records, x_adv = _attack_in_checkpointed_chunks(
-            ctx, run, spec, idx, f"checkpoints/{spec.name}-{cfg}"
-        )
+        records, x_adv = _attack_in_checkpointed_chunks(ctx, run, spec, idx, cfg)
         rows = records["sample_index"].to_numpy(copy=True)
         x = ctx.data.test.x[rows]  # the clean image of each record row
         ctx.store.log_table(run.run_id, f"attacks/{spec.name}.parquet", records)
@@ -74,12 +90,18 @@ def _one_attack(
 
 
 def _attack_in_checkpointed_chunks(
-    ctx: Context, run: ModelRun, spec: AttackSpec, idx: np.ndarray, folder: str
+    ctx: Context, run: ModelRun, spec: AttackSpec, idx: np.ndarray, cfg: str
 ) -> tuple[pd.DataFrame, torch.Tensor]:
-    """Attack `idx` one batch at a time, logging each batch's records and images under `folder`;
-    batches an interrupted earlier attempt already logged are loaded instead of recomputed (each
-    sample's result depends only on the sample and the seed, so the pieces join seamlessly)."""
-    store, chunk, per = ctx.store, spec.batch_size, rows_per_sample(spec.params, NUM_CLASSES)
+    """Attack `idx` one batch at a time on the model's device, logging each batch's records and
+    images under a folder named by the config hash and batch size; batches an interrupted earlier
+    attempt already logged are loaded instead of recomputed (each sample's result depends only on
+    the sample and the seed, so the pieces join seamlessly; the batch size is in the folder name, so
+    a resume on another device never joins batches of different sizes)."""
+    store, device = ctx.store, model_device(run.model)
+    per = rows_per_sample(spec.params, NUM_CLASSES)
+    chunk = attack_batch_size(spec.batch_size, device, len(idx), per)
+    folder = f"checkpoints/{spec.name}-{cfg}-b{chunk}"
+    rows = chunk if device.type == "cpu" else chunk * per  # a GPU takes a batch's rows at once
     done = {} if ctx.force else _load_chunks(store, run.run_id, folder)
     task = ctx.progress.task(
         f"{run.condition} seed {run.seed} {run.role}: {spec.name}", per * len(idx)
@@ -92,7 +114,7 @@ def _attack_in_checkpointed_chunks(
             ok_before = sum(int(r["success"].sum()) for r, _ in done.values())
             result = run_attack(
                 spec.kind, spec.params, run.model, ctx.data.test.x[part], ctx.data.test.y[part], part,
-                seed=ctx.manifest.experiment.attack_seed, device=ctx.device, batch_size=chunk,
+                seed=ctx.manifest.experiment.attack_seed, device=device, batch_size=rows,
                 on_batch=lambda n, ok, lo=lo * per, base=ok_before: task.update(
                     lo + n, success=f"{base + ok}/{lo + n}"
                 ),
@@ -143,7 +165,7 @@ def _masking(
     cfg = config_hash("masking", cw, softmax, DEFAULT_SOFTMAX_ATTACK, MASKING_RATIO, idx.tolist())
 
     def compute() -> dict[str, float]:
-        x, y = ctx.data.test.x[idx], ctx.data.test.y[idx]
+        x, y, device = ctx.data.test.x[idx], ctx.data.test.y[idx], model_device(run.model)
         if softmax is None:
             kind, params = DEFAULT_SOFTMAX_ATTACK
             records = run_attack(
@@ -154,12 +176,13 @@ def _masking(
                 y,
                 idx,
                 seed=ctx.manifest.experiment.attack_seed,
-                device=ctx.device,
+                device=device,
+                batch_size=attack_batch_size(None, device, len(idx), 1),
             ).records
             soft = summarize(records)
         else:
             soft = summaries[softmax.name]
-        norms = softmax_gradient_norms(run.model.to(ctx.device), x.to(ctx.device), y.to(ctx.device))
+        norms = softmax_gradient_norms(run.model, x, y)
         result = {
             "saturated_fraction": saturated_fraction(norms),
             "softmax_success": soft["success_rate"],

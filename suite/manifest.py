@@ -201,7 +201,9 @@ class AttackBase(Strict):
 
     name: Name
     samples: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=256, gt=0)
+    batch_size: int | None = Field(
+        default=None, gt=0, description="samples per batch; default 256 on a CPU, all on a GPU"
+    )
 
 
 def _tagged(base: type[Strict], tag: str, registry: dict[str, type[BaseModel]]) -> Any:

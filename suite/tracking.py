@@ -5,6 +5,7 @@ and role; a run with the same `config_hash` whose model was logged is reused ins
 Runs never stay RUNNING: an interrupt ends them KILLED, an exception FAILED with the reason as a tag.
 """
 
+import copy
 import fcntl
 import logging
 import os
@@ -228,9 +229,10 @@ class Store:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_model(self, run_id: str, model: torch.nn.Module) -> str:
-        """Log `model` (pickled, with pinned requirements: no slow inference) into the active run."""
+        """Log a CPU copy of `model` (pickled, with pinned requirements: no slow inference) into the
+        active run; the caller's model stays on its device and in its mode."""
         assert mlflow.active_run() and mlflow.active_run().info.run_id == run_id
-        model = model.cpu().eval()
+        model = copy.deepcopy(model).cpu().eval()
         info = mlflow.pytorch.log_model(
             model,
             name="model",

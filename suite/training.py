@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from suite.devices import model_device
 from suite.errors import TrainingError
 
 
@@ -79,22 +80,22 @@ def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Op
 
 
 @torch.no_grad()
-def predict_logits(
-    model: nn.Module, x: torch.Tensor, device: torch.device, batch_size: int = 1000
-) -> torch.Tensor:
-    """Logits of `model` (in eval mode) over `x`, computed in batches, returned on the CPU."""
+def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Logits of `model` (in eval mode, on its own device) over `x`, in batches, returned on the CPU
+    (one device-to-host copy for the whole of `x`)."""
+    device = model_device(model)
     was_training = model.training
     model.eval()
-    out = [model(chunk.to(device)).cpu() for chunk in x.split(batch_size)]
+    out = [model(chunk.to(device, non_blocking=True)) for chunk in x.split(batch_size)]
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, 10)
+    return torch.cat(out).cpu() if out else torch.empty(0, 10)
 
 
-def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
-    """Top-1 accuracy in eval mode; NaN for an empty split."""
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Top-1 accuracy in eval mode, on the model's own device; NaN for an empty split."""
     if len(x) == 0:
         return math.nan
-    return (predict_logits(model, x, device).argmax(1) == y).float().mean().item()
+    return (predict_logits(model, x).argmax(1) == y).float().mean().item()
 
 
 def fit(
@@ -105,24 +106,29 @@ def fit(
     recipe: Recipe,
     *,
     seed: int,
-    device: torch.device,
     temperature: float = 1.0,
     evaluate: Callable[[nn.Module], tuple[float, float]] | None = None,
     on_batch: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     batch_loss: BatchLoss | None = None,
 ) -> list[EpochMetrics]:
-    """Train `model` in place for `recipe.epochs`; return per-epoch metrics.
+    """Train `model` in place, on its own device, for `recipe.epochs`; return per-epoch metrics.
 
     `targets` are hard labels (int64) or soft labels (float rows summing to 1) and the loss is
     taken at softmax temperature `temperature`; `labels` are the hard labels used for train
     accuracy. `evaluate(model) -> (val_acc, test_acc)` runs after each epoch. The batch order comes
-    from a generator seeded with `seed`, so a CPU run repeats bit for bit. A NaN/inf loss raises
-    TrainingError naming the epoch and batch. `batch_loss(model, x, targets, labels) -> (logits,
-    loss)` replaces the loss for objectives that change the inputs (adversarial training); train
-    accuracy is then taken on the logits it returns.
+    from a generator seeded with `seed`, so a CPU run repeats bit for bit. `batch_loss(model, x,
+    targets, labels) -> (logits, loss)` replaces the loss for objectives that change the inputs
+    (adversarial training); train accuracy is then taken on the logits it returns.
+
+    The (small) training set is copied to the model's device once, and each batch's loss and
+    correct count stay there until the epoch ends: on a GPU the loop never waits for the host
+    within an epoch. A NaN/inf loss therefore raises TrainingError at the end of its epoch, naming
+    the epoch and the first batch where it appeared.
     """
-    model.to(device).train()
+    device = model_device(model)
+    model.train()
+    x, targets, labels = (t.to(device, non_blocking=True) for t in (x, targets, labels))
     optimizer = make_optimizer(list(model.parameters()), recipe)
     generator = torch.Generator().manual_seed(seed)
     n_batches = math.ceil(len(x) / recipe.batch_size)
@@ -132,33 +138,32 @@ def fit(
             for group in optimizer.param_groups:
                 group["lr"] *= recipe.lr_decay
         start = time.perf_counter()
-        total_loss, correct = 0.0, 0
-        order = torch.randperm(len(x), generator=generator)
-        for b, idx in enumerate(order.split(recipe.batch_size), start=1):
-            xb, tb = x[idx].to(device), targets[idx].to(device)
+        losses = torch.zeros(n_batches, device=device)
+        correct = torch.zeros(n_batches, dtype=torch.long, device=device)
+        order = torch.randperm(len(x), generator=generator).to(device, non_blocking=True)
+        for b, idx in enumerate(order.split(recipe.batch_size)):
             if batch_loss is None:
-                logits = model(xb)
-                loss = distillation_loss(logits, tb, temperature)
+                logits = model(x[idx])
+                loss = distillation_loss(logits, targets[idx], temperature)
             else:
-                logits, loss = batch_loss(model, xb, tb, labels[idx].to(device))
-            if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"training diverged: loss is {loss.item()} at epoch {epoch}, batch {b}; "
-                    f"lower train.lr (now {recipe.lr}) or check the data"
-                )
+                logits, loss = batch_loss(model, x[idx], targets[idx], labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1).cpu() == labels[idx]).sum().item()
+            losses[b] = loss.detach()
+            correct[b] = (logits.argmax(1) == labels[idx]).sum()
             if on_batch is not None:
-                on_batch(b, n_batches)
+                on_batch(b + 1, n_batches)
+        losses = losses.cpu()
+        _check_finite(losses, epoch, recipe.lr)
+        sizes = torch.full((n_batches,), float(recipe.batch_size), dtype=torch.float64)
+        sizes[-1] = len(x) - recipe.batch_size * (n_batches - 1)
         val_acc, test_acc = evaluate(model) if evaluate else (math.nan, math.nan)
         model.train()
         metrics = EpochMetrics(
             epoch=epoch,
-            train_loss=total_loss / len(x),
-            train_acc=correct / len(x),
+            train_loss=float((losses.double() * sizes).sum()) / len(x),
+            train_acc=int(correct.sum()) / len(x),
             val_acc=val_acc,
             test_acc=test_acc,
             seconds=time.perf_counter() - start,
@@ -168,3 +173,14 @@ def fit(
             on_epoch(metrics)
     model.eval()
     return history
+
+
+def _check_finite(losses: torch.Tensor, epoch: int, lr: float) -> None:
+    """Raise TrainingError naming the first batch of `epoch` whose loss was NaN or inf."""
+    bad = torch.nonzero(~torch.isfinite(losses)).flatten()
+    if len(bad):
+        b = int(bad[0])
+        raise TrainingError(
+            f"training diverged: loss is {losses[b].item()} at epoch {epoch}, batch {b + 1}; "
+            f"lower train.lr (now {lr}) or check the data"
+        )

@@ -6,6 +6,29 @@ import pytest
 import torch
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+TEST_DEVICE = os.environ.get("SUITE_TEST_DEVICE", "cpu")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "device: runs on SUITE_TEST_DEVICE (the `device` fixture)")
+    if TEST_DEVICE not in ("cpu", "cuda"):
+        raise pytest.UsageError(f"SUITE_TEST_DEVICE={TEST_DEVICE!r}: choose cpu or cuda")
+    if TEST_DEVICE == "cuda" and not torch.cuda.is_available():
+        raise pytest.UsageError("SUITE_TEST_DEVICE=cuda but no CUDA device is visible")
+
+
+def pytest_collection_modifyitems(items):
+    """Mark every test that takes the `device` fixture, so `-m device` selects the GPU check's set."""
+    for item in items:
+        if "device" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.device)
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device of tests that allow one: SUITE_TEST_DEVICE (cpu or cuda), CPU by default, so the
+    same tests run on a GPU machine (bench/gpu_check.sh) and never need one here."""
+    return torch.device(TEST_DEVICE)
 
 
 @pytest.fixture(scope="module")

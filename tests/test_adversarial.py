@@ -27,7 +27,6 @@ from suite.tracking import Store
 from suite.training import Recipe, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-CPU = torch.device("cpu")
 
 
 def _tiny(splits, batch_loss=None):
@@ -37,7 +36,7 @@ def _tiny(splits, batch_loss=None):
     model = build_model("tiny", dropout=0.0)
     x, y = splits.train.x, splits.train.y
     recipe = Recipe(epochs=2, batch_size=64, optimizer="adam", lr=3e-3)
-    fit(model, x, y, y, recipe, seed=0, device=CPU, batch_loss=batch_loss)
+    fit(model, x, y, y, recipe, seed=0, batch_loss=batch_loss)
     return model
 
 
@@ -47,7 +46,7 @@ def test_adversarial_training_raises_pgd_robust_accuracy_at_small_eps(mnist5k_sp
     robust = _tiny(mnist5k_splits, lambda m, x, t, y: adversarial_batch(m, x, y, s))
     x, y = mnist5k_splits.test.x[::5], mnist5k_splits.test.y[::5]
     acc = {
-        name: robust_accuracy(model, x, y, 0.1, steps=10, seed=0, device=CPU)
+        name: robust_accuracy(model, x, y, 0.1, steps=10, seed=0)
         for name, model in (("plain", plain), ("robust", robust))
     }
     clean = (robust(x).argmax(1) == y).float().mean().item()

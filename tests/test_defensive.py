@@ -37,10 +37,11 @@ MANIFEST = {
 
 
 @pytest.fixture(scope="module")
-def experiment(tmp_path_factory):
-    """The experiment run once into a temp store; returns (manifest, store, rows)."""
+def experiment(tmp_path_factory, device):
+    """The experiment run once into a temp store, on the test device; returns (manifest, store, rows)."""
     store = Store(f"sqlite:///{tmp_path_factory.mktemp('store') / 'mlflow.db'}")
-    manifest = validate_manifest(MANIFEST, "test")
+    raw = {**MANIFEST, "experiment": {**MANIFEST["experiment"], "device": device.type}}
+    manifest = validate_manifest(raw, "test")
     return manifest, store, run_manifest(manifest, store=store)
 
 
@@ -58,11 +59,7 @@ def test_student_masks_gradients_but_cw_on_logits_still_succeeds(experiment):
     splits = load_splits("mnist-5k", None, 2500, 200, 0)
     x = splits.test.x[:200]
     scale = {
-        name: predict_logits(
-            store.load_model(store.client.get_run(r.run_id)), x, torch.device("cpu")
-        )
-        .std()
-        .item()
+        name: predict_logits(store.load_model(store.client.get_run(r.run_id)), x).std().item()
         for name, r in (("base", base), ("student", student))
     }
     assert scale["student"] / scale["base"] > 5
@@ -86,7 +83,7 @@ def test_teacher_and_student_are_linked_and_load_back_with_their_accuracy(experi
     splits = load_splits("mnist-5k", None, 2500, 200, 0)
     for run in (t_run, s_run):
         model = store.load_model(run)
-        acc = accuracy(model, splits.test.x, splits.test.y, torch.device("cpu"))
+        acc = accuracy(model, splits.test.x, splits.test.y)
         assert acc == pytest.approx(run.data.metrics["final_test_acc"], abs=1e-6)
         assert len(store.client.get_metric_history(run.info.run_id, "val_acc")) == 8
 
@@ -111,7 +108,7 @@ def test_soft_labels_are_tempered_teacher_probabilities():
         torch.nn.Flatten(), torch.nn.Linear(784, 10), torch.nn.Dropout(0.9)
     )
     x = torch.rand(6, 1, 28, 28)
-    soft = soft_labels(teacher, x, 20.0, torch.device("cpu"))
+    soft = soft_labels(teacher, x, 20.0)
     teacher.eval()
     assert torch.allclose(soft, torch.softmax(teacher(x) / 20.0, dim=1))  # eval mode: no dropout
     assert torch.allclose(soft.sum(1), torch.ones(6))

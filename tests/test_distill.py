@@ -110,7 +110,6 @@ def test_dm_set_teaches_more_than_noise(mnist5k_splits):
             batch_size=256,
             augment=False,
             seed=0,
-            device="cpu",
         )
         with torch.no_grad():
             return (model(s.test.x).argmax(1) == s.test.y).float().mean().item()
@@ -181,7 +180,6 @@ def test_train_on_synthetic_raises_on_divergence(mnist5k_splits):
             batch_size=50,
             augment=False,
             seed=0,
-            device="cpu",
         )
 
 

@@ -111,9 +111,7 @@ def test_run_then_rerun_reuses_then_force_retrains(workdir):
     d = spec.data
     splits = load_splits(d.dataset, d.root, d.train_samples, d.val_samples, d.split_seed)
     model = store.load_model(run)
-    import torch
-
-    assert accuracy(model, splits.test.x, splits.test.y, torch.device("cpu")) == pytest.approx(
+    assert accuracy(model, splits.test.x, splits.test.y) == pytest.approx(
         metrics["final_test_acc"], abs=1e-6
     )
 

@@ -47,8 +47,7 @@ def _train(splits, seed, recipe):
         y,
         recipe,
         seed=seed,
-        device=torch.device("cpu"),
-        evaluate=lambda m: (accuracy(m, splits.val.x, splits.val.y, torch.device("cpu")), 0.0),
+        evaluate=lambda m: (accuracy(m, splits.val.x, splits.val.y), 0.0),
     )
     return model, history
 

@@ -60,6 +60,12 @@ class Context:
             lr_decay=t.lr_decay,
         )
 
+    def place(self, model: nn.Module) -> nn.Module:
+        """Move `model` to the experiment's device (in place) and return it: the one place where the
+        suite moves a model, done when a model is built or loaded. Everything downstream runs a model
+        on its own device (`suite.devices.model_device`), so a model never meets inputs elsewhere."""
+        return model.to(self.device)
+
     def base_params(self) -> dict:
         m = self.manifest
         return flatten(
@@ -73,7 +79,7 @@ class Context:
 
 @dataclass
 class ModelRun:
-    """One trained (or reused) model and where it is logged."""
+    """One trained (or reused) model, on the experiment's device, and where it is logged."""
 
     condition: str
     kind: str
@@ -105,8 +111,9 @@ def cached_training(
 ) -> ModelRun:
     """Reuse the run with this config hash if its model was logged; else train it in a new child run.
 
-    `train(run_id) -> (model, val_acc, test_acc)` does the work and logs its own curves; this
-    function logs the model, the final metrics and the timing, and marks the run reusable.
+    `train(run_id) -> (model, val_acc, test_acc)` does the work and logs its own curves, returning
+    the model on `ctx.device`; this function logs the model, the final metrics and the timing, and
+    marks the run reusable. Either way the returned model is on `ctx.device`.
     """
     store = ctx.store
     if not ctx.force:
@@ -119,7 +126,7 @@ def cached_training(
                 role,
                 seed,
                 run.info.run_id,
-                store.load_model(run),
+                ctx.place(store.load_model(run)),
                 True,
                 attack,
                 m.get("final_val_acc", math.nan),
@@ -162,13 +169,14 @@ def train_model(
     batch_loss: BatchLoss | None = None,
     epoch_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
 ) -> tuple[nn.Module, float, float]:
-    """Build `model.arch` from the seed and fit it on the training split; log per-epoch curves.
+    """Build `model.arch` from the seed on `ctx.device` and fit it there on the training split; log
+    per-epoch curves. The model is returned where it was trained, on `ctx.device`.
 
     `batch_loss` replaces the (soft-)label loss (see `training.fit`); `epoch_metrics(model)` adds
     named values to each epoch's curves (robust validation accuracy)."""
     m = ctx.manifest
     torch.manual_seed(seed)
-    model = build_model(m.model.arch, dropout=m.train.dropout)
+    model = ctx.place(build_model(m.model.arch, dropout=m.train.dropout))
     recipe = ctx.recipe(epochs)
     split = ctx.data
     n_batches = math.ceil(len(split.train.x) / recipe.batch_size)
@@ -179,8 +187,8 @@ def train_model(
     def evaluate(net: nn.Module) -> tuple[float, float]:
         extra.update(epoch_metrics(net) if epoch_metrics else {})
         return (
-            accuracy(net, split.val.x, split.val.y, ctx.device),
-            accuracy(net, split.test.x, split.test.y, ctx.device),
+            accuracy(net, split.val.x, split.val.y),
+            accuracy(net, split.test.x, split.test.y),
         )
 
     epochs_done = 0
@@ -203,7 +211,6 @@ def train_model(
             split.train.y,
             recipe,
             seed=seed,
-            device=ctx.device,
             temperature=temperature,
             batch_loss=batch_loss,
             evaluate=evaluate,
@@ -212,4 +219,4 @@ def train_model(
         )
     finally:
         task.close()
-    return model.cpu(), history[-1].val_acc, history[-1].test_acc
+    return model, history[-1].val_acc, history[-1].test_acc

@@ -86,9 +86,7 @@ def robust_val_metric(ctx: Context, cond: AdversarialSettings, seed: int):
     x, y = val.x[pick], val.y[pick]
 
     def metric(model: nn.Module) -> dict[str, float]:
-        acc = robust_accuracy(
-            model, x, y, cond.eps, steps=cond.val_steps, seed=seed, device=ctx.device
-        )
+        acc = robust_accuracy(model, x, y, cond.eps, steps=cond.val_steps, seed=seed)
         return {"val_robust_acc": acc}
 
     return metric

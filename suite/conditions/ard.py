@@ -38,7 +38,7 @@ def run_ard(
     )  # fmt: skip
 
     def train(run_id: str):
-        teacher_logits = predict_logits(teacher.model, ctx.data.train.x, ctx.device)
+        teacher_logits = predict_logits(teacher.model, ctx.data.train.x)
         each = batch_settings(ctx, cond)
         return train_model(
             ctx,

@@ -13,11 +13,10 @@ from suite.manifest import DefensiveCondition, config_hash
 from suite.training import predict_logits
 
 
-def soft_labels(
-    teacher: torch.nn.Module, x: torch.Tensor, temperature: float, device
-) -> torch.Tensor:
-    """softmax(teacher logits / T) over `x`, in eval mode (no dropout), on the CPU."""
-    return F.softmax(predict_logits(teacher, x, device) / temperature, dim=1)
+def soft_labels(teacher: torch.nn.Module, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """softmax(teacher logits / T) over `x`, in eval mode (no dropout), computed on the teacher's
+    device, returned on the CPU."""
+    return F.softmax(predict_logits(teacher, x) / temperature, dim=1)
 
 
 def run_defensive(
@@ -57,7 +56,7 @@ def run_defensive(
     )
 
     def train_student(run_id: str):
-        targets = soft_labels(teacher.model, ctx.data.train.x, t, ctx.device)
+        targets = soft_labels(teacher.model, ctx.data.train.x, t)
         return train_model(
             ctx,
             run_id,

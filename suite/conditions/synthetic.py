@@ -76,7 +76,7 @@ def _distil_and_train(
     )
 
     torch.manual_seed(seed)
-    model = build_model(ctx.manifest.model.arch, dropout=ctx.manifest.train.dropout)
+    model = ctx.place(build_model(ctx.manifest.model.arch, dropout=ctx.manifest.train.dropout))
     e = cond.eval
     task = ctx.progress.task(f"{label}: train on synthetic", total=e.epochs)
     try:
@@ -90,15 +90,14 @@ def _distil_and_train(
             augment=e.augment,
             strategy=e.dsa_strategy,
             seed=seed,
-            device=ctx.device,
             on_epoch=lambda epoch, loss: task.update(epoch, loss=f"{loss:.4g}"),
         )
     finally:
         task.close()
-    val_acc = accuracy(model, data.val.x, data.val.y, ctx.device)
-    test_acc = accuracy(model, data.test.x, data.test.y, ctx.device)
+    val_acc = accuracy(model, data.val.x, data.val.y)
+    test_acc = accuracy(model, data.test.x, data.test.y)
     store.log_metrics(run_id, {"val_acc": val_acc, "test_acc": test_acc}, step=e.epochs)
-    return model.cpu(), val_acc, test_acc
+    return model, val_acc, test_acc
 
 
 def synthetic_grid(x: torch.Tensor, y: torch.Tensor, path) -> None:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from suite.devices import model_device
 from suite.distill import dsa
 from suite.errors import TrainingError
 
@@ -21,13 +22,12 @@ def train_on_synthetic(
     batch_size: int,
     augment: bool,
     seed: int,
-    device: torch.device | str,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     strategy: str = dsa.DEFAULT_STRATEGY,
     on_epoch: Callable[[int, float], None] | None = None,
 ) -> nn.Module:
-    """Train `model` in place on (x_syn, y_syn) and return it in eval mode.
+    """Train `model` in place, on its own device, on (x_syn, y_syn) and return it in eval mode.
 
     SGD with momentum and weight decay; after half the epochs the rate drops ×0.1 on a fresh
     optimiser, as the papers' `evaluate_synset` does. With `augment`, every batch gets per-image DSA
@@ -35,9 +35,9 @@ def train_on_synthetic(
     augment normalised images. Shuffling and augmentation follow `seed`; the init is the caller's.
     `on_epoch(epoch, mean_loss)` is called after each epoch (1-based).
     """
-    device = torch.device(device)
+    device = model_device(model)
     generator = torch.Generator().manual_seed(seed)
-    model.to(device).train()
+    model.train()
     x, y = x_syn.to(device), y_syn.to(device)
     mean, std = x.mean(), x.std().clamp_min(1e-6)
 
