@@ -165,7 +165,7 @@ def _bench(name, kind, params, model, x, y, index) -> dict:
     p = ATTACK_PARAMS[kind](**params)
     c, t = time.process_time(), time.perf_counter()
     device = model_device(model)
-    result = run_attack(kind, p, model, x, y, index, seed=0, device=device, batch_size=len(x))
+    result = run_attack(kind, p, model, x, y, index, seed=0, batch_size=len(x))
     _synchronize(device)
     cpu, wall = time.process_time() - c, time.perf_counter() - t
     fwd_bwd += _fwd_bwd_times(model, x, y)

@@ -95,9 +95,7 @@ def _run(impl, extra, const, steps, model, x, y, index, dev, note="") -> dict:
     t = time.perf_counter()
     if impl == "ours":
         p = CWL2Params(binary_steps=steps, initial_const=const, **extra)
-        x_adv = run_attack(
-            "cw-l2", p, counting, x, y, index, seed=0, device=dev, batch_size=len(x)
-        ).x_adv
+        x_adv = run_attack("cw-l2", p, counting, x, y, index, seed=0, batch_size=len(x)).x_adv
     else:
         attack = fb.attacks.L2CarliniWagnerAttack(
             binary_search_steps=steps, steps=1000, stepsize=0.01, confidence=0,

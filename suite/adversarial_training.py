@@ -20,7 +20,6 @@ from torch.nn import functional as F
 
 from suite.attacks import ATTACK_PARAMS, run_attack
 from suite.attacks.common import ce_and_grad
-from suite.devices import model_device
 
 
 @dataclass(frozen=True)
@@ -126,8 +125,6 @@ def robust_accuracy(
     (`steps` steps of 2.5 ε / steps from a random start), on the model's own device: robust
     accuracy with every digit in the denominator."""
     params = ATTACK_PARAMS["pgd-linf"](eps=[eps], steps=steps, step_size=2.5 / steps)
-    records = run_attack(
-        "pgd-linf", params, model, x, y, np.arange(len(x)), seed=seed, device=model_device(model)
-    ).records
+    records = run_attack("pgd-linf", params, model, x, y, np.arange(len(x)), seed=seed).records
     robust = records["clean_correct"].to_numpy(bool) & ~records["success"].to_numpy(bool)
     return float(robust.mean())

@@ -114,7 +114,7 @@ def _attack_in_checkpointed_chunks(
             ok_before = sum(int(r["success"].sum()) for r, _ in done.values())
             result = run_attack(
                 spec.kind, spec.params, run.model, ctx.data.test.x[part], ctx.data.test.y[part], part,
-                seed=ctx.manifest.experiment.attack_seed, device=device, batch_size=rows,
+                seed=ctx.manifest.experiment.attack_seed, batch_size=rows,
                 on_batch=lambda n, ok, lo=lo * per, base=ok_before: task.update(
                     lo + n, success=f"{base + ok}/{lo + n}"
                 ),
@@ -176,7 +176,6 @@ def _masking(
                 y,
                 idx,
                 seed=ctx.manifest.experiment.attack_seed,
-                device=device,
                 batch_size=attack_batch_size(None, device, len(idx), 1),
             ).records
             soft = summarize(records)

@@ -95,6 +95,7 @@ def test_rerun_reuses_both_and_new_student_epochs_retrain_only_the_student(exper
     assert again["undistilled", "model"].reused
     raw = {**MANIFEST, "conditions": [dict(c) for c in MANIFEST["conditions"]]}
     raw["conditions"][1]["student_epochs"] = 2
+    raw["conditions"][1]["baseline"] = "undistilled"  # no standard condition trains for 2 epochs
     changed = by_role(run_manifest(validate_manifest(raw, "test"), store=store))
     assert changed["t100", "teacher"].reused
     assert not changed["t100", "student"].reused

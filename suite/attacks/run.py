@@ -21,7 +21,7 @@ from suite.attacks.cw_linf import CWLinfParams, cw_linf
 from suite.attacks.ddn import DDNParams, ddn
 from suite.attacks.pgd import FGSMParams, PGDL2Params, PGDLinfParams, fgsm, pgd
 from suite.attacks.targets import choose_targets
-from suite.devices import resolve_device
+from suite.devices import model_device
 
 AttackFn = Callable[[nn.Module, Tensor, Tensor, Tensor | None, Any, int, np.ndarray], Found]
 
@@ -73,20 +73,19 @@ def run_attack(
     sample_index: np.ndarray,
     *,
     seed: int,
-    device: torch.device | str = "auto",
     batch_size: int = 256,
     on_batch: Callable[[int, int], None] | None = None,
 ) -> AttackResult:
     """Attack `x` (labels `y`, test-set positions `sample_index`) in chunks of `batch_size` rows,
-    calling `on_batch(rows_done, successes_so_far)` after each. Moves `model` to the device and
-    puts it in eval mode. Samples misclassified when clean are recorded but not attacked."""
+    calling `on_batch(rows_done, successes_so_far)` after each. Runs on the model's own device
+    (never moves it) in eval mode. Samples misclassified when clean are recorded but not attacked."""
     if kind not in _KINDS:
         raise KeyError(f"unknown attack kind {kind!r}; known: {', '.join(sorted(_KINDS))}")
     spec = _KINDS[kind]
     if not isinstance(params, spec.params):
         raise TypeError(f"{kind} takes {spec.params.__name__}, got {type(params).__name__}")
-    dev = resolve_device(device) if isinstance(device, str) else torch.device(device)
-    model = model.eval().to(dev)
+    dev = model_device(model)
+    model = model.eval()
     x, y = x.float().cpu(), y.long().cpu()
     sample_index = np.asarray(sample_index, dtype=np.int64)
 
