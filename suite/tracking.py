@@ -189,6 +189,15 @@ class Store:
     def _artifact_home(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).artifact_location.rstrip("/")
 
+    def parent_run(self, experiment_id: str, condition: str, kind: str, cfg_hash: str) -> str:
+        """The condition's parent run: reused when its config hash matches, else created."""
+        tags = {"suite.level": "condition", "condition": condition, "config_hash": cfg_hash}
+        run = self.find_run(experiment_id, tags)
+        if run is not None:
+            return run.info.run_id
+        all_tags = {**tags, **self.base_tags(), "kind": kind, MLFLOW_RUN_NAME: condition}
+        return self.client.create_run(experiment_id, tags=all_tags, run_name=condition).info.run_id
+
     def create_child(
         self, experiment_id: str, parent_id: str, name: str, tags: dict[str, str], params: dict
     ) -> str:
