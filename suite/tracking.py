@@ -174,17 +174,31 @@ class Store:
         return next((r for r in runs if _is_own(r, own)), None)
 
     def find_model_run(self, experiment_id: str, parent_id: str, config_hash: str):
-        """A reusable run: FINISHED, a child of `parent_id` in this experiment, tagged with this
-        config hash, its artifacts where the experiment keeps them, and its model logged. Anything
-        else in the store (a planted run, a copy, a run of another parent) is not trusted."""
+        """A reusable run: FINISHED, tagged with this config hash, its artifacts where this
+        experiment keeps them, its model logged, and a child of one of this experiment's own parent
+        runs of `parent_id`'s condition (a teacher outlives a change to its student's settings,
+        which gives the condition a new parent). Anything else in the store — a planted run, a run
+        under a made-up parent, a copy pointing at other artifacts — is not trusted."""
+        condition = self.client.get_run(parent_id).data.tags["condition"]
+        own = self._artifact_home(experiment_id)
+        parents = self.client.search_runs(
+            [experiment_id], f"tags.`suite.level` = 'condition' and tags.condition = '{condition}'"
+        )
+        trusted = {r.info.run_id for r in parents if _is_own(r, own)}
         runs = self.client.search_runs(
             [experiment_id],
-            f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED' "
-            f"and tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_id}'",
+            f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
         )
-        own = self._artifact_home(experiment_id)
-        return next((r for r in runs if MODEL_TAG in r.data.tags and _is_own(r, own)), None)
+        for run in runs:
+            tags = run.data.tags
+            if (
+                MODEL_TAG in tags
+                and tags.get(MLFLOW_PARENT_RUN_ID) in trusted
+                and _is_own(run, own)
+            ):
+                return run
+        return None
 
     def _artifact_home(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).artifact_location.rstrip("/")

@@ -148,13 +148,19 @@ def test_a_planted_pickle_payload_never_runs_and_is_refused_in_one_line(workdir)
     store.client.delete_run(planted)  # the module's store stays usable for the other tests
 
 
-def test_reuse_trusts_only_finished_own_children_of_the_current_parent(workdir):
+def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workdir):
     store = Store()
     exp_id = store.experiment_id("sec")
     run = child_runs(store, exp_id)[-1]
     parent, cfg = run.data.tags["mlflow.parentRunId"], run.data.tags["config_hash"]
     assert store.find_model_run(exp_id, parent, cfg).info.run_id == run.info.run_id
-    assert store.find_model_run(exp_id, "another-parent", cfg) is None
+    made_up = store.client.create_run(exp_id, tags={"condition": "base"}).info.run_id
+    store.client.set_tag(run.info.run_id, "mlflow.parentRunId", made_up)
+    try:
+        assert store.find_model_run(exp_id, parent, cfg) is None
+    finally:
+        store.client.set_tag(run.info.run_id, "mlflow.parentRunId", parent)
+        store.client.delete_run(made_up)
     db = workdir / "mlruns" / "mlflow.db"
     with sqlite3.connect(db) as con:  # as a writer of the database could: artifacts elsewhere
         con.execute(
