@@ -29,7 +29,7 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 from suite.manifest import validate_manifest  # noqa: E402
 from suite.runner import run_manifest  # noqa: E402
-from suite.tracking import Store  # noqa: E402
+from suite.tracking import UI_WORKFLOW, Store  # noqa: E402
 
 MANIFEST = {
     "experiment": {"name": "ui-shot", "seeds": [0], "device": "cpu"},
@@ -100,8 +100,8 @@ def main() -> None:
             base = f"http://127.0.0.1:{port}"
             wait_for(f"{base}/health", proc)
             shots = {
-                "experiment": f"{base}/#/experiments/{exp.experiment_id}",
-                "run": f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}",
+                "experiment": f"{base}/#/experiments/{exp.experiment_id}?{UI_WORKFLOW}",
+                "run": f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}?{UI_WORKFLOW}",
             }
             for name, url in shots.items():
                 screenshot(browser, url, args.out / f"{name}.png")

@@ -189,7 +189,7 @@ def ui(
     ] = "127.0.0.1",
 ) -> None:
     """Serve the MLflow UI over the suite's store (replaces this process with `mlflow server`)."""
-    from suite.tracking import artifact_root, tracking_uri
+    from suite.tracking import UI_WORKFLOW, artifact_root, tracking_uri
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
@@ -210,7 +210,9 @@ def ui(
         "--workers",
         "1",
     ]
-    print(f"MLflow UI on http://{host}:{port}  (store {uri})", flush=True)
+    print(
+        f"MLflow UI on http://{host}:{port}/#/experiments?{UI_WORKFLOW}  (store {uri})", flush=True
+    )
     os.execv(sys.executable, argv)
 
 

@@ -52,8 +52,11 @@ logging.getLogger("alembic").setLevel(logging.ERROR)
 MODEL_TAG = "suite.model_id"
 ERROR_TAG = "suite.error"
 WEIGHTS = "weights.pt"
-# MLflow 3's UI opens an experiment on its GenAI "Traces" view unless told it holds trained models.
+# MLflow 3's UI opens an experiment on its GenAI "Traces" view unless told it holds trained models:
+# the experiment-kind tag, and (3.17's UI, whose GenAI / Model training switch overrides the tag) the
+# workflow in the URL, which the UI then remembers.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+UI_WORKFLOW = "workflowType=machine_learning"
 CONNECT_TIMEOUT_S = 5.0
 
 
