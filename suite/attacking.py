@@ -213,7 +213,7 @@ def _cached(
             for k, v in current.data.metrics.items()
             if k.startswith(prefix)
         }
-    with store.active(run.run_id):
+    with store.active(run.run_id, interrupted="FINISHED"):  # the model stays reusable
         result = {metric_name(k): v for k, v in compute().items()}
         store.log_metrics(run.run_id, {prefix + k: v for k, v in result.items()})
         store.set_tags(run.run_id, {tag: cfg})

@@ -189,7 +189,7 @@ def ui(
     ] = "127.0.0.1",
 ) -> None:
     """Serve the MLflow UI over the suite's store (replaces this process with `mlflow server`)."""
-    from suite.tracking import artifact_root, tracking_uri
+    from suite.tracking import UI_WORKFLOW, artifact_root, tracking_uri
 
     uri = tracking_uri()
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
@@ -210,7 +210,9 @@ def ui(
         "--workers",
         "1",
     ]
-    print(f"MLflow UI on http://{host}:{port}  (store {uri})", flush=True)
+    print(
+        f"MLflow UI on http://{host}:{port}/#/experiments?{UI_WORKFLOW}  (store {uri})", flush=True
+    )
     os.execv(sys.executable, argv)
 
 
@@ -221,13 +223,13 @@ def list_runs(
         str | None, typer.Argument(help="Experiment name; all if omitted")
     ] = None,
 ) -> None:
-    """Show experiments and their model runs with key metrics."""
+    """Show experiments and their model runs with key metrics (reads only; changes nothing)."""
     from rich.table import Table
 
     from suite.console import console
     from suite.tracking import Store
 
-    store = Store()
+    store = Store(read_only=True)
     if experiment:
         experiments = [store.client.get_experiment(store.experiment_id(experiment, create=False))]
     else:
@@ -290,22 +292,25 @@ def report(
     ] = None,
     format_: Annotated[str, typer.Option("--format", help="Comma-separated: md, pdf")] = "md,pdf",
 ) -> None:
-    """Render the statistical comparison of an experiment as Markdown and PDF, with figures."""
-    from suite.console import print_report_summary
+    """Render the statistical comparison of an experiment as Markdown and PDF, with figures.
+
+    Reads the store; its one write is a `report` run in the experiment holding the rendered files.
+    Writes only into reports/<experiment> (or --out), replacing only an earlier report there."""
+    from suite.console import console, print_report_summary
     from suite.report.collect import collect, latest_experiment
+    from suite.report.paths import report_dir
     from suite.report.render import render_report
     from suite.tracking import Store
 
-    store = Store()
+    store = Store(read_only=True)
     formats = tuple(f.strip() for f in format_.split(",") if f.strip())
-    for name in experiments or [latest_experiment(store)]:
+    names = experiments or [latest_experiment(store)]
+    for name in names:
         data = collect(store, name, baseline)
-        target = (
-            out if out is not None and len(experiments or [name]) == 1 else Path("reports") / name
-        )
-        output = render_report(data, target, formats=formats)
-        store.log_report(store.experiment_id(name, create=False), output.out_dir)
+        output = render_report(data, report_dir(name, out if len(names) == 1 else None), formats)
+        run_id = store.log_report(store.experiment_id(name, create=False), output.out_dir)
         print_report_summary(data, output)
+        console.print(f"logged the report as run {run_id} of experiment {name!r} in {store.uri}")
 
 
 if __name__ == "__main__":

@@ -40,14 +40,20 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-Name = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
+Name = Annotated[str, Field(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+# Bounds on numbers that size memory or seed a generator: `suite validate` rejects what `suite run`
+# cannot do (torch and numpy seeds are unsigned 32-bit; a batch or sample count sizes tensors).
+Seed = Annotated[int, Field(ge=0, lt=2**32)]
+MAX_SAMPLES = 1_000_000
+MAX_BATCH = 65_536
 
 
 class ExperimentSpec(Strict):
     name: Name
-    seeds: list[int] = Field(min_length=1)
+    seeds: list[Seed] = Field(min_length=1, max_length=1000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    attack_seed: int = Field(
+    attack_seed: Seed = Field(
         default=0, description="draws the attacked test subset, once per experiment"
     )
 
@@ -62,10 +68,10 @@ class ExperimentSpec(Strict):
 class DataSpec(Strict):
     dataset: Literal[DATASETS] = "mnist-5k"  # type: ignore[valid-type]
     root: Path | None = None
-    train_samples: int | None = Field(default=None, gt=0)
-    val_samples: int = Field(default=500, ge=0)
-    attack_samples: int = Field(default=100, gt=0)
-    split_seed: int = 0
+    train_samples: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
+    val_samples: int = Field(default=500, ge=0, le=MAX_SAMPLES)
+    attack_samples: int = Field(default=100, gt=0, le=MAX_SAMPLES)
+    split_seed: Seed = 0
 
 
 class ModelSpec(Strict):
@@ -74,7 +80,7 @@ class ModelSpec(Strict):
 
 class TrainSpec(Strict):
     epochs: int = Field(default=10, gt=0)
-    batch_size: int = Field(default=128, gt=0)
+    batch_size: int = Field(default=128, gt=0, le=MAX_BATCH)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(default=0.01, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
@@ -177,7 +183,7 @@ class SyntheticEval(Strict):
 
     epochs: int = Field(default=300, gt=0)
     lr: float = Field(default=0.01, gt=0)
-    batch_size: int = Field(default=256, gt=0)
+    batch_size: int = Field(default=256, gt=0, le=MAX_BATCH)
     augment: bool = True
     dsa_strategy: DSAStrategy = Field(
         default=DEFAULT_STRATEGY,
@@ -190,7 +196,7 @@ class SyntheticBase(Strict):
 
     name: Name
     kind: Literal["synthetic"]
-    ipc: int = Field(ge=1)
+    ipc: int = Field(ge=1, le=1000)
     init: Literal["real", "noise"] = "real"
     eval: SyntheticEval = SyntheticEval()
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)
@@ -200,9 +206,12 @@ class AttackBase(Strict):
     """One attack run on every model under attack, on the experiment's shared test subset."""
 
     name: Name
-    samples: int | None = Field(default=None, gt=0)
+    samples: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
     batch_size: int | None = Field(
-        default=None, gt=0, description="samples per batch; default 256 on a CPU, all on a GPU"
+        default=None,
+        gt=0,
+        le=MAX_BATCH,
+        description="samples per batch; default 256 on a CPU, all on a GPU",
     )
 
 
@@ -350,6 +359,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ManifestError(f"{path}: no such manifest file; see manifests/ for examples") from None
     except OSError as exc:
         raise ManifestError(f"{path}: cannot read ({exc.strerror})") from None
+    except UnicodeDecodeError as exc:
+        raise ManifestError(
+            f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+            "save it as UTF-8"
+        ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -504,6 +518,11 @@ def apply_override(raw: dict[str, Any], item: str, path: Path | str) -> None:
     parts: list[str | int] = [
         name if name else int(index) for name, index in _PATH_PART.findall(key.strip())
     ]
+    if not parts or _join(parts) != key.strip():
+        raise ManifestError(
+            f"--set {item!r}: {key.strip()!r} is not a field path; write e.g. train.epochs or "
+            "conditions[0].temperature"
+        )
     node: Any = raw
     for depth, part in enumerate(parts[:-1]):
         node = _step(node, part, parts[: depth + 1], key, path)

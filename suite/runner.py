@@ -140,7 +140,7 @@ def run_manifest(
         raise ManifestError(
             f"--only {', '.join(unknown)}: no such condition; the manifest has {names}"
         )
-    _splits(manifest)  # a data problem is reported before anything is written
+    data = _splits(manifest)  # a data problem is reported before anything is written
     resolve_device(manifest.experiment.device)
     store = store or Store()
     experiment_id = store.experiment_id(manifest.experiment.name)
@@ -153,6 +153,7 @@ def run_manifest(
     for cond in conditions:
         parent_hash = config_hash(ctx_data, manifest.model, manifest.train, cond)
         parents[cond.name] = store.parent_run(experiment_id, cond.name, cond.kind, parent_hash)
+        store.log_dataset(parents[cond.name], data)  # the Dataset column of the collapsed row
         store.log_text(
             parents[cond.name], "manifest.resolved.json", manifest.model_dump_json(indent=2)
         )

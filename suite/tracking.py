@@ -5,41 +5,59 @@ and role; a run with the same `config_hash` whose model was logged is reused ins
 Runs never stay RUNNING: an interrupt ends them KILLED, an exception FAILED with the reason as a tag.
 """
 
-import copy
 import fcntl
+import hashlib
+import json
 import logging
 import os
+import pickle
 import socket
 import subprocess
 import tempfile
 import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import torch
 
 from suite import __version__
+from suite.data import DataSplits
 from suite.errors import StoreError
+from suite.models import MODELS, build_model
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 import mlflow  # noqa: E402
-import mlflow.pytorch  # noqa: E402
+import mlflow.artifacts  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import Metric, Param, RunTag  # noqa: E402
+from mlflow.entities import (  # noqa: E402
+    Dataset,
+    DatasetInput,
+    InputTag,
+    LoggedModelOutput,
+    Metric,
+    Param,
+    RunTag,
+)
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 logging.getLogger("alembic").setLevel(logging.ERROR)
 
-MODEL_TAG = "suite.model_uri"
+MODEL_TAG = "suite.model_id"
 ERROR_TAG = "suite.error"
-PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+')[0]}", f"suite=={__version__}"]
+WEIGHTS = "weights.pt"
+# MLflow 3's UI opens an experiment on its GenAI "Traces" view unless told it holds trained models:
+# the experiment-kind tag, and (3.17's UI, whose GenAI / Model training switch overrides the tag) the
+# workflow in the URL, which the UI then remembers.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+UI_WORKFLOW = "workflowType=machine_learning"
+CONNECT_TIMEOUT_S = 5.0
 
 
 def default_store_dir() -> Path:
@@ -76,11 +94,21 @@ def git_commit() -> str:
 class Store:
     """A handle on one MLflow tracking store, created once by the parent process."""
 
-    def __init__(self, uri: str | None = None) -> None:
+    def __init__(self, uri: str | None = None, *, read_only: bool = False) -> None:
+        """Open the store at `uri` (default: `tracking_uri()`). `read_only` (list, report, ui):
+        a SQLite file that does not exist is an error instead of a new empty database."""
         self.uri = uri or tracking_uri()
+        if read_only and self.uri.startswith("sqlite:///"):
+            db = Path(self.uri.removeprefix("sqlite:///"))
+            if not db.is_file():
+                raise StoreError(
+                    f"no MLflow store at {self.uri} ({db} does not exist); check "
+                    "MLFLOW_TRACKING_URI or run `suite run FILE` first"
+                )
+        _check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
         self.commit = git_commit()
-        with _creation_lock(self.uri):
+        with _creation_lock(self.uri, create=not read_only):
             try:
                 self.client = MlflowClient(self.uri)
                 self.client.search_experiments(max_results=1)  # creates the tables of a new store
@@ -93,16 +121,28 @@ class Store:
     # ---- experiments and runs -------------------------------------------------------------
 
     def experiment_id(self, name: str, create: bool = True) -> str:
-        """The id of experiment `name`, created with artifacts under mlruns/artifacts if missing."""
+        """The id of experiment `name`. With `create` (a run), a missing experiment is created with
+        artifacts under mlruns/artifacts and a deleted one restored; without it (read-only commands)
+        both are errors, so reading never changes the store."""
         exp = self.client.get_experiment_by_name(name)
+        if exp is not None and exp.lifecycle_stage == "deleted" and not create:
+            raise StoreError(
+                f"experiment {name!r} in {self.uri} is deleted; restore it with "
+                f"`mlflow experiments restore --experiment-id {exp.experiment_id}` to read it"
+            )
         if exp is not None:
             if exp.lifecycle_stage == "deleted":
                 self.client.restore_experiment(exp.experiment_id)
+            for key, value in EXPERIMENT_KIND.items():
+                if exp.tags.get(key) != value:
+                    self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         if not create:
             raise StoreError(f"no experiment named {name!r} in {self.uri}; `suite list` shows them")
         location = artifact_root() if self.uri.startswith("sqlite:") else None
-        return self.client.create_experiment(name, artifact_location=location)
+        return self.client.create_experiment(
+            name, artifact_location=location, tags=dict(EXPERIMENT_KIND)
+        )
 
     def base_tags(self) -> dict[str, str]:
         return {
@@ -127,23 +167,44 @@ class Store:
         return reaped
 
     def find_run(self, experiment_id: str, tags: dict[str, str]):
-        """The newest run whose tags equal `tags`, or None."""
+        """The newest run of this experiment whose tags equal `tags` and whose artifacts live where
+        the experiment puts them, or None."""
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
         runs = self.client.search_runs(
             [experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"]
         )
-        return runs[0] if runs else None
+        own = self._artifact_home(experiment_id)
+        return next((r for r in runs if _is_own(r, own)), None)
 
-    def find_model_run(self, experiment_id: str, config_hash: str):
-        """A run with this config hash whose model was logged: reusable without retraining."""
-        for run in self.client.search_runs(
+    def find_model_run(self, experiment_id: str, parent_id: str, config_hash: str):
+        """A reusable run: FINISHED, tagged with this config hash, its artifacts where this
+        experiment keeps them, its model logged, and a child of one of this experiment's own parent
+        runs of `parent_id`'s condition (a teacher outlives a change to its student's settings,
+        which gives the condition a new parent). Anything else in the store — a planted run, a run
+        under a made-up parent, a copy pointing at other artifacts — is not trusted."""
+        condition = self.client.get_run(parent_id).data.tags["condition"]
+        own = self._artifact_home(experiment_id)
+        parents = self.client.search_runs(
+            [experiment_id], f"tags.`suite.level` = 'condition' and tags.condition = '{condition}'"
+        )
+        trusted = {r.info.run_id for r in parents if _is_own(r, own)}
+        runs = self.client.search_runs(
             [experiment_id],
-            f"tags.config_hash = '{config_hash}'",
+            f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
             order_by=["attributes.start_time DESC"],
-        ):
-            if MODEL_TAG in run.data.tags:
+        )
+        for run in runs:
+            tags = run.data.tags
+            if (
+                MODEL_TAG in tags
+                and tags.get(MLFLOW_PARENT_RUN_ID) in trusted
+                and _is_own(run, own)
+            ):
                 return run
         return None
+
+    def _artifact_home(self, experiment_id: str) -> str:
+        return self.client.get_experiment(experiment_id).artifact_location.rstrip("/")
 
     def parent_run(self, experiment_id: str, condition: str, kind: str, cfg_hash: str) -> str:
         """The condition's parent run: reused when its config hash matches, else created."""
@@ -171,14 +232,16 @@ class Store:
         return run_id
 
     @contextmanager
-    def active(self, run_id: str) -> Iterator[str]:
-        """Make `run_id` the active (RUNNING) run; end it FINISHED, KILLED on Ctrl-C, FAILED on error."""
+    def active(self, run_id: str, interrupted: str = "KILLED") -> Iterator[str]:
+        """Make `run_id` the active (RUNNING) run; end it FINISHED, `interrupted` on Ctrl-C (a
+        finished run reopened to add results passes FINISHED: what it held still stands), FAILED
+        on error."""
         mlflow.start_run(run_id=run_id)
         self._claim(run_id)
         try:
             yield run_id
         except KeyboardInterrupt:
-            mlflow.end_run("KILLED")
+            mlflow.end_run(interrupted)
             raise
         except BaseException as exc:
             self.client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:4000])
@@ -228,24 +291,76 @@ class Store:
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
-    def log_model(self, run_id: str, model: torch.nn.Module) -> str:
-        """Log a CPU copy of `model` (pickled, with pinned requirements: no slow inference) into the
-        active run; the caller's model stays on its device and in its mode."""
-        assert mlflow.active_run() and mlflow.active_run().info.run_id == run_id
-        model = copy.deepcopy(model).cpu().eval()
-        info = mlflow.pytorch.log_model(
-            model,
+    def log_model(self, run_id: str, model: torch.nn.Module, arch: str, dropout: float) -> str:
+        """Log `model` as weights only (a `state_dict` file, no pickled code) in an MLflow
+        LoggedModel whose params name the architecture; the run lists it as its output model.
+        Returns the model id, also kept in the run's MODEL_TAG."""
+        experiment_id = self.client.get_run(run_id).info.experiment_id
+        logged = self.client.create_logged_model(
+            experiment_id,
             name="model",
-            pip_requirements=PIP_REQUIREMENTS,
-            input_example=np.zeros((2, 1, 28, 28), dtype=np.float32),
-            serialization_format="pickle",
+            source_run_id=run_id,
+            params={"arch": arch, "dropout": repr(float(dropout))},
+            model_type="pytorch-state-dict",
         )
-        self.client.set_tag(run_id, MODEL_TAG, info.model_uri)
-        return info.model_uri
+        with tempfile.TemporaryDirectory() as tmp:
+            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            torch.save(state, Path(tmp) / WEIGHTS)
+            self.client.log_model_artifacts(logged.model_id, tmp)
+        self.client.finalize_logged_model(logged.model_id, "READY")
+        self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
+        self.client.set_tag(run_id, MODEL_TAG, logged.model_id)
+        return logged.model_id
 
     def load_model(self, run) -> torch.nn.Module:
-        """The model logged in `run`, in eval mode on the CPU."""
-        return mlflow.pytorch.load_model(run.data.tags[MODEL_TAG], map_location="cpu").eval()
+        """The model of `run`, rebuilt with `build_model` and filled with its logged weights (read
+        with `weights_only=True`: nothing in the store can run code here), in eval mode on the CPU.
+        Raises StoreError naming the run when the logged model is not this run's own plain weights."""
+        run_id, model_id = run.info.run_id, run.data.tags.get(MODEL_TAG, "")
+        where = f"run {run_id} in {self.uri}"
+        try:
+            logged = self.client.get_logged_model(model_id)
+        except Exception:  # a missing or malformed id: the run was not logged by the suite
+            raise StoreError(
+                f"{where}: its model {model_id!r} does not exist; rerun with --force"
+            ) from None
+        own = f"{self._artifact_home(run.info.experiment_id)}/models/{model_id}/artifacts"
+        if logged.source_run_id != run_id or logged.artifact_location.rstrip("/") != own:
+            raise StoreError(f"{where}: its model {model_id} belongs elsewhere; rerun with --force")
+        arch, dropout = logged.params.get("arch"), logged.params.get("dropout", "")
+        if arch not in MODELS or not _is_probability(dropout):
+            raise StoreError(f"{where}: unknown model settings {arch!r}, dropout {dropout!r}")
+        with tempfile.TemporaryDirectory() as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{logged.artifact_location.rstrip('/')}/{WEIGHTS}",
+                dst_path=tmp,
+                tracking_uri=self.uri,
+            )
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+                model = build_model(arch, dropout=float(dropout))
+                model.load_state_dict(state)
+            except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError, EOFError) as exc:
+                reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
+                raise StoreError(
+                    f"{where}: its model is not plain {arch} weights ({reason}); not loaded, "
+                    "rerun with --force to retrain"
+                ) from None
+        return model.eval()
+
+    def log_dataset(self, run_id: str, data: DataSplits) -> None:
+        """Record the run's data as an MLflow dataset input (name, digest, split sizes), so the
+        runs table's Dataset column shows what each model was trained and tested on."""
+        sizes = {"train": len(data.train.y), "val": len(data.val.y), "test": len(data.test.y)}
+        dataset = Dataset(
+            name=data.dataset,
+            digest=_digest(data),
+            source_type="local",
+            source=json.dumps({"uri": data.source}),
+            profile=json.dumps(sizes),
+        )
+        context = InputTag("mlflow.data.context", "training")
+        self.client.log_inputs(run_id, [DatasetInput(dataset, [context])])
 
     def log_artifact_bytes(self, run_id: str, relpath: str, write) -> None:
         """Write an artifact through `write(path)` into a temp dir and upload it under `relpath`."""
@@ -277,16 +392,55 @@ class Store:
         self.log_artifact_bytes(run_id, relpath, lambda p: p.write_text(text, encoding="utf-8"))
 
 
+def _is_own(run, artifact_home: str) -> bool:
+    """Whether `run` keeps its artifacts where its experiment puts them: `<home>/<run_id>/artifacts`.
+    A run whose artifact location points elsewhere was not created by this store for this run."""
+    return run.info.artifact_uri.rstrip("/") == f"{artifact_home}/{run.info.run_id}/artifacts"
+
+
+def _is_probability(text: str) -> bool:
+    try:
+        return 0.0 <= float(text) < 1.0
+    except ValueError:
+        return False
+
+
+def _digest(data: DataSplits) -> str:
+    """A short content hash of every split's images and labels: equal data, equal digest."""
+    h = hashlib.sha256()
+    for split in (data.train, data.val, data.test):
+        h.update(split.x.contiguous().numpy().tobytes())
+        h.update(split.y.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_reachable(uri: str) -> None:
+    """Fail in seconds, naming the URI, when an HTTP tracking server does not accept connections
+    (MLflow's own client retries for minutes without a word)."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        with socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S):
+            pass
+    except (OSError, ValueError) as exc:
+        raise StoreError(
+            f"MLflow server {uri} is unreachable ({exc}); start it or fix MLFLOW_TRACKING_URI"
+        ) from None
+
+
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
 @contextmanager
-def _creation_lock(uri: str) -> Iterator[None]:
+def _creation_lock(uri: str, create: bool = True) -> Iterator[None]:
     """Serialise first contact with a SQLite store across processes: two processes creating the
-    tables of a new database at once race (mlflow#4123)."""
-    if not uri.startswith("sqlite:///"):
+    tables of a new database at once race (mlflow#4123). Read-only callers take no lock (it would
+    be a file written beside the database)."""
+    if not create or not uri.startswith("sqlite:///"):
         yield
         return
     db = Path(uri.removeprefix("sqlite:///"))

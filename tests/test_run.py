@@ -290,8 +290,9 @@ def test_ui_serves_the_runs_over_the_mlflow_rest_api(workdir):
 
 def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     runner = CliRunner()
-    empty = runner.invoke(app, ["report"])
-    assert empty.exit_code == 2 and "holds no suite runs" in empty.output
+    empty = runner.invoke(app, ["report"])  # no store yet: an error, and none is created
+    assert empty.exit_code == 2 and "no MLflow store at" in empty.output
+    assert not (workdir / "mlruns").exists()
     text = TINY.replace(
         'name = "base"\nkind = "standard"',
         'name = "base"\nkind = "standard"\n\n'

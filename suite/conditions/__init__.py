@@ -109,7 +109,8 @@ def cached_training(
     train: Callable[[str], tuple[nn.Module, float, float]],
     tags: dict[str, str] | None = None,
 ) -> ModelRun:
-    """Reuse the run with this config hash if its model was logged; else train it in a new child run.
+    """Reuse the trusted run with this config hash (`Store.find_model_run`); else train it in a new
+    child run.
 
     `train(run_id) -> (model, val_acc, test_acc)` does the work and logs its own curves, returning
     the model on `ctx.device`; this function logs the model, the final metrics and the timing, and
@@ -117,7 +118,7 @@ def cached_training(
     """
     store = ctx.store
     if not ctx.force:
-        run = store.find_model_run(ctx.experiment_id, cfg_hash)
+        run = store.find_model_run(ctx.experiment_id, parent_id, cfg_hash)
         if run is not None:
             m = run.data.metrics
             return ModelRun(
@@ -143,6 +144,7 @@ def cached_training(
         **(tags or {}),
     }
     run_id = store.create_child(ctx.experiment_id, parent_id, name, run_tags, params)
+    store.log_dataset(run_id, ctx.data)
     with store.active(run_id):
         torch.manual_seed(seed)
         start = time.perf_counter()
@@ -151,7 +153,7 @@ def cached_training(
         store.log_metrics(
             run_id, {"final_val_acc": val_acc, "final_test_acc": test_acc, "train_seconds": seconds}
         )
-        store.log_model(run_id, model)
+        store.log_model(run_id, model, ctx.manifest.model.arch, ctx.manifest.train.dropout)
     return ModelRun(
         condition, kind, role, seed, run_id, model, False, attack, val_acc, test_acc, seconds
     )

@@ -19,9 +19,9 @@ class HerdingParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    net_width: int = Field(default=128, gt=0)
+    net_width: int = Field(default=128, gt=0, le=1024)
     net_depth: int = Field(default=3, ge=1, le=5)
-    batch_size: int = Field(default=500, gt=0)
+    batch_size: int = Field(default=500, gt=0, le=65536)
 
 
 def select_random(params: RandomParams, real: RealData, ipc: int) -> torch.Tensor:

@@ -51,11 +51,11 @@ class DCParams(BaseModel):
     inner_loops: int | None = Field(default=None, ge=0)
     lr_img: float = Field(default=0.1, gt=0)
     lr_net: float = Field(default=0.01, gt=0)
-    batch_real: int = Field(default=256, gt=0)
-    batch_train: int = Field(default=256, gt=0)
+    batch_real: int = Field(default=256, gt=0, le=65536)
+    batch_train: int = Field(default=256, gt=0, le=65536)
     dsa: bool = False
     dsa_strategy: DSAStrategy = DEFAULT_STRATEGY
-    net_width: int = Field(default=128, gt=0)
+    net_width: int = Field(default=128, gt=0, le=1024)
     net_depth: int = Field(default=3, ge=1, le=5)
 
     def loops(self, ipc: int) -> tuple[int, int]:

@@ -41,9 +41,9 @@ class DDParams(BaseModel):
     epochs: int = Field(default=3, gt=0)
     init_lr: float = Field(default=0.02, gt=0)
     lr_img: float = Field(default=0.01, gt=0)
-    batch_real: int = Field(default=1024, gt=0)
+    batch_real: int = Field(default=1024, gt=0, le=65536)
     nets_per_iteration: int = Field(default=1, gt=0)
-    net_width: int = Field(default=128, gt=0)
+    net_width: int = Field(default=128, gt=0, le=1024)
     net_depth: int = Field(default=3, ge=1, le=5)
 
 

@@ -31,10 +31,10 @@ class DMParams(BaseModel):
 
     iterations: int = Field(default=20000, gt=0)
     lr_img: float = Field(default=1.0, gt=0)
-    batch_real: int = Field(default=256, gt=0)
+    batch_real: int = Field(default=256, gt=0, le=65536)
     dsa: bool = True
     dsa_strategy: DSAStrategy = DEFAULT_STRATEGY
-    net_width: int = Field(default=128, gt=0)
+    net_width: int = Field(default=128, gt=0, le=1024)
     net_depth: int = Field(default=3, ge=1, le=5)
 
 

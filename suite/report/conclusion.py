@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from suite.report.formatting import ci, esc, num, pct, pvalue
+from suite.report.formatting import ci, code, esc, num, pct, pvalue
 from suite.report.frames import NORM_LABELS, ReportData
 
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
@@ -30,9 +30,9 @@ def conclusion(
     for base in dict.fromkeys(data.baselines.values()):
         acc = attacked_acc.get(base, np.nan)
         parts.append(
-            f"The baseline `{base}` has no finished run, so nothing is compared with it."
+            f"The baseline {code(base)} has no finished run, so nothing is compared with it."
             if math.isnan(acc)
-            else f"The baseline `{base}` reaches {pct(acc)} test accuracy."
+            else f"The baseline {code(base)} reaches {pct(acc)} test accuracy."
         )
     pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
     deltas = {}
@@ -41,11 +41,13 @@ def conclusion(
         acc = attacked_acc.get(condition, np.nan)
         deltas[condition] = 100 * (acc - attacked_acc.get(base, np.nan))
         kind = kinds.get(condition.split("/")[0], "?")
-        sentence = f"`{condition}` ({kind}, against `{base}`): {pct(acc)} test accuracy"
+        sentence = (
+            f"{code(condition)} ({esc(kind)}, against {code(base)}): {pct(acc)} test accuracy"
+        )
         sentence += "" if math.isnan(deltas[condition]) else f" ({deltas[condition]:+.1f} pp)"
         mine = pooled[pooled["condition"] == condition]
         effects = [
-            f"under {r.attack}, {_ratio_name(r.test, r.norm)} {ci(r.ratio, r.ratio_lo, r.ratio_hi)} "
+            f"under {esc(r.attack)}, {_ratio_name(r.test, r.norm)} {ci(r.ratio, r.ratio_lo, r.ratio_hi)} "
             f"(adjusted p {pvalue(r.p_adj)}): {esc(r.verdict)}"
             + (f", {r.seeds}" if r.seeds else "")
             for r in mine.itertuples()
@@ -73,7 +75,7 @@ def _masking_caveat(masking: pd.DataFrame) -> list[str]:
         return []
     flags = masking.groupby("condition", sort=False)["flagged"].agg(["sum", "size"])
     return [
-        f"`{c}` is flagged by the gradient-masking diagnostic on {int(k)} of {n} seeds, so a "
+        f"{code(c)} is flagged by the gradient-masking diagnostic on {int(k)} of {n} seeds, so a "
         "larger distortion there need not mean real robustness."
         for c, (k, n) in flags.iterrows()
         if k > 0
@@ -91,7 +93,7 @@ def _answer(distilled: list[str], pooled: pd.DataFrame) -> str:
             continue
         if all(v.startswith("no verdict") for v in verdicts):
             groups.setdefault("no verdict (see Conditions without a verdict)", []).append(
-                f"`{condition}`"
+                code(condition)
             )
             continue
         more, less = "more robust" in verdicts, "less robust" in verdicts
@@ -104,7 +106,7 @@ def _answer(distilled: list[str], pooled: pd.DataFrame) -> str:
             group = f"{word} robust {some}" if mixed else f"{word} robust under every attack"
         else:
             group = "no significant difference under any attack"
-        groups.setdefault(group, []).append(f"`{condition}`")
+        groups.setdefault(group, []).append(code(condition))
     found = "; ".join(f"{g}: {', '.join(cs)}" for g, cs in groups.items())
     return f"Distilled conditions against their baselines: {found}." if found else ""
 
@@ -120,7 +122,7 @@ def _claim_check(deltas: dict[str, float], pooled: pd.DataFrame, distilled: list
         holds = abs(deltas[worst]) <= CLAIM_ACCURACY_PP
         accuracy = (
             f"the accuracy part {'holds' if holds else 'does not hold'} (largest change "
-            f"{deltas[worst]:+.1f} pp for `{worst}`, against ±{CLAIM_ACCURACY_PP:g} pp)"
+            f"{deltas[worst]:+.1f} pp for {code(worst)}, against ±{CLAIM_ACCURACY_PP:g} pp)"
         )
     else:
         accuracy = "the accuracy part cannot be checked (no finished distilled run)"
@@ -141,7 +143,7 @@ def _claim_check(deltas: dict[str, float], pooled: pd.DataFrame, distilled: list
         else:
             first = outside.iloc[0]
             distortion = (
-                f"the distortion part does not hold ({band}; `{first['condition']}` under "
-                f"{first['attack']} is outside [{lo:g}, {hi:g}])"
+                f"the distortion part does not hold ({band}; {code(first['condition'])} under "
+                f"{esc(first['attack'])} is outside [{lo:g}, {hi:g}])"
             )
     return f"{intro} {accuracy}; {distortion}."

@@ -1,13 +1,27 @@
 """Numbers and tables as the report prints them (Markdown, shared by report and conclusion)."""
 
 import math
+import re
 
 import pandas as pd
 
+# Characters that make Markdown syntax: links and images ([, ]), raw HTML and autolinks (<, >),
+# entities (&), emphasis (*, and _ at a word's edge), code (`), table cells (|), and the escape
+# itself. Names and notes come from manifests and from a shared store, so they are escaped.
+_MARKDOWN = re.compile(r"[\\`*\[\]<>&|]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
 
 def esc(value: object) -> str:
-    """A value as one Markdown table cell."""
-    return str(value).replace("|", "\\|").replace("\n", " ")
+    """A value as literal Markdown text on one line (fit for a table cell, heading or caption):
+    every character that would make a link, image, HTML, emphasis or a new cell is escaped."""
+    text = " ".join(str(value).splitlines())
+    return _MARKDOWN.sub(lambda m: "\\" + m.group(0), text)
+
+
+def code(value: object) -> str:
+    """A name as a Markdown code span: shown literally (no link or image can form inside it);
+    backticks, which would end the span, become quotes."""
+    return "`" + " ".join(str(value).splitlines()).replace("`", "'") + "`"
 
 
 def md_table(frame: pd.DataFrame) -> list[str]:

@@ -125,8 +125,16 @@ def _size_table(tokens: list[Token], start: int, pdf: FPDF) -> None:
 
 
 def _size_image(token: Token, base_dir: Path, pdf: FPDF) -> None:
-    """Point the image at its file and set a width (in px, as fpdf2 reads it) that fits the page."""
-    path = (base_dir / str(token.attrGet("src"))).resolve()
+    """Point the image at its file and set a width (in px, as fpdf2 reads it) that fits the page.
+    Only a PNG file inside the report's own folder is embedded; any other source (an absolute
+    path, `..`, a URL, which only a crafted name could put there) becomes its alt text."""
+    root = base_dir.resolve()
+    path = (root / str(token.attrGet("src"))).resolve()
+    if not path.is_relative_to(root) or path.suffix != ".png" or not path.is_file():
+        alt = "".join(child.content for child in token.children or [])
+        token.type, token.tag, token.children, token.attrs = "text", "", None, {}
+        token.content = f"[image not embedded: {alt}]"
+        return
     with Image.open(path) as image:
         w_px, h_px = image.size
         dpi = image.info.get("dpi", (150, 150))[0]

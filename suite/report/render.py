@@ -17,8 +17,9 @@ import pandas as pd
 from suite.errors import SuiteError
 from suite.report import figures, tables
 from suite.report.conclusion import conclusion as write_conclusion
-from suite.report.formatting import ci, esc, md_table, num, pct, pvalue
+from suite.report.formatting import ci, code, esc, md_table, num, pct, pvalue
 from suite.report.frames import NORM_LABELS, NORMS, ReportData, attack_norm, is_fixed_budget
+from suite.report.paths import check_replaceable, mark
 from suite.report.pdf import markdown_to_pdf
 
 FORMATS = ("md", "pdf")
@@ -44,7 +45,8 @@ def render_report(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> ReportOutput:
-    """Write the report for `data` into `out_dir` (replacing what was there) and return paths.
+    """Write the report for `data` into `out_dir` (replacing an earlier report there, never other
+    files: `paths.check_replaceable`) and return paths.
 
     `seed` fixes every bootstrap, so the same data give the same report.
     """
@@ -52,10 +54,12 @@ def render_report(
     if unknown:
         raise SuiteError(f"unknown report format {unknown[0]!r}: use one or more of md, pdf")
     out_dir = Path(out_dir)
+    check_replaceable(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         written = _render(data, work, formats, alpha, seed)
+        mark(work)
         _replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
@@ -96,7 +100,7 @@ class _Files:
     def figure(self, path: Path, caption: str) -> list[str]:
         self.figures.append(path)
         link = path.relative_to(self.root).as_posix()
-        return [f"![{caption}]({link})", "", f"*{caption}*", ""]
+        return [f"![{esc(caption)}]({link})", "", f"*{esc(caption)}*", ""]
 
     def table(self, frame: pd.DataFrame, name: str) -> None:
         path = self.root / "tables" / f"{name}.csv"
@@ -117,9 +121,9 @@ def _render(
     attacked_acc = tables.attacked_accuracy(data.accuracy)
     attacks = tables.with_best_of(data.attacks)
 
-    md = [f"# Report: {data.experiment}", "", "## Set-up", "", *_setup(data.setup)]
+    md = [f"# Report: {esc(data.experiment)}", "", "## Set-up", "", *_setup(data.setup)]
     md += [f"Significance level α = {alpha:g}. Each condition is compared with its baseline:", ""]
-    md += [f"- `{esc(c)}` against `{esc(b)}`" for c, b in data.baselines.items()] or ["- none"]
+    md += [f"- {code(c)} against {code(b)}" for c, b in data.baselines.items()] or ["- none"]
     md += [""]
     md += ["## Accuracy", "", *_accuracy_md(acc)]
     if not data.curves.empty:
@@ -186,7 +190,7 @@ def _render(
     blocked = tables.no_verdict(data)
     if blocked:
         md += ["## Conditions without a verdict", ""]
-        md += [f"- `{esc(c)}`: {esc(reason)}" for c, reason in blocked.items()] + [""]
+        md += [f"- {code(c)}: {esc(reason)}" for c, reason in blocked.items()] + [""]
     md += ["## Statistical method", "", *_method_md(alpha), ""]
     conclusion = write_conclusion(data, attacked_acc, compared, order)
     md += ["## Conclusion", "", conclusion, ""]
@@ -214,7 +218,8 @@ def _attack_section(
     rows = attacks[attacks["attack"] == attack]
     norm, fixed, slug = attack_norm(kind), is_fixed_budget(rows), _slug(attack)
     order = tables.condition_order(data)
-    md = [f"## Attack: {attack} ({kind})", "", _attack_intro(norm, fixed, rows, level), ""]
+    heading = f"## Attack: {esc(attack)} ({esc(kind)})"
+    md = [heading, "", _attack_intro(norm, fixed, rows, level), ""]
     if kind.startswith("best-"):
         wins = tables.best_of_wins(attacks, attack, order)
         files.table(wins, f"wins_{slug}")
@@ -263,7 +268,7 @@ def _setup(setup: dict[str, object]) -> list[str]:
     md = md_table(pd.DataFrame({"setting": list(shown), "value": list(shown.values())}))
     for key, values in setup.items():
         if not inline(values):
-            md += [f"**{key}**", "", *[f"- {esc(v)}" for v in values], ""]
+            md += [f"**{esc(key)}**", "", *[f"- {esc(v)}" for v in values], ""]
     return md
 
 
@@ -311,7 +316,7 @@ def _attack_intro(norm: str, fixed: bool, rows: pd.DataFrame, level: str) -> str
 
 
 def _best_of_intro(norm: str, wins: pd.DataFrame) -> str:
-    members = ", ".join(f"`{esc(a)}`" for a in dict.fromkeys(wins["attack"]))
+    members = ", ".join(code(a) for a in dict.fromkeys(wins["attack"]))
     return (
         f"Best of the minimal {NORM_LABELS[norm]} attacks {members}: per (seed, digit) the "
         "smallest distortion any of them found (the digit's worst case), so one attack's "
@@ -476,7 +481,7 @@ def _masking_md(masking: pd.DataFrame) -> list[str]:
     )
     flagged = sorted(set(masking.loc[masking["flagged"].astype(bool), "condition"]))
     note = (
-        f"Flagged for gradient masking: {', '.join(f'`{c}`' for c in flagged)}."
+        f"Flagged for gradient masking: {', '.join(code(c) for c in flagged)}."
         if flagged
         else "No condition is flagged for gradient masking."
     )
