@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint clean results
 
 $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
@@ -25,6 +25,17 @@ bench: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/attack_throughput.py --quick
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/scaling.py
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/distill_quality.py --quick
+
+# The published answer (results/seed-study and the README's Results block), regenerated, never
+# hand-edited. Resumable: finished models and attacks are reused from the store. On a machine with
+# its own CUDA torch: make results SUITE=/path/to/venv/bin/suite (see bench/gpu_env.sh).
+SUITE ?= $(BIN)/suite
+STUDY ?= seed-study
+results: $(if $(filter $(BIN)/suite,$(SUITE)),$(STAMP))
+	$(SUITE) data download mnist --root data
+	start=$$(date +%s); \
+	MLFLOW_DISABLE_TELEMETRY=true $(SUITE) run manifests/$(STUDY).toml && \
+	MLFLOW_DISABLE_TELEMETRY=true $(SUITE) publish manifests/$(STUDY).toml --started $$start
 
 lint: $(STAMP)
 	$(BIN)/ruff check suite tests bench

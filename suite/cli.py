@@ -313,5 +313,82 @@ def report(
         console.print(f"logged the report as run {run_id} of experiment {name!r} in {store.uri}")
 
 
+@app.command()
+@user_errors
+def publish(
+    manifest: Annotated[Path, typer.Argument(help="The experiment's manifest (its name is used)")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder; default results/<experiment>")
+    ] = None,
+    readme: Annotated[
+        Path, typer.Option(help="README whose results block receives the headline")
+    ] = Path("README.md"),
+    started: Annotated[
+        float | None, typer.Option(help="Unix time the run began (for the recorded wall time)")
+    ] = None,
+) -> None:
+    """Publish an experiment: its report in results/<experiment> with a README of how it was made
+    (commands, commit, device, wall time, data), and its headline in the top-level README.
+    `make results` calls this after `suite run`; the published files are never edited by hand."""
+    import time
+    from datetime import UTC, datetime
+
+    from suite.console import console
+    from suite.manifest import load_manifest
+    from suite.report.collect import collect
+    from suite.report.paths import report_dir
+    from suite.report.publish import (
+        Provenance,
+        headline,
+        readme_section,
+        results_readme,
+        splice,
+    )
+    from suite.report.render import render_report
+    from suite.tracking import Store, git_commit
+
+    spec = load_manifest(manifest)
+    name = spec.experiment.name
+    out_dir = report_dir(name, out, reports=Path("results"))
+    if not readme.is_file():
+        raise SuiteError(f"{readme}: no such file; pass --readme PATH to a README with results markers")
+    text = readme.read_text(encoding="utf-8")
+    splice(text, "")  # no markers: fail before anything is written
+    data = collect(Store(read_only=True), name)
+    output = render_report(data, out_dir)
+    attack, table = headline(output, data)
+    provenance = Provenance(
+        manifest=str(manifest),
+        commit=git_commit(),
+        wall_seconds=None if started is None else time.time() - started,
+        device=_device_description(spec.experiment.device),
+        data_source=f"{spec.data.dataset}: {data.setup.get('data_source', 'unknown')}",
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        commands=(
+            "make results",
+            f"# which runs: suite run {manifest}",
+            f"suite publish {manifest}",
+        ),
+    )
+    (out_dir / "README.md").write_text(
+        results_readme(attack, table, output.conclusion, provenance), encoding="utf-8"
+    )
+    section = readme_section(attack, table, output.conclusion, out_dir.as_posix())
+    readme.write_text(splice(text, section), encoding="utf-8")
+    console.print(f"published {name!r} in {out_dir}/ and its headline in {readme}")
+
+
+def _device_description(setting: str) -> str:
+    """What the run's device setting resolved to here, in words (for the published record)."""
+    import torch
+
+    from suite.devices import resolve_device
+
+    device = resolve_device(setting)
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return f"CPU, {os.cpu_count()} cores (torch {torch.__version__})"
+
+
 if __name__ == "__main__":
     app()

@@ -77,7 +77,10 @@ def artifact_root() -> str:
 
 
 def git_commit() -> str:
-    """The commit of the suite's source tree, or 'unknown' outside a git checkout."""
+    """The commit of the suite's source tree: SUITE_GIT_COMMIT where set (a copy of the tree with
+    no .git, e.g. on a batch machine), else git's, or 'unknown' outside a checkout."""
+    if os.environ.get("SUITE_GIT_COMMIT"):
+        return os.environ["SUITE_GIT_COMMIT"][:40]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],

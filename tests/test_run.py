@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from suite.cli import app
+from suite.report.publish import END, START
 from suite.manifest import load_manifest
 from suite.progress import NullProgress
 from suite.runner import run_manifest
@@ -332,3 +333,23 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     ]
     assert len(reports) == 1
     assert store.client.list_artifacts(reports[0].info.run_id, "report")
+
+    # publish: the report in results/<name>, a README of how it was made, the headline spliced
+    # into the top README between its markers; without markers nothing is written
+    readme = workdir / "README.md"
+    readme.write_text("# x\n")
+    no_markers = runner.invoke(app, ["publish", "m.toml"])
+    assert no_markers.exit_code == 2 and "README.md has no results markers" in no_markers.output
+    assert not (workdir / "results").exists()
+    readme.write_text(f"# x\n\n{START}\nold\n{END}\n\nafter\n")
+    for _ in range(2):  # a second publish replaces the first, in the folder and in the README
+        done = runner.invoke(app, ["publish", "m.toml", "--started", "0"])
+        assert done.exit_code == 0, done.output
+    out = workdir / "results" / "tiny-e2e"
+    assert (out / "report.md").is_file() and (out / "report.pdf").is_file()
+    published = (out / "README.md").read_text()
+    assert "| t20 | base |" in published and "suite publish m.toml" in published
+    assert "mnist-5k: " in published and "CPU, " in published
+    top = readme.read_text()
+    assert top.count(START) == 1 and "old" not in top and top.endswith("after\n")
+    assert "| t20 | base |" in top and "results/tiny-e2e/README.md" in top

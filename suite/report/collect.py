@@ -130,7 +130,8 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     first = next(iter(chosen.values()), None)
     return ReportData(
         experiment=experiment,
-        setup=_setup(manifest, first.data.tags if first else {}, store.uri),
+        setup=_setup(manifest, first.data.tags if first else {}, store.uri)
+        | {"data_source": first.data.params.get("data.source", "unknown") if first else "unknown"},
         baselines=matched,
         accuracy=_frame(
             accuracy,
