@@ -1,4 +1,4 @@
-"""The published headline and README blocks, on the report tests' synthetic studies."""
+"""The published headline and README blocks, and the conclusion's positive-control sentence."""
 
 import pytest
 from test_render import study_data, synthetic_data
@@ -38,3 +38,57 @@ def test_splice_replaces_only_between_the_markers():
     assert splice(readme, f"{START}\nnew\n{END}") == f"top\n{START}\nnew\n{END}\nbottom\n"
     with pytest.raises(SuiteError, match="no results markers"):
         splice("top\nbottom\n", "x")
+
+
+def _control_study(adv_verdicts: dict[str, str]):
+    """A baseline, a defensive condition and an adversarially trained control, with the pooled
+    all-digit comparisons the conclusion reads."""
+    import pandas as pd
+
+    from suite.report.frames import ReportData
+
+    conditions = {"base": "standard", "t100": "defensive", "adv": "adversarial"}
+    accuracy = pd.DataFrame(
+        [[c, k, "model", 0, 0.97, 0.97, "FINISHED", ""] for c, k in conditions.items()],
+        columns=["condition", "kind", "role", "seed", "val_acc", "test_acc", "status", "error"],
+    )
+    rows = [("t100", "cw-l2", "no significant difference")] + [
+        ("adv", attack, verdict) for attack, verdict in adv_verdicts.items()
+    ]
+    compared = pd.DataFrame(
+        [
+            {"condition": c, "attack": a, "scope": "pooled", "subset": "all digits",
+             "test": "wilcoxon", "norm": "l2", "ratio": 1.6, "ratio_lo": 1.4, "ratio_hi": 1.8,
+             "p_adj": 0.001, "verdict": v, "seeds": ""}
+            for c, a, v in rows
+        ]
+    )  # fmt: skip
+    data = ReportData(
+        experiment="x",
+        setup={},
+        baselines={"t100": "base", "adv": "base"},
+        accuracy=accuracy,
+        curves=pd.DataFrame(),
+        attacks=pd.DataFrame(),
+        masking=pd.DataFrame(),
+    )
+    attacked = pd.Series({"base": 0.98, "t100": 0.97, "adv": 0.95})
+    return data, attacked, compared
+
+
+@pytest.mark.parametrize("detected", [True, False])
+def test_conclusion_names_the_positive_control_and_whether_it_was_detected(detected):
+    from suite.report.conclusion import conclusion
+
+    verdicts = {"cw-l2": "more robust", "pgd": "more robust" if detected else "no verdict"}
+    data, attacked, compared = _control_study(verdicts)
+    text = conclusion(data, attacked, compared, ["base", "t100", "adv"])
+    assert "positive control `adv` (adversarial training)" in text
+    assert "clean-accuracy cost of -3.0 pp" in text
+    assert ("instrument detects robustness" in text) is detected
+    assert ("did not detect" in text) is not detected
+    # the control is not a distilled condition: only t100 is judged as distillation
+    assert (
+        "Distilled conditions against their baselines: no significant difference under any "
+        "attack: `t100`." in text
+    )

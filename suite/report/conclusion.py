@@ -14,6 +14,8 @@ from suite.report.frames import NORM_LABELS, ReportData
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
 CLAIM_ACCURACY_PP = 2.0
 CLAIM_RATIO_BAND = (0.8, 1.25)
+CONTROL_KINDS = frozenset({"adversarial"})
+"""Positive controls: trained to be robust, so the instrument must find them more robust."""
 
 
 def conclusion(
@@ -53,9 +55,14 @@ def conclusion(
             for r in mine.itertuples()
         ]
         parts.append(sentence + ("; " + "; ".join(effects) if effects else "") + ".")
-    distilled = [c for c in deltas if kinds.get(c.split("/")[0], "standard") != "standard"]
-    distilled = [c for c in distilled if "/" not in c]  # attacked teachers are not distilled
-    answer = [_answer(distilled, pooled), *_masking_caveat(data.masking)]
+    trained = [c for c in deltas if "/" not in c]  # attacked teachers are not distilled
+    controls = [c for c in trained if kinds.get(c) in CONTROL_KINDS]
+    distilled = [c for c in trained if kinds.get(c, "standard") not in {"standard", *CONTROL_KINDS}]
+    answer = [
+        _answer(distilled, pooled),
+        *_control(controls, pooled, deltas),
+        *_masking_caveat(data.masking),
+    ]
     paragraphs = [
         " ".join(parts),
         " ".join(a for a in answer if a),
@@ -80,6 +87,31 @@ def _masking_caveat(masking: pd.DataFrame) -> list[str]:
         for c, (k, n) in flags.iterrows()
         if k > 0
     ]
+
+
+def _control(controls: list[str], pooled: pd.DataFrame, deltas: dict[str, float]) -> list[str]:
+    """Whether the instrument saw robustness where it was built in: a positive control must come
+    out more robust under every attack, at the clean-accuracy cost shown beside it."""
+    sentences = []
+    for condition in controls:
+        mine = pooled[pooled["condition"] == condition]
+        if mine.empty:
+            continue
+        verdicts = ", ".join(f"{esc(r.attack)}: {esc(r.verdict)}" for r in mine.itertuples())
+        cost = deltas.get(condition, math.nan)
+        cost_text = "" if math.isnan(cost) else f", at a clean-accuracy cost of {cost:+.1f} pp"
+        detected = all(str(v).startswith("more robust") for v in mine["verdict"])
+        sentences.append(
+            f"The positive control {code(condition)} (adversarial training) comes out more robust "
+            f"under every attack ({verdicts}){cost_text}: the instrument detects robustness where "
+            "it is built in."
+            if detected
+            else f"The positive control {code(condition)} (adversarial training) is not more "
+            f"robust under every attack ({verdicts}){cost_text}: the instrument did not detect the "
+            "robustness built into it, so a verdict of no difference elsewhere may only show an "
+            "insensitive instrument."
+        )
+    return sentences
 
 
 def _answer(distilled: list[str], pooled: pd.DataFrame) -> str:
