@@ -213,3 +213,21 @@ def test_encoding_keeps_clean_errors_as_zero_and_failures_as_infinity():
     )
     np.testing.assert_array_equal(stats.encoded_distortion(rows, "l2"), [1.5, INF, 0.0])
     np.testing.assert_array_equal(stats.fooled(rows), [1.0, 0.0, 1.0])
+
+
+def test_success_interval_at_100_percent_is_not_a_point():
+    """All 60 (seed, digit) rows fooled: the two-level bootstrap alone gives [1, 1]; the reported
+    interval is at least the Wilson interval (lower bound ~0.94)."""
+    from suite.report.tables import success_table
+
+    rows = pd.DataFrame(
+        {
+            "condition": "c",
+            "seed": np.repeat([0, 1], 30),
+            "clean_correct": True,
+            "success": True,
+        }
+    )
+    row = success_table(rows, ["c"], alpha=0.05, seed=0).iloc[0]
+    assert row["rate"] == 1.0 and row["rate_hi"] == pytest.approx(1.0)
+    assert 0.93 < row["rate_lo"] < 0.95

@@ -5,6 +5,7 @@ Numeric DataFrames only (formatting is render.py's job), so they can be written 
 
 import numpy as np
 import pandas as pd
+from scipy.stats import binomtest
 
 from suite.attacks import FIXED_BUDGET_KINDS
 from suite.report import stats
@@ -134,7 +135,9 @@ def no_verdict(data: ReportData) -> dict[str, str]:
 
 def success_table(rows: pd.DataFrame, order: list[str], alpha: float, seed: int) -> pd.DataFrame:
     """Success rate over clean-correct (seed, digit) rows per condition; the CI resamples seeds,
-    then digits within seed; `per_seed` lists each seed's own rate."""
+    then digits within seed, widened to at least the Wilson interval of the pooled count (a
+    bootstrap of an all-success sample collapses to [100, 100]); `per_seed` lists each seed's
+    own rate."""
     out = []
     for condition in order:
         mine = rows[(rows["condition"] == condition) & rows["clean_correct"].astype(bool)]
@@ -143,6 +146,8 @@ def success_table(rows: pd.DataFrame, order: list[str], alpha: float, seed: int)
         groups = [g["success"].to_numpy(dtype=float) for _, g in mine.groupby("seed")]
         lo, hi = stats.two_level_bootstrap_ci(groups, np.nanmean, alpha=alpha, seed=seed)
         k, n = int(mine["success"].astype(bool).sum()), len(mine)
+        wilson = binomtest(k, n).proportion_ci(1 - alpha, method="wilson")
+        lo, hi = min(lo, wilson.low), max(hi, wilson.high)
         out.append([condition, n, k, k / n, lo, hi, [float(g.mean()) for g in groups]])
     columns = ["condition", "n", "successes", "rate", "rate_lo", "rate_hi", "per_seed"]
     return pd.DataFrame(out, columns=columns)
