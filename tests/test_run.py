@@ -14,9 +14,9 @@ import pytest
 from typer.testing import CliRunner
 
 from suite.cli import app
-from suite.report.publish import END, START
 from suite.manifest import load_manifest
 from suite.progress import NullProgress
+from suite.report.publish import END, START
 from suite.runner import run_manifest
 from suite.tracking import MODEL_TAG, Store
 
@@ -341,7 +341,7 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     no_markers = runner.invoke(app, ["publish", "m.toml"])
     assert no_markers.exit_code == 2 and "README.md has no results markers" in no_markers.output
     assert not (workdir / "results").exists()
-    readme.write_text(f"# x\n\n{START}\nold\n{END}\n\nafter\n")
+    readme.write_text(f"# x\n\n{START}\nstale block\n{END}\n\nafter\n")
     for _ in range(2):  # a second publish replaces the first, in the folder and in the README
         done = runner.invoke(app, ["publish", "m.toml", "--started", "0"])
         assert done.exit_code == 0, done.output
@@ -351,5 +351,5 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     assert "| t20 | base |" in published and "suite publish m.toml" in published
     assert "mnist-5k: " in published and "CPU, " in published
     top = readme.read_text()
-    assert top.count(START) == 1 and "old" not in top and top.endswith("after\n")
+    assert top.count(START) == 1 and "stale block" not in top and top.endswith("after\n")
     assert "| t20 | base |" in top and "results/tiny-e2e/README.md" in top
