@@ -351,7 +351,9 @@ def publish(
     name = spec.experiment.name
     out_dir = report_dir(name, out, reports=Path("results"))
     if not readme.is_file():
-        raise SuiteError(f"{readme}: no such file; pass --readme PATH to a README with results markers")
+        raise SuiteError(
+            f"{readme}: no such file; pass --readme PATH to a README with results markers"
+        )
     text = readme.read_text(encoding="utf-8")
     splice(text, "")  # no markers: fail before anything is written
     data = collect(Store(read_only=True), name)

@@ -31,7 +31,9 @@ from suite.models import MODELS, build_model
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # its tqdm bars broke one-line errors
+os.environ.setdefault(
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+)  # its tqdm bars broke one-line errors
 
 import mlflow  # noqa: E402
 import mlflow.artifacts  # noqa: E402
