@@ -32,6 +32,7 @@ DC ipc 10 256 s (1,000 iterations ≈ 70 h) — DC at ipc 10 is a GPU job.
 """
 
 import argparse
+import dataclasses
 import json
 import shlex
 import statistics
@@ -45,16 +46,19 @@ from torch.nn import functional as F
 
 from suite.data import load_splits
 from suite.distill import (
-    ConvNet,
+    RECIPES,
     DCParams,
     DDParams,
+    DistillResult,
     DMParams,
+    EvalRecipe,
     HerdingParams,
     RandomParams,
     distill,
     dsa,
     train_on_synthetic,
 )
+from suite.models import build_model
 
 METHODS = ("random", "herding", "dd", "dc", "dsa", "dm")
 
@@ -113,18 +117,6 @@ def method_settings(
     return "dc", DCParams(iterations=iterations, batch_real=64, dsa=method == "dsa")
 
 
-class Normalized(nn.Module):
-    """The evaluation ConvNet on standardised inputs, as the papers feed it."""
-
-    def __init__(self, mean: float, std: float) -> None:
-        super().__init__()
-        self.mean, self.std = mean, std
-        self.net = ConvNet()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
-
-
 def test_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         correct = sum(
@@ -149,29 +141,26 @@ def learned_steps_accuracy(result, ipc: int, params: DDParams, model: nn.Module,
     return test_accuracy(model.eval(), splits.test.x, splits.test.y)
 
 
-def evaluate(result, splits, seed: int, epochs: int, strategy: str) -> float:
-    """Test accuracy of one fresh ConvNet (init from `seed`) trained on the synthetic set alone."""
-    train = splits.train
+def evaluate(result, splits, arch: str, recipe: EvalRecipe, seed: int) -> float:
+    """Test accuracy of one fresh `arch` model (init from `seed`) trained on the synthetic set
+    alone with `recipe`, exactly as the suite's synthetic condition trains it."""
     torch.manual_seed(seed)
-    model = Normalized(train.x.mean().item(), train.x.std().item())
-    train_on_synthetic(
-        model,
-        result.x_syn,
-        result.y_syn,
-        epochs=epochs,
-        lr=0.01,
-        batch_size=256,
-        augment=True,
-        seed=seed,
-        strategy=strategy,
-    )
+    model = build_model(arch, dropout=recipe.dropout)
+    train_on_synthetic(model, result.x_syn, result.y_syn, recipe, seed=seed)
     return test_accuracy(model, splits.test.x, splits.test.y)
 
 
-def run_one(splits, dataset: str, method: str, ipc: int, args) -> dict:
+def obtain_set(splits, dataset: str, method: str, ipc: int, args) -> tuple[DistillResult, dict]:
+    """The synthetic set: distilled now (kept under --save), or read from --load; and its facts."""
     name, params = method_settings(method, ipc, args.quick, args.iterations)
-    train = splits.train
+    file = f"{dataset}-{method}-ipc{ipc}-seed{args.seed}.pt"
     init = "noise" if name == "dd" else "real"
+    facts = {"init": init, "params": params.model_dump()}
+    if args.load:
+        saved = torch.load(args.load / file)
+        result = DistillResult(saved["x_syn"], saved["y_syn"], [], saved["lrs"])
+        return result, {**facts, "loaded_from": str(args.load / file)}
+    train = splits.train
     start = time.perf_counter()
 
     def progress(i: int, total: int, loss: float) -> None:
@@ -187,52 +176,62 @@ def run_one(splits, dataset: str, method: str, ipc: int, args) -> dict:
     result = distill(
         name, params, train.x, train.y, ipc=ipc, init=init, seed=args.seed, on_step=progress
     )
-    distill_s = time.perf_counter() - start
+    facts["distill_s"] = round(time.perf_counter() - start, 1)
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
         torch.save(
-            {"x_syn": result.x_syn, "y_syn": result.y_syn, "lrs": result.lrs},
-            args.save / f"{dataset}-{method}-ipc{ipc}-seed{args.seed}.pt",
+            {"x_syn": result.x_syn, "y_syn": result.y_syn, "lrs": result.lrs}, args.save / file
         )
-    start = time.perf_counter()
-    accs = [
-        evaluate(result, splits, args.seed + k, args.eval_epochs, args.eval_strategy)
-        for k in range(args.eval_models)
-    ]
-    eval_s = (time.perf_counter() - start) / args.eval_models
-    acc = statistics.fmean(accs)
-    paper_key = "mnist" if dataset == "mnist-5k" else dataset
-    published = PUBLISHED.get(paper_key, {}).get(method, {}).get(ipc)
     curve = result.loss_curve
-    extra = {}
+    facts["loss_first"], facts["loss_last"] = (curve[0], curve[-1]) if curve else (None, None)
     if name == "dd":
         torch.manual_seed(args.seed)
-        fresh = Normalized(train.x.mean().item(), train.x.std().item())
-        extra["test_acc_learned_steps"] = round(
+        fresh = build_model("convnet")
+        facts["test_acc_learned_steps"] = round(
             learned_steps_accuracy(result, ipc, params, fresh, splits), 2
         )
-    return {
-        "dataset": dataset,
-        "method": method,
-        "ipc": ipc,
-        "status": "ok",
-        "init": init,
-        "params": params.model_dump(),
-        "test_acc": round(acc, 2),
-        "test_acc_std": round(statistics.pstdev(accs), 2),
-        "test_accs": [round(a, 2) for a in accs],
-        "published": published,
-        "gap": None if published is None else round(acc - published, 2),
-        "distill_s": round(distill_s, 1),
-        "eval_s": round(eval_s, 1),
-        "loss_first": curve[0] if curve else None,
-        "loss_last": curve[-1] if curve else None,
-        **extra,
-    }
+    return result, facts
+
+
+def run_one(splits, dataset: str, method: str, ipc: int, args) -> list[dict]:
+    """One set, evaluated on every --arch with that architecture's recipe: one row per arch."""
+    result, facts = obtain_set(splits, dataset, method, ipc, args)
+    rows = []
+    for arch in args.arch:
+        recipe = dataclasses.replace(RECIPES[arch], **args.recipe_overrides)
+        start = time.perf_counter()
+        accs = [
+            evaluate(result, splits, arch, recipe, args.seed + k) for k in range(args.eval_models)
+        ]
+        eval_s = (time.perf_counter() - start) / args.eval_models
+        acc = statistics.fmean(accs)
+        paper_key = "mnist" if dataset == "mnist-5k" else dataset
+        published = PUBLISHED.get(paper_key, {}).get(method, {}).get(ipc)
+        rows.append(
+            {
+                "dataset": dataset,
+                "method": method,
+                "ipc": ipc,
+                "arch": arch,
+                "recipe": dataclasses.asdict(recipe),
+                "status": "ok",
+                "test_acc": round(acc, 2),
+                "test_acc_std": round(statistics.pstdev(accs), 2),
+                "test_accs": [round(a, 2) for a in accs],
+                "published": published,
+                "gap": None if published is None else round(acc - published, 2),
+                "eval_s": round(eval_s, 1),
+                **facts,
+            }
+        )
+    return rows
 
 
 def print_table(runs: list[dict]) -> None:
-    header = f"{'dataset':<14}{'method':<9}{'ipc':>4}{'acc %':>8}{'sd':>6}{'paper %':>9}{'gap':>7}"
+    header = (
+        f"{'dataset':<14}{'method':<9}{'ipc':>4}{'arch':>10}{'acc %':>8}{'sd':>6}{'paper %':>9}"
+    )
+    header += f"{'gap':>7}"
     print(header + f"{'distill s':>11}{'eval s':>8}  status")
     for r in runs:
         acc = f"{r['test_acc']:.2f}" if r.get("test_acc") is not None else "-"
@@ -242,7 +241,8 @@ def print_table(runs: list[dict]) -> None:
         dist = f"{r['distill_s']:.0f}" if r.get("distill_s") is not None else "-"
         ev = f"{r['eval_s']:.0f}" if r.get("eval_s") is not None else "-"
         print(
-            f"{r['dataset']:<14}{r['method']:<9}{r['ipc']:>4}{acc:>8}{sd:>6}{paper:>9}{gap:>7}"
+            f"{r['dataset']:<14}{r['method']:<9}{r['ipc']:>4}{r.get('arch', '-'):>10}{acc:>8}{sd:>6}"
+            f"{paper:>9}{gap:>7}"
             f"{dist:>11}{ev:>8}  {r['status']}"
         )
 
@@ -262,6 +262,15 @@ def strategy_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(str(error)) from None
 
 
+def arch_list(text: str) -> list[str]:
+    """'convnet,cw-mnist' → the names, or argparse's one-line error naming an unknown arch."""
+    archs = text.split(",")
+    unknown = sorted(set(archs) - set(RECIPES))
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown archs {unknown}; choose from {sorted(RECIPES)}")
+    return archs
+
+
 def parse_iterations(text: str) -> dict[str, int]:
     """'600' → every learned method 600; 'dm=600,dc=3' → per method."""
     if "=" not in text:
@@ -279,18 +288,28 @@ def main() -> None:
     parser.add_argument("--ipc", default="1,10")
     parser.add_argument("--dataset", default="mnist-5k", help="comma list: mnist-5k,fashion-mnist")
     parser.add_argument("--budget-minutes", type=float, default=60.0)
-    parser.add_argument("--eval-epochs", type=int, default=300, help="DC: 300, DM: 1,000")
+    parser.add_argument(
+        "--arch",
+        default="convnet",
+        type=arch_list,
+        help="comma list of model archs to evaluate each set on, each with its RECIPES entry",
+    )
+    parser.add_argument(
+        "--eval-epochs", type=positive_int, help="override the recipes' epochs (DC: 300, DM: 1,000)"
+    )
     parser.add_argument(
         "--eval-models", type=positive_int, default=1, help="fresh models per set (the papers: 20)"
     )
     parser.add_argument(
         "--eval-strategy",
-        default=dsa.DEFAULT_STRATEGY,
         type=strategy_arg,
-        help="DSA families during evaluation (the papers' default mirrors digits with `flip`)",
+        help="override the recipes' DSA families (the papers' default mirrors digits with `flip`)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, help="folder to keep each synthetic set in (.pt)")
+    parser.add_argument(
+        "--load", type=Path, help="folder of sets kept by --save: evaluate them, distil nothing"
+    )
     parser.add_argument(
         "--iterations",
         type=parse_iterations,
@@ -300,7 +319,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: few iterations/epochs")
     args = parser.parse_args()
     if args.quick:
-        args.eval_epochs = min(args.eval_epochs, 20)
+        args.eval_epochs = min(args.eval_epochs or 20, 20)
+    args.recipe_overrides = {
+        key: value
+        for key, value in (("epochs", args.eval_epochs), ("dsa_strategy", args.eval_strategy))
+        if value is not None
+    }
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -321,14 +345,14 @@ def main() -> None:
                         }
                     )
                     continue
-                runs.append(run_one(splits, dataset, method, ipc, args))
-                print("RUN " + json.dumps(runs[-1]), file=sys.stderr, flush=True)
+                for row in run_one(splits, dataset, method, ipc, args):
+                    runs.append(row)
+                    print("RUN " + json.dumps(row), file=sys.stderr, flush=True)
     report = {
         "command": shlex.join(["python", *sys.argv]),
         "torch_threads": torch.get_num_threads(),
-        "eval_epochs": args.eval_epochs,
+        "recipe_overrides": args.recipe_overrides,
         "eval_models": args.eval_models,
-        "eval_strategy": args.eval_strategy,
         "iterations_override": args.iterations,
         "wall_minutes": round((time.perf_counter() - start) / 60, 1),
         "published_provenance": PROVENANCE,

@@ -10,6 +10,7 @@ from suite.distill import (
     DCParams,
     DDParams,
     DMParams,
+    EvalRecipe,
     HerdingParams,
     RandomParams,
     distill,
@@ -101,16 +102,8 @@ def test_dm_set_teaches_more_than_noise(mnist5k_splits):
     def test_accuracy(x_train):
         torch.manual_seed(0)
         model = ConvNet(width=16)
-        train_on_synthetic(
-            model,
-            x_train,
-            result.y_syn,
-            epochs=50,
-            lr=0.01,
-            batch_size=256,
-            augment=False,
-            seed=0,
-        )
+        recipe = EvalRecipe(optimizer="sgd", lr=0.01, epochs=50, augment=False)
+        train_on_synthetic(model, x_train, result.y_syn, recipe, seed=0)
         with torch.no_grad():
             return (model(s.test.x).argmax(1) == s.test.y).float().mean().item()
 
@@ -175,10 +168,7 @@ def test_train_on_synthetic_raises_on_divergence(mnist5k_splits):
             ConvNet(width=8),
             train.x[:100],
             train.y[:100],
-            epochs=20,
-            lr=1e12,
-            batch_size=50,
-            augment=False,
+            EvalRecipe(optimizer="sgd", lr=1e12, epochs=20, batch_size=50, augment=False),
             seed=0,
         )
 

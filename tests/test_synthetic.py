@@ -1,11 +1,22 @@
-"""The synthetic condition: distils, logs the set and the model, is attacked, and is reused on rerun."""
+"""The synthetic condition: distils, logs the set and the model, is attacked, and is reused on rerun;
+trains the condition's own architecture with that architecture's recipe; and refuses (FAILED, with
+the reason) a model that ends below the accuracy floor."""
 
+import copy
+import dataclasses
+import re
+
+import pytest
 import torch
 
+from suite.distill import RECIPES
+from suite.errors import ManifestError
 from suite.manifest import validate_manifest
+from suite.models import MODELS, StandardisedConvNet, Tiny, build_model
 from suite.runner import run_manifest
-from suite.tracking import Store
+from suite.tracking import ERROR_TAG, Store
 
+EVAL = {"epochs": 30, "lr": 0.01, "batch_size": 20, "augment": False, "min_test_acc": 0.0}
 MANIFEST = {
     "experiment": {"name": "synthetic-e2e", "seeds": [0], "device": "cpu"},
     "data": {
@@ -14,7 +25,7 @@ MANIFEST = {
         "val_samples": 200,
         "attack_samples": 10,
     },
-    "model": {"arch": "tiny"},
+    "model": {"arch": "cw-mnist"},
     "train": {"dropout": 0.0},
     "conditions": [
         {
@@ -22,15 +33,17 @@ MANIFEST = {
             "kind": "synthetic",
             "method": "dm",
             "ipc": 2,
+            "arch": "tiny",
             "params": {"iterations": 10, "net_width": 32, "batch_real": 64},
-            "eval": {"epochs": 30, "lr": 0.01, "batch_size": 20, "augment": False},
+            "eval": {**EVAL, "optimizer": "sgd"},
         },
         {
             "name": "random2",
             "kind": "synthetic",
             "method": "random",
             "ipc": 2,
-            "eval": {"epochs": 30, "lr": 0.01, "batch_size": 20, "augment": False},
+            "arch": "tiny",
+            "eval": {**EVAL, "optimizer": "sgd"},
         },
     ],
     "attacks": [
@@ -47,6 +60,11 @@ def test_synthetic_condition_logs_set_and_model_and_is_reused(tmp_path):
     for row in rows:
         run = store.client.get_run(row.run_id)
         assert run.data.params["method"] in ("dm", "random") and run.data.params["ipc"] == "2"
+        # the condition's arch, not model.arch, with the recipe as resolved
+        assert run.data.params["model.arch"] == "tiny"
+        assert run.data.params["eval.optimizer"] == "sgd" and run.data.params["eval.epochs"] == "30"
+        assert run.data.params["eval.dsa_strategy"] == RECIPES["tiny"].dsa_strategy
+        assert isinstance(store.load_model(run), Tiny)
         names = {a.path for a in store.client.list_artifacts(row.run_id, "synthetic")}
         assert names == {"synthetic/set.pt", "synthetic/grid.png"}
         local = store.client.download_artifacts(
@@ -61,3 +79,74 @@ def test_synthetic_condition_logs_set_and_model_and_is_reused(tmp_path):
     assert len(history) >= 2
     again = run_manifest(manifest, store=store)
     assert all(r.reused for r in again)
+
+
+def test_model_below_the_floor_is_failed_with_the_reason_and_not_attacked(tmp_path):
+    """One SGD step at a tiny rate on ten images leaves a near-chance model: the default floor
+    (50% clean test accuracy) refuses it, the run says why, and no attack records it."""
+    raw = copy.deepcopy(MANIFEST)
+    raw["experiment"]["name"] = "synthetic-floor"
+    raw["conditions"] = [
+        {
+            "name": "undertrained",
+            "kind": "synthetic",
+            "method": "random",
+            "ipc": 1,
+            "arch": "tiny",
+            "eval": {"optimizer": "sgd", "epochs": 1, "lr": 1e-4, "augment": False},
+        }
+    ]
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [row] = run_manifest(validate_manifest(raw, "test"), store=store)
+    assert row.status == "FAILED" and not row.attacks
+    assert "undertrained.eval.min_test_acc" in row.error and "below the floor 50%" in row.error
+    experiment = store.experiment_id("synthetic-floor", create=False)
+    [child] = store.client.search_runs(
+        [experiment], "tags.condition = 'undertrained' and tags.role = 'model'"
+    )
+    assert child.info.status == "FAILED"
+    assert "below the floor 50%" in child.data.tags[ERROR_TAG]
+    assert child.data.metrics["test_acc"] < 0.5  # the accuracy that failed is kept
+
+
+def test_recipe_defaults_per_architecture_and_overrides():
+    raw = copy.deepcopy(MANIFEST)
+    cond = raw["conditions"][1]
+    del cond["eval"], cond["arch"]
+    manifest = validate_manifest(raw, "test")
+    spec = manifest.conditions[1].eval
+    assert spec.min_test_acc == 0.5
+    for arch in MODELS:
+        assert spec.recipe(arch) == RECIPES[arch]
+    cond["eval"] = {"lr": 0.05, "dropout": 0.25}
+    spec = validate_manifest(raw, "test").conditions[1].eval
+    assert spec.recipe("cw-mnist") == dataclasses.replace(
+        RECIPES["cw-mnist"], lr=0.05, dropout=0.25
+    )
+    assert "flip" not in RECIPES["cw-mnist"].dsa_strategy.split("_")
+
+
+@pytest.mark.parametrize(
+    ("where", "value", "message"),
+    [
+        ("arch", "resnet", "conditions[1].arch: must be one of 'convnet', 'cw-mnist' or 'tiny'"),
+        ("eval", {"min_test_acc": 1.5}, "conditions[1].eval.min_test_acc: must be <= 1"),
+        ("eval", {"optimizer": "rmsprop"}, "conditions[1].eval.optimizer: must be one of"),
+    ],
+)
+def test_bad_synthetic_settings_are_one_line_errors(where, value, message):
+    raw = copy.deepcopy(MANIFEST)
+    raw["conditions"][1][where] = value
+    with pytest.raises(ManifestError, match=re.escape(message)):
+        validate_manifest(raw, "test")
+
+
+def test_every_architecture_has_a_recipe_and_convnet_is_the_distillation_net():
+    assert set(RECIPES) == set(MODELS)
+    torch.manual_seed(0)
+    model = build_model("convnet", dropout=0.0)
+    assert isinstance(model, StandardisedConvNet) and model.net.classifier[-1].in_features == 2048
+    x = torch.rand(3, 1, 28, 28)
+    assert model(x).shape == (3, 10)
+    expected = model.net((x - StandardisedConvNet.MEAN) / StandardisedConvNet.STD)
+    assert torch.allclose(model(x), expected)

@@ -170,15 +170,17 @@ def train_model(
     temperature: float = 1.0,
     batch_loss: BatchLoss | None = None,
     epoch_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
+    arch: str | None = None,
 ) -> tuple[nn.Module, float, float]:
-    """Build `model.arch` from the seed on `ctx.device` and fit it there on the training split; log
-    per-epoch curves. The model is returned where it was trained, on `ctx.device`.
+    """Build `arch` (default `model.arch`) from the seed on `ctx.device` and fit it there on the
+    training split; log per-epoch curves. The model is returned where it was trained, on
+    `ctx.device`.
 
     `batch_loss` replaces the (soft-)label loss (see `training.fit`); `epoch_metrics(model)` adds
     named values to each epoch's curves (robust validation accuracy)."""
     m = ctx.manifest
     torch.manual_seed(seed)
-    model = ctx.place(build_model(m.model.arch, dropout=m.train.dropout))
+    model = ctx.place(build_model(arch or m.model.arch, dropout=m.train.dropout))
     recipe = ctx.recipe(epochs)
     split = ctx.data
     n_batches = math.ceil(len(split.train.x) / recipe.batch_size)

@@ -1,16 +1,18 @@
 """The undistilled baseline: cross-entropy on hard labels at T = 1."""
 
 from suite.conditions import Context, ModelRun, cached_training, train_model
-from suite.manifest import StandardCondition, config_hash
+from suite.manifest import ModelSpec, StandardCondition, config_hash
 
 
 def run_standard(
     ctx: Context, cond: StandardCondition, seed: int, parent_id: str
 ) -> list[ModelRun]:
-    """Train (or reuse) one model of `model.arch` on the hard labels for this seed."""
+    """Train (or reuse) one model of the condition's `arch` (default `model.arch`) on the hard
+    labels for this seed."""
     m = ctx.manifest
     epochs = cond.epochs or m.train.epochs
-    cfg = config_hash("standard", ctx.data_config(), m.model, m.train, epochs, seed)
+    model = ModelSpec(arch=cond.arch or m.model.arch)
+    cfg = config_hash("standard", ctx.data_config(), model, m.train, epochs, seed)
     run = cached_training(
         ctx,
         parent_id,
@@ -19,7 +21,12 @@ def run_standard(
         role="model",
         seed=seed,
         cfg_hash=cfg,
-        params={**ctx.base_params(), "seed": seed, "train.epochs": epochs},
+        params={
+            **ctx.base_params(),
+            "seed": seed,
+            "train.epochs": epochs,
+            "model.arch": model.arch,
+        },
         attack=True,
         train=lambda run_id: train_model(
             ctx,
@@ -28,6 +35,7 @@ def run_standard(
             seed=seed,
             targets=ctx.data.train.y,
             epochs=epochs,
+            arch=model.arch,
         ),
     )
     return [run]

@@ -1,12 +1,14 @@
 """Models trained on a synthetic distilled set alone (dataset distillation) or a real coreset."""
 
+import dataclasses
 import io
 
 import torch
 from torch import nn
 
 from suite.conditions import Context, ModelRun, cached_training
-from suite.distill import distill, train_on_synthetic
+from suite.distill import EvalRecipe, distill, train_on_synthetic
+from suite.errors import TrainingError
 from suite.manifest import SyntheticCondition, config_hash, flatten
 from suite.models import build_model
 from suite.training import accuracy
@@ -15,13 +17,17 @@ from suite.training import accuracy
 def run_synthetic(
     ctx: Context, cond: SyntheticCondition, seed: int, parent_id: str
 ) -> list[ModelRun]:
-    """Distil `ipc` images per class from the training split, then train `model.arch` on them alone."""
-    m = ctx.manifest
-    cfg = config_hash("synthetic", ctx.data_config(), m.model, m.train.dropout, cond, seed)
+    """Distil `ipc` images per class from the training split, then train the condition's `arch`
+    (default `model.arch`) on them alone with that architecture's recipe."""
+    arch = cond.arch or ctx.manifest.model.arch
+    recipe = cond.eval.recipe(arch)
+    cfg = config_hash("synthetic", ctx.data_config(), arch, dataclasses.asdict(recipe), cond, seed)
     params = {
         **ctx.base_params(),
-        **flatten({"method": cond.method, "ipc": cond.ipc, "init": cond.init, "eval": cond.eval}),
+        **flatten({"method": cond.method, "ipc": cond.ipc, "init": cond.init}),
+        **flatten({**dataclasses.asdict(recipe), "min_test_acc": cond.eval.min_test_acc}, "eval"),
         **flatten(cond.params, "distill"),
+        "model.arch": arch,
         "seed": seed,
     }
     return [
@@ -35,13 +41,18 @@ def run_synthetic(
             cfg_hash=cfg,
             params=params,
             attack=True,
-            train=lambda run_id: _distil_and_train(ctx, cond, seed, run_id),
+            train=lambda run_id: _distil_and_train(ctx, cond, arch, recipe, seed, run_id),
         )
     ]
 
 
 def _distil_and_train(
-    ctx: Context, cond: SyntheticCondition, seed: int, run_id: str
+    ctx: Context,
+    cond: SyntheticCondition,
+    arch: str,
+    recipe: EvalRecipe,
+    seed: int,
+    run_id: str,
 ) -> tuple[nn.Module, float, float]:
     store, data = ctx.store, ctx.data
     label = f"{cond.name} seed {seed}: {cond.method} ipc={cond.ipc}"
@@ -76,19 +87,14 @@ def _distil_and_train(
     )
 
     torch.manual_seed(seed)
-    model = ctx.place(build_model(ctx.manifest.model.arch, dropout=ctx.manifest.train.dropout))
-    e = cond.eval
-    task = ctx.progress.task(f"{label}: train on synthetic", total=e.epochs)
+    model = ctx.place(build_model(arch, dropout=recipe.dropout))
+    task = ctx.progress.task(f"{label}: train {arch} on the set", total=recipe.epochs)
     try:
         train_on_synthetic(
             model,
             result.x_syn,
             result.y_syn,
-            epochs=e.epochs,
-            lr=e.lr,
-            batch_size=e.batch_size,
-            augment=e.augment,
-            strategy=e.dsa_strategy,
+            recipe,
             seed=seed,
             on_epoch=lambda epoch, loss: task.update(epoch, loss=f"{loss:.4g}"),
         )
@@ -96,8 +102,23 @@ def _distil_and_train(
         task.close()
     val_acc = accuracy(model, data.val.x, data.val.y)
     test_acc = accuracy(model, data.test.x, data.test.y)
-    store.log_metrics(run_id, {"val_acc": val_acc, "test_acc": test_acc}, step=e.epochs)
+    store.log_metrics(run_id, {"val_acc": val_acc, "test_acc": test_acc}, step=recipe.epochs)
+    check_floor(cond, arch, seed, test_acc)
     return model, val_acc, test_acc
+
+
+def check_floor(cond: SyntheticCondition, arch: str, seed: int, test_acc: float) -> None:
+    """Refuse a model that is no real classifier: attacking it would compare near-chance models on
+    the few digits they happen to get right. Raised inside the run, the reason becomes its
+    `suite.error` tag and the run ends FAILED, so no verdict is drawn from it."""
+    floor = cond.eval.min_test_acc
+    if test_acc < floor:
+        raise TrainingError(
+            f"conditions.{cond.name}.eval.min_test_acc: the {arch} model of seed {seed}, trained on "
+            f"the {cond.method} ipc {cond.ipc} set, reached {test_acc:.1%} clean test accuracy, "
+            f"below the floor {floor:.0%}; give [conditions.eval] a better recipe (epochs, lr, "
+            "optimizer) or lower min_test_acc"
+        )
 
 
 def synthetic_grid(x: torch.Tensor, y: torch.Tensor, path) -> None:

@@ -22,16 +22,18 @@ from suite.distill.coreset import HerdingParams, RandomParams, select_herding, s
 from suite.distill.dc import DCParams, run_dc
 from suite.distill.dd import DDParams, run_dd
 from suite.distill.dm import DMParams, run_dm
-from suite.distill.evaluate import train_on_synthetic
+from suite.distill.evaluate import RECIPES, EvalRecipe, train_on_synthetic
 from suite.errors import TrainingError
 
 __all__ = [
     "METHOD_PARAMS",
+    "RECIPES",
     "ConvNet",
     "DCParams",
     "DDParams",
     "DMParams",
     "DistillResult",
+    "EvalRecipe",
     "HerdingParams",
     "RandomParams",
     "distill",
