@@ -1,15 +1,18 @@
 """Distilled-set quality against the published numbers (a benchmark, not a test: CPU hours).
 
-For each dataset × method × ipc: distil from the training split, train a fresh ConvNet (width 128,
-depth 3, inputs normalised with the training mean/std as in the papers) on the synthetic set alone
-with the DC/DM evaluation recipe (SGD 0.01, momentum 0.9, weight decay 5e-4, lr ×0.1 at half the
-epochs, DSA augmentation), and report test accuracy, wall times and the gap to the paper's number.
-`--eval-models N` averages N fresh models per set (the papers: 20 models × 5 sets). Prints one
-JSON document, then a table.
+For each dataset × method × ipc: distil from the training split (or read a set kept by `--save`
+with `--load`), train a fresh model of each `--arch` on the synthetic set alone with that
+architecture's recipe, exactly as the suite's synthetic condition does (suite/distill/evaluate.py
+RECIPES; `convnet`, the papers' ConvNet of width 128 and depth 3 on MNIST-standardised inputs: SGD
+0.01, momentum 0.9, weight decay 5e-4, lr ×0.1 at half the epochs, DSA without `flip`), and report
+test accuracy, wall times and the gap to the paper's (ConvNet) number. `--eval-models N` averages N
+fresh models per set (the papers: 20 models × 5 sets). Prints one JSON document, then a table.
 
     python bench/distill_quality.py --dataset mnist-5k --methods random,herding,dm,dc --ipc 1,10
+    python bench/distill_quality.py --methods random --ipc 10 --arch convnet,cw-mnist --eval-models 2
 
-Measured on 2 CPU cores (2026-11-25, one process per core, seed 0, 300 evaluation epochs; wall
+Measured before the `convnet` arch (the ConvNet on training-set-standardised inputs, SGD recipe)
+on 2 CPU cores (2026-11-25, one process per core, seed 0, 300 evaluation epochs; wall
 times are with 2–4 benchmark processes sharing the cores). Published numbers are full-data ones.
 
 | data | method, ipc 10 | budget | eval DSA | acc % (models) | paper | distil s |
@@ -206,7 +209,8 @@ def run_one(splits, dataset: str, method: str, ipc: int, args) -> list[dict]:
         eval_s = (time.perf_counter() - start) / args.eval_models
         acc = statistics.fmean(accs)
         paper_key = "mnist" if dataset == "mnist-5k" else dataset
-        published = PUBLISHED.get(paper_key, {}).get(method, {}).get(ipc)
+        published = PUBLISHED.get(paper_key, {}).get(method, {}).get(ipc)  # ConvNet numbers
+        published = published if arch == "convnet" else None
         rows.append(
             {
                 "dataset": dataset,
