@@ -41,6 +41,7 @@ import shlex
 import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import torch
@@ -201,7 +202,7 @@ def run_one(splits, dataset: str, method: str, ipc: int, args) -> list[dict]:
     result, facts = obtain_set(splits, dataset, method, ipc, args)
     rows = []
     for arch in args.arch:
-        recipe = dataclasses.replace(RECIPES[arch], **args.recipe_overrides)
+        recipe = dataclasses.replace(RECIPES[arch], **args.recipe)
         start = time.perf_counter()
         accs = [
             evaluate(result, splits, arch, recipe, args.seed + k) for k in range(args.eval_models)
@@ -258,12 +259,24 @@ def positive_int(text: str) -> int:
     return int(text)
 
 
-def strategy_arg(text: str) -> str:
-    """A DSA strategy, or argparse's one-line error naming the unknown families."""
+def recipe_overrides(text: str) -> dict[str, object]:
+    """'optimizer=sgd,lr=0.01,dropout=0.5' → overrides of every --arch's recipe, each value read as
+    TOML (a bare word is a string); argparse's one-line error for an unknown field or strategy."""
+    fields = {f.name for f in dataclasses.fields(EvalRecipe)}
+    out: dict[str, object] = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        if key not in fields:
+            raise argparse.ArgumentTypeError(f"no recipe field {key!r}; fields: {sorted(fields)}")
+        try:
+            out[key] = tomllib.loads(f"v = {value}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key] = value
     try:
-        return dsa.check_strategy(text)
+        dsa.check_strategy(str(out.get("dsa_strategy", "crop")))
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    return out
 
 
 def arch_list(text: str) -> list[str]:
@@ -299,15 +312,14 @@ def main() -> None:
         help="comma list of model archs to evaluate each set on, each with its RECIPES entry",
     )
     parser.add_argument(
-        "--eval-epochs", type=positive_int, help="override the recipes' epochs (DC: 300, DM: 1,000)"
+        "--recipe",
+        type=recipe_overrides,
+        default={},
+        help="override recipe fields for every arch, e.g. epochs=500,dropout=0.5 or "
+        "dsa_strategy=color_crop_cutout_flip_scale_rotate (the papers' DSA, which mirrors digits)",
     )
     parser.add_argument(
         "--eval-models", type=positive_int, default=1, help="fresh models per set (the papers: 20)"
-    )
-    parser.add_argument(
-        "--eval-strategy",
-        type=strategy_arg,
-        help="override the recipes' DSA families (the papers' default mirrors digits with `flip`)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--save", type=Path, help="folder to keep each synthetic set in (.pt)")
@@ -323,12 +335,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a smoke run: few iterations/epochs")
     args = parser.parse_args()
     if args.quick:
-        args.eval_epochs = min(args.eval_epochs or 20, 20)
-    args.recipe_overrides = {
-        key: value
-        for key, value in (("epochs", args.eval_epochs), ("dsa_strategy", args.eval_strategy))
-        if value is not None
-    }
+        args.recipe["epochs"] = min(args.recipe.get("epochs", 20), 20)
     methods = args.methods.split(",")
     unknown = sorted(set(methods) - set(METHODS))
     if unknown:
@@ -355,7 +362,7 @@ def main() -> None:
     report = {
         "command": shlex.join(["python", *sys.argv]),
         "torch_threads": torch.get_num_threads(),
-        "recipe_overrides": args.recipe_overrides,
+        "recipe_overrides": args.recipe,
         "eval_models": args.eval_models,
         "iterations_override": args.iterations,
         "wall_minutes": round((time.perf_counter() - start) / 60, 1),
