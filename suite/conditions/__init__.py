@@ -108,13 +108,16 @@ def cached_training(
     attack: bool,
     train: Callable[[str], tuple[nn.Module, float, float]],
     tags: dict[str, str] | None = None,
+    arch: str | None = None,
+    dropout: float | None = None,
 ) -> ModelRun:
     """Reuse the trusted run with this config hash (`Store.find_model_run`); else train it in a new
     child run.
 
     `train(run_id) -> (model, val_acc, test_acc)` does the work and logs its own curves, returning
     the model on `ctx.device`; this function logs the model, the final metrics and the timing, and
-    marks the run reusable. Either way the returned model is on `ctx.device`.
+    marks the run reusable. Either way the returned model is on `ctx.device`. `arch` and `dropout`
+    (default `model.arch`, `train.dropout`) are the trained model's, logged so it loads back.
     """
     store = ctx.store
     if not ctx.force:
@@ -153,7 +156,12 @@ def cached_training(
         store.log_metrics(
             run_id, {"final_val_acc": val_acc, "final_test_acc": test_acc, "train_seconds": seconds}
         )
-        store.log_model(run_id, model, ctx.manifest.model.arch, ctx.manifest.train.dropout)
+        store.log_model(
+            run_id,
+            model,
+            arch or ctx.manifest.model.arch,
+            ctx.manifest.train.dropout if dropout is None else dropout,
+        )
     return ModelRun(
         condition, kind, role, seed, run_id, model, False, attack, val_acc, test_acc, seconds
     )

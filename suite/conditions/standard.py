@@ -37,5 +37,6 @@ def run_standard(
             epochs=epochs,
             arch=model.arch,
         ),
+        arch=model.arch,
     )
     return [run]

@@ -42,6 +42,8 @@ def run_synthetic(
             params=params,
             attack=True,
             train=lambda run_id: _distil_and_train(ctx, cond, arch, recipe, seed, run_id),
+            arch=arch,
+            dropout=recipe.dropout,
         )
     ]
 
