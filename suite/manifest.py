@@ -291,9 +291,9 @@ class Manifest(Strict):
 
     @model_validator(mode="after")
     def _known_baselines(self) -> "Manifest":
-        baselines(
-            [c.model_dump(mode="json") for c in self.conditions], self.train.epochs
-        )  # raises on an unknown or unmatched baseline
+        baselines(  # raises on an unknown or unmatched baseline
+            [c.model_dump(mode="json") for c in self.conditions], self.train.epochs, self.model.arch
+        )
         return self
 
     @model_validator(mode="after")
@@ -324,9 +324,12 @@ class ManifestFieldError(ValueError):
         self.loc, self.message, self.value = loc, message, value
 
 
-def baselines(conditions: list[dict[str, Any]], train_epochs: int) -> dict[str, str]:
+def baselines(
+    conditions: list[dict[str, Any]], train_epochs: int, model_arch: str = ""
+) -> dict[str, str]:
     """Each non-standard condition's baseline: its `baseline` if set, else the standard condition
-    trained for the same number of epochs (the first one in manifest order).
+    trained for the same number of epochs on the same architecture (a condition's `arch`, else
+    `model_arch`; the first match in manifest order).
 
     Works on the JSON form of the conditions, so the report resolves a stored manifest with the
     same rule. A manifest without standard conditions compares nothing (empty result); an explicit
@@ -334,7 +337,9 @@ def baselines(conditions: list[dict[str, Any]], train_epochs: int) -> dict[str, 
     ManifestFieldError naming the field.
     """
     standard = {
-        c["name"]: c.get("epochs") or train_epochs for c in conditions if c["kind"] == "standard"
+        c["name"]: (c.get("epochs") or train_epochs, c.get("arch") or model_arch)
+        for c in conditions
+        if c["kind"] == "standard"
     }
     out: dict[str, str] = {}
     for i, cond in enumerate(conditions):
@@ -349,13 +354,13 @@ def baselines(conditions: list[dict[str, Any]], train_epochs: int) -> dict[str, 
             )
         if chosen is None and standard:
             epochs = cond.get("student_epochs" if cond["kind"] == "defensive" else "epochs")
-            epochs = epochs or train_epochs
-            chosen = next((n for n, e in standard.items() if e == epochs), None)
+            key = (epochs or train_epochs, cond.get("arch") or model_arch)
+            chosen = next((n for n, k in standard.items() if k == key), None)
             if chosen is None:
                 raise ManifestFieldError(
                     f"conditions[{i}].baseline",
-                    f"no standard condition is trained for {epochs} epochs like this one; add one "
-                    'or set baseline = "<standard condition name>"',
+                    f"no standard condition trains {key[1] or 'the model'} for {key[0]} epochs like "
+                    'this one; add one or set baseline = "<standard condition name>"',
                     None,
                 )
         if chosen is not None:

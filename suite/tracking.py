@@ -182,13 +182,13 @@ class Store:
         own = self._artifact_home(experiment_id)
         return next((r for r in runs if _is_own(r, own)), None)
 
-    def find_model_run(self, experiment_id: str, parent_id: str, config_hash: str):
+    def find_model_run(self, experiment_id: str, condition: str, config_hash: str):
         """A reusable run: FINISHED, tagged with this config hash, its artifacts where this
         experiment keeps them, its model logged, and a child of one of this experiment's own parent
-        runs of `parent_id`'s condition (a teacher outlives a change to its student's settings,
-        which gives the condition a new parent). Anything else in the store — a planted run, a run
-        under a made-up parent, a copy pointing at other artifacts — is not trusted."""
-        condition = self.client.get_run(parent_id).data.tags["condition"]
+        runs of `condition` (a teacher outlives a change to its student's settings, which gives the
+        condition a new parent; an ARD student's teacher is found under the teacher's condition).
+        Anything else in the store — a planted run, a run under a made-up parent, a copy pointing
+        at other artifacts — is not trusted."""
         own = self._artifact_home(experiment_id)
         parents = self.client.search_runs(
             [experiment_id], f"tags.`suite.level` = 'condition' and tags.condition = '{condition}'"

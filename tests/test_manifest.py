@@ -120,7 +120,7 @@ MALFORMED = [
     (
         "temperature = 100",
         "temperature = 100\nstudent_epochs = 3",
-        "conditions[1].baseline: no standard condition is trained for 3 epochs like this one",
+        "conditions[1].baseline: no standard condition trains tiny for 3 epochs like this one",
     ),
 ]
 
@@ -223,3 +223,18 @@ def test_baseline_defaults_to_the_standard_condition_with_the_same_epochs(tmp_pa
     )
     # the baseline only changes the comparison: the models' config hashes stay the same
     assert config_hash(m.conditions[2]) == config_hash(explicit.conditions[2])
+
+
+def test_default_baseline_matches_the_architecture_as_well_as_the_epochs():
+    """A ConvNet trained on a synthetic set is compared with the undistilled ConvNet, not with
+    the undistilled cw-mnist that comes first in the manifest."""
+    conditions = [
+        {"name": "undistilled", "kind": "standard"},
+        {"name": "undistilled-convnet", "kind": "standard", "arch": "convnet"},
+        {"name": "dm-convnet", "kind": "synthetic", "arch": "convnet"},
+        {"name": "dm", "kind": "synthetic"},
+    ]
+    assert baselines(conditions, 10, "cw-mnist") == {
+        "dm-convnet": "undistilled-convnet",
+        "dm": "undistilled",
+    }

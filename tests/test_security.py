@@ -155,11 +155,12 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
     exp_id = store.experiment_id("sec")
     run = child_runs(store, exp_id)[-1]
     parent, cfg = run.data.tags["mlflow.parentRunId"], run.data.tags["config_hash"]
-    assert store.find_model_run(exp_id, parent, cfg).info.run_id == run.info.run_id
+    condition = run.data.tags["condition"]
+    assert store.find_model_run(exp_id, condition, cfg).info.run_id == run.info.run_id
     made_up = store.client.create_run(exp_id, tags={"condition": "base"}).info.run_id
     store.client.set_tag(run.info.run_id, "mlflow.parentRunId", made_up)
     try:
-        assert store.find_model_run(exp_id, parent, cfg) is None
+        assert store.find_model_run(exp_id, condition, cfg) is None
     finally:
         store.client.set_tag(run.info.run_id, "mlflow.parentRunId", parent)
         store.client.delete_run(made_up)
@@ -170,7 +171,7 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
             ("file:///tmp/elsewhere", run.info.run_id),
         )
     try:
-        assert store.find_model_run(exp_id, parent, cfg) is None
+        assert store.find_model_run(exp_id, condition, cfg) is None
     finally:
         with sqlite3.connect(db) as con:
             con.execute(
@@ -179,7 +180,7 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
             )
     store.client.update_run(run.info.run_id, status="FAILED")
     try:
-        assert store.find_model_run(exp_id, parent, cfg) is None
+        assert store.find_model_run(exp_id, condition, cfg) is None
     finally:
         store.client.update_run(run.info.run_id, status="FINISHED")
 

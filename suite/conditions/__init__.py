@@ -121,7 +121,7 @@ def cached_training(
     """
     store = ctx.store
     if not ctx.force:
-        run = store.find_model_run(ctx.experiment_id, parent_id, cfg_hash)
+        run = store.find_model_run(ctx.experiment_id, condition, cfg_hash)
         if run is not None:
             m = run.data.metrics
             return ModelRun(

@@ -154,7 +154,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         examples=examples,
         missing=missing,
         floors={
-            c["name"]: c.get("eval", {}).get("accuracy_floor", DEFAULT_ACCURACY_FLOOR)
+            c["name"]: (c.get("eval") or {}).get("min_test_acc", DEFAULT_ACCURACY_FLOOR)
             for c in manifest.get("conditions", [])
         },
     )
@@ -168,7 +168,11 @@ def _baselines(
     if baseline is not None:
         return {c: baseline for c in order if c != baseline}
     try:
-        return baselines(manifest.get("conditions", []), manifest.get("train", {}).get("epochs", 0))
+        return baselines(
+            manifest.get("conditions", []),
+            manifest.get("train", {}).get("epochs", 0),
+            manifest.get("model", {}).get("arch", ""),
+        )
     except ManifestFieldError as exc:
         raise StoreError(
             f"experiment {experiment!r}: {exc.loc}: {exc.message}; choose one with --baseline"
