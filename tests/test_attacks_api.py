@@ -12,7 +12,7 @@ from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.attacks.targets import choose_targets, rows_per_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-KINDS = {"cw-l2", "cw-linf", "cw-l0", "ddn", "pgd-linf", "pgd-l2", "fgsm"}
+KINDS = {"cw-l2", "cw-linf", "cw-l0", "ddn", "pgd-linf", "pgd-l2", "fgsm", "autoattack"}
 SMALL = {
     "cw-l2": {"binary_steps": 3, "max_iterations": 50},
     "cw-linf": {"max_iterations": 20},
@@ -21,6 +21,7 @@ SMALL = {
     "pgd-linf": {"steps": 5, "eps": [0.1, 0.3]},
     "pgd-l2": {"steps": 5, "eps": [1.0, 3.0]},
     "fgsm": {"eps": [0.1, 0.3]},
+    "autoattack": {"eps": [0.1, 0.3], "iterations": 5, "square_queries": 20},
 }
 
 
@@ -83,7 +84,7 @@ def test_records_schema_and_clean_mistakes(trained_tiny, test_batch):
     rec = res.records
     assert list(rec.columns) == [
         "sample_index", "label", "target", "clean_pred", "adv_pred", "clean_correct",
-        "success", "l0", "l2", "linf", "const", "grad_evals", "eps",
+        "success", "l0", "l2", "linf", "const", "grad_evals", "eps", "norm",
     ]  # fmt: skip
     assert rec["success"].dtype == bool and rec["clean_correct"].dtype == bool
     assert rec["grad_evals"].dtype == np.int64 and rec["l2"].dtype == np.float64
@@ -206,7 +207,9 @@ BATCHING = {  # budgets small enough for a per-sample model, large enough to suc
 }
 
 
-@pytest.mark.parametrize("kind", sorted(KINDS))
+# AutoAttack draws its random starts per call (the authors' code), so its batches are not
+# independent; checkpoints name the batch size instead (attacking._attack_in_checkpointed_chunks).
+@pytest.mark.parametrize("kind", sorted(KINDS - {"autoattack"}))
 def test_batched_equals_one_at_a_time(trained_tiny, test_batch, kind):
     x, y, idx = (t[:3] for t in test_batch)
     model = OneByOne(trained_tiny)

@@ -1,4 +1,5 @@
-"""Minimal-perturbation (C&W L2/L∞/L0, DDN) and fixed-budget (PGD, FGSM) attacks, batched.
+"""Minimal-perturbation (C&W L2/L∞/L0, DDN) and fixed-budget (PGD, FGSM,
+AutoAttack) attacks, batched.
 
 `run_attack(kind, params, model, x, y, sample_index, seed=...)` runs one; `ATTACK_PARAMS` maps each
 kind to its settings model; `summarize` turns per-sample records into metrics.

@@ -4,6 +4,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
@@ -32,6 +33,7 @@ class Found:
     x_adv: Tensor  # the best adversarial found per sample; the clean input where none was found
     const: Tensor  # float, the trade-off constant of the returned image (NaN where not applicable)
     grad_evals: Tensor  # int64, forward+backward passes each sample took part in
+    component: np.ndarray | None = None  # ensembles: the member that fooled each sample ("" none)
 
     @classmethod
     def start(cls, x: Tensor) -> "Found":

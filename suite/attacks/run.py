@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel
 from torch import Tensor, nn
 
+from suite.attacks.autoattack import AutoAttackParams, autoattack
 from suite.attacks.common import L0_TOLERANCE, Found
 from suite.attacks.cw_l0 import CWL0Params, cw_l0
 from suite.attacks.cw_l2 import CWL2Params, cw_l2
@@ -30,7 +31,8 @@ AttackFn = Callable[[nn.Module, Tensor, Tensor, Tensor | None, Any, int, np.ndar
 class _Kind:
     params: type[BaseModel]
     attack: AttackFn  # (model, x, y, target or None, params, seed, row keys) -> Found
-    budget_norm: str | None = None  # fixed-budget kinds: the norm their ε list bounds
+    budget_norm: Callable[[Any], str] | None = None  # fixed-budget kinds: settings -> norm of ε
+    ensemble: bool = False  # records name the member that succeeded (column `component`)
 
 
 _KINDS: dict[str, _Kind] = {
@@ -41,14 +43,22 @@ _KINDS: dict[str, _Kind] = {
     "pgd-linf": _Kind(
         PGDLinfParams,
         lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "linf", seed=seed, keys=keys),
-        "linf",
+        lambda p: "linf",
     ),
     "pgd-l2": _Kind(
         PGDL2Params,
         lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "l2", seed=seed, keys=keys),
-        "l2",
+        lambda p: "l2",
     ),
-    "fgsm": _Kind(FGSMParams, lambda m, x, y, t, p, seed, keys: fgsm(m, x, y, t, p), "linf"),
+    "fgsm": _Kind(
+        FGSMParams, lambda m, x, y, t, p, seed, keys: fgsm(m, x, y, t, p), lambda p: "linf"
+    ),
+    "autoattack": _Kind(
+        AutoAttackParams,
+        lambda m, x, y, t, p, seed, keys: autoattack(m, x, y, p, seed=seed),
+        lambda p: p.norm,
+        ensemble=True,
+    ),
 }
 
 ATTACK_PARAMS: dict[str, type[BaseModel]] = {kind: k.params for kind, k in _KINDS.items()}
@@ -104,6 +114,7 @@ def run_attack(
     const = torch.full((len(rows),), float("nan"), dtype=torch.float64)
     grad_evals = torch.zeros(len(rows), dtype=torch.int64)
     adv_pred = clean_pred[rows].clone()
+    component = np.full(len(rows), "", dtype=object)
     attacked = clean_pred[rows] == y[rows]
     successes = 0
     for lo in range(0, len(rows), batch_size):
@@ -122,6 +133,8 @@ def run_attack(
             x_adv[todo] = found.x_adv.detach().clamp(0, 1).cpu()
             const[todo] = found.const.cpu()
             grad_evals[todo] = found.grad_evals.cpu()
+            if found.component is not None:
+                component[todo.numpy()] = found.component
             adv_pred[todo] = _logits(model, x_adv[todo], dev, batch_size).argmax(1)
         won = _hits(adv_pred[chunk], y[rows[chunk]], None if target is None else target[chunk])
         successes += int((won & attacked[chunk]).sum())
@@ -132,9 +145,13 @@ def run_attack(
         sample_index[rows.numpy()], y[rows], target, clean_pred[rows], adv_pred,
         attacked, x[rows], x_adv, const, grad_evals,
     )  # fmt: skip
+    if spec.ensemble:
+        records["component"] = np.where(records["success"].to_numpy(), component, "")
     if spec.budget_norm is not None:
         eps_list = sorted(set(params.eps))  # type: ignore[attr-defined]
-        records["eps"] = _smallest_eps(records[spec.budget_norm].to_numpy(), eps_list)
+        norm = spec.budget_norm(params)
+        records["eps"] = _smallest_eps(records[norm].to_numpy(), eps_list)
+        records["norm"] = norm
         records.attrs["eps_list"] = eps_list
     return AttackResult(x_adv=x_adv, records=records)
 

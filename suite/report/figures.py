@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from suite.report import stats
-from suite.report.frames import NORM_LABELS, NORMS, attack_norm, is_fixed_budget
+from suite.report.frames import NORM_LABELS, NORMS, is_fixed_budget, row_norms
 
 DPI = 150
 _ROLE_STYLE = {"teacher": "--"}
@@ -87,7 +87,7 @@ def robust_accuracy_curves(
     fooled); fixed-budget attacks give one marker per ε they ran at.
     """
     colors = _colors(order)
-    rows = attacks[attacks["attack_kind"].map(attack_norm) == norm]
+    rows = attacks[row_norms(attacks) == norm]
     names = list(dict.fromkeys(rows["attack"]))
     finite = stats.encoded_distortion(rows, norm)
     finite = finite[np.isfinite(finite)]

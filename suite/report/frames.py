@@ -36,14 +36,24 @@ class ReportData:
     floors: dict[str, float] = field(default_factory=dict)
 
 
-def attack_norm(attack_kind: str) -> str:
-    """The norm an attack minimises (or bounds), read from its kind: 'cw-linf' → 'linf'."""
+def attack_norm(attack_kind: str, rows: pd.DataFrame | None = None) -> str:
+    """The norm an attack minimises (or bounds): the `norm` column of its records where they have
+    one (fixed-budget kinds, where it can be a setting: AutoAttack), else read from its kind:
+    'cw-linf' → 'linf'."""
+    if rows is not None and "norm" in rows and rows["norm"].notna().any():
+        return str(rows["norm"].dropna().iloc[0])
     kind = attack_kind.lower()
     if "inf" in kind:
         return "linf"
     if "l0" in kind:
         return "l0"
     return "l2"
+
+
+def row_norms(attacks: pd.DataFrame) -> pd.Series:
+    """The norm of each attack row: its `norm` column where recorded, else its kind's."""
+    by_kind = attacks["attack_kind"].map(attack_norm)
+    return attacks["norm"].fillna(by_kind) if "norm" in attacks else by_kind
 
 
 def is_fixed_budget(rows: pd.DataFrame) -> bool:

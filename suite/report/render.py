@@ -18,7 +18,14 @@ from suite.errors import SuiteError
 from suite.report import figures, tables
 from suite.report.conclusion import conclusion as write_conclusion
 from suite.report.formatting import ci, code, esc, md_table, num, pct, pvalue
-from suite.report.frames import NORM_LABELS, NORMS, ReportData, attack_norm, is_fixed_budget
+from suite.report.frames import (
+    NORM_LABELS,
+    NORMS,
+    ReportData,
+    attack_norm,
+    is_fixed_budget,
+    row_norms,
+)
 from suite.report.paths import check_replaceable, mark
 from suite.report.pdf import markdown_to_pdf
 
@@ -144,7 +151,7 @@ def _render(
             distortions,
             compared,
             attacked_acc,
-            attack_norm(kind),
+            attack_norm(kind, rows),
             data.baselines,
         )
         files.table(summary, f"summary_{slug}")
@@ -162,7 +169,7 @@ def _render(
             _level(alpha),
         )
 
-    attacked_norms = set(data.attacks["attack_kind"].map(attack_norm))
+    attacked_norms = set(row_norms(data.attacks))
     norms = [n for n in NORMS if n in attacked_norms]
     if norms:
         md += ["## Robust accuracy vs ε", ""]
@@ -216,7 +223,7 @@ def _attack_section(
 ) -> list[str]:
     """Summary, distortions, paired comparisons and figures of one attack."""
     rows = attacks[attacks["attack"] == attack]
-    norm, fixed, slug = attack_norm(kind), is_fixed_budget(rows), _slug(attack)
+    norm, fixed, slug = attack_norm(kind, rows), is_fixed_budget(rows), _slug(attack)
     order = tables.condition_order(data)
     heading = f"## Attack: {esc(attack)} ({esc(kind)})"
     md = [heading, "", _attack_intro(norm, fixed, rows, level), ""]
