@@ -13,12 +13,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from suite.attacks import ATTACK_PARAMS, run_attack, summarize
+from suite.attacks import ATTACK_PARAMS, MINIMAL_NORMS, run_attack, summarize
 from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.attacks.targets import rows_per_sample
+from suite.attacks.transfer import SCALABLE_NORMS, transfer_records
 from suite.conditions import Context, ModelRun
 from suite.data import NUM_CLASSES
 from suite.devices import model_device
+from suite.errors import StoreError, SuiteError
 from suite.manifest import AttackSpec, config_hash
 
 SOFTMAX_KINDS = ("fgsm", "pgd-linf", "pgd-l2")
@@ -41,8 +43,22 @@ def attack_model(
 ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
     """Run (or reuse) each manifest attack on `run.model`, then the gradient-masking diagnostic;
     return each attack's summary metrics and the diagnostic's."""
-    summaries = {spec.name: _one_attack(ctx, run, spec, subset) for spec in ctx.manifest.attacks}
+    summaries: dict[str, dict[str, float]] = {}
+    # direct attacks first: a transfer attack rescales to this model's own median distortion
+    for spec in sorted(ctx.manifest.attacks, key=lambda a: is_transfer(run, a)):
+        if is_transfer(run, spec):
+            summaries[spec.name] = _transfer(ctx, run, spec, subset, summaries)
+        else:
+            summaries[spec.name] = _one_attack(ctx, run, spec, subset)
+    summaries = {a.name: summaries[a.name] for a in ctx.manifest.attacks}
     return summaries, _masking(ctx, run, subset, summaries)
+
+
+def is_transfer(run: ModelRun, spec: AttackSpec) -> bool:
+    """Whether `spec` reaches `run` by transfer: it names a source condition, and `run` is not that
+    condition's model under attack (its model or student), on which the images are crafted."""
+    crafts = run.condition == spec.source and run.role in ("model", "student")
+    return spec.source is not None and not crafts
 
 
 def attack_batch_size(
@@ -75,7 +91,14 @@ def _one_attack(
         records, x_adv = _attack_in_checkpointed_chunks(ctx, run, spec, idx, cfg)
         rows = records["sample_index"].to_numpy(copy=True)
         x = ctx.data.test.x[rows]  # the clean image of each record row
+        if spec.source is not None:
+            records["source"] = spec.source
         ctx.store.log_table(run.run_id, f"attacks/{spec.name}.parquet", records)
+        ctx.store.log_arrays(
+            run.run_id,
+            f"attacks/{spec.name}.adv.npz",
+            {"sample_index": rows, "x_adv": x_adv.numpy().astype(np.float32)},
+        )
         ctx.store.log_artifact_bytes(
             run.run_id,
             f"attacks/{spec.name}.examples.npy",
@@ -87,6 +110,70 @@ def _one_attack(
         return summarize(records)
 
     return _cached(ctx, run, f"attack.{spec.name}", cfg, compute)
+
+
+def _transfer(
+    ctx: Context,
+    run: ModelRun,
+    spec: AttackSpec,
+    subset: np.ndarray,
+    summaries: dict[str, dict[str, float]],
+) -> dict[str, float]:
+    """Evaluate on `run.model` the adversarials `spec` crafted on its source condition's model at
+    the same seed (read from the store, never recomputed), as they are and rescaled to this
+    model's own median distortion under the manifest's direct attack of the same kind."""
+    idx = subset[: spec.samples or ctx.manifest.data.attack_samples]
+    source_cfg = config_hash(spec, idx.tolist(), ctx.manifest.experiment.attack_seed)
+    store, name = ctx.store, spec.name
+    source = store.find_attacked_run(
+        ctx.experiment_id, spec.source, run.seed, f"attack.{name}.config_hash", source_cfg
+    )
+    if source is None:
+        raise SuiteError(
+            f"attack {name}: condition {spec.source!r} seed {run.seed} has no adversarials of this "
+            f"attack in the store; run that condition first (suite run FILE --only {spec.source})"
+        )
+    norm, size = _own_median(ctx, spec, summaries)
+    cfg = config_hash(source_cfg, source.info.run_id, norm, size)
+
+    def compute() -> dict[str, float]:
+        src = store.load_table(source.info.run_id, f"attacks/{name}.parquet")
+        arrays = store.load_arrays(source.info.run_id, f"attacks/{name}.adv.npz")
+        rows = src["sample_index"].to_numpy(np.int64, copy=True)
+        x = ctx.data.test.x[rows]
+        x_adv = arrays.get("x_adv")
+        if (
+            x_adv is None
+            or x_adv.dtype != np.float32
+            or x_adv.shape != tuple(x.shape)
+            or not np.array_equal(arrays.get("sample_index"), rows)
+            or not np.isfinite(x_adv).all()
+        ):
+            raise StoreError(
+                f"run {source.info.run_id}: attacks/{name}.adv.npz does not match its records; "
+                "rerun the source condition with --force"
+            )
+        records = transfer_records(
+            run.model, x, torch.from_numpy(x_adv).clamp(0, 1), src, scale_norm=norm, scale_to=size
+        )
+        records["source"] = spec.source
+        store.log_table(run.run_id, f"attacks/{name}.parquet", records)
+        return summarize(records)
+
+    return _cached(ctx, run, f"attack.{name}", cfg, compute)
+
+
+def _own_median(
+    ctx: Context, spec: AttackSpec, summaries: dict[str, dict[str, float]]
+) -> tuple[str | None, float | None]:
+    """(norm, median distortion) of this model under the manifest's direct attack of `spec`'s kind,
+    where that kind minimises a norm a perturbation can be rescaled in; else (None, None)."""
+    norm = MINIMAL_NORMS.get(spec.kind)
+    own = next((a for a in ctx.manifest.attacks if a.kind == spec.kind and a.source is None), None)
+    if norm not in SCALABLE_NORMS or own is None:
+        return None, None
+    median = summaries[own.name].get(f"median_{norm}", math.nan)
+    return (norm, median) if math.isfinite(median) else (None, None)
 
 
 def _attack_in_checkpointed_chunks(
@@ -157,10 +244,10 @@ def _masking(
     """(a) saturated softmax-gradient fraction, (b) softmax-attack success, (c) C&W-on-logits
     success and median L2, on the attacked subset; logged as `masking.*` metrics."""
     attacks = ctx.manifest.attacks
-    cw = next((a for a in attacks if a.kind == "cw-l2"), None)
+    cw = next((a for a in attacks if a.kind == "cw-l2" and a.source is None), None)
     if cw is None:
         return {}
-    softmax = next((a for a in attacks if a.kind in SOFTMAX_KINDS), None)
+    softmax = next((a for a in attacks if a.kind in SOFTMAX_KINDS and a.source is None), None)
     idx = subset[: (softmax or cw).samples or ctx.manifest.data.attack_samples]
     cfg = config_hash("masking", cw, softmax, DEFAULT_SOFTMAX_ATTACK, MASKING_RATIO, idx.tolist())
 

@@ -99,6 +99,8 @@ BASELINE_HELP = (
     "epochs (a defensive student's epochs, train.epochs for a synthetic condition)"
 )
 REPORT_ONLY_FIELDS = frozenset({"baseline"})  # how results are compared, not how models are trained
+# fields added after results were cached: left unset, they keep the hashes of earlier results
+UNSET_UNHASHED = frozenset({"source"})
 
 
 class StandardCondition(Strict):
@@ -236,6 +238,10 @@ class AttackBase(Strict):
         le=MAX_BATCH,
         description="samples per batch; default 256 on a CPU, all on a GPU",
     )
+    source: Name | None = Field(
+        default=None,
+        description="transfer: craft on this condition's model (same seed), evaluate on every model",
+    )
 
 
 def _tagged(base: type[Strict], tag: str, registry: dict[str, type[BaseModel]]) -> Any:
@@ -307,6 +313,16 @@ class Manifest(Strict):
                     f"conditions[{i}].teacher",
                     f"no condition listed before this one has that name; name one of {earlier}",
                     cond.teacher,
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _known_sources(self) -> "Manifest":
+        names = [c.name for c in self.conditions]
+        for i, attack in enumerate(self.attacks):
+            if attack.source is not None and attack.source not in names:
+                raise ManifestFieldError(
+                    f"attacks[{i}].source", f"no such condition; name one of {names}", attack.source
                 )
         return self
 
@@ -596,7 +612,8 @@ def config_hash(*parts: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):  # report-only fields do not change what is trained
-        return value.model_dump(mode="json", exclude=set(REPORT_ONLY_FIELDS))
+        dumped = value.model_dump(mode="json", exclude=set(REPORT_ONLY_FIELDS))
+        return {k: v for k, v in dumped.items() if not (k in UNSET_UNHASHED and v is None)}
     return copy.deepcopy(value)
 
 

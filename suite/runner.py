@@ -162,8 +162,17 @@ def run_manifest(
         for cond in conditions
         for seed in manifest.experiment.seeds
     ]
+    # transfer sources first: their adversarials must be in the store before the others run
+    sources = {a.source for a in manifest.attacks if a.source is not None}
+    first = [i for i, job in enumerate(jobs) if job.condition in sources]
+    phases = [first, [i for i in range(len(jobs)) if i not in first]]
     with store.scope(list(parents.values())) as outcome:
-        results = executor(jobs, store.uri, experiment_id, parents, progress)
+        results: list[list[Row]] = [[] for _ in jobs]
+        for phase in (p for p in phases if p):
+            batch = [jobs[i] for i in phase]
+            rows_of = executor(batch, store.uri, experiment_id, parents, progress)
+            for i, rows in zip(phase, rows_of, strict=True):
+                results[i] = rows
         for job, rows in zip(jobs, results, strict=True):
             if any(r.status == "FAILED" for r in rows):
                 outcome[parents[job.condition]] = "FAILED"

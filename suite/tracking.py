@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -190,10 +191,7 @@ class Store:
         Anything else in the store — a planted run, a run under a made-up parent, a copy pointing
         at other artifacts — is not trusted."""
         own = self._artifact_home(experiment_id)
-        parents = self.client.search_runs(
-            [experiment_id], f"tags.`suite.level` = 'condition' and tags.condition = '{condition}'"
-        )
-        trusted = {r.info.run_id for r in parents if _is_own(r, own)}
+        trusted = self._own_parents(experiment_id, condition)
         runs = self.client.search_runs(
             [experiment_id],
             f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
@@ -208,6 +206,37 @@ class Store:
             ):
                 return run
         return None
+
+    def find_attacked_run(
+        self, experiment_id: str, condition: str, seed: int, tag: str, value: str
+    ):
+        """The newest model under attack of `condition` at `seed` (role model or student) whose
+        tag `tag` equals `value` — the source of a transfer attack — if it is a child of one of the
+        experiment's own parents of that condition and keeps its artifacts there; else None."""
+        own = self._artifact_home(experiment_id)
+        trusted = self._own_parents(experiment_id, condition)
+        runs = self.client.search_runs(
+            [experiment_id],
+            f"tags.condition = '{condition}' and tags.seed = '{seed}' and tags.`{tag}` = '{value}'",
+            order_by=["attributes.start_time DESC"],
+        )
+        for run in runs:
+            tags = run.data.tags
+            if (
+                tags.get("role") in ("model", "student")
+                and tags.get(MLFLOW_PARENT_RUN_ID) in trusted
+                and _is_own(run, own)
+            ):
+                return run
+        return None
+
+    def _own_parents(self, experiment_id: str, condition: str) -> set[str]:
+        """Ids of the condition-level runs of `condition` that this experiment created."""
+        own = self._artifact_home(experiment_id)
+        parents = self.client.search_runs(
+            [experiment_id], f"tags.`suite.level` = 'condition' and tags.condition = '{condition}'"
+        )
+        return {r.info.run_id for r in parents if _is_own(r, own)}
 
     def _artifact_home(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).artifact_location.rstrip("/")
@@ -385,6 +414,17 @@ class Store:
         with tempfile.TemporaryDirectory() as tmp:
             local = self.client.download_artifacts(run_id, relpath, tmp)
             return pd.read_parquet(local)
+
+    def log_arrays(self, run_id: str, relpath: str, arrays: dict[str, np.ndarray]) -> None:
+        """Arrays as one compressed `.npz` artifact (np.savez_compressed: exact values)."""
+        self.log_artifact_bytes(run_id, relpath, lambda p: np.savez_compressed(p, **arrays))
+
+    def load_arrays(self, run_id: str, relpath: str) -> dict[str, np.ndarray]:
+        """The arrays of a `.npz` artifact; object arrays are refused (unpickling runs code)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            local = self.client.download_artifacts(run_id, relpath, tmp)
+            with np.load(local, allow_pickle=False) as data:
+                return {k: data[k] for k in data.files}
 
     def log_report(self, experiment_id: str, folder: Path) -> str:
         """A `report` run in the experiment holding the rendered report folder as artifacts."""

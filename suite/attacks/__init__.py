@@ -9,6 +9,7 @@ from suite.attacks.common import L0_TOLERANCE
 from suite.attacks.run import (
     ATTACK_PARAMS,
     FIXED_BUDGET_KINDS,
+    MINIMAL_NORMS,
     AttackResult,
     distortions,
     run_attack,
@@ -19,6 +20,7 @@ __all__ = [
     "ATTACK_PARAMS",
     "FIXED_BUDGET_KINDS",
     "L0_TOLERANCE",
+    "MINIMAL_NORMS",
     "AttackResult",
     "distortions",
     "run_attack",

@@ -33,13 +33,22 @@ class _Kind:
     attack: AttackFn  # (model, x, y, target or None, params, seed, row keys) -> Found
     budget_norm: Callable[[Any], str] | None = None  # fixed-budget kinds: settings -> norm of ε
     ensemble: bool = False  # records name the member that succeeded (column `component`)
+    minimal_norm: str | None = None  # minimal-perturbation kinds: the norm they minimise
 
 
 _KINDS: dict[str, _Kind] = {
-    "cw-l2": _Kind(CWL2Params, lambda m, x, y, t, p, seed, keys: cw_l2(m, x, y, t, p)),
-    "cw-linf": _Kind(CWLinfParams, lambda m, x, y, t, p, seed, keys: cw_linf(m, x, y, t, p)),
-    "cw-l0": _Kind(CWL0Params, lambda m, x, y, t, p, seed, keys: cw_l0(m, x, y, t, p)),
-    "ddn": _Kind(DDNParams, lambda m, x, y, t, p, seed, keys: ddn(m, x, y, t, p)),
+    "cw-l2": _Kind(
+        CWL2Params, lambda m, x, y, t, p, seed, keys: cw_l2(m, x, y, t, p), minimal_norm="l2"
+    ),
+    "cw-linf": _Kind(
+        CWLinfParams, lambda m, x, y, t, p, seed, keys: cw_linf(m, x, y, t, p), minimal_norm="linf"
+    ),
+    "cw-l0": _Kind(
+        CWL0Params, lambda m, x, y, t, p, seed, keys: cw_l0(m, x, y, t, p), minimal_norm="l0"
+    ),
+    "ddn": _Kind(
+        DDNParams, lambda m, x, y, t, p, seed, keys: ddn(m, x, y, t, p), minimal_norm="l2"
+    ),
     "pgd-linf": _Kind(
         PGDLinfParams,
         lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "linf", seed=seed, keys=keys),
@@ -63,6 +72,9 @@ _KINDS: dict[str, _Kind] = {
 
 ATTACK_PARAMS: dict[str, type[BaseModel]] = {kind: k.params for kind, k in _KINDS.items()}
 FIXED_BUDGET_KINDS: frozenset[str] = frozenset(kind for kind, k in _KINDS.items() if k.budget_norm)
+MINIMAL_NORMS: dict[str, str] = {
+    kind: k.minimal_norm for kind, k in _KINDS.items() if k.minimal_norm
+}
 
 
 @dataclass
@@ -158,7 +170,8 @@ def run_attack(
 
 def summarize(records: pd.DataFrame) -> dict[str, float]:
     """Success rate over clean-correct rows; mean/median L0, L2, L∞ over successes; for
-    fixed-budget kinds the success rate at each ε (`success_rate@eps=<v>`)."""
+    fixed-budget kinds the success rate at each ε (`success_rate@eps=<v>`); for transfer records
+    with rescaled perturbations, `scaled_success_rate`."""
     correct = records["clean_correct"].to_numpy(bool)
     success = records["success"].to_numpy(bool)
     n_correct = int(correct.sum())
@@ -171,6 +184,9 @@ def summarize(records: pd.DataFrame) -> dict[str, float]:
         values = records.loc[success, norm].to_numpy(float)
         out[f"mean_{norm}"] = float(values.mean()) if len(values) else float("nan")
         out[f"median_{norm}"] = float(np.median(values)) if len(values) else float("nan")
+    if "success_scaled" in records:  # transfer: the source's perturbations at this model's median
+        scaled = records["success_scaled"].to_numpy(bool)
+        out["scaled_success_rate"] = scaled[correct].mean() if n_correct else float("nan")
     if "eps" in records:
         eps = records["eps"].to_numpy(float)
         for v in records.attrs.get("eps_list") or sorted(set(eps[~np.isnan(eps)])):

@@ -1,0 +1,123 @@
+"""Transfer attacks: adversarials crafted on one model, evaluated on the others, from the store."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from suite.attacks import ATTACK_PARAMS, run_attack
+from suite.attacks.transfer import scale_perturbations, transfer_records
+from suite.manifest import load_manifest
+from suite.runner import run_manifest
+from suite.tracking import Store
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+SAME = ["sample_index", "label", "clean_pred", "adv_pred", "clean_correct", "success", "l0", "l2"]
+
+MANIFEST = """
+[experiment]
+name = "transfer-e2e"
+seeds = [0]
+device = "cpu"
+
+[data]
+dataset = "mnist-5k"
+train_samples = 600
+val_samples = 200
+attack_samples = 10
+
+[model]
+arch = "tiny"
+
+[train]
+epochs = 2
+batch_size = 64
+optimizer = "adam"
+lr = 0.003
+dropout = 0.0
+
+[[conditions]]
+name = "other"
+kind = "standard"
+epochs = 1
+
+[[conditions]]
+name = "base"
+kind = "standard"
+
+[[attacks]]
+name = "cw"
+kind = "cw-l2"
+[attacks.params]
+binary_steps = 3
+max_iterations = 30
+initial_const = 1.0
+lr = 0.05
+
+[[attacks]]
+name = "cw-from-base"
+kind = "cw-l2"
+source = "base"
+[attacks.params]
+binary_steps = 3
+max_iterations = 30
+initial_const = 1.0
+lr = 0.05
+"""
+
+
+def test_transfer_from_a_model_to_itself_equals_the_direct_attack(trained_tiny, mnist5k_splits):
+    idx = np.arange(16)
+    x, y = mnist5k_splits.test.x[idx], mnist5k_splits.test.y[idx]
+    params = ATTACK_PARAMS["cw-l2"](binary_steps=2, max_iterations=40, initial_const=1.0, lr=0.05)
+    direct = run_attack("cw-l2", params, trained_tiny, x, y, idx, seed=0)
+    moved = transfer_records(trained_tiny, x, direct.x_adv, direct.records)
+    assert direct.records["success"].any()
+    pd.testing.assert_frame_equal(moved[SAME], direct.records[SAME])
+    assert (moved["source_success"] == direct.records["success"]).all()
+    assert (moved["grad_evals"] == 0).all()
+
+
+def test_rescaled_perturbations_have_the_asked_norm_and_clean_rows_stay_clean(mnist5k_splits):
+    x = mnist5k_splits.test.x[:6]
+    delta = 0.05 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    x_adv = (x + delta).clamp(0, 1)
+    x_adv[0] = x[0]  # a row the source did not change
+    scaled = scale_perturbations(x, x_adv, "l2", 0.5)
+    assert torch.equal(scaled[0], x[0])
+    norms = (scaled - x).flatten(1).norm(dim=1)[1:]
+    assert (norms <= 0.5 + 1e-5).all() and (norms > 0.3).all()  # clipping only shortens
+    linf = scale_perturbations(x, x_adv, "linf", 0.1)
+    assert torch.allclose((linf - x).flatten(1).abs().amax(1)[1:], torch.tensor(0.1), atol=1e-6)
+    with pytest.raises(ValueError, match="cannot rescale"):
+        scale_perturbations(x, x_adv, "l0", 3)
+
+
+def test_transfer_rows_pair_by_sample_index_and_need_the_source(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "m.toml").write_text(MANIFEST)
+    spec = load_manifest(tmp_path / "m.toml")
+    store = Store()
+
+    alone = run_manifest(spec, store=store, only=["other"])  # the source has not run yet
+    assert alone[0].status == "FAILED" and "run that condition first" in alone[0].error
+
+    rows = {r.condition: r for r in run_manifest(spec, store=store)}
+    assert all(r.status == "FINISHED" for r in rows.values())
+    assert "scaled_success_rate" in rows["other"].attacks["cw-from-base"]
+
+    def table(condition: str, attack: str) -> pd.DataFrame:
+        return store.load_table(rows[condition].run_id, f"attacks/{attack}.parquet")
+
+    crafted, moved = table("base", "cw-from-base"), table("other", "cw-from-base")
+    assert (crafted["source"] == "base").all() and (moved["source"] == "base").all()
+    assert moved["sample_index"].tolist() == crafted["sample_index"].tolist()
+    assert (moved["label"] == crafted["label"]).all()
+    assert (moved["source_success"] == crafted["success"]).all()
+    own = table("other", "cw")  # the target's direct attack, on the same digits
+    assert moved["sample_index"].tolist() == own["sample_index"].tolist()
+    assert (moved["clean_pred"] == own["clean_pred"]).all()
+    images = store.load_arrays(rows["base"].run_id, "attacks/cw-from-base.adv.npz")
+    assert images["x_adv"].dtype == np.float32
+    assert images["sample_index"].tolist() == crafted["sample_index"].tolist()
