@@ -8,6 +8,8 @@ import torch
 from suite.attacks import ATTACK_PARAMS, run_attack
 from suite.attacks.transfer import scale_perturbations, transfer_records
 from suite.manifest import load_manifest
+from suite.report.collect import collect
+from suite.report.render import render_report
 from suite.runner import run_manifest
 from suite.tracking import Store
 
@@ -121,3 +123,15 @@ def test_transfer_rows_pair_by_sample_index_and_need_the_source(tmp_path, monkey
     images = store.load_arrays(rows["base"].run_id, "attacks/cw-from-base.adv.npz")
     assert images["x_adv"].dtype == np.float32
     assert images["sample_index"].tolist() == crafted["sample_index"].tolist()
+
+    report = render_report(collect(store, "transfer-e2e"), tmp_path / "report", formats=("md",))
+    text = report.markdown.read_text(encoding="utf-8")
+    assert "## Transfer attacks" in text and "## Attack: cw-from-base" not in text
+    lines = text.splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("| cw-from-base | base |"))
+    header = [c.strip() for c in lines[row - 2].strip("|").split("|")]
+    cells = dict(zip(header, (c.strip() for c in lines[row].strip("|").split("|")), strict=True))
+    own_rate = crafted["success"][crafted["clean_correct"]].mean()
+    assert cells["base"] == f"{100 * own_rate:.1f}%"  # the source's own column: the direct attack
+    moved_rate = moved["success"][moved["clean_correct"]].mean()
+    assert cells["other"].startswith(f"{100 * moved_rate:.1f}% (")

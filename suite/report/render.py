@@ -4,6 +4,7 @@ Everything is rendered into a temporary folder beside `out_dir` and moved into p
 end, so a report folder is either the previous report or the complete new one.
 """
 
+import dataclasses
 import math
 import re
 import shutil
@@ -120,6 +121,8 @@ def _render(
     data: ReportData, work: Path, formats: tuple[str, ...], alpha: float, seed: int
 ) -> ReportOutput:
     files = _Files(work)
+    direct, transfer = tables.split_transfer(data.attacks)
+    data = dataclasses.replace(data, attacks=direct)
     order = tables.condition_order(data)
     acc = tables.accuracy_table(data.accuracy, order)
     files.table(acc, "accuracy")
@@ -183,6 +186,11 @@ def _render(
             "above ε (markers: fixed-budget attacks at their ε).",
         )
 
+    if not transfer.empty:
+        matrix = tables.transfer_matrix(transfer, order)
+        files.table(matrix, "transfer")
+        md += ["## Transfer attacks", "", _TRANSFER_NOTE, "", *md_table(matrix)]
+
     if not data.masking.empty:
         files.table(data.masking, "masking")
         md += ["## Gradient masking", "", *_masking_md(data.masking), ""]
@@ -208,6 +216,16 @@ def _render(
     if "pdf" in formats:
         markdown_to_pdf(text, work, work / "report.pdf", title=f"Report: {data.experiment}")
     return ReportOutput(work, None, None, files.figures, files.tables, summaries, conclusion)
+
+
+_TRANSFER_NOTE = (
+    "Adversarials crafted on the source condition's model (same seed, same digits) evaluated on "
+    "each condition's model, as Carlini & Wagner (2017, §VIII) broke defensive distillation: the "
+    "share of each model's clean-correct (seed, digit) rows they fool, pooled over seeds; in "
+    "brackets, the same perturbations rescaled to that model's own median distortion under the "
+    "direct attack of the same kind. The source's own column is the direct attack. No gradient of "
+    "the evaluated model is used, so a model that only masks its gradient is fooled here."
+)
 
 
 def _attack_section(

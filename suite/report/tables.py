@@ -9,6 +9,7 @@ from scipy.stats import binomtest
 
 from suite.attacks import FIXED_BUDGET_KINDS
 from suite.report import stats
+from suite.report.formatting import pct
 from suite.report.frames import NORMS, ReportData, attack_norm, is_fixed_budget
 
 SUBSETS = ("all digits", "both correct")
@@ -337,3 +338,36 @@ def summary_table(
             )
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def split_transfer(attacks: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(direct, transfer): the rows of attacks that name a `source` condition go to the transfer
+    matrix only; paired comparisons, figures and the conclusion read the direct attacks."""
+    if "source" not in attacks:
+        return attacks, attacks.iloc[0:0]
+    transfer_names = set(attacks.loc[attacks["source"].notna(), "attack"])
+    is_transfer = attacks["attack"].isin(transfer_names)
+    return attacks[~is_transfer], attacks[is_transfer]
+
+
+def transfer_matrix(transfer: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """Source model × target model (C&W 2017 §VIII): per transfer attack and target condition, the
+    share of the target's clean-correct (seed, digit) rows the source's adversarials fool, pooled
+    over seeds; where the attack minimises a norm, also those rescaled to the target's own median
+    distortion. The source's own cell is the direct attack."""
+    out = []
+    for attack, rows in transfer.groupby("attack", sort=False):
+        row = {"attack": attack, "source": str(rows["source"].dropna().iloc[0])}
+        for condition in order:
+            mine = rows[rows["condition"] == condition]
+            correct = mine["clean_correct"].to_numpy(bool)
+            if not correct.any():
+                row[condition] = "—"
+                continue
+            cell = pct(mine["success"].to_numpy(bool)[correct].mean())
+            if "success_scaled" in mine and mine["success_scaled"].notna().any():
+                scaled = mine["success_scaled"].fillna(False).to_numpy(bool)[correct].mean()
+                cell += f" ({pct(scaled)})"
+            row[condition] = cell
+        out.append(row)
+    return pd.DataFrame(out, columns=["attack", "source", *order])
