@@ -7,7 +7,8 @@ import torch
 
 from suite.attacks import ATTACK_PARAMS, run_attack
 from suite.attacks.transfer import scale_perturbations, transfer_records
-from suite.manifest import load_manifest
+from suite.errors import ManifestError
+from suite.manifest import config_hash, load_manifest
 from suite.report.collect import collect
 from suite.report.render import render_report
 from suite.runner import run_manifest
@@ -66,6 +67,18 @@ max_iterations = 30
 initial_const = 1.0
 lr = 0.05
 """
+
+
+def test_source_names_a_condition_and_an_unset_one_keeps_earlier_hashes(tmp_path):
+    path = tmp_path / "m.toml"
+    path.write_text(MANIFEST.replace('source = "base"', 'source = "nope"'))
+    with pytest.raises(ManifestError, match=r"attacks\[1\]\.source.*no such condition"):
+        load_manifest(path)
+    path.write_text(MANIFEST)
+    direct = load_manifest(path).attacks[0]
+    before = direct.model_dump(mode="json")
+    before.pop("source")  # the attack as hashed before transfer attacks existed
+    assert config_hash(direct) == config_hash(before)
 
 
 def test_transfer_from_a_model_to_itself_equals_the_direct_attack(trained_tiny, mnist5k_splits):
