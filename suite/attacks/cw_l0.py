@@ -5,6 +5,16 @@ the still-allowed pixels may move, warm-started from the last success and stoppe
 adversarial; then freeze the allowed pixels with the smallest |∇f6| · |δ| (a few per round, as
 the paper's code does). A solve that fails doubles c, keeping its Adam state; past the largest c
 the sample stops and returns its last success. Frozen pixels equal the clean input exactly.
+
+Warm starts are the paper code's (l0_attack.py, read for issue 17): each shrinking-mask solve
+starts from the previous adversarial with a fresh Adam state, and c carries over. Deviations from
+that code: success is margin < −κ (κ = 0 by default; the code hard-wires a 0.01 margin); a pixel's
+usefulness is |δ| · |∇f6| as the paper's text says (the code takes the gradient of the whole loss
+in tanh space, which at a success is the distance term alone); and the stall rule below. Their
+effect on median L0 is not measured yet. ART 1.20's `CarliniL0Method` freezes one pixel per L2
+solve (this code ⌈0.3·√changed⌉) and, at its defaults, did not finish 2 digits of
+bench/attack_vs_art.py in 900 s; ours fooled 2 of 2 at a median L0 of 10 (7,048 gradient
+evaluations per digit).
 """
 
 from dataclasses import dataclass
