@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -190,22 +190,12 @@ class Store:
         condition a new parent; an ARD student's teacher is found under the teacher's condition).
         Anything else in the store — a planted run, a run under a made-up parent, a copy pointing
         at other artifacts — is not trusted."""
-        own = self._artifact_home(experiment_id)
-        trusted = self._own_parents(experiment_id, condition)
-        runs = self.client.search_runs(
-            [experiment_id],
+        return self._newest_trusted(
+            experiment_id,
+            condition,
             f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
-            order_by=["attributes.start_time DESC"],
+            lambda tags: MODEL_TAG in tags,
         )
-        for run in runs:
-            tags = run.data.tags
-            if (
-                MODEL_TAG in tags
-                and tags.get(MLFLOW_PARENT_RUN_ID) in trusted
-                and _is_own(run, own)
-            ):
-                return run
-        return None
 
     def find_attacked_run(
         self, experiment_id: str, condition: str, seed: int, tag: str, value: str
@@ -213,22 +203,12 @@ class Store:
         """The newest model under attack of `condition` at `seed` (role model or student) whose
         tag `tag` equals `value` — the source of a transfer attack — if it is a child of one of the
         experiment's own parents of that condition and keeps its artifacts there; else None."""
-        own = self._artifact_home(experiment_id)
-        trusted = self._own_parents(experiment_id, condition)
-        runs = self.client.search_runs(
-            [experiment_id],
+        return self._newest_trusted(
+            experiment_id,
+            condition,
             f"tags.condition = '{condition}' and tags.seed = '{seed}' and tags.`{tag}` = '{value}'",
-            order_by=["attributes.start_time DESC"],
+            lambda tags: tags.get("role") in ("model", "student"),
         )
-        for run in runs:
-            tags = run.data.tags
-            if (
-                tags.get("role") in ("model", "student")
-                and tags.get(MLFLOW_PARENT_RUN_ID) in trusted
-                and _is_own(run, own)
-            ):
-                return run
-        return None
 
     def _own_parents(self, experiment_id: str, condition: str) -> set[str]:
         """Ids of the condition-level runs of `condition` that this experiment created."""
@@ -237,6 +217,28 @@ class Store:
             [experiment_id], f"tags.`suite.level` = 'condition' and tags.condition = '{condition}'"
         )
         return {r.info.run_id for r in parents if _is_own(r, own)}
+
+    def _newest_trusted(
+        self, experiment_id: str, condition: str, filter_string: str, accept: Callable[[dict], bool]
+    ):
+        """The newest run matching `filter_string` whose tags `accept`, that is a child of one of
+        this experiment's own parent runs of `condition` and keeps its artifacts where this
+        experiment keeps them; else None. The one trust rule for everything read back for reuse."""
+        own = self._artifact_home(experiment_id)
+        trusted = self._own_parents(experiment_id, condition)
+        runs = self.client.search_runs(
+            [experiment_id], filter_string, order_by=["attributes.start_time DESC"]
+        )
+        return next(
+            (
+                run
+                for run in runs
+                if accept(run.data.tags)
+                and run.data.tags.get(MLFLOW_PARENT_RUN_ID) in trusted
+                and _is_own(run, own)
+            ),
+            None,
+        )
 
     def _artifact_home(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).artifact_location.rstrip("/")
