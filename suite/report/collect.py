@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import StoreError
-from suite.manifest import ManifestFieldError, baselines
+from suite.manifest import ManifestFieldError, SyntheticEval, baselines
 from suite.report.frames import ReportData
 from suite.tracking import Store
 
@@ -38,7 +38,7 @@ def latest_experiment(store: Store) -> str:
     return store.client.get_experiment(runs[0].info.experiment_id).name
 
 
-DEFAULT_ACCURACY_FLOOR = 0.5
+DEFAULT_ACCURACY_FLOOR: float = SyntheticEval.model_fields["min_test_acc"].default
 
 
 def collect(store: Store, experiment: str, baseline: str | None = None) -> ReportData:
