@@ -79,11 +79,21 @@ def make_optimizer(params: list[nn.Parameter], recipe: Recipe) -> torch.optim.Op
     )
 
 
+CPU_EVAL_BATCH = 256
+"""Digits per forward pass on a CPU: batches of 128-256 run twice as fast as 1,000 there (2,500 vs
+1,340 digits/s for cw-mnist on 2 cores), since their activations stay in cache."""
+GPU_EVAL_BATCH = 4096
+
+
 @torch.no_grad()
-def predict_logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Logits of `model` (in eval mode, on its own device) over `x`, in batches, returned on the CPU
-    (one device-to-host copy for the whole of `x`)."""
+def predict_logits(
+    model: nn.Module, x: torch.Tensor, batch_size: int | None = None
+) -> torch.Tensor:
+    """Logits of `model` (in eval mode, on its own device) over `x`, in batches (by default sized
+    for the device), returned on the CPU (one device-to-host copy for the whole of `x`)."""
     device = model_device(model)
+    if batch_size is None:
+        batch_size = CPU_EVAL_BATCH if device.type == "cpu" else GPU_EVAL_BATCH
     was_training = model.training
     model.eval()
     out = [model(chunk.to(device, non_blocking=True)) for chunk in x.split(batch_size)]
