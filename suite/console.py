@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -30,6 +31,7 @@ err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 class _RichTask:
     def __init__(self, progress: Progress, task_id) -> None:
         self._progress, self._id = progress, task_id
+        self._started = time.monotonic()
 
     def update(self, completed: float, total: float | None = None, **info: object) -> None:
         extra = "  ".join(f"{k}={v}" for k, v in info.items())
@@ -37,6 +39,16 @@ class _RichTask:
         self._progress.update(self._id, completed=completed, info=extra, **kwargs)
 
     def close(self) -> None:
+        """Remove the bar; off a terminal, where no bar is drawn, say in one line that it finished,
+        so a log of a long run is never silent for minutes."""
+        if not self._progress.console.is_terminal:
+            task = self._progress._tasks[self._id]
+            self._progress.console.print(
+                f"{time.strftime('%H:%M:%S')} finished {task.description} "
+                f"({task.completed:g}/{task.total:g}) in {time.monotonic() - self._started:.0f} s",
+                markup=False,
+                highlight=False,
+            )
         self._progress.remove_task(self._id)
 
 

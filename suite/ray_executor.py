@@ -4,7 +4,7 @@ and logs to the same tracking URI, so the results are those of a local run."""
 
 from suite.errors import SuiteError
 from suite.progress import Progress
-from suite.runner import Executor, Job, Row, failed_row, run_job
+from suite.runner import Executor, Job, Row, failed_row, job_done_line, run_job
 
 
 def ray_executor(
@@ -52,6 +52,7 @@ def ray_executor(
                         progress.log(
                             f"[red]{row.condition} seed {row.seed} failed:[/red] {row.error}"
                         )
+                progress.log(job_done_line(jobs[i], results[i], len(results), len(jobs)))
                 task.update(len(results))
         finally:
             task.close()

@@ -7,6 +7,7 @@ runs the same in this process, in a Ray worker, or on another machine logging to
 
 import functools
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -110,13 +111,25 @@ def local_executor(
 ) -> list[list[Row]]:
     """In this process, one job after another (the default)."""
     results = []
-    for job in jobs:
+    for done, job in enumerate(jobs, start=1):
         rows = run_job(job, uri, experiment_id, parents[job.condition], progress)
         for row in rows:
             if row.status == "FAILED":
                 progress.log(f"[red]{job.condition} seed {job.seed} failed:[/red] {row.error}")
+        progress.log(job_done_line(job, rows, done, len(jobs)))
         results.append(rows)
     return results
+
+
+def job_done_line(job: Job, rows: list[Row], done: int, total: int) -> str:
+    """One line per finished job, with how many are left: what a log of a long run shows."""
+    status = "failed" if any(r.status == "FAILED" for r in rows) else "finished"
+    reused = all(r.reused for r in rows if r.status != "FAILED") and status == "finished"
+    return (
+        f"{time.strftime('%H:%M:%S')} job {done}/{total} {status}: {job.condition} seed {job.seed}"
+        + (" (reused from the store)" if reused else "")
+        + f"; {total - done} left"
+    )
 
 
 def run_manifest(

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -79,6 +80,9 @@ def test_run_then_rerun_reuses_then_force_retrains(workdir):
     first = runner.invoke(app, ["run", "m.toml"])
     assert first.exit_code == 0, first.output
     assert "trained" in first.output and "base" in first.output
+    # off a terminal (a log): a line per finished bar and per finished job, with what is left
+    assert re.search(r"finished base seed 0 model: cw \(12/12\) in \d+ s", first.output)
+    assert re.search(r"job 1/1 finished: base seed 0; 0 left", first.output)
     store = Store()
     runs = model_runs(store)
     assert len(runs) == 1
@@ -119,6 +123,7 @@ def test_run_then_rerun_reuses_then_force_retrains(workdir):
     second = runner.invoke(app, ["run", "m.toml"])
     assert second.exit_code == 0, second.output
     assert "reused" in second.output
+    assert "job 1/1 finished: base seed 0 (reused from the store); 0 left" in second.output
     assert len(model_runs(store)) == 1  # nothing retrained
 
     # a new attack on a reused model: only the attack runs
