@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from suite.attacks import ATTACK_PARAMS, MINIMAL_NORMS, run_attack, summarize
+from suite.attacks import ATTACK_PARAMS, MINIMAL_NORMS, SOFTMAX_KINDS, run_attack, summarize
 from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.attacks.targets import rows_per_sample
 from suite.attacks.transfer import SCALABLE_NORMS, transfer_records
@@ -23,7 +23,6 @@ from suite.devices import model_device
 from suite.errors import StoreError, SuiteError
 from suite.manifest import AttackSpec, config_hash
 
-SOFTMAX_KINDS = ("fgsm", "pgd-linf", "pgd-l2")
 DEFAULT_SOFTMAX_ATTACK = ("fgsm", {"eps": [0.3]})  # the MNIST convention (Madry et al. 2018)
 MASKING_RATIO = 0.5
 EXAMPLES = 8

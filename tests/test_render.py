@@ -108,7 +108,7 @@ def test_markdown_has_every_section(rendered):
         "### Distortion",
         "### Paired comparison with each baseline",
         "## Robust accuracy vs ε",
-        "## Gradient masking",
+        "## Gradient masking: the logit check per seed",
         "## Missing or failed runs",
         "## Statistical method",
         "## Conclusion",

@@ -66,6 +66,24 @@ binary_steps = 3
 max_iterations = 30
 initial_const = 1.0
 lr = 0.05
+
+[[attacks]]
+name = "pgd"
+kind = "pgd-linf"
+[attacks.params]
+eps = [0.1, 0.3]
+steps = 5
+step_size = 0.1
+
+[[attacks]]
+name = "square"
+kind = "autoattack"
+[attacks.params]
+version = "custom"
+attacks = ["square"]
+norm = "linf"
+eps = [0.3]
+square_queries = 50
 """
 
 
@@ -148,3 +166,19 @@ def test_transfer_rows_pair_by_sample_index_and_need_the_source(tmp_path, monkey
     assert cells["base"] == f"{100 * own_rate:.1f}%"  # the source's own column: the direct attack
     moved_rate = moved["success"][moved["clean_correct"]].mean()
     assert cells["other"].startswith(f"{100 * moved_rate:.1f}% (")
+
+    # the three masking checks, from the store: Square is known as gradient-free by its settings
+    assert "## Gradient masking: three checks" in text
+    checks = pd.read_csv(report.out_dir / "tables" / "masking_checks.csv").set_index("condition")
+    assert set(checks.index) == {"base", "other"} and (checks["softmax_attack"] == "pgd").all()
+    assert checks["gradient_free_attack"].eq("square").all()
+    assert checks["gradient_free_eps"].eq(0.3).all()
+    assert pd.isna(checks.loc["base", "transfer_p"])  # the source: its rows are the direct attack
+    assert checks.loc["other", "transfer_attack"] == "cw-from-base"
+    assert checks.loc["other", "transfer_eps"] == 0.3  # the PGD's largest ε
+    square = table("other", "square")
+    pgd = table("other", "pgd")
+    hit = square["success"] & square["clean_correct"]
+    assert checks.loc["other", "gradient_free_success"] == pytest.approx(
+        hit[pgd["clean_correct"]].mean()
+    )

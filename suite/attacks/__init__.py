@@ -10,8 +10,11 @@ from suite.attacks.run import (
     ATTACK_PARAMS,
     FIXED_BUDGET_KINDS,
     MINIMAL_NORMS,
+    SOFTMAX_KINDS,
     AttackResult,
+    budget_eps,
     distortions,
+    is_gradient_free,
     run_attack,
     summarize,
 )
@@ -21,8 +24,11 @@ __all__ = [
     "FIXED_BUDGET_KINDS",
     "L0_TOLERANCE",
     "MINIMAL_NORMS",
+    "SOFTMAX_KINDS",
     "AttackResult",
+    "budget_eps",
     "distortions",
+    "is_gradient_free",
     "run_attack",
     "summarize",
 ]

@@ -18,6 +18,7 @@ from suite.attacks.common import Found
 
 Eps = Annotated[float, Field(gt=0)]
 Component = Literal["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
+GRADIENT_FREE_COMPONENTS = frozenset({"square"})  # score-based: queries outputs, no gradient
 DEFAULT_EPS = {"linf": [0.1, 0.2, 0.3], "l2": [1.0, 1.5, 2.0]}  # MNIST conventions
 _NORMS = {"linf": "Linf", "l2": "L2"}
 

@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
-from suite.attacks.autoattack import AutoAttackParams, autoattack
+from suite.attacks.autoattack import GRADIENT_FREE_COMPONENTS, AutoAttackParams, autoattack
 from suite.attacks.common import L0_TOLERANCE, Found
 from suite.attacks.cw_l0 import CWL0Params, cw_l0
 from suite.attacks.cw_l2 import CWL2Params, cw_l2
@@ -34,6 +34,8 @@ class _Kind:
     budget_norm: Callable[[Any], str] | None = None  # fixed-budget kinds: settings -> norm of ε
     ensemble: bool = False  # records name the member that succeeded (column `component`)
     minimal_norm: str | None = None  # minimal-perturbation kinds: the norm they minimise
+    softmax_gradient: bool = False  # follows the gradient of the softmax cross-entropy
+    gradient_free: Callable[[Any], bool] | None = None  # settings -> uses no gradient at all
 
 
 _KINDS: dict[str, _Kind] = {
@@ -53,20 +55,28 @@ _KINDS: dict[str, _Kind] = {
         PGDLinfParams,
         lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "linf", seed=seed, keys=keys),
         lambda p: "linf",
+        softmax_gradient=True,
     ),
     "pgd-l2": _Kind(
         PGDL2Params,
         lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "l2", seed=seed, keys=keys),
         lambda p: "l2",
+        softmax_gradient=True,
     ),
     "fgsm": _Kind(
-        FGSMParams, lambda m, x, y, t, p, seed, keys: fgsm(m, x, y, t, p), lambda p: "linf"
+        FGSMParams,
+        lambda m, x, y, t, p, seed, keys: fgsm(m, x, y, t, p),
+        lambda p: "linf",
+        softmax_gradient=True,
     ),
     "autoattack": _Kind(
         AutoAttackParams,
         lambda m, x, y, t, p, seed, keys: autoattack(m, x, y, p, seed=seed),
         lambda p: p.norm,
         ensemble=True,
+        gradient_free=lambda p: (
+            set(p.attacks or ()) <= GRADIENT_FREE_COMPONENTS and p.version == "custom"
+        ),
     ),
 }
 
@@ -75,6 +85,31 @@ FIXED_BUDGET_KINDS: frozenset[str] = frozenset(kind for kind, k in _KINDS.items(
 MINIMAL_NORMS: dict[str, str] = {
     kind: k.minimal_norm for kind, k in _KINDS.items() if k.minimal_norm
 }
+SOFTMAX_KINDS: frozenset[str] = frozenset(k for k, kind in _KINDS.items() if kind.softmax_gradient)
+
+
+def budget_eps(kind: str, params: dict[str, Any]) -> list[float]:
+    """The ε budgets a fixed-budget attack of `kind` runs at with these (manifest) settings, in
+    ascending order; [] for a minimal-norm kind or settings this version cannot read."""
+    entry = _KINDS.get(kind)
+    if entry is None or entry.budget_norm is None:
+        return []
+    try:
+        return sorted(set(entry.params(**params).eps))  # type: ignore[attr-defined]
+    except ValidationError:
+        return []
+
+
+def is_gradient_free(kind: str, params: dict[str, Any]) -> bool:
+    """Whether an attack of `kind` with these (manifest) settings uses no gradient of the model:
+    what the gradient-masking checks need from an attack that cannot be fooled by a masked one."""
+    entry = _KINDS.get(kind)
+    if entry is None or entry.gradient_free is None:
+        return False
+    try:
+        return entry.gradient_free(entry.params(**params))
+    except ValidationError:  # settings this version does not know (an older store): not claimed
+        return False
 
 
 @dataclass

@@ -59,7 +59,9 @@ def transfer_records(
         scaled = scale_perturbations(x, x_adv, scale_norm, scale_to)
         pred = _logits(model, scaled, dev, batch_size).argmax(1)
         won = _hits(pred, y, target) & clean_correct
-        out["success_scaled"] = (won & torch.from_numpy(out["source_success"].to_numpy())).numpy()
+        out["success_scaled"] = (
+            won & torch.from_numpy(out["source_success"].to_numpy(bool, copy=True))
+        ).numpy()
     return out
 
 

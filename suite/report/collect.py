@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from suite.attacks import FIXED_BUDGET_KINDS, budget_eps, is_gradient_free
 from suite.errors import StoreError
 from suite.manifest import ManifestFieldError, SyntheticEval, baselines
 from suite.report.frames import ReportData
@@ -157,6 +158,16 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
             c["name"]: (c.get("eval") or {}).get("min_test_acc", DEFAULT_ACCURACY_FLOOR)
             for c in manifest.get("conditions", [])
         },
+        budgets={
+            a["name"]: budget_eps(a["kind"], a.get("params") or {})
+            for a in manifest.get("attacks", [])
+            if a["kind"] in FIXED_BUDGET_KINDS
+        },
+        gradient_free=[
+            a["name"]
+            for a in manifest.get("attacks", [])
+            if is_gradient_free(a["kind"], a.get("params") or {})
+        ],
     )
 
 

@@ -10,6 +10,7 @@ import pandas as pd
 
 from suite.report.formatting import ci, code, esc, num, pct, pvalue
 from suite.report.frames import NORM_LABELS, ReportData
+from suite.report.masking import CLEAR, COLUMNS, INCOMPLETE, MASKED
 
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
 CLAIM_ACCURACY_PP = 2.0
@@ -23,10 +24,14 @@ def conclusion(
     attacked_acc: pd.Series,
     compared: pd.DataFrame,
     order: list[str],
+    checks: pd.DataFrame | None = None,
 ) -> str:
     """Three paragraphs built only from the numbers: results per condition against its own
     baseline (all attacked digits), the answer (with gradient-masking caveats), and the seed
-    report's claim checked on this run."""
+    report's claim checked on this run. `checks` is the three-way masking table
+    (`suite.report.masking.three_way`): a condition found more robust is called robust only
+    where all three checks ran and none flagged it."""
+    checks = pd.DataFrame(columns=COLUMNS) if checks is None else checks
     kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
     parts = []
     for base in dict.fromkeys(data.baselines.values()):
@@ -61,6 +66,7 @@ def conclusion(
     answer = [
         _answer(distilled, pooled),
         *_control(controls, pooled, deltas),
+        *_robust_claims([*distilled, *controls], pooled, checks),
         *_masking_caveat(data.masking),
     ]
     paragraphs = [
@@ -87,6 +93,35 @@ def _masking_caveat(masking: pd.DataFrame) -> list[str]:
         for c, (k, n) in flags.iterrows()
         if k > 0
     ]
+
+
+def _robust_claims(conditions: list[str], pooled: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
+    """For each condition found more robust under some attack, whether the attacks that do not use
+    its gradient agree (`suite.report.masking`): only then is it called robust."""
+    verdicts = checks.set_index("condition")["verdict"] if not checks.empty else pd.Series()
+    sentences = []
+    for condition in conditions:
+        mine = pooled[pooled["condition"] == condition]
+        if not any(str(v).startswith("more robust") for v in mine["verdict"]):
+            continue
+        verdict = verdicts.get(condition, INCOMPLETE)
+        if verdict == CLEAR:
+            sentences.append(
+                f"{code(condition)} is robust by this evidence: the transfer and gradient-free "
+                "attacks find no adversarials the white-box attacks missed."
+            )
+        elif verdict == MASKED:
+            sentences.append(
+                f"{code(condition)} is not called robust: attacks that do not use its gradient "
+                "fool digits the white-box softmax attack could not (see Gradient masking: three "
+                "checks), so its larger distortions there are gradient masking."
+            )
+        else:
+            sentences.append(
+                f"{code(condition)} is not called robust: the transfer or gradient-free check did "
+                "not run on it, so masked gradients are not ruled out."
+            )
+    return sentences
 
 
 def _control(controls: list[str], pooled: pd.DataFrame, deltas: dict[str, float]) -> list[str]:

@@ -19,7 +19,9 @@ class ReportData:
     none). Distortions are NaN where the attack failed or the sample was misclassified clean;
     `eps` is NaN except for fixed-budget attacks. `baselines` maps each compared condition (and
     attacked teacher, `condition/teacher`) to the standard condition it is compared with;
-    `floors` maps a condition to the clean accuracy below which it gets no verdict.
+    `floors` maps a condition to the clean accuracy below which it gets no verdict;
+    `gradient_free` names the attacks that use no gradient of the model (Square); `budgets` maps
+    each fixed-budget attack to its ε list.
     `examples[f"{condition}/{attack}"]` is `[k, 3, 28, 28]` (clean, adversarial, perturbation)
     for the same k sample indices in every condition.
     """
@@ -34,6 +36,8 @@ class ReportData:
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     floors: dict[str, float] = field(default_factory=dict)
+    gradient_free: list[str] = field(default_factory=list)
+    budgets: dict[str, list[float]] = field(default_factory=dict)
 
 
 def attack_norm(attack_kind: str, rows: pd.DataFrame | None = None) -> str:

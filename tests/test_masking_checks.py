@@ -1,0 +1,125 @@
+"""The three-way gradient-masking checks (logit, transfer, gradient-free) and the conclusion's rule
+that only a condition all three clear is called robust."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from suite.report.masking import CLEAR, INCOMPLETE, MASKED, three_way
+
+N = 40  # digits per seed
+SEEDS = (0, 1)
+
+
+def _rows(condition: str, attack: str, kind: str, hit: np.ndarray, eps=None, linf=None, **extra):
+    """Per-(seed, digit) attack rows: `hit` [seeds, N] successes; eps (fixed budget) or linf norms."""
+    out = []
+    for s, seed in enumerate(SEEDS):
+        for i in range(N):
+            out.append({
+                "condition": condition, "seed": seed, "attack": attack, "attack_kind": kind,
+                "sample_index": i, "target": pd.NA, "clean_correct": True,
+                "success": bool(hit[s, i]),
+                "eps": (eps if hit[s, i] else np.nan) if eps is not None else np.nan,
+                "linf": np.nan if linf is None else float(linf[s, i]),
+                **extra,
+            })  # fmt: skip
+    frame = pd.DataFrame(out)
+    frame["target"] = frame["target"].astype("Int64")
+    return frame
+
+
+def _ones(k: int) -> np.ndarray:
+    """Successes on the first k digits of every seed."""
+    hit = np.zeros((len(SEEDS), N), bool)
+    hit[:, :k] = True
+    return hit
+
+
+def _study(square_t100: int = 30, transfer_linf: float = 0.2, with_square: bool = True):
+    """base: PGD and Square fool every digit. t100: PGD fools 5 per seed, Square `square_t100`,
+    the undistilled model's transfers fool 25 per seed at L∞ `transfer_linf`."""
+    direct = [
+        _rows("base", "pgd", "pgd-linf", _ones(N), eps=0.3),
+        _rows("t100", "pgd", "pgd-linf", _ones(5), eps=0.3),
+    ]
+    if with_square:
+        direct += [
+            _rows("base", "square", "autoattack", _ones(N), eps=0.3),
+            _rows("t100", "square", "autoattack", _ones(square_t100), eps=0.3),
+        ]
+    linf = np.full((len(SEEDS), N), transfer_linf)
+    transfer = pd.concat([
+        _rows("base", "moved", "cw-l2", _ones(N), linf=linf, source="base"),
+        _rows("t100", "moved", "cw-l2", _ones(25), linf=linf, source="base"),
+    ])  # fmt: skip
+    masking = pd.DataFrame(
+        {"condition": ["base", "base", "t100", "t100"], "seed": [0, 1, 0, 1],
+         "flagged": [False, False, True, False]}
+    )  # fmt: skip
+    budgets = {"pgd": [0.1, 0.2, 0.3], "square": [0.3]}
+    return masking, pd.concat(direct, ignore_index=True), transfer, budgets
+
+
+def test_square_and_transfer_inside_the_budget_expose_masking():
+    masking, direct, transfer, budgets = _study()
+    table = three_way(masking, direct, transfer, ["square"], budgets, ["base", "t100"], 0.05)
+    rows = table.set_index("condition")
+    t100 = rows.loc["t100"]
+    # Square alone fools 25 digits per seed that PGD could not, PGD none that Square could not
+    assert (t100["gradient_free_only"], t100["softmax_only_gradient_free"]) == (50, 0)
+    assert t100["gradient_free_p"] == pytest.approx(binomtest(50, 50, 0.5, "greater").pvalue)
+    assert t100["softmax_success_at_gradient_free_eps"] == pytest.approx(5 / N)
+    assert t100["gradient_free_success"] == pytest.approx(30 / N)
+    assert t100["transfer_only"] == 40 and t100["transfer_flagged"]
+    assert t100["logit_flagged_seeds"] == 1 and t100["verdict"] == MASKED
+    # the baseline: Square and PGD agree; it is the transfer's source, so no transfer check
+    base = rows.loc["base"]
+    assert base["gradient_free_only"] == 0 and not base["gradient_free_flagged"]
+    assert pd.isna(base["transfer_p"]) and base["verdict"] == INCOMPLETE
+
+
+def test_transfers_outside_the_budget_prove_nothing_and_agreement_clears():
+    masking, direct, transfer, budgets = _study(square_t100=5, transfer_linf=0.45)
+    table = three_way(masking, direct, transfer, ["square"], budgets, ["base", "t100"], 0.05)
+    t100 = table.set_index("condition").loc["t100"]
+    assert t100["transfer_success"] == 0 and not t100["transfer_flagged"]
+    assert t100["gradient_free_only"] == 0 and not t100["gradient_free_flagged"]
+    assert t100["verdict"] == CLEAR  # one seed of two flagged by the logit check: not a majority
+
+
+def test_without_a_gradient_free_attack_the_verdict_is_incomplete():
+    masking, direct, transfer, budgets = _study(
+        square_t100=5, transfer_linf=0.45, with_square=False
+    )
+    table = three_way(masking, direct, transfer, [], budgets, ["base", "t100"], 0.05)
+    t100 = table.set_index("condition").loc["t100"]
+    assert pd.isna(t100["gradient_free_p"]) and t100["verdict"] == INCOMPLETE
+
+
+def test_the_conclusion_calls_robust_only_what_the_checks_clear():
+    from suite.report.conclusion import conclusion
+    from suite.report.frames import ReportData
+
+    accuracy = pd.DataFrame(
+        [[c, k, "model", 0, 0.97, 0.97, "FINISHED", ""]
+         for c, k in {"base": "standard", "t100": "defensive", "t50": "defensive"}.items()],
+        columns=["condition", "kind", "role", "seed", "val_acc", "test_acc", "status", "error"],
+    )  # fmt: skip
+    compared = pd.DataFrame(
+        [{"condition": c, "attack": "cw-l2", "scope": "pooled", "subset": "all digits",
+          "test": "wilcoxon", "norm": "l2", "ratio": 1.6, "ratio_lo": 1.4, "ratio_hi": 1.8,
+          "p_adj": 0.001, "verdict": "more robust", "seeds": ""} for c in ("t100", "t50")]
+    )  # fmt: skip
+    data = ReportData(
+        experiment="x", setup={}, baselines={"t100": "base", "t50": "base"}, accuracy=accuracy,
+        curves=pd.DataFrame(), attacks=pd.DataFrame(), masking=pd.DataFrame(),
+    )  # fmt: skip
+    checks = pd.DataFrame({"condition": ["t100", "t50"], "verdict": [MASKED, CLEAR]})
+    attacked = pd.Series({"base": 0.98, "t100": 0.97, "t50": 0.97})
+    text = conclusion(data, attacked, compared, ["base", "t100", "t50"], checks)
+    assert "`t100` is not called robust: attacks that do not use its gradient" in text
+    assert "`t50` is robust by this evidence" in text
+    unchecked = conclusion(data, attacked, compared, ["base", "t100", "t50"])
+    assert unchecked.count("is not called robust: the transfer or gradient-free check did not") == 2
