@@ -92,3 +92,22 @@ def test_conclusion_names_the_positive_control_and_whether_it_was_detected(detec
         "Distilled conditions against their baselines: no significant difference under any "
         "attack: `t100`." in text
     )
+
+
+def test_headline_masking_column_gives_the_three_way_verdict_where_it_ran(tmp_path):
+    import dataclasses
+
+    import pandas as pd
+
+    from suite.report.masking import COLUMNS, MASKED
+
+    data = synthetic_data()  # the logit check flags defensive-t50 on both seeds
+    output = render_report(data, tmp_path / "r", formats=("md",))
+    checks = pd.DataFrame(
+        [{"condition": "defensive-t50", "transfer_p": 1e-6, "transfer_flagged": True,
+          "gradient_free_p": float("nan"), "gradient_free_flagged": False, "verdict": MASKED}],
+    ).reindex(columns=COLUMNS)  # fmt: skip
+    _, table = headline(dataclasses.replace(output, masking_checks=checks), data)
+    flags = table.set_index("condition")["gradient masking flag"]
+    assert flags["defensive-t50"] == "masking (logit yes (2/2 seeds); transfer flagged)"
+    assert flags["standard"] == "no"  # no three-way row for it: the logit check's flag

@@ -52,20 +52,35 @@ def headline(output: ReportOutput, data: ReportData) -> tuple[str, pd.DataFrame]
         or c.startswith(("success rate", "ratio, all digits"))
     ]
     table = summary[columns].copy()
-    table.insert(
-        len(table.columns), "gradient masking flag", table["condition"].map(_masking(data))
-    )
+    flags = _masking(data, output.masking_checks)
+    table.insert(len(table.columns), "gradient masking flag", table["condition"].map(flags))
     return attack, table
 
 
-def _masking(data: ReportData) -> dict[str, str]:
+def _masking(data: ReportData, checks: pd.DataFrame) -> dict[str, str]:
+    """Per condition: the three-way masking verdict with the checks that flagged it where the
+    transfer and gradient-free checks ran (`suite.report.masking`), else the logit check alone."""
     if data.masking.empty:
-        return {}
-    flags = data.masking.groupby("condition")["flagged"].agg(["sum", "count"])
-    return {
-        c: (f"yes ({int(r['sum'])}/{int(r['count'])} seeds)" if r["sum"] else "no")
-        for c, r in flags.iterrows()
-    }
+        logit: dict[str, str] = {}
+    else:
+        flags = data.masking.groupby("condition")["flagged"].agg(["sum", "count"])
+        logit = {
+            c: (f"yes ({int(r['sum'])}/{int(r['count'])} seeds)" if r["sum"] else "no")
+            for c, r in flags.iterrows()
+        }
+    out = dict(logit)  # conditions without a three-way row keep the logit check's flag
+    for r in checks.itertuples():
+        parts = [f"logit {logit.get(r.condition, 'not run')}"]
+        parts += [
+            f"{name} {'flagged' if flagged else 'clear'}"
+            for name, p, flagged in (
+                ("transfer", r.transfer_p, r.transfer_flagged),
+                ("Square", r.gradient_free_p, r.gradient_free_flagged),
+            )
+            if not pd.isna(p)
+        ]
+        out[r.condition] = f"{r.verdict} ({'; '.join(parts)})"
+    return out
 
 
 def results_readme(attack: str, table: pd.DataFrame, conclusion: str, p: Provenance) -> str:

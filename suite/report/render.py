@@ -44,6 +44,7 @@ class ReportOutput:
     tables: list[Path]
     summaries: dict[str, pd.DataFrame]
     conclusion: str
+    masking_checks: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def render_report(
@@ -221,7 +222,9 @@ def _render(
         (work / "report.md").write_text(text, encoding="utf-8")
     if "pdf" in formats:
         markdown_to_pdf(text, work, work / "report.pdf", title=f"Report: {data.experiment}")
-    return ReportOutput(work, None, None, files.figures, files.tables, summaries, conclusion)
+    return ReportOutput(
+        work, None, None, files.figures, files.tables, summaries, conclusion, checks
+    )
 
 
 _TRANSFER_NOTE = (
