@@ -1,5 +1,6 @@
 """The report renderer on a small synthetic experiment: files, sections, figures, PDF text."""
 
+import dataclasses
 import re
 
 import matplotlib.image
@@ -282,3 +283,38 @@ def test_best_of_attacks_takes_the_smallest_distortion_per_digit(study):
     key = ["condition", "norm"]
     merged = best.merge(cw, on=key, suffixes=("_best", "_cw"))
     assert (merged["median_all_best"] < merged["median_all_cw"]).all()
+
+
+def test_autoattack_linf_03_on_mnist_sits_beside_the_published_reference_points(tmp_path):
+    """Robust accuracy at ε 0.3 (standard definition: every attacked row in the denominator)
+    next to the AutoAttack README's MNIST points, with their source."""
+    data = study_data()
+    rows = data.attacks[data.attacks["attack"] == "cw-l2"].copy()
+    fooled = rows["sample_index"] % 3 == 0  # a third of the digits fooled within ε 0.3
+    rows = rows.assign(
+        attack="aa",
+        attack_kind="autoattack",
+        success=fooled,
+        eps=np.where(fooled, 0.3, np.nan),
+        norm="linf",  # AutoAttack records name the norm of their ε
+    )
+    rows.loc[rows["sample_index"] == 1, "clean_correct"] = False  # misclassified: not robust
+    data = dataclasses.replace(
+        data, attacks=pd.concat([data.attacks, rows]), budgets={"aa": [0.1, 0.3]}
+    )
+    out = render_report(data, tmp_path / "r", formats=("md",))
+    text = out.markdown.read_text(encoding="utf-8")
+    assert "### Published reference points (L∞ ε = 0.3)" in text
+    assert re.search(
+        r"\| PGD adversarial training .*Madry et al.*2018.* \| 98\.5% \| 88\.4% \|", text
+    )
+    assert "fra31/auto-attack" in text and "not a paired comparison" in text
+    table = pd.read_csv(out.out_dir / "tables" / "references_aa_0.3.csv")
+    ours = table.set_index("model")["robust accuracy"]
+    per_digit = [not (i % 3 == 0 or i == 1) for i in range(N_SAMPLES)]
+    assert ours["this run: base-e10"] == pytest.approx(np.mean(per_digit))
+    # no reference on another data set or at an ε nobody published
+    other = dataclasses.replace(data, setup={"dataset": "fashion-mnist"})
+    assert "Published reference" not in render_report(
+        other, tmp_path / "f", formats=("md",)
+    ).markdown.read_text(encoding="utf-8")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from suite.errors import SuiteError
-from suite.report import figures, masking, tables
+from suite.report import figures, masking, references, tables
 from suite.report.conclusion import conclusion as write_conclusion
 from suite.report.formatting import ci, code, esc, md_table, num, pct, pvalue
 from suite.report.frames import (
@@ -259,6 +259,8 @@ def _attack_section(
         files.table(wins, f"wins_{slug}")
         md += [_best_of_intro(norm, wins), "", *_wins_md(wins), ""]
     md += ["### Summary", "", *md_table(summary), _summary_note(level), ""]
+    if fixed:
+        md += _references_md(data, rows, attack, kind, norm, order, files, slug)
     md += ["### Distortion", "", *_distortion_md(distortions, level), ""]
     md += ["### Paired comparison with each baseline", ""]
     md += _comparison_md(compared[compared["attack"] == attack], level)
@@ -280,6 +282,45 @@ def _attack_section(
             "perturbation (red +, blue −, one colour scale for all).",
         )
     return md
+
+
+def _references_md(
+    data: ReportData,
+    rows: pd.DataFrame,
+    attack: str,
+    kind: str,
+    norm: str,
+    order: list[str],
+    files: _Files,
+    slug: str,
+) -> list[str]:
+    """Our robust accuracy at each ε a published point was measured at, beside those points."""
+    points = references.references_for(
+        str(data.setup.get("dataset")), kind, norm, data.budgets.get(attack, [])
+    )
+    out = []
+    for eps in sorted({p.eps for p in points}):
+        ours = references.robust_accuracy(rows, order, eps)
+        clean = rows["clean_correct"].astype(bool).groupby(rows["condition"]).mean()
+        frame = pd.DataFrame(
+            [{"model": f"this run: {c}", "clean accuracy": clean[c], "robust accuracy": r,
+              "source": "this report (attacked digits, all seeds)"} for c, r in ours.items()]
+            + [{"model": p.method, "clean accuracy": p.clean, "robust accuracy": p.robust,
+                "source": p.source} for p in points if np.isclose(p.eps, eps)]
+        )  # fmt: skip
+        files.table(frame, f"references_{slug}_{eps:g}")
+        sources = list(dict.fromkeys(p.source for p in points if np.isclose(p.eps, eps)))
+        marks = {source: f"[{i}]" for i, source in enumerate(sources, start=1)}
+        shown = frame.assign(
+            **{c: frame[c].map(pct) for c in ("clean accuracy", "robust accuracy")},
+            source=[marks.get(s, "this report") for s in frame["source"]],
+        )
+        out += [f"### Published reference points ({NORM_LABELS[norm]} ε = {eps:g})", ""]
+        out += [*md_table(shown)]
+        out += [f"{marks[s]} {esc(s)}." for s in sources]
+        out += ["", "Other models and other test digits than ours: points of reference, not a "
+                "paired comparison.", ""]  # fmt: skip
+    return out
 
 
 def _level(alpha: float) -> str:
