@@ -14,7 +14,12 @@ import pandas as pd
 import torch
 
 from suite.attacks import ATTACK_PARAMS, MINIMAL_NORMS, SOFTMAX_KINDS, run_attack, summarize
-from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
+from suite.attacks.diagnostics import (
+    MASKING_RATIO,
+    is_masking,
+    saturated_fraction,
+    softmax_gradient_norms,
+)
 from suite.attacks.targets import rows_per_sample
 from suite.attacks.transfer import SCALABLE_NORMS, transfer_records
 from suite.conditions import Context, ModelRun
@@ -24,7 +29,6 @@ from suite.errors import StoreError, SuiteError
 from suite.manifest import AttackSpec, config_hash
 
 DEFAULT_SOFTMAX_ATTACK = ("fgsm", {"eps": [0.3]})  # the MNIST convention (Madry et al. 2018)
-MASKING_RATIO = 0.5
 EXAMPLES = 8
 CPU_ATTACK_BATCH = 256  # samples per batch on a CPU: bounds the work lost to an interruption
 # rows per batch on a GPU: by cw-mnist's activation count ~0.7 MB a row with gradients, ~6 GB in all
@@ -72,12 +76,6 @@ def attack_batch_size(
     if device.type == "cpu":
         return CPU_ATTACK_BATCH
     return max(1, min(n_samples, GPU_ATTACK_ROWS // rows_per))
-
-
-def is_masking(softmax_success: float, cw_success: float) -> bool:
-    """Gradient masking: the softmax-gradient attack succeeds far less often (under half as often)
-    than C&W on the logits does on the same samples — the model hides, it is not robust."""
-    return bool(cw_success > 0 and softmax_success < MASKING_RATIO * cw_success)
 
 
 def _one_attack(

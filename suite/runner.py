@@ -127,7 +127,7 @@ def job_done_line(job: Job, rows: list[Row], done: int, total: int) -> str:
     reused = all(r.reused for r in rows if r.status != "FAILED") and status == "finished"
     return (
         f"{time.strftime('%H:%M:%S')} job {done}/{total} {status}: {job.condition} seed {job.seed}"
-        + (" (reused from the store)" if reused else "")
+        + (" (model reused from the store)" if reused else "")
         + f"; {total - done} left"
     )
 

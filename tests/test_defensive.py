@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from suite.attacking import is_masking
+from suite.attacks.diagnostics import is_masking
 from suite.conditions.defensive import soft_labels
 from suite.data import load_splits
 from suite.manifest import validate_manifest

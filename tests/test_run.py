@@ -123,7 +123,7 @@ def test_run_then_rerun_reuses_then_force_retrains(workdir):
     second = runner.invoke(app, ["run", "m.toml"])
     assert second.exit_code == 0, second.output
     assert "reused" in second.output
-    assert "job 1/1 finished: base seed 0 (reused from the store); 0 left" in second.output
+    assert "job 1/1 finished: base seed 0 (model reused from the store); 0 left" in second.output
     assert len(model_runs(store)) == 1  # nothing retrained
 
     # a new attack on a reused model: only the attack runs

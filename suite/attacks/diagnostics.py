@@ -10,6 +10,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+MASKING_RATIO = 0.5
+"""A softmax-gradient attack that succeeds on under this fraction of what an attack that does not
+follow the softmax gradient succeeds on is a sign of masking, not robustness."""
+
+
+def is_masking(softmax_success: float, cw_success: float) -> bool:
+    """Gradient masking: the softmax-gradient attack succeeds far less often (under half as often)
+    than C&W on the logits does on the same samples — the model hides, it is not robust."""
+    return bool(cw_success > 0 and softmax_success < MASKING_RATIO * cw_success)
+
 
 def softmax_gradient_norms(model: nn.Module, x: Tensor, y: Tensor, batch_size: int = 512) -> Tensor:
     """Per-sample ‖∂CE(softmax(model(x)), y)/∂x‖₂, float64 on CPU.

@@ -15,7 +15,11 @@ white-box attacks", the sign of masked gradients of Athalye, Carlini & Wagner (2
 The transfer and gradient-free checks pair (seed, digit) rows of the clean-correct digits and ask,
 with a one-sided exact McNemar test, whether the other attack alone fools more digits than the
 softmax attack alone. Each such digit is a proof: an adversarial exists inside the budget where
-the white-box attack found none. Pure pandas and scipy on the report's frames.
+the white-box attack found none. Like the logit check, a check flags masking only when the gap is
+also large — the softmax attack succeeds on under half as many digits (`MASKING_RATIO`) — since a
+white-box attack with a short budget that misses a few digits Square finds (PGD-20 at 95.7% vs
+Square at 100% on the undistilled model of the seed study) is weak, not masked. Pure pandas and
+scipy on the report's frames.
 """
 
 import math
@@ -25,6 +29,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from suite.attacks import SOFTMAX_KINDS
+from suite.attacks.diagnostics import MASKING_RATIO
 from suite.report.frames import attack_norm
 
 NORM_TOLERANCE = 1e-5
@@ -96,8 +101,12 @@ def three_way(
             )
         out.append(row)
     table = pd.DataFrame(out).reindex(columns=COLUMNS)
-    table["transfer_flagged"] = table["transfer_p"] < alpha
-    table["gradient_free_flagged"] = table["gradient_free_p"] < alpha
+    for check in ("transfer", "gradient_free"):
+        soft_rate = table[f"softmax_success_at_{check}_eps"].astype(float)
+        other_rate = table[f"{check}_success"].astype(float)
+        table[f"{check}_flagged"] = (table[f"{check}_p"] < alpha) & (
+            soft_rate < MASKING_RATIO * other_rate
+        )
     table["verdict"] = [_verdict(r) for r in table.itertuples()]
     return table
 
