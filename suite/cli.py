@@ -340,6 +340,7 @@ def publish(
     from suite.report.publish import (
         Provenance,
         headline,
+        incomplete,
         readme_section,
         results_readme,
         splice,
@@ -372,12 +373,18 @@ def publish(
             f"suite publish {manifest}",
         ),
     )
+    missing = incomplete(data)
     (out_dir / "README.md").write_text(
-        results_readme(attack, table, output.conclusion, provenance), encoding="utf-8"
+        results_readme(attack, table, output.conclusion, provenance, missing), encoding="utf-8"
     )
-    section = readme_section(attack, table, output.conclusion, out_dir.as_posix())
+    section = readme_section(attack, table, output.conclusion, out_dir.as_posix(), missing)
     readme.write_text(splice(text, section), encoding="utf-8")
     console.print(f"published {name!r} in {out_dir}/ and its headline in {readme}")
+    if missing:
+        console.print(
+            f"[yellow]incomplete: {len(missing)} run(s) not finished[/yellow] (listed at the top "
+            f"of {out_dir}/README.md); rerun `make results` to finish them"
+        )
 
 
 def _device_description(setting: str) -> str:

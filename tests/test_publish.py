@@ -1,10 +1,22 @@
 """The published headline and README blocks, and the conclusion's positive-control sentence."""
 
+import dataclasses
+
+import pandas as pd
 import pytest
 from test_render import study_data, synthetic_data
 
 from suite.errors import SuiteError
-from suite.report.publish import END, START, Provenance, headline, results_readme, splice
+from suite.report.publish import (
+    END,
+    START,
+    Provenance,
+    headline,
+    incomplete,
+    readme_section,
+    results_readme,
+    splice,
+)
 from suite.report.render import render_report
 
 
@@ -29,8 +41,27 @@ def test_headline_falls_back_to_cw_and_shows_the_masking_flag(tmp_path):
         table,
         "Conclusion.",
         Provenance("m.toml", "abc123", 90.0, "CPU", "mnist-5k: x", "now", ("make results",)),
+        [],
     )
     assert "`abc123`" in text and "1.5 min" in text and "| defensive-t50 |" in text
+    assert "Incomplete" not in text
+
+
+def test_a_report_with_unfinished_runs_says_so_at_the_top():
+    data = synthetic_data()  # defensive-t50 seed 2 was never run
+    missing = incomplete(data)
+    assert any("defensive-t50 seed 2" in m for m in missing)
+    section = readme_section(
+        "cw-l2", pd.DataFrame({"condition": ["x"]}), "C.", "results/s", missing
+    )
+    lines = section.splitlines()
+    assert lines[0] == START and lines[1].startswith(
+        f"**Incomplete: {len(missing)} run(s) of the manifest are not finished** — rerun `make results`"
+    )
+    done = dataclasses.replace(data, missing=[])
+    assert incomplete(done) == [] and "Incomplete" not in readme_section(
+        "cw-l2", pd.DataFrame({"condition": ["x"]}), "C.", "results/s", []
+    )
 
 
 def test_splice_replaces_only_between_the_markers():
