@@ -64,3 +64,27 @@ def test_records_name_the_component_and_images_stay_in_the_ball(trained_tiny, di
     assert (rec.loc[rec["clean_correct"], "grad_evals"] > 0).all()
     again = run_attack("autoattack", params, trained_tiny, x, y, idx, seed=1)
     assert rec.equals(again.records)
+
+
+@pytest.mark.parametrize("eps", [1.0, 1.5])
+def test_autoattack_l2_robust_accuracy_is_at_most_what_cw_leaves_above_eps(
+    trained_tiny, digits, eps
+):
+    """A stronger attack cannot find fewer adversarials: AutoAttack's L2 robust accuracy at ε is at
+    most the share of digits classified correctly whose C&W minimal L2 exceeds ε (or which C&W
+    failed on), all attacked digits in both denominators."""
+    x, y, idx = digits
+    aa = run_attack(
+        "autoattack",
+        AA(norm="l2", eps=[eps], version="custom", attacks=["apgd-ce", "apgd-t"], iterations=20),
+        trained_tiny, x, y, idx, seed=0,
+    ).records  # fmt: skip
+    cw = run_attack(
+        "cw-l2",
+        ATTACK_PARAMS["cw-l2"](binary_steps=5, max_iterations=100, initial_const=0.1, lr=0.05),
+        trained_tiny, x, y, idx, seed=0,
+    ).records  # fmt: skip
+    aa_robust = (aa["clean_correct"] & ~aa["success"]).mean()
+    cw_above = (cw["clean_correct"] & ~(cw["success"] & (cw["l2"] <= eps))).mean()
+    assert cw_above > 0  # a budget some digits survive under C&W: the bound is not trivial
+    assert aa_robust <= cw_above
