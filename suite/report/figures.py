@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from suite.report import stats
@@ -18,6 +19,7 @@ from suite.report.frames import NORM_LABELS, NORMS, is_fixed_budget, row_norms
 DPI = 150
 _ROLE_STYLE = {"teacher": "--"}
 _ATTACK_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
 def _colors(order: Sequence[str]) -> dict[str, str]:
@@ -93,27 +95,34 @@ def robust_accuracy_curves(
     finite = finite[np.isfinite(finite)]
     top = float(finite.max()) * 1.05 if finite.size else 1.0
     grid = np.linspace(0, top, 400)
-    fig = Figure(figsize=(6.5, 4))
+    fig = Figure(figsize=(9, 4.5), layout="constrained")
     ax = fig.subplots()
+    attack_keys, shown = [], []
     for i, name in enumerate(names):
         mine = rows[rows["attack"] == name]
         fixed = is_fixed_budget(mine)
+        # colour: the condition; marker (fixed budgets) or line style (minimal norms): the attack
+        style = (
+            {"marker": _MARKERS[i % len(_MARKERS)], "linestyle": ":", "linewidth": 0.8}
+            if fixed
+            else {"linestyle": _ATTACK_STYLES[i % len(_ATTACK_STYLES)]}
+        )
+        attack_keys.append(Line2D([], [], color="0.3", label=name, **style))
         for condition in order:
             cond_rows = mine[mine["condition"] == condition]
             if cond_rows.empty:
                 continue
-            label = f"{condition} · {name}"
+            shown.append(condition)
             if fixed:
                 # `eps` is the smallest budget that fooled the row (NaN: none did)
                 budgets = np.sort(cond_rows["eps"].dropna().unique())
                 within = stats.encoded_distortion(cond_rows.assign(_eps=cond_rows["eps"]), "_eps")
                 robust = [(within > e).mean() * 100 for e in budgets]
-                ax.plot(budgets, robust, "o", color=colors[condition], label=label)
+                ax.plot(budgets, robust, color=colors[condition], **style)
                 continue
             values = stats.encoded_distortion(cond_rows, norm)
             robust = (values[None, :] > grid[:, None]).mean(axis=1) * 100
-            style = _ATTACK_STYLES[i % len(_ATTACK_STYLES)]
-            ax.plot(grid, robust, style, color=colors[condition], label=label)
+            ax.plot(grid, robust, color=colors[condition], **style)
     ax.set(
         xlabel=f"ε ({NORM_LABELS[norm]})",
         ylabel="robust accuracy (% of attacked digits)",
@@ -121,7 +130,14 @@ def robust_accuracy_curves(
         title=f"Robust accuracy vs ε, {NORM_LABELS[norm]}",
     )
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    condition_keys = [
+        Line2D([], [], color=colors[c], linewidth=6, label=c) for c in dict.fromkeys(shown)
+    ]
+    for keys, title, where in (
+        (condition_keys, "condition", "outside right upper"),
+        (attack_keys, "attack", "outside right lower"),
+    ):
+        fig.legend(handles=keys, title=title, loc=where, fontsize=8, title_fontsize=8)
     return _save(fig, path)
 
 
