@@ -43,9 +43,10 @@ class _RichTask:
         so a log of a long run is never silent for minutes."""
         if not self._progress.console.is_terminal:
             task = self._progress._tasks[self._id]
+            done = f"{task.completed:g}" + ("" if task.total is None else f"/{task.total:g}")
             self._progress.console.print(
-                f"{time.strftime('%H:%M:%S')} finished {task.description} "
-                f"({task.completed:g}/{task.total:g}) in {time.monotonic() - self._started:.0f} s",
+                f"{time.strftime('%H:%M:%S')} finished {task.description} ({done}) in "
+                f"{time.monotonic() - self._started:.0f} s",
                 markup=False,
                 highlight=False,
             )
