@@ -137,3 +137,29 @@ def test_a_small_significant_gap_is_a_weak_attack_not_masking():
     base = table.set_index("condition").loc["base"]
     assert (base["gradient_free_only"], base["softmax_only_gradient_free"]) == (8, 0)
     assert base["gradient_free_p"] < 0.01 and not base["gradient_free_flagged"]
+
+
+def test_a_condition_less_robust_under_some_attack_is_never_called_robust():
+    from suite.report.conclusion import conclusion
+    from suite.report.frames import ReportData
+
+    accuracy = pd.DataFrame(
+        [[c, k, "model", 0, 0.97, 0.97, "FINISHED", ""]
+         for c, k in {"base": "standard", "dm": "synthetic"}.items()],
+        columns=["condition", "kind", "role", "seed", "val_acc", "test_acc", "status", "error"],
+    )  # fmt: skip
+    compared = pd.DataFrame(
+        [{"condition": "dm", "attack": a, "scope": "pooled", "subset": "all digits",
+          "test": t, "norm": "l2", "ratio": r, "ratio_lo": r, "ratio_hi": r,
+          "p_adj": 0.001, "verdict": v, "seeds": ""}
+         for a, t, r, v in (("fgsm", "mcnemar", 2.0, "more robust"),
+                            ("cw-l2", "wilcoxon", 0.78, "less robust"))]
+    )  # fmt: skip
+    data = ReportData(
+        experiment="x", setup={}, baselines={"dm": "base"}, accuracy=accuracy,
+        curves=pd.DataFrame(), attacks=pd.DataFrame(), masking=pd.DataFrame(),
+    )  # fmt: skip
+    checks = pd.DataFrame({"condition": ["dm"], "verdict": [CLEAR]})
+    text = conclusion(data, pd.Series({"base": 0.98, "dm": 0.94}), compared, ["base", "dm"], checks)
+    assert "`dm` is not called robust: it is less robust under other attacks" in text
+    assert "robust by this evidence" not in text

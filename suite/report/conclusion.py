@@ -105,7 +105,12 @@ def _robust_claims(conditions: list[str], pooled: pd.DataFrame, checks: pd.DataF
         if not any(str(v).startswith("more robust") for v in mine["verdict"]):
             continue
         verdict = verdicts.get(condition, INCOMPLETE)
-        if verdict == CLEAR:
+        if any(str(v).startswith("less robust") for v in mine["verdict"]):
+            sentences.append(
+                f"{code(condition)} is not called robust: it is less robust under other attacks "
+                f"(gradient-masking checks: {esc(verdict)})."
+            )
+        elif verdict == CLEAR:
             sentences.append(
                 f"{code(condition)} is robust by this evidence: the transfer and gradient-free "
                 "attacks find no adversarials the white-box attacks missed."

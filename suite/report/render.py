@@ -81,6 +81,7 @@ def render_report(
         tables=[out_dir / p.relative_to(work) for p in written.tables],
         summaries=written.summaries,
         conclusion=written.conclusion,
+        masking_checks=written.masking_checks,
     )
 
 
