@@ -58,6 +58,8 @@ def test_a_report_with_unfinished_runs_says_so_at_the_top():
     assert lines[0] == START and lines[1].startswith(
         f"**Incomplete: {len(missing)} run(s) of the manifest are not finished** — rerun `make results`"
     )
+    unrun = dataclasses.replace(data, setup={"seeds": [0, 1, 2]}, floors={"standard": 0.5})
+    assert "standard seed 2: not run yet" in incomplete(unrun)  # seeds 0 and 1 ran
     done = dataclasses.replace(data, missing=[])
     assert incomplete(done) == [] and "Incomplete" not in readme_section(
         "cw-l2", pd.DataFrame({"condition": ["x"]}), "C.", "results/s", []

@@ -87,9 +87,14 @@ def incomplete(data: ReportData) -> list[str]:
     """The runs the manifest asks for that are not finished in the store (missing, running or
     failed), one line each: a published report with any of these says so at its top."""
     failed = data.accuracy[data.accuracy["status"] != "FINISHED"]
-    return [*data.missing] + [
+    out = [*data.missing] + [
         f"{r.condition} seed {r.seed} ({r.role}): {r.status}" for r in failed.itertuples()
     ]
+    seeds = data.setup.get("seeds") or []
+    ran = set(zip(data.accuracy["condition"], data.accuracy["seed"], strict=True))
+    for condition in data.floors:  # every condition of the manifest
+        out += [f"{condition} seed {s}: not run yet" for s in seeds if (condition, s) not in ran]
+    return list(dict.fromkeys(out))
 
 
 def _incomplete_md(missing: list[str]) -> list[str]:
