@@ -5,14 +5,13 @@ Results are cached per (model run, config hash): a rerun skips what was logged, 
 """
 
 import math
-import tempfile
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
+from suite import schema
 from suite.attacks import ATTACK_PARAMS, MINIMAL_NORMS, SOFTMAX_KINDS, run_attack, summarize
 from suite.attacks.diagnostics import (
     MASKING_RATIO,
@@ -22,10 +21,10 @@ from suite.attacks.diagnostics import (
 )
 from suite.attacks.targets import rows_per_sample
 from suite.attacks.transfer import SCALABLE_NORMS, transfer_records
-from suite.conditions import Context, ModelRun
 from suite.data import NUM_CLASSES
 from suite.devices import model_device
 from suite.errors import StoreError, SuiteError
+from suite.job import Context, ModelRun
 from suite.manifest import AttackSpec, config_hash
 
 DEFAULT_SOFTMAX_ATTACK = ("fgsm", {"eps": [0.3]})  # the MNIST convention (Madry et al. 2018)
@@ -60,7 +59,7 @@ def attack_model(
 def is_transfer(run: ModelRun, spec: AttackSpec) -> bool:
     """Whether `spec` reaches `run` by transfer: it names a source condition, and `run` is not that
     condition's model under attack (its model or student), on which the images are crafted."""
-    crafts = run.condition == spec.source and run.role in ("model", "student")
+    crafts = run.condition == spec.source and run.role in schema.ATTACKED_ROLES
     return spec.source is not None and not crafts
 
 
@@ -90,23 +89,25 @@ def _one_attack(
         x = ctx.data.test.x[rows]  # the clean image of each record row
         if spec.source is not None:
             records["source"] = spec.source
-        ctx.store.log_table(run.run_id, f"attacks/{spec.name}.parquet", records)
+        ctx.store.log_table(run.run_id, schema.attack_records(spec.name), records)
         ctx.store.log_arrays(
             run.run_id,
-            f"attacks/{spec.name}.adv.npz",
+            schema.attack_images(spec.name),
             {"sample_index": rows, "x_adv": x_adv.numpy().astype(np.float32)},
         )
         ctx.store.log_artifact_bytes(
             run.run_id,
-            f"attacks/{spec.name}.examples.npy",
+            schema.attack_examples(spec.name),
             lambda p: np.save(p, example_array(x, x_adv)),
         )
         ctx.store.log_artifact_bytes(
-            run.run_id, f"attacks/{spec.name}.png", lambda p: example_grid(x, x_adv, records, p)
+            run.run_id,
+            schema.attack_picture(spec.name),
+            lambda p: example_grid(x, x_adv, records, p),
         )
         return summarize(records)
 
-    return _cached(ctx, run, f"attack.{spec.name}", cfg, compute)
+    return _cached(ctx, run, schema.attack_result(spec.name), cfg, compute)
 
 
 def _transfer(
@@ -121,21 +122,19 @@ def _transfer(
     model's own median distortion under the manifest's direct attack of the same kind."""
     idx = subset[: spec.samples or ctx.manifest.data.attack_samples]
     source_cfg = config_hash(spec, idx.tolist(), ctx.manifest.experiment.attack_seed)
-    store, name = ctx.store, spec.name
-    source = store.find_attacked_run(
-        ctx.experiment_id, spec.source, run.seed, f"attack.{name}.config_hash", source_cfg
-    )
+    store, name, result = ctx.store, spec.name, schema.attack_result(spec.name)
+    source = store.find_attacked_run(ctx.experiment_id, spec.source, run.seed, result, source_cfg)
     if source is None:
         raise SuiteError(
             f"attack {name}: condition {spec.source!r} seed {run.seed} has no adversarials of this "
             f"attack in the store; run that condition first (suite run FILE --only {spec.source})"
         )
     norm, size = _own_median(ctx, spec, summaries)
-    cfg = config_hash(source_cfg, source.info.run_id, norm, size)
+    cfg = config_hash(source_cfg, source.run_id, norm, size)
 
     def compute() -> dict[str, float]:
-        src = store.load_table(source.info.run_id, f"attacks/{name}.parquet")
-        arrays = store.load_arrays(source.info.run_id, f"attacks/{name}.adv.npz")
+        src = store.load_table(source.run_id, schema.attack_records(name))
+        arrays = store.load_arrays(source.run_id, schema.attack_images(name))
         rows = src["sample_index"].to_numpy(np.int64, copy=True)
         x = ctx.data.test.x[rows]
         x_adv = arrays.get("x_adv")
@@ -147,17 +146,17 @@ def _transfer(
             or not np.isfinite(x_adv).all()
         ):
             raise StoreError(
-                f"run {source.info.run_id}: attacks/{name}.adv.npz does not match its records; "
+                f"run {source.run_id}: {schema.attack_images(name)} does not match its records; "
                 "rerun the source condition with --force"
             )
         records = transfer_records(
             run.model, x, torch.from_numpy(x_adv).clamp(0, 1), src, scale_norm=norm, scale_to=size
         )
         records["source"] = spec.source
-        store.log_table(run.run_id, f"attacks/{name}.parquet", records)
+        store.log_table(run.run_id, schema.attack_records(name), records)
         return summarize(records)
 
-    return _cached(ctx, run, f"attack.{name}", cfg, compute)
+    return _cached(ctx, run, result, cfg, compute)
 
 
 def _own_median(
@@ -184,9 +183,9 @@ def _attack_in_checkpointed_chunks(
     store, device = ctx.store, model_device(run.model)
     per = rows_per_sample(spec.params, NUM_CLASSES)
     chunk = attack_batch_size(spec.batch_size, device, len(idx), per)
-    folder = f"checkpoints/{spec.name}-{cfg}-b{chunk}"
+    folder = schema.checkpoint_folder(spec.name, cfg, chunk)
     rows = chunk if device.type == "cpu" else chunk * per  # a GPU takes a batch's rows at once
-    done = {} if ctx.force else _load_chunks(store, run.run_id, folder)
+    done = {} if ctx.force else _saved_chunks(store.load_chunks(run.run_id, folder))
     task = ctx.progress.task(
         f"{run.condition} seed {run.seed} {run.role}: {spec.name}", per * len(idx)
     )
@@ -203,12 +202,7 @@ def _attack_in_checkpointed_chunks(
                     lo + n, success=f"{base + ok}/{lo + n}"
                 ),
             )  # fmt: skip
-            store.log_table(run.run_id, f"{folder}/{lo:07d}.parquet", result.records)
-            store.log_artifact_bytes(
-                run.run_id,
-                f"{folder}/{lo:07d}.npy",
-                lambda p, a=result.x_adv: np.save(p, a.numpy()),
-            )
+            store.save_chunk(run.run_id, folder, lo, result.records, result.x_adv.numpy())
             done[lo] = (result.records, result.x_adv)
     finally:
         task.close()
@@ -219,20 +213,11 @@ def _attack_in_checkpointed_chunks(
     )
 
 
-def _load_chunks(store, run_id: str, folder: str) -> dict[int, tuple[pd.DataFrame, torch.Tensor]]:
-    """The batches of an interrupted attack that were fully logged (records and images)."""
-    names = {Path(f.path).name for f in store.client.list_artifacts(run_id, folder)}
-    chunks = {}
-    for name in names:
-        stem = name.removesuffix(".parquet")
-        if name.endswith(".parquet") and f"{stem}.npy" in names:
-            records = store.load_table(run_id, f"{folder}/{name}")
-            with tempfile.TemporaryDirectory() as tmp:
-                images = np.load(
-                    store.client.download_artifacts(run_id, f"{folder}/{stem}.npy", tmp)
-                )
-            chunks[int(stem)] = (records, torch.from_numpy(images))
-    return chunks
+def _saved_chunks(
+    chunks: dict[int, tuple[pd.DataFrame, np.ndarray]],
+) -> dict[int, tuple[pd.DataFrame, torch.Tensor]]:
+    """The batches an interrupted attempt saved, their images as tensors."""
+    return {lo: (records, torch.from_numpy(images)) for lo, (records, images) in chunks.items()}
 
 
 def _masking(
@@ -275,38 +260,26 @@ def _masking(
         result["flagged"] = float(is_masking(result["softmax_success"], result["cw_success"]))
         ctx.store.log_table(
             run.run_id,
-            "masking/gradient_norms.parquet",
+            schema.GRADIENT_NORMS,
             pd.DataFrame({"sample_index": idx, "softmax_grad_norm": norms.numpy()}),
         )
         return result
 
-    return _cached(ctx, run, "masking", cfg, compute)
+    return _cached(ctx, run, schema.MASKING, cfg, compute)
 
 
 def _cached(
-    ctx: Context, run: ModelRun, name: str, cfg: str, compute: Callable[[], dict[str, float]]
+    ctx: Context, run: ModelRun, result: str, cfg: str, compute: Callable[[], dict[str, float]]
 ) -> dict[str, float]:
-    """Metrics `<name>.*` of `run`: read back if tag `<name>.config_hash` equals `cfg`, else computed
-    inside the re-opened run, logged and tagged — an interrupted attack is redone, a finished one
-    never is. Keys are the logged (MLflow-safe) names either way."""
-    store, tag, prefix = ctx.store, f"{name}.config_hash", f"{name}."
-    current = store.client.get_run(run.run_id)
-    if not ctx.force and current.data.tags.get(tag) == cfg:
-        return {
-            k.removeprefix(prefix): v
-            for k, v in current.data.metrics.items()
-            if k.startswith(prefix)
-        }
-    with store.active(run.run_id, interrupted="FINISHED"):  # the model stays reusable
-        result = {metric_name(k): v for k, v in compute().items()}
-        store.log_metrics(run.run_id, {prefix + k: v for k, v in result.items()})
-        store.set_tags(run.run_id, {tag: cfg})
-    return result
-
-
-def metric_name(key: str) -> str:
-    """`success_rate@eps=0.1` → `success_rate.eps_0.1` (MLflow refuses '@' and '=' in names)."""
-    return key.replace("@eps=", ".eps_")
+    """Metrics of `result` (`attack.NAME`, `masking`) on `run`: read back when they were saved with
+    config hash `cfg` (`Store.cached_result`), else computed inside the re-opened run and saved —
+    an interrupted attack is redone, a finished one never is. Keys are the saved (MLflow-safe)
+    names either way."""
+    hit = None if ctx.force else ctx.store.cached_result(run.run_id, result, cfg)
+    if hit is not None:
+        return hit
+    with ctx.store.active(run.run_id, interrupted="FINISHED"):  # the model stays reusable
+        return ctx.store.save_result(run.run_id, result, cfg, compute())
 
 
 def example_array(x: torch.Tensor, x_adv: torch.Tensor, k: int = EXAMPLES) -> np.ndarray:

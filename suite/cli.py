@@ -10,6 +10,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from suite import schema
 from suite.errors import ManifestError, StoreError, SuiteError
 
 app = typer.Typer(
@@ -231,20 +232,18 @@ def list_runs(
 
     store = Store(read_only=True)
     if experiment:
-        experiments = [store.client.get_experiment(store.experiment_id(experiment, create=False))]
+        experiments = [(store.experiment_id(experiment, create=False), experiment)]
     else:
-        experiments = [e for e in store.client.search_experiments() if e.name != "Default"]
+        experiments = store.experiments()
     if not experiments:
         raise StoreError(f"the store {store.uri} has no experiments; run `suite run FILE` first")
-    for exp in experiments:
+    for exp_id, exp_name in experiments:
         runs = [
             r
-            for r in store.client.search_runs(
-                [exp.experiment_id], order_by=["attributes.start_time ASC"]
-            )
-            if "condition" in r.data.tags and r.data.tags.get("suite.level") != "condition"
+            for r in store.runs(exp_id, newest_first=False)
+            if schema.CONDITION in r.tags and r.tags.get(schema.LEVEL) != schema.LEVEL_CONDITION
         ]
-        table = Table(title=f"{exp.name} ({len(runs)} runs)", header_style="bold")
+        table = Table(title=f"{exp_name} ({len(runs)} runs)", header_style="bold")
         for col in (
             "condition",
             "seed",
@@ -256,23 +255,30 @@ def list_runs(
         ):
             table.add_column(col)
         for r in runs:
-            t, m = r.data.tags, r.data.metrics
-            attacks = sorted({k.split(".")[1] for k in m if k.startswith("attack.")})
+            t, m = r.tags, r.metrics
+            prefix = f"{schema.ATTACK}."
+            attacks = sorted(
+                {k.removeprefix(prefix).split(".")[0] for k in m if k.startswith(prefix)}
+            )
             summary = ", ".join(
-                f"{a}: {m.get(f'attack.{a}.success_rate', math.nan):.0%} / "
-                f"{m.get(f'attack.{a}.median_l2', math.nan):.3f}"
+                f"{a}: {_attack_metric(m, a, 'success_rate'):.0%} / "
+                f"{_attack_metric(m, a, 'median_l2'):.3f}"
                 for a in attacks
             )
             table.add_row(
-                t["condition"],
-                t.get("seed", ""),
-                t.get("role", ""),
-                r.info.status,
-                f"{m.get('final_val_acc', math.nan):.2%}",
-                f"{m.get('final_test_acc', math.nan):.2%}",
+                t[schema.CONDITION],
+                t.get(schema.SEED, ""),
+                t.get(schema.ROLE, ""),
+                r.status,
+                f"{m.get(schema.FINAL_VAL_ACC, math.nan):.2%}",
+                f"{m.get(schema.FINAL_TEST_ACC, math.nan):.2%}",
                 summary,
             )
         console.print(table)
+
+
+def _attack_metric(metrics: dict[str, float], attack: str, key: str) -> float:
+    return metrics.get(schema.result_metric(schema.attack_result(attack), key), math.nan)
 
 
 @app.command()
@@ -297,14 +303,14 @@ def report(
     Reads the store; its one write is a `report` run in the experiment holding the rendered files.
     Writes only into reports/<experiment> (or --out), replacing only an earlier report there."""
     from suite.console import console, print_report_summary
-    from suite.report.collect import collect, latest_experiment
+    from suite.report.collect import collect
     from suite.report.paths import report_dir
     from suite.report.render import render_report
     from suite.tracking import Store
 
     store = Store(read_only=True)
     formats = tuple(f.strip() for f in format_.split(",") if f.strip())
-    names = experiments or [latest_experiment(store)]
+    names = experiments or [store.latest_experiment()]
     for name in names:
         data = collect(store, name, baseline)
         output = render_report(data, report_dir(name, out if len(names) == 1 else None), formats)

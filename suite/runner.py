@@ -11,27 +11,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from suite import schema
 from suite.attacking import attack_model, attack_subset
-from suite.conditions import Context, ModelRun
-from suite.conditions.adversarial import run_adversarial
-from suite.conditions.ard import run_ard
-from suite.conditions.defensive import run_defensive
-from suite.conditions.standard import run_standard
-from suite.conditions.synthetic import run_synthetic
+from suite.conditions import run_condition
 from suite.data import DataSplits, load_splits
 from suite.devices import resolve_device
 from suite.errors import ManifestError, SuiteError
+from suite.job import Context, ModelRun
 from suite.manifest import Manifest, config_hash
 from suite.progress import NullProgress, Progress
 from suite.tracking import Store
-
-CONDITIONS = {
-    "standard": run_standard,
-    "defensive": run_defensive,
-    "synthetic": run_synthetic,
-    "adversarial": run_adversarial,
-}
-CONDITIONS["ard"] = functools.partial(run_ard, conditions=CONDITIONS)  # gets its teacher through it
 
 
 @dataclass
@@ -84,12 +73,20 @@ def run_job(
         store = Store(tracking_uri)
         device = resolve_device(manifest.experiment.device)
         ctx = Context(
-            manifest, data, store, experiment_id, device, progress or NullProgress(), job.force
+            manifest=manifest,
+            data=data,
+            store=store,
+            experiment_id=experiment_id,
+            device=device,
+            progress=progress or NullProgress(),
+            force=job.force,
         )
         subset = attack_subset(
             len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed
         )
-        runs: list[ModelRun] = CONDITIONS[cond.kind](ctx, cond, job.seed, parent_run_id)
+        runs: list[ModelRun] = run_condition(
+            ctx=ctx, cond=cond, seed=job.seed, parent_id=parent_run_id
+        )
         rows = []
         for run in runs:
             attacks, masking = attack_model(ctx, run, subset) if run.attack else ({}, {})
@@ -167,9 +164,7 @@ def run_manifest(
         parent_hash = config_hash(ctx_data, manifest.model, manifest.train, cond)
         parents[cond.name] = store.parent_run(experiment_id, cond.name, cond.kind, parent_hash)
         store.log_dataset(parents[cond.name], data)  # the Dataset column of the collapsed row
-        store.log_text(
-            parents[cond.name], "manifest.resolved.json", manifest.model_dump_json(indent=2)
-        )
+        store.log_text(parents[cond.name], schema.MANIFEST, manifest.model_dump_json(indent=2))
     jobs = [
         Job(resolved, cond.name, cond.kind, seed, force)
         for cond in conditions

@@ -1,8 +1,11 @@
-"""The MLflow store: where runs, models, metrics and per-sample attack records live.
+"""The MLflow store: where runs, models, metrics and per-sample attack records live; the only
+module that talks to MLflow.
 
-Layout (DESIGN.md): one experiment per manifest, a parent run per condition, a child run per seed
-and role; a run with the same `config_hash` whose model was logged is reused instead of retrained.
-Runs never stay RUNNING: an interrupt ends them KILLED, an exception FAILED with the reason as a tag.
+Layout and names: `suite.schema`. A run with the same config hash whose model was logged is reused
+instead of retrained, and an attack result whose config-hash tag matches is read back instead of
+recomputed (the cache protocol: `reusable_model`, `cached_result`/`save_result`,
+`load_chunks`/`save_chunk`). Runs never stay RUNNING: an interrupt ends them KILLED, an exception
+FAILED with the reason as a tag.
 """
 
 import fcntl
@@ -18,6 +21,7 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from suite import __version__
+from suite import __version__, schema
 from suite.data import DataSplits
 from suite.errors import StoreError
 from suite.models import MODELS, build_model
@@ -48,14 +52,10 @@ from mlflow.entities import (  # noqa: E402
     Param,
     RunTag,
 )
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME  # noqa: E402
 
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 logging.getLogger("alembic").setLevel(logging.ERROR)
 
-MODEL_TAG = "suite.model_id"
-ERROR_TAG = "suite.error"
-WEIGHTS = "weights.pt"
 # MLflow 3's UI opens an experiment on its GenAI "Traces" view unless told it holds trained models:
 # the experiment-kind tag, and (3.17's UI, whose GenAI / Model training switch overrides the tag) the
 # workflow in the URL, which the UI then remembers.
@@ -96,6 +96,27 @@ def git_commit() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """What the suite reads of one run: plain values, so no caller handles MLflow's entities."""
+
+    run_id: str
+    experiment_id: str
+    status: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class ReusedModel:
+    """A finished model read back from the store (on the CPU) with its run's metrics."""
+
+    run_id: str
+    model: torch.nn.Module
+    metrics: dict[str, float]
 
 
 class Store:
@@ -153,10 +174,10 @@ class Store:
 
     def base_tags(self) -> dict[str, str]:
         return {
-            "suite_version": __version__,
-            "git_commit": self.commit,
-            "suite.host": socket.gethostname(),
-            "suite.pid": str(os.getpid()),
+            schema.VERSION: __version__,
+            schema.COMMIT: self.commit,
+            schema.HOST: socket.gethostname(),
+            schema.PID: str(os.getpid()),
         }
 
     def reap_stale(self, experiment_id: str) -> list[str]:
@@ -165,10 +186,10 @@ class Store:
         reaped = []
         for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
             tags = run.data.tags
-            pid = tags.get("suite.pid", "")
-            if tags.get("suite.host") != host or not pid.isdigit() or _alive(int(pid)):
+            pid = tags.get(schema.PID, "")
+            if tags.get(schema.HOST) != host or not pid.isdigit() or _alive(int(pid)):
                 continue
-            self.client.set_tag(run.info.run_id, ERROR_TAG, f"process {pid} died while running")
+            self.client.set_tag(run.info.run_id, schema.ERROR, f"process {pid} died while running")
             self.client.set_terminated(run.info.run_id, "FAILED")
             reaped.append(run.info.run_id)
         return reaped
@@ -183,7 +204,9 @@ class Store:
         own = self._artifact_home(experiment_id)
         return next((r for r in runs if _is_own(r, own)), None)
 
-    def find_model_run(self, experiment_id: str, condition: str, config_hash: str):
+    def find_model_run(
+        self, experiment_id: str, condition: str, config_hash: str
+    ) -> "StoredRun | None":
         """A reusable run: FINISHED, tagged with this config hash, its artifacts where this
         experiment keeps them, its model logged, and a child of one of this experiment's own parent
         runs of `condition` (a teacher outlives a change to its student's settings, which gives the
@@ -193,34 +216,141 @@ class Store:
         return self._newest_trusted(
             experiment_id,
             condition,
-            f"tags.config_hash = '{config_hash}' and attributes.status = 'FINISHED'",
-            lambda tags: MODEL_TAG in tags,
+            f"tags.`{schema.CONFIG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED'",
+            lambda tags: schema.MODEL_ID in tags,
         )
 
     def find_attacked_run(
-        self, experiment_id: str, condition: str, seed: int, tag: str, value: str
-    ):
-        """The newest model under attack of `condition` at `seed` (role model or student) whose
-        tag `tag` equals `value` — the source of a transfer attack — if it is a child of one of the
-        experiment's own parents of that condition and keeps its artifacts there; else None."""
+        self, experiment_id: str, condition: str, seed: int, result: str, config_hash: str
+    ) -> "StoredRun | None":
+        """The newest model under attack of `condition` at `seed` (role model or student) holding
+        `result` (e.g. `schema.attack_result(name)`) computed with `config_hash` — the source of a
+        transfer attack — if it is a child of one of the experiment's own parents of that condition
+        and keeps its artifacts there; else None."""
+        tag = schema.result_tag(result)
         return self._newest_trusted(
             experiment_id,
             condition,
-            f"tags.condition = '{condition}' and tags.seed = '{seed}' and tags.`{tag}` = '{value}'",
-            lambda tags: tags.get("role") in ("model", "student"),
+            f"tags.`{schema.CONDITION}` = '{condition}' and tags.`{schema.SEED}` = '{seed}' "
+            f"and tags.`{tag}` = '{config_hash}'",
+            lambda tags: tags.get(schema.ROLE) in schema.ATTACKED_ROLES,
         )
+
+    # ---- the cache protocol: models, attack results, attack batches ----------------------------
+
+    def reusable_model(
+        self, experiment_id: str, condition: str, config_hash: str
+    ) -> ReusedModel | None:
+        """The trusted finished model of `condition` with this config hash (`find_model_run`),
+        loaded on the CPU, or None when it must be trained."""
+        run = self.find_model_run(experiment_id, condition, config_hash)
+        if run is None:
+            return None
+        return ReusedModel(
+            run_id=run.run_id, model=self.load_model(run.run_id), metrics=run.metrics
+        )
+
+    def cached_result(self, run_id: str, result: str, config_hash: str) -> dict[str, float] | None:
+        """The metrics of `result` (`attack.NAME`, `masking`) on `run_id`, keyed without the prefix
+        and in MLflow-safe spelling, if they were saved with this config hash; else None."""
+        run = self.client.get_run(run_id)
+        if run.data.tags.get(schema.result_tag(result)) != config_hash:
+            return None
+        prefix = f"{result}."
+        return {
+            k.removeprefix(prefix): v for k, v in run.data.metrics.items() if k.startswith(prefix)
+        }
+
+    def save_result(
+        self, run_id: str, result: str, config_hash: str, metrics: dict[str, float]
+    ) -> dict[str, float]:
+        """Log `metrics` as `result.*` and then tag the config hash that makes them reusable (the
+        tag last: a result cut short is never read back). Returns them as `cached_result` would."""
+        safe = {schema.metric_key(k): v for k, v in metrics.items()}
+        self.log_metrics(run_id, {schema.result_metric(result, k): v for k, v in safe.items()})
+        self.set_tags(run_id, {schema.result_tag(result): config_hash})
+        return safe
+
+    def save_chunk(
+        self, run_id: str, folder: str, start: int, records: pd.DataFrame, images: np.ndarray
+    ) -> None:
+        """One finished batch of an attack (its records and adversarial images) under `folder`."""
+        self.log_table(run_id, f"{folder}/{start:07d}.parquet", records)
+        self.log_artifact_bytes(run_id, f"{folder}/{start:07d}.npy", lambda p: np.save(p, images))
+
+    def load_chunks(self, run_id: str, folder: str) -> dict[int, tuple[pd.DataFrame, np.ndarray]]:
+        """The batches under `folder` that were fully saved (records and images), by first row."""
+        names = {Path(f.path).name for f in self.client.list_artifacts(run_id, folder)}
+        chunks = {}
+        for name in names:
+            stem = name.removesuffix(".parquet")
+            if name.endswith(".parquet") and f"{stem}.npy" in names and stem.isdigit():
+                records = self.load_table(run_id, f"{folder}/{name}")
+                chunks[int(stem)] = (records, self.load_npy(run_id, f"{folder}/{stem}.npy"))
+        return chunks
+
+    # ---- reading back (reports, listings) -----------------------------------------------------
+
+    def experiments(self) -> list[tuple[str, str]]:
+        """(id, name) of every live experiment but MLflow's empty Default."""
+        return [
+            (e.experiment_id, e.name)
+            for e in self.client.search_experiments()
+            if e.name != "Default"
+        ]
+
+    def latest_experiment(self) -> str:
+        """The name of the experiment with the most recently started suite run."""
+        runs = self.client.search_runs(
+            [e.experiment_id for e in self.client.search_experiments()],
+            f"tags.`{schema.CONDITION}` != ''",
+            order_by=["attributes.start_time DESC"],
+            max_results=1,
+        )
+        if not runs:
+            raise StoreError(
+                f"the store {self.uri} holds no suite runs; run `suite run FILE` first"
+            )
+        return self.client.get_experiment(runs[0].info.experiment_id).name
+
+    def runs(self, experiment_id: str, newest_first: bool = True) -> list[StoredRun]:
+        """Every run of the experiment, by start time."""
+        order = "DESC" if newest_first else "ASC"
+        return [
+            _stored(r)
+            for r in self.client.search_runs(
+                [experiment_id], order_by=[f"attributes.start_time {order}"]
+            )
+        ]
+
+    def metric_history(self, run_id: str, metric: str) -> list[tuple[int, float]]:
+        """(step, value) of every logged value of `metric` (per-epoch curves)."""
+        return [(m.step, m.value) for m in self.client.get_metric_history(run_id, metric)]
+
+    def load_json(self, run_id: str, relpath: str) -> object:
+        with tempfile.TemporaryDirectory() as tmp:
+            return json.loads(
+                Path(self.client.download_artifacts(run_id, relpath, tmp)).read_text()
+            )
+
+    def load_npy(self, run_id: str, relpath: str) -> np.ndarray:
+        """A `.npy` artifact; object arrays are refused (unpickling runs code)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            return np.load(self.client.download_artifacts(run_id, relpath, tmp), allow_pickle=False)
 
     def _own_parents(self, experiment_id: str, condition: str) -> set[str]:
         """Ids of the condition-level runs of `condition` that this experiment created."""
         own = self._artifact_home(experiment_id)
         parents = self.client.search_runs(
-            [experiment_id], f"tags.`suite.level` = 'condition' and tags.condition = '{condition}'"
+            [experiment_id],
+            f"tags.`{schema.LEVEL}` = '{schema.LEVEL_CONDITION}' "
+            f"and tags.`{schema.CONDITION}` = '{condition}'",
         )
         return {r.info.run_id for r in parents if _is_own(r, own)}
 
     def _newest_trusted(
         self, experiment_id: str, condition: str, filter_string: str, accept: Callable[[dict], bool]
-    ):
+    ) -> "StoredRun | None":
         """The newest run matching `filter_string` whose tags `accept`, that is a child of one of
         this experiment's own parent runs of `condition` and keeps its artifacts where this
         experiment keeps them; else None. The one trust rule for everything read back for reuse."""
@@ -231,10 +361,10 @@ class Store:
         )
         return next(
             (
-                run
+                _stored(run)
                 for run in runs
                 if accept(run.data.tags)
-                and run.data.tags.get(MLFLOW_PARENT_RUN_ID) in trusted
+                and run.data.tags.get(schema.PARENT_RUN_ID) in trusted
                 and _is_own(run, own)
             ),
             None,
@@ -245,11 +375,15 @@ class Store:
 
     def parent_run(self, experiment_id: str, condition: str, kind: str, cfg_hash: str) -> str:
         """The condition's parent run: reused when its config hash matches, else created."""
-        tags = {"suite.level": "condition", "condition": condition, "config_hash": cfg_hash}
+        tags = {
+            schema.LEVEL: schema.LEVEL_CONDITION,
+            schema.CONDITION: condition,
+            schema.CONFIG_HASH: cfg_hash,
+        }
         run = self.find_run(experiment_id, tags)
         if run is not None:
             return run.info.run_id
-        all_tags = {**tags, **self.base_tags(), "kind": kind, MLFLOW_RUN_NAME: condition}
+        all_tags = {**tags, **self.base_tags(), schema.KIND: kind, schema.RUN_NAME: condition}
         return self.client.create_run(experiment_id, tags=all_tags, run_name=condition).info.run_id
 
     def create_child(
@@ -259,8 +393,8 @@ class Store:
         all_tags = {
             **tags,
             **self.base_tags(),
-            MLFLOW_PARENT_RUN_ID: parent_id,
-            MLFLOW_RUN_NAME: name,
+            schema.PARENT_RUN_ID: parent_id,
+            schema.RUN_NAME: name,
         }
         run_id = self.client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
         items = [Param(k, _param_value(v)) for k, v in params.items()]
@@ -281,7 +415,7 @@ class Store:
             mlflow.end_run(interrupted)
             raise
         except BaseException as exc:
-            self.client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:4000])
+            self.client.set_tag(run_id, schema.ERROR, f"{type(exc).__name__}: {exc}"[:4000])
             mlflow.end_run("FAILED")
             raise
         mlflow.end_run("FINISHED")
@@ -302,7 +436,7 @@ class Store:
             raise
         except BaseException as exc:
             for run_id in run_ids:
-                self.client.set_tag(run_id, ERROR_TAG, f"{type(exc).__name__}: {exc}"[:4000])
+                self.client.set_tag(run_id, schema.ERROR, f"{type(exc).__name__}: {exc}"[:4000])
             self._end_all(run_ids, "FAILED")
             raise
         for run_id in run_ids:
@@ -314,7 +448,7 @@ class Store:
 
     def _claim(self, run_id: str) -> None:
         """Record which process holds the run, so a later run can tell a dead holder (reap_stale)."""
-        self.set_tags(run_id, {"suite.pid": str(os.getpid()), "suite.host": socket.gethostname()})
+        self.set_tags(run_id, {schema.PID: str(os.getpid()), schema.HOST: socket.gethostname()})
 
     # ---- logging -----------------------------------------------------------------------------
 
@@ -331,7 +465,7 @@ class Store:
     def log_model(self, run_id: str, model: torch.nn.Module, arch: str, dropout: float) -> str:
         """Log `model` as weights only (a `state_dict` file, no pickled code) in an MLflow
         LoggedModel whose params name the architecture; the run lists it as its output model.
-        Returns the model id, also kept in the run's MODEL_TAG."""
+        Returns the model id, also kept in the run's schema.MODEL_ID."""
         experiment_id = self.client.get_run(run_id).info.experiment_id
         logged = self.client.create_logged_model(
             experiment_id,
@@ -342,18 +476,19 @@ class Store:
         )
         with tempfile.TemporaryDirectory() as tmp:
             state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            torch.save(state, Path(tmp) / WEIGHTS)
+            torch.save(state, Path(tmp) / schema.WEIGHTS)
             self.client.log_model_artifacts(logged.model_id, tmp)
         self.client.finalize_logged_model(logged.model_id, "READY")
         self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
-        self.client.set_tag(run_id, MODEL_TAG, logged.model_id)
+        self.client.set_tag(run_id, schema.MODEL_ID, logged.model_id)
         return logged.model_id
 
-    def load_model(self, run) -> torch.nn.Module:
-        """The model of `run`, rebuilt with `build_model` and filled with its logged weights (read
-        with `weights_only=True`: nothing in the store can run code here), in eval mode on the CPU.
-        Raises StoreError naming the run when the logged model is not this run's own plain weights."""
-        run_id, model_id = run.info.run_id, run.data.tags.get(MODEL_TAG, "")
+    def load_model(self, run_id: str) -> torch.nn.Module:
+        """The model of run `run_id`, rebuilt with `build_model` and filled with its logged weights
+        (read with `weights_only=True`: nothing in the store can run code here), in eval mode on the
+        CPU. Raises StoreError naming the run when the logged model is not its own plain weights."""
+        run = self.client.get_run(run_id)
+        model_id = run.data.tags.get(schema.MODEL_ID, "")
         where = f"run {run_id} in {self.uri}"
         try:
             logged = self.client.get_logged_model(model_id)
@@ -369,7 +504,7 @@ class Store:
             raise StoreError(f"{where}: unknown model settings {arch!r}, dropout {dropout!r}")
         with tempfile.TemporaryDirectory() as tmp:
             path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{logged.artifact_location.rstrip('/')}/{WEIGHTS}",
+                artifact_uri=f"{logged.artifact_location.rstrip('/')}/{schema.WEIGHTS}",
                 dst_path=tmp,
                 tracking_uri=self.uri,
             )
@@ -430,14 +565,26 @@ class Store:
 
     def log_report(self, experiment_id: str, folder: Path) -> str:
         """A `report` run in the experiment holding the rendered report folder as artifacts."""
-        tags = {"suite.level": "report", **self.base_tags(), MLFLOW_RUN_NAME: "report"}
-        run_id = self.client.create_run(experiment_id, tags=tags, run_name="report").info.run_id
-        self.client.log_artifacts(run_id, str(folder), "report")
+        name = schema.LEVEL_REPORT
+        tags = {schema.LEVEL: schema.LEVEL_REPORT, **self.base_tags(), schema.RUN_NAME: name}
+        run_id = self.client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
+        self.client.log_artifacts(run_id, str(folder), schema.REPORT_FOLDER)
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
     def log_text(self, run_id: str, relpath: str, text: str) -> None:
         self.log_artifact_bytes(run_id, relpath, lambda p: p.write_text(text, encoding="utf-8"))
+
+
+def _stored(run) -> StoredRun:
+    return StoredRun(
+        run_id=run.info.run_id,
+        experiment_id=run.info.experiment_id,
+        status=run.info.status,
+        tags=dict(run.data.tags),
+        metrics=dict(run.data.metrics),
+        params=dict(run.data.params),
+    )
 
 
 def _is_own(run, artifact_home: str) -> bool:

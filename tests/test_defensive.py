@@ -59,7 +59,7 @@ def test_student_masks_gradients_but_cw_on_logits_still_succeeds(experiment):
     splits = load_splits("mnist-5k", None, 2500, 200, 0)
     x = splits.test.x[:200]
     scale = {
-        name: predict_logits(store.load_model(store.client.get_run(r.run_id)), x).std().item()
+        name: predict_logits(store.load_model(r.run_id), x).std().item()
         for name, r in (("base", base), ("student", student))
     }
     assert scale["student"] / scale["base"] > 5
@@ -82,7 +82,7 @@ def test_teacher_and_student_are_linked_and_load_back_with_their_accuracy(experi
     assert not teacher.attacks and "cw" in student.attacks  # the student is the model under attack
     splits = load_splits("mnist-5k", None, 2500, 200, 0)
     for run in (t_run, s_run):
-        model = store.load_model(run)
+        model = store.load_model(run.info.run_id)
         acc = accuracy(model, splits.test.x, splits.test.y)
         assert acc == pytest.approx(run.data.metrics["final_test_acc"], abs=1e-6)
         assert len(store.client.get_metric_history(run.info.run_id, "val_acc")) == 8

@@ -16,10 +16,10 @@ import torch
 from torch import nn
 
 from suite.attacking import CPU_ATTACK_BATCH, GPU_ATTACK_ROWS, attack_batch_size, attack_model
-from suite.conditions import Context
 from suite.conditions.defensive import run_defensive
 from suite.data import load_splits
 from suite.devices import model_device
+from suite.job import Context
 from suite.manifest import validate_manifest
 from suite.models import build_model
 from suite.progress import NullProgress
@@ -80,8 +80,15 @@ def _pipeline(store: Store, experiment: str, device: torch.device):
     data = load_splits(d.dataset, None, d.train_samples, d.val_samples, d.split_seed)
     experiment_id = store.experiment_id(experiment)
     parent = store.parent_run(experiment_id, "t20", "defensive", "parent")
-    ctx = Context(manifest, data, store, experiment_id, device, NullProgress())
-    teacher, student = run_defensive(ctx, manifest.conditions[0], 0, parent)
+    ctx = Context(
+        manifest=manifest,
+        data=data,
+        store=store,
+        experiment_id=experiment_id,
+        device=device,
+        progress=NullProgress(),
+    )
+    teacher, student = run_defensive(ctx=ctx, cond=manifest.conditions[0], seed=0, parent_id=parent)
     attacks, masking = attack_model(ctx, student, np.arange(d.attack_samples))
     assert attacks["cw"]["n_attacked"] == d.attack_samples and "saturated_fraction" in masking
     return teacher, student, ctx
@@ -92,7 +99,8 @@ def test_every_stage_runs_a_model_on_its_own_device_not_the_experiments(store, m
     attacks and the masking diagnostic must all feed each model on the CPU (the old code moved
     inputs to the experiment's device: the teacher crash on CUDA)."""
     monkeypatch.setattr(
-        "suite.conditions.build_model", lambda arch, dropout: Probe(build_model(arch, dropout))
+        "suite.conditions.common.build_model",
+        lambda arch, dropout: Probe(build_model(arch, dropout)),
     )
     monkeypatch.setattr(Probe, "calls", [])
     teacher, student, _ = _pipeline(store, "meta", torch.device("meta"))
@@ -114,7 +122,9 @@ def test_models_live_on_the_experiment_device_trained_logged_or_reused(store, de
     and again when the cached runs are reused (loaded from the store, which holds CPU copies)."""
     teacher, student, ctx = _pipeline(store, f"on-{device.type}", device)
     assert model_device(teacher.model) == device and model_device(student.model) == device
-    again = run_defensive(ctx, ctx.manifest.conditions[0], 0, "unused: both runs are cached")
+    again = run_defensive(
+        ctx=ctx, cond=ctx.manifest.conditions[0], seed=0, parent_id="unused: both runs are cached"
+    )
     assert all(run.reused and model_device(run.model) == device for run in again)
     x = ctx.data.test.x[:50]
     with torch.no_grad():

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from tiny_manifests import TINY_CW, tiny_manifest, to_toml
 from typer.testing import CliRunner
 
 from suite.cli import app
@@ -19,42 +20,15 @@ from suite.manifest import load_manifest
 from suite.progress import NullProgress
 from suite.report.publish import END, START
 from suite.runner import run_manifest
-from suite.tracking import MODEL_TAG, Store
+from suite.schema import MODEL_ID
+from suite.tracking import Store
 
-TINY = """
-[experiment]
-name = "tiny-e2e"
-seeds = [0]
-device = "cpu"
-
-[data]
-dataset = "mnist-5k"
-train_samples = 600
-val_samples = 200
-attack_samples = 12
-
-[model]
-arch = "tiny"
-
-[train]
-epochs = 2
-batch_size = 64
-optimizer = "adam"
-lr = 0.003
-dropout = 0.0
-
-[[conditions]]
-name = "base"
-kind = "standard"
-
-[[attacks]]
-name = "cw"
-kind = "cw-l2"
-[attacks.params]
-binary_steps = 4
-max_iterations = 30
-initial_const = 0.1
-"""
+TINY = to_toml(
+    tiny_manifest(
+        "tiny-e2e",
+        attacks=[{**TINY_CW, "params": {**TINY_CW["params"], "binary_steps": 4}}],
+    )
+)
 
 
 @pytest.fixture
@@ -96,7 +70,7 @@ def test_run_then_rerun_reuses_then_force_retrains(workdir):
         "config_hash",
         "suite_version",
         "git_commit",
-        MODEL_TAG,
+        MODEL_ID,
     ):
         assert key in tags
     assert params["train.lr"] == "0.003" and params["data.dataset"] == "mnist-5k"
@@ -115,7 +89,7 @@ def test_run_then_rerun_reuses_then_force_retrains(workdir):
 
     d = spec.data
     splits = load_splits(d.dataset, d.root, d.train_samples, d.val_samples, d.split_seed)
-    model = store.load_model(run)
+    model = store.load_model(run.info.run_id)
     assert accuracy(model, splits.test.x, splits.test.y) == pytest.approx(
         metrics["final_test_acc"], abs=1e-6
     )

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_manifests import TINY_CW, tiny_manifest, to_toml
 
 from suite.manifest import validate_manifest
 from suite.report.collect import collect
@@ -21,65 +22,11 @@ from suite.tracking import Store
 SUITE = str(Path(sys.executable).parent / "suite")
 
 
-def manifest(name: str, **over) -> dict:
-    """A tiny experiment: `tiny` net, 2 epochs, C&W L2 on a few digits."""
-    return {
-        "experiment": {"name": name, "seeds": [0, 1], "device": "cpu"},
-        "data": {
-            "dataset": "mnist-5k",
-            "train_samples": 600,
-            "val_samples": 200,
-            "attack_samples": 12,
-        },
-        "model": {"arch": "tiny"},
-        "train": {
-            "epochs": 2,
-            "batch_size": 64,
-            "optimizer": "adam",
-            "lr": 0.003,
-            "dropout": 0.0,
-            **over.pop("train", {}),
-        },
-        "conditions": [{"name": "base", "kind": "standard"}],
-        "attacks": [
-            {
-                "name": "cw",
-                "kind": "cw-l2",
-                "batch_size": over.pop("attack_batch", 256),
-                "params": {
-                    "binary_steps": 3,
-                    "max_iterations": over.pop("iterations", 30),
-                    "initial_const": 0.1,
-                },
-            }
-        ],
-        **over,
-    }
-
-
-def to_toml(raw: dict) -> str:
-    """Just enough TOML for the manifests above."""
-
-    def value(v):
-        if isinstance(v, bool):
-            return "true" if v else "false"
-        if isinstance(v, str):
-            return f'"{v}"'
-        return repr(v)
-
-    lines = []
-    for table in ("experiment", "data", "model", "train"):
-        lines.append(f"[{table}]")
-        lines += [f"{k} = {value(v)}" for k, v in raw[table].items()]
-    for cond in raw["conditions"]:
-        lines.append("[[conditions]]")
-        lines += [f"{k} = {value(v)}" for k, v in cond.items()]
-    for attack in raw["attacks"]:
-        lines.append("[[attacks]]")
-        lines += [f"{k} = {value(v)}" for k, v in attack.items() if k != "params"]
-        lines.append("[attacks.params]")
-        lines += [f"{k} = {value(v)}" for k, v in attack["params"].items()]
-    return "\n".join(lines) + "\n"
+def manifest(name: str, *, train=None, iterations: int = 30, attack_batch: int = 256) -> dict:
+    """A tiny experiment over two seeds: `tiny` net, 2 epochs, C&W L2 on a few digits."""
+    cw = {**TINY_CW, "batch_size": attack_batch}
+    cw["params"] = {**TINY_CW["params"], "max_iterations": iterations}
+    return tiny_manifest(name, seeds=[0, 1], train=train, attacks=[cw])
 
 
 def metrics_by_seed(store: Store, rows) -> dict:
@@ -151,7 +98,7 @@ def test_shared_tracking_server_round_trip(tmp_path):
         assert [r.status for r in rows] == ["FINISHED"]
         run = store.client.get_run(rows[0].run_id)
         assert store.load_table(run.info.run_id, "attacks/cw.parquet").shape[0] == 12
-        assert isinstance(store.load_model(run), torch.nn.Module)
+        assert isinstance(store.load_model(run.info.run_id), torch.nn.Module)
         assert any((tmp_path / "artifacts").rglob("cw.parquet"))  # stored by the server
         data = collect(store, "served")
         out = render_report(data, tmp_path / "report", formats=("md",))

@@ -17,43 +17,22 @@ import torch
 from markdown_it import MarkdownIt
 from PIL import Image
 from pypdf import PdfReader
+from tiny_manifests import tiny_manifest, to_toml
 from typer.testing import CliRunner
 
 from suite.cli import app
 from suite.tracking import Store
 
-TINY = """
-[experiment]
-name = "sec"
-seeds = [0]
-device = "cpu"
-
-[data]
-train_samples = 400
-val_samples = 100
-attack_samples = 4
-
-[model]
-arch = "tiny"
-
-[train]
-epochs = 1
-batch_size = 64
-optimizer = "adam"
-lr = 0.003
-dropout = 0.0
-
-[[conditions]]
-name = "base"
-kind = "standard"
-
-[[attacks]]
-name = "cw"
-kind = "cw-l2"
-[attacks.params]
-binary_steps = 2
-max_iterations = 10
-"""
+TINY = to_toml(
+    tiny_manifest(
+        "sec",
+        data={"train_samples": 400, "val_samples": 100, "attack_samples": 4},
+        train={"epochs": 1},
+        attacks=[
+            {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 2, "max_iterations": 10}}
+        ],
+    )
+)
 
 
 def lines(output: str) -> list[str]:
@@ -156,7 +135,7 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
     run = child_runs(store, exp_id)[-1]
     parent, cfg = run.data.tags["mlflow.parentRunId"], run.data.tags["config_hash"]
     condition = run.data.tags["condition"]
-    assert store.find_model_run(exp_id, condition, cfg).info.run_id == run.info.run_id
+    assert store.find_model_run(exp_id, condition, cfg).run_id == run.info.run_id
     made_up = store.client.create_run(exp_id, tags={"condition": "base"}).info.run_id
     store.client.set_tag(run.info.run_id, "mlflow.parentRunId", made_up)
     try:
@@ -194,7 +173,7 @@ def test_models_are_plain_weights_that_rebuild_and_show_in_mlflow(workdir):
     assert logged.params == {"arch": "tiny", "dropout": "0.0"} and logged.status == "READY"
     files = [f.path for f in store.client.list_logged_model_artifacts(logged.model_id)]
     assert files == ["weights.pt"]
-    model = store.load_model(run)
+    model = store.load_model(run.info.run_id)
     assert isinstance(model, torch.nn.Module) and not model.training
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 

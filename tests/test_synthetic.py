@@ -14,7 +14,8 @@ from suite.errors import ManifestError
 from suite.manifest import validate_manifest
 from suite.models import MODELS, StandardisedConvNet, Tiny, build_model
 from suite.runner import run_manifest
-from suite.tracking import ERROR_TAG, Store
+from suite.schema import ERROR
+from suite.tracking import Store
 
 EVAL = {"epochs": 30, "lr": 0.01, "batch_size": 20, "augment": False, "min_test_acc": 0.0}
 MANIFEST = {
@@ -64,7 +65,7 @@ def test_synthetic_condition_logs_set_and_model_and_is_reused(tmp_path):
         assert run.data.params["model.arch"] == "tiny"
         assert run.data.params["eval.optimizer"] == "sgd" and run.data.params["eval.epochs"] == "30"
         assert run.data.params["eval.dsa_strategy"] == RECIPES["tiny"].dsa_strategy
-        assert isinstance(store.load_model(run), Tiny)
+        assert isinstance(store.load_model(run.info.run_id), Tiny)
         names = {a.path for a in store.client.list_artifacts(row.run_id, "synthetic")}
         assert names == {"synthetic/set.pt", "synthetic/grid.png"}
         local = store.client.download_artifacts(
@@ -105,7 +106,7 @@ def test_model_below_the_floor_is_failed_with_the_reason_and_not_attacked(tmp_pa
         [experiment], "tags.condition = 'undertrained' and tags.role = 'model'"
     )
     assert child.info.status == "FAILED"
-    assert "below the floor 50%" in child.data.tags[ERROR_TAG]
+    assert "below the floor 50%" in child.data.tags[ERROR]
     assert child.data.metrics["test_acc"] < 0.5  # the accuracy that failed is kept
 
 

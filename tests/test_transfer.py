@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from tiny_manifests import tiny_manifest, to_toml
 
 from suite.attacks import ATTACK_PARAMS, run_attack
 from suite.attacks.transfer import scale_perturbations, transfer_records
@@ -17,74 +18,37 @@ from suite.tracking import Store
 pytestmark = pytest.mark.usefixtures("one_thread")
 SAME = ["sample_index", "label", "clean_pred", "adv_pred", "clean_correct", "success", "l0", "l2"]
 
-MANIFEST = """
-[experiment]
-name = "transfer-e2e"
-seeds = [0]
-device = "cpu"
-
-[data]
-dataset = "mnist-5k"
-train_samples = 600
-val_samples = 200
-attack_samples = 10
-
-[model]
-arch = "tiny"
-
-[train]
-epochs = 2
-batch_size = 64
-optimizer = "adam"
-lr = 0.003
-dropout = 0.0
-
-[[conditions]]
-name = "other"
-kind = "standard"
-epochs = 1
-
-[[conditions]]
-name = "base"
-kind = "standard"
-
-[[attacks]]
-name = "cw"
-kind = "cw-l2"
-[attacks.params]
-binary_steps = 3
-max_iterations = 30
-initial_const = 1.0
-lr = 0.05
-
-[[attacks]]
-name = "cw-from-base"
-kind = "cw-l2"
-source = "base"
-[attacks.params]
-binary_steps = 3
-max_iterations = 30
-initial_const = 1.0
-lr = 0.05
-
-[[attacks]]
-name = "pgd"
-kind = "pgd-linf"
-[attacks.params]
-eps = [0.1, 0.3]
-steps = 5
-step_size = 0.1
-
-[[attacks]]
-name = "square"
-kind = "autoattack"
-[attacks.params]
-version = "custom"
-attacks = ["square"]
-norm = "linf"
-eps = [0.3]
-square_queries = 50
-"""
+CW = {"binary_steps": 3, "max_iterations": 30, "initial_const": 1.0, "lr": 0.05}
+MANIFEST = to_toml(
+    tiny_manifest(
+        "transfer-e2e",
+        data={"attack_samples": 10},
+        conditions=[
+            {"name": "other", "kind": "standard", "epochs": 1},
+            {"name": "base", "kind": "standard"},
+        ],
+        attacks=[
+            {"name": "cw", "kind": "cw-l2", "params": CW},
+            {"name": "cw-from-base", "kind": "cw-l2", "source": "base", "params": CW},
+            {
+                "name": "pgd",
+                "kind": "pgd-linf",
+                "params": {"eps": [0.1, 0.3], "steps": 5, "step_size": 0.1},
+            },
+            {
+                "name": "square",
+                "kind": "autoattack",
+                "params": {
+                    "version": "custom",
+                    "attacks": ["square"],
+                    "norm": "linf",
+                    "eps": [0.3],
+                    "square_queries": 50,
+                },
+            },
+        ],
+    )
+)
 
 
 def test_source_names_a_condition_and_an_unset_one_keeps_earlier_hashes(tmp_path):

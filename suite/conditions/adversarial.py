@@ -8,18 +8,20 @@ from dataclasses import asdict
 import torch
 from torch import nn
 
+from suite import schema
 from suite.adversarial_training import (
     PGDTraining,
     adversarial_batch,
     eps_schedule,
     robust_accuracy,
 )
-from suite.conditions import Context, ModelRun, cached_training, train_model
+from suite.conditions.common import cached_training, train_model
+from suite.job import Context, ModelRun
 from suite.manifest import AdversarialCondition, AdversarialSettings, config_hash, flatten
 
 
 def run_adversarial(
-    ctx: Context, cond: AdversarialCondition, seed: int, parent_id: str
+    *, ctx: Context, cond: AdversarialCondition, seed: int, parent_id: str
 ) -> list[ModelRun]:
     """Train (or reuse) one model of `model.arch` on its own PGD examples for this seed."""
     m = ctx.manifest
@@ -48,7 +50,7 @@ def run_adversarial(
         parent_id,
         condition=cond.name,
         kind=cond.kind,
-        role="model",
+        role=schema.ROLE_MODEL,
         seed=seed,
         cfg_hash=cfg,
         params={

@@ -3,33 +3,27 @@ meant to carry robustness. The student, of `model.arch`, is trained on its own P
 the teacher's soft labels at temperature T on the clean inputs; the student is the model attacked.
 """
 
-from collections.abc import Callable
 from dataclasses import asdict
 
+from suite import schema
 from suite.adversarial_training import ard_batch
-from suite.conditions import Context, ModelRun, cached_training, train_model
 from suite.conditions.adversarial import adversarial_params, batch_settings, robust_val_metric
+from suite.conditions.common import cached_training, train_model
+from suite.job import Context, ModelRun
 from suite.manifest import ARDCondition, config_hash
 from suite.training import predict_logits
 
-ConditionFn = Callable[[Context, object, int, str], list[ModelRun]]
 
-
-def run_ard(
-    ctx: Context,
-    cond: ARDCondition,
-    seed: int,
-    parent_id: str,
-    *,
-    conditions: dict[str, ConditionFn],
-) -> list[ModelRun]:
-    """Get the teacher condition's model for this seed through `conditions` (the runner's table:
+def run_ard(*, ctx: Context, cond: ARDCondition, seed: int, parent_id: str) -> list[ModelRun]:
+    """Get the teacher condition's model for this seed through `run_condition` (the registry:
     reused from the store when it was trained, as it is when listed first; trained here otherwise),
     then train (or reuse) the ARD student against it. The teacher is the last model its condition
     returns: the one that condition puts under attack (a defensive condition's student)."""
     m = ctx.manifest
     teacher_cond = next(c for c in m.conditions if c.name == cond.teacher)
-    teacher = conditions[teacher_cond.kind](ctx, teacher_cond, seed, parent_id)[-1]
+    from suite.conditions import run_condition  # the registry lists this module: import it late
+
+    teacher = run_condition(ctx=ctx, cond=teacher_cond, seed=seed, parent_id=parent_id)[-1]
     epochs = cond.epochs or m.train.epochs
     s = cond.pgd_training()
     cfg = config_hash(
@@ -67,12 +61,12 @@ def run_ard(
         parent_id,
         condition=cond.name,
         kind=cond.kind,
-        role="student",
+        role=schema.ROLE_STUDENT,
         seed=seed,
         cfg_hash=cfg,
         params=params,
         attack=True,
-        tags={"teacher_run_id": teacher.run_id, "teacher_condition": cond.teacher},
+        tags={schema.TEACHER_RUN_ID: teacher.run_id, schema.TEACHER_CONDITION: cond.teacher},
         train=train,
     )
     return [student]

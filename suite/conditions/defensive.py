@@ -8,7 +8,9 @@ the same architecture, is trained at the same T on them and deployed with its ra
 import torch
 from torch.nn import functional as F
 
-from suite.conditions import Context, ModelRun, cached_training, train_model
+from suite import schema
+from suite.conditions.common import cached_training, train_model
+from suite.job import Context, ModelRun
 from suite.manifest import DefensiveCondition, config_hash
 from suite.training import predict_logits
 
@@ -20,7 +22,7 @@ def soft_labels(teacher: torch.nn.Module, x: torch.Tensor, temperature: float) -
 
 
 def run_defensive(
-    ctx: Context, cond: DefensiveCondition, seed: int, parent_id: str
+    *, ctx: Context, cond: DefensiveCondition, seed: int, parent_id: str
 ) -> list[ModelRun]:
     """Train (or reuse) the teacher, then the student on its soft labels; both are logged and linked."""
     m = ctx.manifest
@@ -38,12 +40,12 @@ def run_defensive(
         parent_id,
         condition=cond.name,
         kind=cond.kind,
-        role="teacher",
+        role=schema.ROLE_TEACHER,
         seed=seed,
         cfg_hash=teacher_hash,
         params={**common, "train.epochs": teacher_epochs},
         attack=cond.attack_teacher,
-        tags={"student_config_hash": student_hash},
+        tags={schema.STUDENT_CONFIG_HASH: student_hash},
         train=lambda run_id: train_model(
             ctx,
             run_id,
@@ -72,12 +74,12 @@ def run_defensive(
         parent_id,
         condition=cond.name,
         kind=cond.kind,
-        role="student",
+        role=schema.ROLE_STUDENT,
         seed=seed,
         cfg_hash=student_hash,
         params={**common, "train.epochs": student_epochs},
         attack=True,
-        tags={"teacher_run_id": teacher.run_id},
+        tags={schema.TEACHER_RUN_ID: teacher.run_id},
         train=train_student,
     )
     ctx.store.set_tags(teacher.run_id, {"student_run_id": student.run_id})

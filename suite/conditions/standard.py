@@ -1,11 +1,13 @@
 """The undistilled baseline: cross-entropy on hard labels at T = 1."""
 
-from suite.conditions import Context, ModelRun, cached_training, train_model
+from suite import schema
+from suite.conditions.common import cached_training, train_model
+from suite.job import Context, ModelRun
 from suite.manifest import ModelSpec, StandardCondition, config_hash
 
 
 def run_standard(
-    ctx: Context, cond: StandardCondition, seed: int, parent_id: str
+    *, ctx: Context, cond: StandardCondition, seed: int, parent_id: str
 ) -> list[ModelRun]:
     """Train (or reuse) one model of the condition's `arch` (default `model.arch`) on the hard
     labels for this seed."""
@@ -18,7 +20,7 @@ def run_standard(
         parent_id,
         condition=cond.name,
         kind=cond.kind,
-        role="model",
+        role=schema.ROLE_MODEL,
         seed=seed,
         cfg_hash=cfg,
         params={

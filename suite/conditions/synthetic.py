@@ -6,16 +6,18 @@ import io
 import torch
 from torch import nn
 
-from suite.conditions import Context, ModelRun, cached_training
+from suite import schema
+from suite.conditions.common import cached_training
 from suite.distill import EvalRecipe, distill, train_on_synthetic
 from suite.errors import TrainingError
+from suite.job import Context, ModelRun
 from suite.manifest import SyntheticCondition, config_hash, flatten
 from suite.models import build_model
 from suite.training import accuracy
 
 
 def run_synthetic(
-    ctx: Context, cond: SyntheticCondition, seed: int, parent_id: str
+    *, ctx: Context, cond: SyntheticCondition, seed: int, parent_id: str
 ) -> list[ModelRun]:
     """Distil `ipc` images per class from the training split, then train the condition's `arch`
     (default `model.arch`) on them alone with that architecture's recipe."""
@@ -36,7 +38,7 @@ def run_synthetic(
             parent_id,
             condition=cond.name,
             kind=cond.kind,
-            role="model",
+            role=schema.ROLE_MODEL,
             seed=seed,
             cfg_hash=cfg,
             params=params,

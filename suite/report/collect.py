@@ -1,45 +1,87 @@
 """Read an experiment back from the MLflow store into the tidy frames of `ReportData`.
 
-For each condition the newest parent run is taken (the current manifest's settings); under it the
-newest run per (seed, role). Runs that did not finish are listed in `missing`, never dropped silently.
+Two steps: `select_runs` picks the runs (for each condition the newest parent run, i.e. the current
+manifest's settings; under it the newest run per (seed, role); runs that did not finish are listed
+in `missing`, never dropped silently), then `collect` builds the frames from them.
 """
 
-import json
-import tempfile
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
+from suite import schema
 from suite.attacks import FIXED_BUDGET_KINDS, budget_eps, is_gradient_free
 from suite.errors import StoreError
 from suite.manifest import ManifestFieldError, SyntheticEval, baselines
 from suite.report.frames import ReportData
-from suite.tracking import Store
+from suite.tracking import Store, StoredRun
 
-CURVE_METRICS = ("val_acc", "test_acc", "train_loss", "train_acc")
-LEVEL = "suite.level"
 ATTACK_COLUMNS = [
     "condition", "kind", "seed", "attack", "attack_kind", "sample_index", "label", "target",
     "clean_pred", "adv_pred", "clean_correct", "success", "l0", "l2", "linf", "const",
     "grad_evals", "eps",
 ]  # fmt: skip
-
-
-def latest_experiment(store: Store) -> str:
-    """The experiment with the most recently started suite run."""
-    runs = store.client.search_runs(
-        [e.experiment_id for e in store.client.search_experiments()],
-        "tags.condition != ''",
-        order_by=["attributes.start_time DESC"],
-        max_results=1,
-    )
-    if not runs:
-        raise StoreError(f"the store {store.uri} holds no suite runs; run `suite run FILE` first")
-    return store.client.get_experiment(runs[0].info.experiment_id).name
-
-
+ACCURACY_COLUMNS = ["condition", "kind", "role", "seed", "val_acc", "test_acc", "status", "error"]
+CURVE_COLUMNS = ["condition", "role", "seed", "epoch", "metric", "value"]
 DEFAULT_ACCURACY_FLOOR: float = SyntheticEval.model_fields["min_test_acc"].default
+
+RunKey = tuple[str, int, str]  # (condition, seed, role)
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The runs of an experiment a report reads, and the manifest they were run from."""
+
+    manifest: dict
+    order: list[str]  # conditions in manifest order
+    kinds: dict[str, str]  # condition -> kind
+    parents: dict[str, StoredRun]  # condition -> its newest parent run
+    chosen: dict[RunKey, StoredRun]  # newest child run per (condition, seed, role)
+    missing: list[str]  # runs that did not finish, conditions never run
+
+
+def select_runs(store: Store, experiment: str) -> Selection:
+    """The newest parent run per condition and, under it, the newest run per (seed, role)."""
+    exp_id = store.experiment_id(experiment, create=False)
+    runs = store.runs(exp_id)
+    parents: dict[str, StoredRun] = {}
+    for run in runs:
+        if run.tags.get(schema.LEVEL) == schema.LEVEL_CONDITION:
+            parents.setdefault(run.tags[schema.CONDITION], run)
+    if not parents:
+        raise StoreError(f"experiment {experiment!r} has no condition runs; run its manifest first")
+    manifest = _manifest(store, next(iter(parents.values())))
+    order = [c["name"] for c in manifest.get("conditions", [])] or list(parents)
+
+    chosen: dict[RunKey, StoredRun] = {}
+    for run in runs:
+        tags = run.tags
+        parent = parents.get(tags.get(schema.CONDITION, ""))
+        if parent is None or tags.get(schema.PARENT_RUN_ID) != parent.run_id:
+            continue
+        key = (
+            tags[schema.CONDITION],
+            int(tags[schema.SEED]),
+            tags.get(schema.ROLE, schema.ROLE_MODEL),
+        )
+        chosen.setdefault(key, run)
+    missing = []
+    for (cond, seed, role), run in sorted(chosen.items()):
+        if run.status != "FINISHED":
+            reason = run.tags.get(schema.ERROR, "")
+            missing.append(
+                f"{cond} seed {seed} ({role}): {run.status}" + (f" — {reason}" if reason else "")
+            )
+    missing += [f"{c}: no runs in the store (not run yet)" for c in order if c not in parents]
+    return Selection(
+        manifest=manifest,
+        order=order,
+        kinds={name: p.tags.get(schema.KIND, "") for name, p in parents.items()},
+        parents=parents,
+        chosen=chosen,
+        missing=missing,
+    )
 
 
 def collect(store: Store, experiment: str, baseline: str | None = None) -> ReportData:
@@ -48,127 +90,137 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     Each condition is compared with its baseline from the logged manifest (the same rule as
     `suite.manifest.baselines`); `baseline` names one condition to compare every other with.
     """
-    exp_id = store.experiment_id(experiment, create=False)
-    runs = store.client.search_runs([exp_id], order_by=["attributes.start_time DESC"])
-    parents: dict[str, object] = {}
-    for run in runs:
-        if run.data.tags.get(LEVEL) == "condition":
-            parents.setdefault(run.data.tags["condition"], run)
-    if not parents:
-        raise StoreError(f"experiment {experiment!r} has no condition runs; run its manifest first")
-    manifest = _manifest(store, next(iter(parents.values())))
-    order = [c["name"] for c in manifest.get("conditions", [])] or list(parents)
-    kinds = {name: p.data.tags.get("kind", "") for name, p in parents.items()}
-
-    chosen, missing = {}, []
-    for run in runs:
-        tags = run.data.tags
-        parent = parents.get(tags.get("condition", ""))
-        if parent is None or tags.get("mlflow.parentRunId") != parent.info.run_id:
-            continue
-        key = (tags["condition"], int(tags["seed"]), tags.get("role", "model"))
-        chosen.setdefault(key, run)
-    for (cond, seed, role), run in sorted(chosen.items()):
-        if run.info.status != "FINISHED":
-            reason = run.data.tags.get("suite.error", "")
-            missing.append(
-                f"{cond} seed {seed} ({role}): {run.info.status}"
-                + (f" — {reason}" if reason else "")
-            )
-    for cond in order:
-        if cond not in parents:
-            missing.append(f"{cond}: no runs in the store (not run yet)")
-
-    accuracy, curves, attacks, masking, examples = [], [], [], [], {}
-    attack_kinds = {a["name"]: a["kind"] for a in manifest.get("attacks", [])}
-    for (cond, seed, role), run in chosen.items():
-        m = run.data.metrics
-        accuracy.append({
-            "condition": cond, "kind": kinds.get(cond, ""), "role": role, "seed": seed,
-            "val_acc": m.get("final_val_acc", np.nan), "test_acc": m.get("final_test_acc", np.nan),
-            "status": run.info.status, "error": run.data.tags.get("suite.error", ""),
-        })  # fmt: skip
-        for metric in CURVE_METRICS:
-            if metric in m:
-                for point in store.client.get_metric_history(run.info.run_id, metric):
-                    curves.append({"condition": cond, "role": role, "seed": seed, "epoch": point.step,
-                                   "metric": metric, "value": point.value})  # fmt: skip
-        label = cond if role in ("model", "student") else f"{cond}/{role}"
-        for name, kind in attack_kinds.items():
-            if f"attack.{name}.config_hash" not in run.data.tags:
-                continue
-            rows = store.load_table(run.info.run_id, f"attacks/{name}.parquet")
-            rows.insert(0, "condition", label)
-            rows.insert(1, "kind", kinds.get(cond, ""))
-            rows.insert(2, "seed", seed)
-            rows.insert(3, "attack", name)
-            rows.insert(4, "attack_kind", kind)
-            if "eps" not in rows:
-                rows["eps"] = np.nan  # the frame's contract: NaN unless the attack is fixed-budget
-            attacks.append(rows)
-            if f"{label}/{name}" not in examples or seed == min(manifest["experiment"]["seeds"]):
-                found = _examples(store, run.info.run_id, name)
-                if found is not None:
-                    examples[f"{label}/{name}"] = found
-        if "masking.flagged" in m:
-            masking.append({
-                "condition": label, "seed": seed,
-                "saturated_fraction": m["masking.saturated_fraction"],
-                "softmax_success": m["masking.softmax_success"], "cw_success": m["masking.cw_success"],
-                "cw_median_l2": m["masking.cw_median_l2"], "flagged": bool(m["masking.flagged"]),
-            })  # fmt: skip
-
-    matched = _baselines(manifest, order, baseline, experiment)
-    for name, base in matched.items():
-        if base not in parents:
-            raise StoreError(
-                f"baseline condition {base!r} of {name!r} has no runs in {experiment!r}; run it, "
-                f"or choose one of {sorted(parents)} with --baseline"
-            )
-    for cond in manifest.get("conditions", []):  # attacked teachers: the condition's baseline
-        if cond.get("attack_teacher") and cond["name"] in matched:
-            matched[f"{cond['name']}/teacher"] = matched[cond["name"]]
-    first = next(iter(chosen.values()), None)
+    sel = select_runs(store, experiment)
+    manifest, attacks_spec = sel.manifest, sel.manifest.get("attacks", [])
+    attacks, examples = _attack_frame(store, sel)
+    first = next(iter(sel.chosen.values()), None)
     return ReportData(
         experiment=experiment,
-        setup=_setup(manifest, first.data.tags if first else {}, store.uri)
-        | {"data_source": first.data.params.get("data.source", "unknown") if first else "unknown"},
-        baselines=matched,
-        accuracy=_frame(
-            accuracy,
-            ["condition", "kind", "role", "seed", "val_acc", "test_acc", "status", "error"],
-        ),
-        curves=_frame(curves, ["condition", "role", "seed", "epoch", "metric", "value"]),
-        attacks=pd.concat(attacks, ignore_index=True) if attacks else _frame([], ATTACK_COLUMNS),
-        masking=_frame(
-            masking,
-            [
-                "condition",
-                "seed",
-                "saturated_fraction",
-                "softmax_success",
-                "cw_success",
-                "cw_median_l2",
-                "flagged",
-            ],
-        ),  # fmt: skip
+        setup=_setup(manifest, first.tags if first else {}, store.uri)
+        | {"data_source": first.params.get("data.source", "unknown") if first else "unknown"},
+        baselines=_matched_baselines(sel, baseline, experiment),
+        accuracy=_accuracy_frame(sel),
+        curves=_curve_frame(store, sel),
+        attacks=attacks,
+        masking=_masking_frame(sel),
         examples=examples,
-        missing=missing,
+        missing=sel.missing,
         floors={
             c["name"]: (c.get("eval") or {}).get("min_test_acc", DEFAULT_ACCURACY_FLOOR)
             for c in manifest.get("conditions", [])
         },
         budgets={
             a["name"]: budget_eps(a["kind"], a.get("params") or {})
-            for a in manifest.get("attacks", [])
+            for a in attacks_spec
             if a["kind"] in FIXED_BUDGET_KINDS
         },
         gradient_free=[
-            a["name"]
-            for a in manifest.get("attacks", [])
-            if is_gradient_free(a["kind"], a.get("params") or {})
+            a["name"] for a in attacks_spec if is_gradient_free(a["kind"], a.get("params") or {})
         ],
     )
+
+
+def _label(cond: str, role: str) -> str:
+    """How the report names a model: its condition, or `condition/role` for an attacked teacher."""
+    return cond if role in schema.ATTACKED_ROLES else f"{cond}/{role}"
+
+
+def _accuracy_frame(sel: Selection) -> pd.DataFrame:
+    rows = [
+        {
+            "condition": cond,
+            "kind": sel.kinds.get(cond, ""),
+            "role": role,
+            "seed": seed,
+            "val_acc": run.metrics.get(schema.FINAL_VAL_ACC, np.nan),
+            "test_acc": run.metrics.get(schema.FINAL_TEST_ACC, np.nan),
+            "status": run.status,
+            "error": run.tags.get(schema.ERROR, ""),
+        }  # fmt: skip
+        for (cond, seed, role), run in sel.chosen.items()
+    ]
+    return pd.DataFrame(rows, columns=ACCURACY_COLUMNS)
+
+
+def _curve_frame(store: Store, sel: Selection) -> pd.DataFrame:
+    rows = [
+        {
+            "condition": cond,
+            "role": role,
+            "seed": seed,
+            "epoch": step,
+            "metric": metric,
+            "value": value,
+        }  # fmt: skip
+        for (cond, seed, role), run in sel.chosen.items()
+        for metric in schema.CURVE_METRICS
+        if metric in run.metrics
+        for step, value in store.metric_history(run.run_id, metric)
+    ]
+    return pd.DataFrame(rows, columns=CURVE_COLUMNS)
+
+
+def _attack_frame(store: Store, sel: Selection) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Every attack's per-sample records of every chosen run, and the example images (of the
+    first seed where present, else any seed) by `label/attack`."""
+    frames, examples = [], {}
+    attack_kinds = {a["name"]: a["kind"] for a in sel.manifest.get("attacks", [])}
+    first_seed = min(sel.manifest["experiment"]["seeds"])
+    for (cond, seed, role), run in sel.chosen.items():
+        label = _label(cond, role)
+        for name, kind in attack_kinds.items():
+            result = schema.attack_result(name)
+            if schema.result_tag(result) not in run.tags:
+                continue
+            rows = store.load_table(run.run_id, schema.attack_records(name))
+            rows.insert(0, "condition", label)
+            rows.insert(1, "kind", sel.kinds.get(cond, ""))
+            rows.insert(2, "seed", seed)
+            rows.insert(3, "attack", name)
+            rows.insert(4, "attack_kind", kind)
+            if "eps" not in rows:
+                rows["eps"] = np.nan  # the frame's contract: NaN unless the attack is fixed-budget
+            frames.append(rows)
+            if f"{label}/{name}" not in examples or seed == first_seed:
+                found = _examples(store, run.run_id, name)
+                if found is not None:
+                    examples[f"{label}/{name}"] = found
+    attacks = (
+        pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ATTACK_COLUMNS)
+    )
+    return attacks, examples
+
+
+def _masking_frame(sel: Selection) -> pd.DataFrame:
+    """The gradient-masking diagnostic of every chosen run that ran it (`flagged` as a bool)."""
+
+    def metrics(run: StoredRun) -> dict[str, object]:
+        got = {
+            k: run.metrics[schema.result_metric(schema.MASKING, k)] for k in schema.MASKING_METRICS
+        }
+        return got | {"flagged": bool(got["flagged"])}
+
+    rows = [
+        {"condition": _label(cond, role), "seed": seed, **metrics(run)}
+        for (cond, seed, role), run in sel.chosen.items()
+        if schema.result_metric(schema.MASKING, "flagged") in run.metrics
+    ]
+    return pd.DataFrame(rows, columns=["condition", "seed", *schema.MASKING_METRICS])
+
+
+def _matched_baselines(sel: Selection, baseline: str | None, experiment: str) -> dict[str, str]:
+    """Condition (and attacked teacher) → the condition it is compared with."""
+    matched = _baselines(sel.manifest, sel.order, baseline, experiment)
+    for name, base in matched.items():
+        if base not in sel.parents:
+            raise StoreError(
+                f"baseline condition {base!r} of {name!r} has no runs in {experiment!r}; run it, "
+                f"or choose one of {sorted(sel.parents)} with --baseline"
+            )
+    for cond in sel.manifest.get("conditions", []):  # attacked teachers: the condition's baseline
+        if cond.get("attack_teacher") and cond["name"] in matched:
+            matched[f"{cond['name']}/teacher"] = matched[cond["name"]]
+    return matched
 
 
 def _baselines(
@@ -190,32 +242,24 @@ def _baselines(
         ) from None
 
 
-def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
-    return pd.DataFrame(rows, columns=columns)
-
-
-def _manifest(store: Store, parent) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = store.client.download_artifacts(
-                parent.info.run_id, "manifest.resolved.json", tmp
-            )
-        except Exception as exc:  # an artifact store that lost the file: say which run
-            raise StoreError(
-                f"run {parent.info.run_id} lacks manifest.resolved.json ({type(exc).__name__}); "
-                "rerun the manifest to rebuild it"
-            ) from None
-        return json.loads(Path(path).read_text())
+def _manifest(store: Store, parent: StoredRun) -> dict:
+    try:
+        manifest = store.load_json(parent.run_id, schema.MANIFEST)
+    except Exception as exc:  # an artifact store that lost the file: say which run
+        raise StoreError(
+            f"run {parent.run_id} lacks {schema.MANIFEST} ({type(exc).__name__}); "
+            "rerun the manifest to rebuild it"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise StoreError(f"run {parent.run_id}: {schema.MANIFEST} is not a manifest; rerun it")
+    return manifest
 
 
 def _examples(store: Store, run_id: str, attack: str) -> np.ndarray | None:
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            return np.load(
-                store.client.download_artifacts(run_id, f"attacks/{attack}.examples.npy", tmp)
-            )
-        except Exception:  # older runs have no examples: the figure is simply left out
-            return None
+    try:
+        return store.load_npy(run_id, schema.attack_examples(attack))
+    except Exception:  # older runs have no examples: the figure is simply left out
+        return None
 
 
 def _setup(manifest: dict, tags: dict, uri: str) -> dict[str, object]:
@@ -239,8 +283,8 @@ def _setup(manifest: dict, tags: dict, uri: str) -> dict[str, object]:
             + ", ".join(f"{k}={v}" for k, v in a.get("params", {}).items())
             for a in manifest.get("attacks", [])
         ],
-        "suite_version": tags.get("suite_version", "unknown"),
-        "git_commit": tags.get("git_commit", "unknown"),
+        "suite_version": tags.get(schema.VERSION, "unknown"),
+        "git_commit": tags.get(schema.COMMIT, "unknown"),
         "store": uri,
     }
     return setup

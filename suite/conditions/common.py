@@ -1,0 +1,159 @@
+"""What the condition kinds share: train a model in a child run, or reuse the stored one."""
+
+import math
+import time
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from suite import schema
+from suite.job import Context, ModelRun
+from suite.models import build_model
+from suite.training import BatchLoss, EpochMetrics, accuracy, fit
+
+
+def cached_training(
+    ctx: Context,
+    parent_id: str,
+    *,
+    condition: str,
+    kind: str,
+    role: str,
+    seed: int,
+    cfg_hash: str,
+    params: dict,
+    attack: bool,
+    train: Callable[[str], tuple[nn.Module, float, float]],
+    tags: dict[str, str] | None = None,
+    arch: str | None = None,
+    dropout: float | None = None,
+) -> ModelRun:
+    """Reuse the trusted run with this config hash (`Store.reusable_model`); else train it in a new
+    child run.
+
+    `train(run_id) -> (model, val_acc, test_acc)` does the work and logs its own curves, returning
+    the model on `ctx.device`; this function logs the model, the final metrics and the timing, and
+    marks the run reusable. Either way the returned model is on `ctx.device`. `arch` and `dropout`
+    (default `model.arch`, `train.dropout`) are the trained model's, logged so it loads back.
+    """
+    store = ctx.store
+    record = {"condition": condition, "kind": kind, "role": role, "seed": seed, "attack": attack}
+    reused = None if ctx.force else store.reusable_model(ctx.experiment_id, condition, cfg_hash)
+    if reused is not None:
+        m = reused.metrics
+        return ModelRun(
+            **record,
+            run_id=reused.run_id,
+            model=ctx.place(reused.model),
+            reused=True,
+            val_acc=m.get(schema.FINAL_VAL_ACC, math.nan),
+            test_acc=m.get(schema.FINAL_TEST_ACC, math.nan),
+            seconds=m.get(schema.TRAIN_SECONDS, math.nan),
+        )
+    name = f"{condition}/seed={seed}" + ("" if role == schema.ROLE_MODEL else f"/{role}")
+    run_tags = {
+        schema.CONDITION: condition,
+        schema.KIND: kind,
+        schema.SEED: str(seed),
+        schema.ROLE: role,
+        schema.CONFIG_HASH: cfg_hash,
+        **(tags or {}),
+    }
+    run_id = store.create_child(ctx.experiment_id, parent_id, name, run_tags, params)
+    store.log_dataset(run_id, ctx.data)
+    with store.active(run_id):
+        torch.manual_seed(seed)
+        start = time.perf_counter()
+        model, val_acc, test_acc = train(run_id)
+        seconds = time.perf_counter() - start
+        store.log_metrics(
+            run_id,
+            {
+                schema.FINAL_VAL_ACC: val_acc,
+                schema.FINAL_TEST_ACC: test_acc,
+                schema.TRAIN_SECONDS: seconds,
+            },
+        )
+        store.log_model(
+            run_id,
+            model,
+            arch or ctx.manifest.model.arch,
+            ctx.manifest.train.dropout if dropout is None else dropout,
+        )
+    return ModelRun(
+        **record,
+        run_id=run_id,
+        model=model,
+        reused=False,
+        val_acc=val_acc,
+        test_acc=test_acc,
+        seconds=seconds,
+    )
+
+
+def train_model(
+    ctx: Context,
+    run_id: str,
+    label: str,
+    *,
+    seed: int,
+    targets: torch.Tensor,
+    epochs: int | None = None,
+    temperature: float = 1.0,
+    batch_loss: BatchLoss | None = None,
+    epoch_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
+    arch: str | None = None,
+) -> tuple[nn.Module, float, float]:
+    """Build `arch` (default `model.arch`) from the seed on `ctx.device` and fit it there on the
+    training split; log per-epoch curves. The model is returned where it was trained, on
+    `ctx.device`.
+
+    `batch_loss` replaces the (soft-)label loss (see `training.fit`); `epoch_metrics(model)` adds
+    named values to each epoch's curves (robust validation accuracy)."""
+    m = ctx.manifest
+    torch.manual_seed(seed)
+    model = ctx.place(build_model(arch or m.model.arch, dropout=m.train.dropout))
+    recipe = ctx.recipe(epochs)
+    split = ctx.data
+    n_batches = math.ceil(len(split.train.x) / recipe.batch_size)
+    task = ctx.progress.task(label, total=recipe.epochs * n_batches)
+
+    extra: dict[str, float] = {}
+
+    def evaluate(net: nn.Module) -> tuple[float, float]:
+        extra.update(epoch_metrics(net) if epoch_metrics else {})
+        return (
+            accuracy(net, split.val.x, split.val.y),
+            accuracy(net, split.test.x, split.test.y),
+        )
+
+    epochs_done = 0
+
+    def on_epoch(e: EpochMetrics) -> None:
+        nonlocal epochs_done
+        epochs_done = e.epoch
+        ctx.store.log_metrics(run_id, {**e.as_metrics(), **extra}, step=e.epoch)
+        task.update(e.epoch * n_batches, val_acc=f"{e.val_acc:.3f}")
+
+    def on_batch(b: int, total: int) -> None:
+        if b % 10 == 0:
+            task.update(epochs_done * n_batches + b)
+
+    try:
+        history = fit(
+            model,
+            split.train.x,
+            targets,
+            split.train.y,
+            recipe,
+            seed=seed,
+            temperature=temperature,
+            batch_loss=batch_loss,
+            evaluate=evaluate,
+            on_batch=on_batch,
+            on_epoch=on_epoch,
+        )
+    finally:
+        task.close()
+    return model, history[-1].val_acc, history[-1].test_acc
