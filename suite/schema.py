@@ -100,5 +100,6 @@ def attack_picture(name: str) -> str:
 
 
 def checkpoint_folder(name: str, config_hash: str, batch: int) -> str:
-    """Where an attack's finished batches are kept until it completes (`NNNNNNN.parquet/.npy`)."""
+    """Where an attack saves each finished batch (`NNNNNNN.parquet/.npy`), so an interrupted attack
+    resumes from the batches it finished."""
     return f"checkpoints/{name}-{config_hash}-b{batch}"
