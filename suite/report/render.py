@@ -224,7 +224,14 @@ def _render(
     if "pdf" in formats:
         markdown_to_pdf(text, work, work / "report.pdf", title=f"Report: {data.experiment}")
     return ReportOutput(
-        work, None, None, files.figures, files.tables, summaries, conclusion, checks
+        out_dir=work,
+        markdown=None,
+        pdf=None,
+        figures=files.figures,
+        tables=files.tables,
+        summaries=summaries,
+        conclusion=conclusion,
+        masking_checks=checks,
     )
 
 
