@@ -14,7 +14,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from suite.report import stats
-from suite.report.frames import NORM_LABELS, NORMS, is_fixed_budget, row_norms
+from suite.report.frames import NORM_LABELS, NORMS, is_fixed_budget
 
 DPI = 150
 _ROLE_STYLE = {"teacher": "--"}
@@ -56,11 +56,11 @@ def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> P
     return _save(fig, path)
 
 
-def distortion_ecdf(attacks: pd.DataFrame, attack: str, path: Path, order: Sequence[str]) -> Path:
-    """Per norm, the fraction of all attacked (seed, digit) rows misclassified within distortion
-    x: a digit misclassified clean counts at 0, a failure stays in the denominator."""
+def distortion_ecdf(rows: pd.DataFrame, attack: str, path: Path, order: Sequence[str]) -> Path:
+    """Per norm, the fraction of all attacked (seed, digit) rows of `attack` (`rows`) misclassified
+    within distortion x: a digit misclassified clean counts at 0, a failure stays in the
+    denominator."""
     colors = _colors(order)
-    rows = attacks[attacks["attack"] == attack]
     fig = Figure(figsize=(12, 3.6))
     axes = fig.subplots(1, len(NORMS), sharey=True)
     for ax, norm in zip(axes, NORMS, strict=True):
@@ -79,17 +79,15 @@ def distortion_ecdf(attacks: pd.DataFrame, attack: str, path: Path, order: Seque
     return _save(fig, path)
 
 
-def robust_accuracy_curves(
-    attacks: pd.DataFrame, norm: str, path: Path, order: Sequence[str]
-) -> Path:
-    """Robust accuracy vs ε in one norm, the standard definition: the fraction of ALL attacked
-    (seed, digit) rows still classified correctly within ε (a digit misclassified clean never is).
+def robust_accuracy_curves(rows: pd.DataFrame, norm: str, path: Path, order: Sequence[str]) -> Path:
+    """Robust accuracy vs ε in one norm (`rows`: the attack rows in it, `row_norms`), the standard
+    definition: the fraction of ALL attacked (seed, digit) rows still classified correctly within
+    ε (a digit misclassified clean never is).
 
     Minimal-perturbation attacks give a curve (minimal distortion > ε, failures never
     fooled); fixed-budget attacks give one marker per ε they ran at.
     """
     colors = _colors(order)
-    rows = attacks[row_norms(attacks) == norm]
     names = list(dict.fromkeys(rows["attack"]))
     finite = stats.encoded_distortion(rows, norm)
     finite = finite[np.isfinite(finite)]
@@ -142,11 +140,12 @@ def robust_accuracy_curves(
 
 
 def distortion_boxplot(
-    attacks: pd.DataFrame, attack: str, norm: str, path: Path, order: Sequence[str]
+    rows: pd.DataFrame, attack: str, norm: str, path: Path, order: Sequence[str]
 ) -> Path:
-    """Box plot with jittered points of the distortions of every successful (seed, digit) row."""
+    """Box plot with jittered points of the distortions of every successful (seed, digit) row of
+    `attack` (`rows`)."""
     colors = _colors(order)
-    rows = attacks[(attacks["attack"] == attack) & attacks["success"].astype(bool)]
+    rows = rows[rows["success"].astype(bool)]
     present = [c for c in order if c in set(rows["condition"])]
     data = [rows.loc[rows["condition"] == c, norm].to_numpy(dtype=float) for c in present]
     fig = Figure(figsize=(max(4.0, 1.3 * len(present) + 2), 4))
