@@ -23,6 +23,8 @@ from rich.table import Table
 from suite.report.formatting import fixed, pct
 
 if TYPE_CHECKING:  # the runner imports torch and mlflow: ~30 s on a busy box for `suite data`
+    from suite.report.frames import ReportData
+    from suite.report.render import ReportOutput
     from suite.runner import Row
 
 # Off a terminal (CI logs, pipes, files) rich would wrap at 80 columns and cut the tables.
@@ -132,13 +134,14 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
 
 
 def print_summary(rows: Sequence[Row], title: str) -> None:
+    """The run's summary table, then each failure's reason on stderr."""
     console.print(summary_table(rows, title))
     for r in rows:
         if r.status == "FAILED":
             err_console.print(f"[red]FAILED[/red] {r.condition} seed {r.seed}: {r.error}")
 
 
-def print_report_summary(data, output) -> None:
+def print_report_summary(data: ReportData, output: ReportOutput) -> None:
     """One rich table per attack (as in the report), the conclusion, and where the files went."""
     for attack, frame in output.summaries.items():
         table = Table(

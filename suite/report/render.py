@@ -167,6 +167,7 @@ def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
 def _render(
     data: ReportData, work: Path, formats: tuple[str, ...], alpha: float, seed: int
 ) -> ReportOutput:
+    """Write every file of the report into `work`, section by section; paths are under `work`."""
     files = _Files(work)
     f = _frames(data, alpha, seed)
     files.table(f.accuracy, "accuracy")

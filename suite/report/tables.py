@@ -1,6 +1,7 @@
 """The report's numbers as tables: accuracy, success rates, distortions, paired comparisons.
 
-Numeric DataFrames only (formatting is render.py's job), so they can be written as CSV.
+Numeric DataFrames (formatting is render.py's job), so they can be written as CSV; only the
+transfer matrix holds its cells as the report shows them.
 """
 
 import numpy as np
