@@ -26,6 +26,7 @@ from suite.devices import model_device
 from suite.errors import StoreError, SuiteError
 from suite.job import Context, ModelRun
 from suite.manifest import AttackSpec, config_hash
+from suite.plots import ImageRow, image_grid
 
 DEFAULT_SOFTMAX_ATTACK = ("fgsm", {"eps": [0.3]})  # the MNIST convention (Madry et al. 2018)
 EXAMPLES = 8
@@ -293,31 +294,25 @@ def example_array(x: torch.Tensor, x_adv: torch.Tensor, k: int = EXAMPLES) -> np
 def example_grid(
     x: torch.Tensor, x_adv: torch.Tensor, records: pd.DataFrame, path, k: int = 8
 ) -> None:
-    """PNG of clean / adversarial / perturbation for the first `k` successful rows; `x`, `x_adv` and
-    `records` are row-aligned (a sample has several rows with `target_mode = "all"`)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """PNG of clean / adversarial / perturbation for the first `k` successful rows, titled with the
+    label, the adversarial prediction and the L2 distortion (each perturbation on its own colour
+    scale); `x`, `x_adv` and `records` are row-aligned (a sample has several rows with
+    `target_mode = "all"`)."""
     ok = np.flatnonzero(records["success"].to_numpy())[:k]
-    cols = max(len(ok), 1)
-    fig, axes = plt.subplots(3, cols, figsize=(1.3 * cols, 4.2), squeeze=False)
-    for c in range(cols):
-        for r in range(3):
-            axes[r, c].axis("off")
-        if c >= len(ok):
-            continue
-        i = ok[c]
-        row = records.iloc[i]
-        delta = (x_adv[i] - x[i]).squeeze(0).numpy()
-        bound = max(float(np.abs(delta).max()), 1e-6)
-        axes[0, c].imshow(x[i].squeeze(0).numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[0, c].set_title(f"{int(row['label'])}", fontsize=8)
-        axes[1, c].imshow(x_adv[i].squeeze(0).numpy(), cmap="gray", vmin=0, vmax=1)
-        axes[1, c].set_title(f"→{int(row['adv_pred'])}", fontsize=8)
-        axes[2, c].imshow(delta, cmap="seismic", vmin=-bound, vmax=bound)
-        axes[2, c].set_title(f"L2 {row['l2']:.2f}" if not math.isnan(row["l2"]) else "", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    shown = records.iloc[ok]
+    clean, adv = x.numpy()[ok, 0], x_adv.numpy()[ok, 0]
+    delta = adv - clean
+    bound = np.maximum(np.abs(delta).max(axis=(1, 2)), 1e-6)
+    l2 = [f"L2 {v:.2f}" if not math.isnan(v) else "" for v in shown["l2"]]
+    image_grid(
+        [
+            ImageRow(images=clean, label="clean", titles=[f"{int(v)}" for v in shown["label"]]),
+            ImageRow(
+                images=adv, label="adversarial", titles=[f"→{int(v)}" for v in shown["adv_pred"]]
+            ),
+            ImageRow(
+                images=delta, label="perturbation", cmap="seismic", lo=-bound, hi=bound, titles=l2
+            ),
+        ],
+        path,
+    )

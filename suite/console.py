@@ -20,7 +20,11 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from suite.report.formatting import fixed, pct
+
 if TYPE_CHECKING:  # the runner imports torch and mlflow: ~30 s on a busy box for `suite data`
+    from suite.report.frames import ReportData
+    from suite.report.render import ReportOutput
     from suite.runner import Row
 
 # Off a terminal (CI logs, pipes, files) rich would wrap at 80 columns and cut the tables.
@@ -82,20 +86,6 @@ def live_progress() -> Iterator[RichProgress]:
         yield RichProgress(progress)
 
 
-def _pct(value: float) -> str:
-    return (
-        "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2%}"
-    )
-
-
-def _num(value: float | None, fmt: str = ".3f") -> str:
-    return (
-        "—"
-        if value is None or (isinstance(value, float) and math.isnan(value))
-        else format(value, fmt)
-    )
-
-
 def summary_table(rows: Sequence[Row], title: str) -> Table:
     """Condition × seed × role → accuracy, time, reused/trained, and each attack's success and median L2."""
     attack_names = list(dict.fromkeys(name for r in rows for name in r.attacks))
@@ -120,20 +110,23 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
             r.kind,
             str(r.seed),
             r.role,
-            _pct(r.val_acc),
-            _pct(r.test_acc),
-            _num(r.seconds, ".1f") + "s",
+            pct(r.val_acc, 2),
+            pct(r.test_acc, 2),
+            fixed(r.seconds, 1) + "s",
             status,
         ]
         for name in attack_names:
             s = r.attacks.get(name, {})
-            cells += [_pct(s.get("success_rate", math.nan)), _num(s.get("median_l2", math.nan))]
+            cells += [
+                pct(s.get("success_rate", math.nan), 2),
+                fixed(s.get("median_l2", math.nan), 3),
+            ]
         if show_masking:
             m = r.masking
             flag = "[bold red]yes[/bold red]" if m.get("flagged") else ("no" if m else "")
             cells += [
-                _pct(m.get("softmax_success", math.nan)),
-                _pct(m.get("saturated_fraction", math.nan)),
+                pct(m.get("softmax_success", math.nan), 2),
+                pct(m.get("saturated_fraction", math.nan), 2),
                 flag,
             ]
         table.add_row(*cells, style=style)
@@ -141,13 +134,14 @@ def summary_table(rows: Sequence[Row], title: str) -> Table:
 
 
 def print_summary(rows: Sequence[Row], title: str) -> None:
+    """The run's summary table, then each failure's reason on stderr."""
     console.print(summary_table(rows, title))
     for r in rows:
         if r.status == "FAILED":
             err_console.print(f"[red]FAILED[/red] {r.condition} seed {r.seed}: {r.error}")
 
 
-def print_report_summary(data, output) -> None:
+def print_report_summary(data: ReportData, output: ReportOutput) -> None:
     """One rich table per attack (as in the report), the conclusion, and where the files went."""
     for attack, frame in output.summaries.items():
         table = Table(

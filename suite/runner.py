@@ -91,16 +91,36 @@ def run_job(
         for run in runs:
             attacks, masking = attack_model(ctx, run, subset) if run.attack else ({}, {})
             rows.append(
-                Row(run.condition, run.kind, job.seed, run.role, "FINISHED", run.val_acc, run.test_acc,
-                    run.seconds, run.reused, run.run_id, attacks=attacks, masking=masking)
-            )  # fmt: skip
+                Row(
+                    condition=run.condition,
+                    kind=run.kind,
+                    seed=job.seed,
+                    role=run.role,
+                    status="FINISHED",
+                    val_acc=run.val_acc,
+                    test_acc=run.test_acc,
+                    seconds=run.seconds,
+                    reused=run.reused,
+                    run_id=run.run_id,
+                    attacks=attacks,
+                    masking=masking,
+                )
+            )
         return rows
     except SuiteError as exc:
         return [failed_row(job, str(exc))]
 
 
 def failed_row(job: Job, error: str) -> Row:
-    return Row(job.condition, job.kind, job.seed, "-", "FAILED", error=error)
+    """The one summary row of a job that failed as a whole, with the reason why."""
+    return Row(
+        condition=job.condition,
+        kind=job.kind,
+        seed=job.seed,
+        role="-",
+        status="FAILED",
+        error=error,
+    )
 
 
 def local_executor(
@@ -166,7 +186,7 @@ def run_manifest(
         store.log_dataset(parents[cond.name], data)  # the Dataset column of the collapsed row
         store.log_text(parents[cond.name], schema.MANIFEST, manifest.model_dump_json(indent=2))
     jobs = [
-        Job(resolved, cond.name, cond.kind, seed, force)
+        Job(manifest=resolved, condition=cond.name, kind=cond.kind, seed=seed, force=force)
         for cond in conditions
         for seed in manifest.experiment.seeds
     ]

@@ -13,6 +13,7 @@ from suite.errors import TrainingError
 from suite.job import Context, ModelRun
 from suite.manifest import SyntheticCondition, config_hash, flatten
 from suite.models import build_model
+from suite.plots import ImageRow, image_grid
 from suite.training import accuracy
 
 
@@ -126,24 +127,7 @@ def check_floor(cond: SyntheticCondition, arch: str, seed: int, test_acc: float)
 
 
 def synthetic_grid(x: torch.Tensor, y: torch.Tensor, path) -> None:
-    """PNG of the synthetic set: one row per class."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    classes = sorted(set(y.tolist()))
-    per_class = max((y == c).sum().item() for c in classes)
-    cols = min(per_class, 10)
-    fig, axes = plt.subplots(
-        len(classes), cols, figsize=(cols * 0.8, len(classes) * 0.8), squeeze=False
-    )
-    for r, c in enumerate(classes):
-        images = x[y == c][:cols]
-        for j in range(cols):
-            axes[r, j].axis("off")
-            if j < len(images):
-                axes[r, j].imshow(images[j].squeeze(0).numpy(), cmap="gray", vmin=0, vmax=1)
-    fig.tight_layout(pad=0.1)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    """PNG of the synthetic set: one row per class, labelled with it, up to ten images each."""
+    images, labels = x.numpy()[:, 0], y.numpy()
+    rows = [ImageRow(images=images[labels == c][:10], label=str(c)) for c in sorted(set(labels))]
+    image_grid(rows, path)

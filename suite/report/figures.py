@@ -1,7 +1,7 @@
 """Report figures: each function takes the tidy frames, writes one PNG and returns its path.
 
-Built on `matplotlib.figure.Figure` (Agg canvas, no pyplot state), one colour per condition
-in the order given, so a condition has the same colour in every figure.
+In the suite's one figure style (`suite.plots`), one colour per condition in the order given, so
+a condition has the same colour in every figure.
 """
 
 from collections.abc import Sequence
@@ -13,10 +13,10 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from suite.plots import ImageRow, image_grid, save
 from suite.report import stats
-from suite.report.frames import NORM_LABELS, NORMS, is_fixed_budget, row_norms
+from suite.report.frames import NORM_LABELS, NORMS, is_fixed_budget
 
-DPI = 150
 _ROLE_STYLE = {"teacher": "--"}
 _ATTACK_STYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
@@ -24,12 +24,6 @@ _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 def _colors(order: Sequence[str]) -> dict[str, str]:
     return {c: f"C{i % 10}" for i, c in enumerate(order)}
-
-
-def _save(fig: Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=DPI, bbox_inches="tight")
-    return path
 
 
 def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> Path:
@@ -53,14 +47,14 @@ def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> P
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
     axes[1].legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def distortion_ecdf(attacks: pd.DataFrame, attack: str, path: Path, order: Sequence[str]) -> Path:
-    """Per norm, the fraction of all attacked (seed, digit) rows misclassified within distortion
-    x: a digit misclassified clean counts at 0, a failure stays in the denominator."""
+def distortion_ecdf(rows: pd.DataFrame, attack: str, path: Path, order: Sequence[str]) -> Path:
+    """Per norm, the fraction of all attacked (seed, digit) rows of `attack` (`rows`) misclassified
+    within distortion x: a digit misclassified clean counts at 0, a failure stays in the
+    denominator."""
     colors = _colors(order)
-    rows = attacks[attacks["attack"] == attack]
     fig = Figure(figsize=(12, 3.6))
     axes = fig.subplots(1, len(NORMS), sharey=True)
     for ax, norm in zip(axes, NORMS, strict=True):
@@ -76,20 +70,18 @@ def distortion_ecdf(attacks: pd.DataFrame, attack: str, path: Path, order: Seque
         ax.grid(alpha=0.3)
     axes[0].set(ylabel="fraction misclassified", ylim=(0, 1.02))
     axes[-1].legend(fontsize=8, loc="lower right")
-    return _save(fig, path)
+    return save(fig, path)
 
 
-def robust_accuracy_curves(
-    attacks: pd.DataFrame, norm: str, path: Path, order: Sequence[str]
-) -> Path:
-    """Robust accuracy vs ε in one norm, the standard definition: the fraction of ALL attacked
-    (seed, digit) rows still classified correctly within ε (a digit misclassified clean never is).
+def robust_accuracy_curves(rows: pd.DataFrame, norm: str, path: Path, order: Sequence[str]) -> Path:
+    """Robust accuracy vs ε in one norm (`rows`: the attack rows in it, `row_norms`), the standard
+    definition: the fraction of ALL attacked (seed, digit) rows still classified correctly within
+    ε (a digit misclassified clean never is).
 
     Minimal-perturbation attacks give a curve (minimal distortion > ε, failures never
     fooled); fixed-budget attacks give one marker per ε they ran at.
     """
     colors = _colors(order)
-    rows = attacks[row_norms(attacks) == norm]
     names = list(dict.fromkeys(rows["attack"]))
     finite = stats.encoded_distortion(rows, norm)
     finite = finite[np.isfinite(finite)]
@@ -138,15 +130,16 @@ def robust_accuracy_curves(
         (attack_keys, "attack", "outside right lower"),
     ):
         fig.legend(handles=keys, title=title, loc=where, fontsize=8, title_fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def distortion_boxplot(
-    attacks: pd.DataFrame, attack: str, norm: str, path: Path, order: Sequence[str]
+    rows: pd.DataFrame, attack: str, norm: str, path: Path, order: Sequence[str]
 ) -> Path:
-    """Box plot with jittered points of the distortions of every successful (seed, digit) row."""
+    """Box plot with jittered points of the distortions of every successful (seed, digit) row of
+    `attack` (`rows`)."""
     colors = _colors(order)
-    rows = attacks[(attacks["attack"] == attack) & attacks["success"].astype(bool)]
+    rows = rows[rows["success"].astype(bool)]
     present = [c for c in order if c in set(rows["condition"])]
     data = [rows.loc[rows["condition"] == c, norm].to_numpy(dtype=float) for c in present]
     fig = Figure(figsize=(max(4.0, 1.3 * len(present) + 2), 4))
@@ -159,32 +152,31 @@ def distortion_boxplot(
         ax.plot(x, values, ".", color=colors[condition], alpha=0.5, ms=4)
     ax.set(ylabel=f"{NORM_LABELS[norm]} distortion", title=f"{attack}: per-sample distortion")
     ax.grid(alpha=0.3, axis="y")
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def examples_grid(
     examples: dict[str, np.ndarray], attack: str, path: Path, order: Sequence[str]
 ) -> Path:
-    """Clean images once, then per condition its adversarial images and perturbations."""
+    """Clean images once, then per condition its adversarial images and perturbations (one colour
+    scale for every perturbation), from the stored `[k, 3, H, W]` example arrays."""
     present = [c for c in order if f"{c}/{attack}" in examples]
     arrays = [np.asarray(examples[f"{c}/{attack}"], dtype=float) for c in present]
     k = min(a.shape[0] for a in arrays)
     vmax = max(float(np.nanmax(np.abs(a[:k, 2]))) for a in arrays) or 1.0
-    rows = [("clean", arrays[0][:k, 0], "gray", 0.0, 1.0)]
+    rows = [ImageRow(images=arrays[0][:k, 0], label="clean")]
     for condition, a in zip(present, arrays, strict=True):
-        rows.append((f"{condition}\nadversarial", a[:k, 1], "gray", 0.0, 1.0))
-        rows.append((f"{condition}\nperturbation", a[:k, 2], "seismic", -vmax, vmax))
-    fig = Figure(figsize=(1.0 * k + 1.6, 1.0 * len(rows)))
-    axes = np.asarray(fig.subplots(len(rows), k, squeeze=False))
-    for r, (label, images, cmap, lo, hi) in enumerate(rows):
-        for j in range(k):
-            ax = axes[r, j]
-            ax.imshow(images[j], cmap=cmap, vmin=lo, vmax=hi)
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
-    fig.suptitle(f"{attack}: same test samples in every condition", fontsize=10)
-    return _save(fig, path)
+        rows.append(ImageRow(images=a[:k, 1], label=f"{condition}\nadversarial"))
+        rows.append(
+            ImageRow(
+                images=a[:k, 2],
+                label=f"{condition}\nperturbation",
+                cmap="seismic",
+                lo=-vmax,
+                hi=vmax,
+            )
+        )
+    return image_grid(rows, path, f"{attack}: same test samples in every condition")
 
 
 def masking_diagnostic(masking: pd.DataFrame, path: Path, order: Sequence[str]) -> Path:
@@ -220,4 +212,4 @@ def masking_diagnostic(masking: pd.DataFrame, path: Path, order: Sequence[str]) 
     )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save(fig, path)

@@ -1,9 +1,17 @@
-"""Numbers and tables as the report prints them (Markdown, shared by report and conclusion)."""
+"""Numbers and tables as the suite prints them: Markdown for the report and its conclusion, and
+the numbers of the terminal summary (`suite.console`).
+
+Imports no pandas at run time, so the console can use it without the report's dependencies.
+"""
+
+from __future__ import annotations
 
 import math
 import re
+from typing import TYPE_CHECKING
 
-import pandas as pd
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Characters that make Markdown syntax: links and images ([, ]), raw HTML and autolinks (<, >),
 # entities (&), emphasis (*, and _ at a word's edge), code (`), table cells (|), and the escape
@@ -34,9 +42,13 @@ def md_table(frame: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
+def _missing(x: float | None) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
 def num(x: float) -> str:
     """Three significant digits (whole numbers from 100 up); — for NaN, ∞ for +inf."""
-    if x is None or (isinstance(x, float) and math.isnan(x)):
+    if _missing(x):
         return "—"
     if math.isinf(x):
         return "∞"
@@ -45,16 +57,21 @@ def num(x: float) -> str:
 
 def ci(value: float, lo: float, hi: float) -> str:
     """`value [lo, hi]`, or the value alone when it has no interval."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return "—"
     if math.isnan(lo):
         return num(value)
     return f"{num(value)} [{num(lo)}, {num(hi)}]"
 
 
-def pct(x: float) -> str:
-    """A fraction as a percentage with one decimal."""
-    return "—" if x is None or math.isnan(x) else f"{100 * x:.1f}%"
+def pct(x: float | None, decimals: int = 1) -> str:
+    """A fraction as a percentage with `decimals` decimals (the report shows one); — for NaN."""
+    return "—" if x is None or math.isnan(x) else f"{100 * x:.{decimals}f}%"
+
+
+def fixed(x: float | None, decimals: int) -> str:
+    """A number with `decimals` decimals; — for None or NaN."""
+    return "—" if _missing(x) else f"{x:.{decimals}f}"
 
 
 def pvalue(p: float) -> str:

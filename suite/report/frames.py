@@ -40,6 +40,12 @@ class ReportData:
     budgets: dict[str, list[float]] = field(default_factory=dict)
 
 
+def attack_kinds(attacks: pd.DataFrame) -> dict[str, str]:
+    """Attack name → attack kind, in the order the attacks appear."""
+    first = attacks.drop_duplicates("attack")
+    return dict(zip(first["attack"], first["attack_kind"], strict=True))
+
+
 def attack_norm(attack_kind: str, rows: pd.DataFrame | None = None) -> str:
     """The norm an attack minimises (or bounds): the `norm` column of its records where they have
     one (fixed-budget kinds, where it can be a setting: AutoAttack), else read from its kind:

@@ -31,7 +31,7 @@ from scipy.stats import binomtest
 from suite.attacks import SOFTMAX_KINDS
 from suite.attacks.diagnostics import MASKING_RATIO
 from suite.report import stats
-from suite.report.frames import attack_norm
+from suite.report.frames import attack_kinds, attack_norm
 
 NORM_TOLERANCE = 1e-5
 """A perturbation counts as inside ε up to float rounding (as `suite.attacks` assigns ε)."""
@@ -53,7 +53,7 @@ MASKED, CLEAR, INCOMPLETE = "masking", "no masking found", "incomplete"
 def softmax_attack(direct: pd.DataFrame) -> str | None:
     """The white-box softmax-gradient attack the checks compare against: the first PGD of the
     experiment, else its first FGSM (the stronger of the two where both ran)."""
-    kinds = direct.drop_duplicates("attack").set_index("attack")["attack_kind"]
+    kinds = attack_kinds(direct)
     for wanted in (("pgd-linf", "pgd-l2"), ("fgsm",)):
         found = [a for a, k in kinds.items() if k in wanted and k in SOFTMAX_KINDS]
         if found:

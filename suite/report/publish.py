@@ -12,7 +12,7 @@ import pandas as pd
 
 from suite.errors import SuiteError
 from suite.report.formatting import esc, md_table
-from suite.report.frames import ReportData
+from suite.report.frames import ReportData, attack_kinds
 from suite.report.render import ReportOutput
 
 START = "<!-- results:start (written by `make results`; do not edit) -->"
@@ -37,7 +37,7 @@ def headline(output: ReportOutput, data: ReportData) -> tuple[str, pd.DataFrame]
     """The per-condition answer under the strongest minimal-L2 evidence (best of the L2 attacks
     where several ran, else C&W L2): accuracy, success, ratio to its own baseline, adjusted p,
     verdict, and whether the condition was flagged for gradient masking."""
-    kinds = data.attacks.drop_duplicates("attack").set_index("attack")["attack_kind"]
+    kinds = attack_kinds(data.attacks)
     cw = [a for a in output.summaries if kinds.get(a) == "cw-l2"]
     attack = BEST_L2 if BEST_L2 in output.summaries else next(iter(cw), None)
     if attack is None:

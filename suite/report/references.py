@@ -34,16 +34,19 @@ class Reference:
 
 REFERENCES = (
     Reference(
-        "PGD adversarial training (Madry et al. 2018)", 0.9853, 0.8843,
-        ("mnist", "mnist-5k"), "autoattack", "linf", 0.3, AUTOATTACK_README,
+        method="PGD adversarial training (Madry et al. 2018)", clean=0.9853, robust=0.8843,
+        datasets=("mnist", "mnist-5k"), attack_kind="autoattack", norm="linf", eps=0.3,
+        source=AUTOATTACK_README,
     ),
     Reference(
-        "FGSM-RS adversarial training (Wong et al. 2020)", 0.9850, 0.8288,
-        ("mnist", "mnist-5k"), "autoattack", "linf", 0.3, AUTOATTACK_README,
+        method="FGSM-RS adversarial training (Wong et al. 2020)", clean=0.9850, robust=0.8288,
+        datasets=("mnist", "mnist-5k"), attack_kind="autoattack", norm="linf", eps=0.3,
+        source=AUTOATTACK_README,
     ),
     Reference(
-        "TRADES (Zhang et al. 2019)", 0.9948, 0.9276,
-        ("mnist", "mnist-5k"), "autoattack", "linf", 0.3, AUTOATTACK_README,
+        method="TRADES (Zhang et al. 2019)", clean=0.9948, robust=0.9276,
+        datasets=("mnist", "mnist-5k"), attack_kind="autoattack", norm="linf", eps=0.3,
+        source=AUTOATTACK_README,
     ),
 )  # fmt: skip
 

@@ -23,6 +23,7 @@ from suite.report.frames import (
     NORM_LABELS,
     NORMS,
     ReportData,
+    attack_kinds,
     attack_norm,
     is_fixed_budget,
     row_norms,
@@ -119,103 +120,72 @@ class _Files:
         self.tables.append(path)
 
 
-def _render(
-    data: ReportData, work: Path, formats: tuple[str, ...], alpha: float, seed: int
-) -> ReportOutput:
-    files = _Files(work)
+@dataclass(frozen=True)
+class _Frames:
+    """What more than one part of the report reads, computed once from the `ReportData`."""
+
+    data: ReportData  # its `attacks`: the direct attacks only
+    transfer: pd.DataFrame  # the transfer attacks' rows (`tables.split_transfer`)
+    attacks: pd.DataFrame  # the direct attacks and their best-of attacks (`tables.with_best_of`)
+    order: list[str]
+    accuracy: pd.DataFrame  # `tables.accuracy_table`
+    attacked_acc: pd.Series  # `tables.attacked_accuracy`
+    blocked: dict[str, str]  # `tables.no_verdict`
+    compared: pd.DataFrame  # `tables.comparisons`
+    checks: pd.DataFrame  # `masking.three_way`
+    alpha: float
+    seed: int
+    level: str  # the confidence level the intervals are shown with: '95%'
+
+
+def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
+    """Every frame the sections share, each computed once (the bootstraps are seeded by `seed`)."""
     direct, transfer = tables.split_transfer(data.attacks)
     data = dataclasses.replace(data, attacks=direct)
     order = tables.condition_order(data)
-    acc = tables.accuracy_table(data.accuracy, order)
-    files.table(acc, "accuracy")
-    compared = tables.comparisons(data, alpha, seed)
-    files.table(compared, "comparisons")
     attacked_acc = tables.attacked_accuracy(data.accuracy)
-    attacks = tables.with_best_of(data.attacks)
-
-    md = [f"# Report: {esc(data.experiment)}", "", "## Set-up", "", *_setup(data.setup)]
-    md += [f"Significance level α = {alpha:g}. Each condition is compared with its baseline:", ""]
-    md += [f"- {code(c)} against {code(b)}" for c, b in data.baselines.items()] or ["- none"]
-    md += [""]
-    md += ["## Accuracy", "", *_accuracy_md(acc)]
-    if not data.curves.empty:
-        md += files.figure(
-            figures.training_curves(data.curves, files.png("training_curves"), order),
-            "Training curves: validation and test accuracy per epoch, mean over seeds "
-            "with a ±1 sd band (dashed: teachers).",
-        )
-
-    summaries: dict[str, pd.DataFrame] = {}
-    for attack, kind in tables.attack_kinds(attacks).items():
-        rows = attacks[attacks["attack"] == attack]
-        slug = _slug(attack)
-        distortions = tables.distortion_table(rows, order, alpha, seed)
-        summary = tables.summary_table(
-            attack,
-            tables.success_table(rows, order, alpha, seed),
-            distortions,
-            compared,
-            attacked_acc,
-            attack_norm(kind, rows),
-            data.baselines,
-        )
-        files.table(summary, f"summary_{slug}")
-        files.table(distortions, f"distortion_{slug}")
-        summaries[attack] = _summary_display(summary, is_fixed_budget(rows), _level(alpha))
-        md += _attack_section(
-            data,
-            attacks,
-            attack,
-            kind,
-            summaries[attack],
-            distortions,
-            compared,
-            files,
-            _level(alpha),
-        )
-
-    attacked_norms = set(row_norms(data.attacks))
-    norms = [n for n in NORMS if n in attacked_norms]
-    if norms:
-        md += ["## Robust accuracy vs ε", ""]
-    for norm in norms:
-        md += files.figure(
-            figures.robust_accuracy_curves(
-                data.attacks, norm, files.png(f"robust_accuracy_{norm}"), order
-            ),
-            f"Robust accuracy: fraction of all attacked (seed, digit) rows still classified "
-            f"correctly within ε, i.e. clean-correct with a minimal {NORM_LABELS[norm]} distortion "
-            "above ε (markers: fixed-budget attacks at their ε).",
-        )
-
-    if not transfer.empty:
-        matrix = tables.transfer_matrix(transfer, order)
-        files.table(matrix, "transfer")
-        md += ["## Transfer attacks", "", _TRANSFER_NOTE, "", *md_table(matrix)]
-
-    checks = masking.three_way(
-        data.masking, data.attacks, transfer, data.gradient_free, data.budgets, order, alpha
+    blocked = tables.no_verdict(data, attacked_acc)
+    attacks = tables.with_best_of(direct)
+    return _Frames(
+        data=data,
+        transfer=transfer,
+        attacks=attacks,
+        order=order,
+        accuracy=tables.accuracy_table(data.accuracy, order),
+        attacked_acc=attacked_acc,
+        blocked=blocked,
+        compared=tables.comparisons(attacks, data.baselines, blocked, alpha, seed),
+        checks=masking.three_way(
+            data.masking, direct, transfer, data.gradient_free, data.budgets, order, alpha
+        ),
+        alpha=alpha,
+        seed=seed,
+        level=f"{100 * (1 - alpha):g}%",
     )
-    if not checks.empty:
-        files.table(checks, "masking_checks")
-        md += ["## Gradient masking: three checks", "", _CHECKS_NOTE, "", *_checks_md(checks), ""]
-    if not data.masking.empty:
-        files.table(data.masking, "masking")
-        md += ["## Gradient masking: the logit check per seed", "", *_masking_md(data.masking), ""]
-        md += files.figure(
-            figures.masking_diagnostic(data.masking, files.png("masking"), order),
-            "Softmax-attack vs C&W success per (condition, seed). Far below the diagonal, a "
-            "softmax-based attack fails where the logit attack succeeds: masked gradients, "
-            "not robustness.",
-        )
 
-    md += ["## Missing or failed runs", "", *_missing_md(data), ""]
-    blocked = tables.no_verdict(data)
-    if blocked:
+
+def _render(
+    data: ReportData, work: Path, formats: tuple[str, ...], alpha: float, seed: int
+) -> ReportOutput:
+    """Write every file of the report into `work`, section by section; paths are under `work`."""
+    files = _Files(work)
+    f = _frames(data, alpha, seed)
+    files.table(f.accuracy, "accuracy")
+    files.table(f.compared, "comparisons")
+    md = _intro_md(f, files)
+    summaries: dict[str, pd.DataFrame] = {}
+    for name, kind in attack_kinds(f.attacks).items():
+        section, summaries[name] = _attack_section(f, _attack(f, name, kind), files)
+        md += section
+    md += _robust_accuracy_md(f, files)
+    md += _transfer_md(f, files)
+    md += _masking_sections(f, files)
+    md += ["## Missing or failed runs", "", *_missing_md(f.data), ""]
+    if f.blocked:
         md += ["## Conditions without a verdict", ""]
-        md += [f"- {code(c)}: {esc(reason)}" for c, reason in blocked.items()] + [""]
+        md += [f"- {code(c)}: {esc(reason)}" for c, reason in f.blocked.items()] + [""]
     md += ["## Statistical method", "", *_method_md(alpha), ""]
-    conclusion = write_conclusion(data, attacked_acc, compared, order, checks)
+    conclusion = write_conclusion(f.data, f.attacked_acc, f.compared, f.order, f.checks)
     md += ["## Conclusion", "", conclusion, ""]
 
     text = "\n".join(md)
@@ -224,8 +194,50 @@ def _render(
     if "pdf" in formats:
         markdown_to_pdf(text, work, work / "report.pdf", title=f"Report: {data.experiment}")
     return ReportOutput(
-        work, None, None, files.figures, files.tables, summaries, conclusion, checks
+        out_dir=work,
+        markdown=None,
+        pdf=None,
+        figures=files.figures,
+        tables=files.tables,
+        summaries=summaries,
+        conclusion=conclusion,
+        masking_checks=f.checks,
     )
+
+
+def _intro_md(f: _Frames, files: _Files) -> list[str]:
+    """Title, set-up, the baselines and the accuracy section with its training curves."""
+    data = f.data
+    md = [f"# Report: {esc(data.experiment)}", "", "## Set-up", "", *_setup(data.setup)]
+    md += [f"Significance level α = {f.alpha:g}. Each condition is compared with its baseline:", ""]
+    md += [f"- {code(c)} against {code(b)}" for c, b in data.baselines.items()] or ["- none"]
+    md += [""]
+    md += ["## Accuracy", "", *_accuracy_md(f.accuracy)]
+    if not data.curves.empty:
+        md += files.figure(
+            figures.training_curves(data.curves, files.png("training_curves"), f.order),
+            "Training curves: validation and test accuracy per epoch, mean over seeds "
+            "with a ±1 sd band (dashed: teachers).",
+        )
+    return md
+
+
+def _robust_accuracy_md(f: _Frames, files: _Files) -> list[str]:
+    """One robust-accuracy figure per norm some direct attack ran in."""
+    direct = f.data.attacks
+    by_norm = row_norms(direct)
+    norms = [n for n in NORMS if n in set(by_norm)]
+    md = ["## Robust accuracy vs ε", ""] if norms else []
+    for norm in norms:
+        md += files.figure(
+            figures.robust_accuracy_curves(
+                direct[by_norm == norm], norm, files.png(f"robust_accuracy_{norm}"), f.order
+            ),
+            f"Robust accuracy: fraction of all attacked (seed, digit) rows still classified "
+            f"correctly within ε, i.e. clean-correct with a minimal {NORM_LABELS[norm]} distortion "
+            "above ε (markers: fixed-budget attacks at their ε).",
+        )
+    return md
 
 
 _TRANSFER_NOTE = (
@@ -238,94 +250,150 @@ _TRANSFER_NOTE = (
 )
 
 
-def _attack_section(
-    data: ReportData,
-    attacks: pd.DataFrame,
-    attack: str,
-    kind: str,
-    summary: pd.DataFrame,
-    distortions: pd.DataFrame,
-    compared: pd.DataFrame,
-    files: _Files,
-    level: str,
-) -> list[str]:
-    """Summary, distortions, paired comparisons and figures of one attack."""
-    rows = attacks[attacks["attack"] == attack]
-    norm, fixed, slug = attack_norm(kind, rows), is_fixed_budget(rows), _slug(attack)
-    order = tables.condition_order(data)
-    heading = f"## Attack: {esc(attack)} ({esc(kind)})"
-    md = [heading, "", _attack_intro(norm, fixed, rows, level), ""]
-    if kind.startswith("best-"):
-        wins = tables.best_of_wins(attacks, attack, order)
-        files.table(wins, f"wins_{slug}")
-        md += [_best_of_intro(norm, wins), "", *_wins_md(wins), ""]
-    md += ["### Summary", "", *md_table(summary), _summary_note(level), ""]
-    if fixed and attack not in data.gradient_free:  # published points are for the full ensemble
-        md += _references_md(data, rows, attack, kind, norm, order, files, slug)
-    md += ["### Distortion", "", *_distortion_md(distortions, level), ""]
+def _transfer_md(f: _Frames, files: _Files) -> list[str]:
+    """The source × target matrix of the transfer attacks, where any ran."""
+    if f.transfer.empty:
+        return []
+    matrix = tables.transfer_matrix(f.transfer, f.order)
+    files.table(matrix, "transfer")
+    return ["## Transfer attacks", "", _TRANSFER_NOTE, "", *md_table(matrix)]
+
+
+def _masking_sections(f: _Frames, files: _Files) -> list[str]:
+    """The three gradient-masking checks, then the logit check per seed, each where it ran."""
+    md = []
+    if not f.checks.empty:
+        files.table(f.checks, "masking_checks")
+        md += ["## Gradient masking: three checks", "", _CHECKS_NOTE, "", *_checks_md(f.checks), ""]
+    masking_rows = f.data.masking
+    if not masking_rows.empty:
+        files.table(masking_rows, "masking")
+        md += ["## Gradient masking: the logit check per seed", "", *_masking_md(masking_rows), ""]
+        md += files.figure(
+            figures.masking_diagnostic(masking_rows, files.png("masking"), f.order),
+            "Softmax-attack vs C&W success per (condition, seed). Far below the diagonal, a "
+            "softmax-based attack fails where the logit attack succeeds: masked gradients, "
+            "not robustness.",
+        )
+    return md
+
+
+@dataclass(frozen=True)
+class _Attack:
+    """One attack of the report: its rows and what its section reads of them."""
+
+    name: str
+    kind: str
+    rows: pd.DataFrame
+    norm: str
+    fixed: bool
+    slug: str  # its name as it appears in file names
+    compared: pd.DataFrame  # its rows of the paired comparisons
+
+
+def _attack(f: _Frames, name: str, kind: str) -> _Attack:
+    """The attack `name` of kind `kind`, its rows taken from the report's attacks once."""
+    rows = f.attacks[f.attacks["attack"] == name]
+    return _Attack(
+        name=name,
+        kind=kind,
+        rows=rows,
+        norm=attack_norm(kind, rows),
+        fixed=is_fixed_budget(rows),
+        slug=_slug(name),
+        compared=f.compared[f.compared["attack"] == name],
+    )
+
+
+def _attack_section(f: _Frames, a: _Attack, files: _Files) -> tuple[list[str], pd.DataFrame]:
+    """Summary, distortions, paired comparisons and figures of one attack, and its summary table
+    as shown."""
+    distortions = tables.distortion_table(a.rows, f.order, f.alpha, f.seed)
+    summary = tables.summary_table(
+        tables.success_table(a.rows, f.order, f.alpha, f.seed),
+        distortions,
+        a.compared,
+        f.attacked_acc,
+        a.norm,
+        f.data.baselines,
+    )
+    files.table(summary, f"summary_{a.slug}")
+    files.table(distortions, f"distortion_{a.slug}")
+    shown = _summary_display(summary, a.fixed, f.level)
+    md = [f"## Attack: {esc(a.name)} ({esc(a.kind)})", ""]
+    md += [_attack_intro(a.norm, a.fixed, a.rows, f.level), ""]
+    if a.kind.startswith("best-"):
+        md += _best_of_md(f, a, files)
+    md += ["### Summary", "", *md_table(shown), _summary_note(f.level), ""]
+    if a.fixed and a.name not in f.data.gradient_free:  # published points: the full ensemble
+        md += _references_md(f, a, files)
+    md += ["### Distortion", "", *_distortion_md(distortions, f.level), ""]
     md += ["### Paired comparison with each baseline", ""]
-    md += _comparison_md(compared[compared["attack"] == attack], level)
-    md += ["### Figures", ""]
-    md += files.figure(
-        figures.distortion_ecdf(attacks, attack, files.png(f"ecdf_{slug}"), order),
-        f"{attack}: fraction of all attacked (seed, digit) rows misclassified within a distortion "
+    md += _comparison_md(a.compared, f.level)
+    md += ["### Figures", "", *_attack_figures(f, a, files)]
+    return md, shown
+
+
+def _best_of_md(f: _Frames, a: _Attack, files: _Files) -> list[str]:
+    """Which member attack found each digit's smallest distortion, for a best-of attack."""
+    wins = tables.best_of_wins(f.attacks, a.name, f.order)
+    files.table(wins, f"wins_{a.slug}")
+    return [_best_of_intro(a.norm, wins), "", *_wins_md(wins), ""]
+
+
+def _attack_figures(f: _Frames, a: _Attack, files: _Files) -> list[str]:
+    """The attack's ECDF, its box plot (minimal attacks) and its examples (where stored)."""
+    md = files.figure(
+        figures.distortion_ecdf(a.rows, a.name, files.png(f"ecdf_{a.slug}"), f.order),
+        f"{a.name}: fraction of all attacked (seed, digit) rows misclassified within a distortion "
         "(misclassified clean at 0; failures stay in the denominator).",
     )
-    if not fixed:
+    if not a.fixed:
         md += files.figure(
-            figures.distortion_boxplot(attacks, attack, norm, files.png(f"box_{slug}"), order),
-            f"{attack}: {NORM_LABELS[norm]} distortion per (seed, digit) row, successes only.",
+            figures.distortion_boxplot(a.rows, a.name, a.norm, files.png(f"box_{a.slug}"), f.order),
+            f"{a.name}: {NORM_LABELS[a.norm]} distortion per (seed, digit) row, successes only.",
         )
-    if any(key.endswith(f"/{attack}") for key in data.examples):
+    if any(key.endswith(f"/{a.name}") for key in f.data.examples):
         md += files.figure(
-            figures.examples_grid(data.examples, attack, files.png(f"examples_{slug}"), order),
-            f"{attack}: clean images, then per condition the adversarial image and the "
+            figures.examples_grid(
+                f.data.examples, a.name, files.png(f"examples_{a.slug}"), f.order
+            ),
+            f"{a.name}: clean images, then per condition the adversarial image and the "
             "perturbation (red +, blue −, one colour scale for all).",
         )
     return md
 
 
-def _references_md(
-    data: ReportData,
-    rows: pd.DataFrame,
-    attack: str,
-    kind: str,
-    norm: str,
-    order: list[str],
-    files: _Files,
-    slug: str,
-) -> list[str]:
+def _references_md(f: _Frames, a: _Attack, files: _Files) -> list[str]:
     """Our robust accuracy at each ε a published point was measured at, beside those points."""
+    data, rows = f.data, a.rows
     points = references.references_for(
-        str(data.setup.get("dataset")), kind, norm, data.budgets.get(attack, [])
+        str(data.setup.get("dataset")), a.kind, a.norm, data.budgets.get(a.name, [])
     )
+    clean = rows["clean_correct"].astype(bool).groupby(rows["condition"]).mean()
     out = []
     for eps in sorted({p.eps for p in points}):
-        ours = references.robust_accuracy(rows, order, eps)
-        clean = rows["clean_correct"].astype(bool).groupby(rows["condition"]).mean()
+        ours = references.robust_accuracy(rows, f.order, eps)
+        published = [p for p in points if np.isclose(p.eps, eps)]
         frame = pd.DataFrame(
             [{"model": f"this run: {c}", "clean accuracy": clean[c], "robust accuracy": r,
               "source": "this report (attacked digits, all seeds)"} for c, r in ours.items()]
             + [{"model": p.method, "clean accuracy": p.clean, "robust accuracy": p.robust,
-                "source": p.source} for p in points if np.isclose(p.eps, eps)]
+                "source": p.source} for p in published]
         )  # fmt: skip
-        files.table(frame, f"references_{slug}_{eps:g}")
-        sources = list(dict.fromkeys(p.source for p in points if np.isclose(p.eps, eps)))
+        files.table(frame, f"references_{a.slug}_{eps:g}")
+        sources = list(dict.fromkeys(p.source for p in published))
         marks = {source: f"[{i}]" for i, source in enumerate(sources, start=1)}
         shown = frame.assign(
             **{c: frame[c].map(pct) for c in ("clean accuracy", "robust accuracy")},
             source=[marks.get(s, "this report") for s in frame["source"]],
         )
-        out += [f"### Published reference points ({NORM_LABELS[norm]} ε = {eps:g})", ""]
+        out += [f"### Published reference points ({NORM_LABELS[a.norm]} ε = {eps:g})", ""]
         out += [*md_table(shown)]
         out += [f"{marks[s]} {esc(s)}." for s in sources]
         out += ["", "Other models and other test digits than ours: points of reference, not a "
                 "paired comparison.", ""]  # fmt: skip
     return out
-
-
-def _level(alpha: float) -> str:
-    return f"{100 * (1 - alpha):g}%"
 
 
 def _slug(name: str) -> str:

@@ -1,6 +1,7 @@
 """The report's numbers as tables: accuracy, success rates, distortions, paired comparisons.
 
-Numeric DataFrames only (formatting is render.py's job), so they can be written as CSV.
+Numeric DataFrames (formatting is render.py's job), so they can be written as CSV; only the
+transfer matrix holds its cells as the report shows them.
 """
 
 import numpy as np
@@ -10,7 +11,7 @@ from scipy.stats import binomtest
 from suite.attacks import FIXED_BUDGET_KINDS
 from suite.report import stats
 from suite.report.formatting import pct
-from suite.report.frames import NORMS, ReportData, attack_norm, is_fixed_budget
+from suite.report.frames import NORMS, ReportData, attack_kinds, attack_norm, is_fixed_budget
 
 SUBSETS = ("all digits", "both correct")
 _ROW_KEYS = ["seed", *stats.PAIR_KEYS]
@@ -21,12 +22,6 @@ def condition_order(data: ReportData) -> list[str]:
     seen = dict.fromkeys([*data.accuracy.get("condition", []), *data.attacks.get("condition", [])])
     bases = set(data.baselines.values())
     return [c for c in seen if c in bases] + [c for c in seen if c not in bases]
-
-
-def attack_kinds(attacks: pd.DataFrame) -> dict[str, str]:
-    """Attack name → attack kind, in the order the attacks appear."""
-    first = attacks.drop_duplicates("attack")
-    return dict(zip(first["attack"], first["attack_kind"], strict=True))
 
 
 def with_best_of(attacks: pd.DataFrame) -> pd.DataFrame:
@@ -112,10 +107,11 @@ def attacked_accuracy(accuracy: pd.DataFrame) -> pd.Series:
     return done.groupby(label)["test_acc"].mean()
 
 
-def no_verdict(data: ReportData) -> dict[str, str]:
+def no_verdict(data: ReportData, attacked: pd.Series) -> dict[str, str]:
     """Conditions that get no robustness verdict, with the reason: a run of the model under
     attack that did not finish (its `suite.error` when recorded), or a mean clean test accuracy
-    below the condition's floor. A comparison whose baseline is listed gets none either."""
+    (`attacked`: `attacked_accuracy(data.accuracy)`) below the condition's floor. A comparison
+    whose baseline is listed gets none either."""
     reasons: dict[str, str] = {}
     acc = data.accuracy
     for row in acc[
@@ -125,7 +121,7 @@ def no_verdict(data: ReportData) -> dict[str, str]:
         reasons.setdefault(
             row.condition, f"seed {row.seed} {row.status}" + (f": {error}" if error else "")
         )
-    for condition, mean in attacked_accuracy(acc).items():
+    for condition, mean in attacked.items():
         floor = data.floors.get(condition.split("/")[0])
         if floor is not None and condition not in reasons and mean < floor:
             reasons[condition] = (
@@ -191,7 +187,13 @@ def distortion_table(rows: pd.DataFrame, order: list[str], alpha: float, seed: i
     return pd.DataFrame(out, columns=columns)
 
 
-def comparisons(data: ReportData, alpha: float, seed: int) -> pd.DataFrame:
+def comparisons(
+    attacks: pd.DataFrame,
+    baselines: dict[str, str],
+    blocked: dict[str, str],
+    alpha: float,
+    seed: int,
+) -> pd.DataFrame:
     """Every condition against its own baseline, per attack and digit subset, pooled over seeds
     and per seed.
 
@@ -200,10 +202,9 @@ def comparisons(data: ReportData, alpha: float, seed: int) -> pd.DataFrame:
     attacks: `mcnemar_comparison` on robustness. Subsets: every attacked digit, and the digits
     both models classified correctly when clean. Holm adjusts each family separately: pooled
     all-digit rows (the verdicts), pooled both-correct rows, and the per-seed rows of each.
-    Conditions in `no_verdict` (or whose baseline is) are tested but get no verdict.
+    `attacks` holds the best-of attacks too (`with_best_of`); conditions in `blocked` (`no_verdict`),
+    or whose baseline is, are tested but get no verdict.
     """
-    attacks = with_best_of(data.attacks)
-    skip = no_verdict(data)
     rows = []
     for attack, kind in attack_kinds(attacks).items():
         mine = attacks[attacks["attack"] == attack]
@@ -212,7 +213,7 @@ def comparisons(data: ReportData, alpha: float, seed: int) -> pd.DataFrame:
         mine = mine.assign(
             _v=stats.fooled(mine) if fixed else stats.encoded_distortion(mine, value)
         )
-        for condition, baseline in data.baselines.items():
+        for condition, baseline in baselines.items():
             pairs = _pairs(mine, baseline, condition)
             if pairs.empty:
                 continue
@@ -232,20 +233,20 @@ def comparisons(data: ReportData, alpha: float, seed: int) -> pd.DataFrame:
     columns = ["attack", "norm", "condition", "baseline", "subset", "scope"]
     columns += list(stats.PairedResult.__dataclass_fields__)
     table = pd.DataFrame(rows, columns=columns)
-    blocked = [
-        skip.get(c) or _baseline_reason(skip.get(b), b)
+    reasons = [
+        blocked.get(c) or _baseline_reason(blocked.get(b), b)
         for c, b in zip(table["condition"], table["baseline"], strict=True)
     ]
     table["p_adj"] = np.nan
     pooled = table["scope"] == "pooled"
-    open_ = pd.Series([r is None for r in blocked], index=table.index, dtype=bool)
+    open_ = pd.Series([r is None for r in reasons], index=table.index, dtype=bool)
     for subset in SUBSETS:
         for scope in (pooled, ~pooled):
             family = scope & (table["subset"] == subset) & open_
             table.loc[family, "p_adj"] = stats.holm_bonferroni(table.loc[family, "p"].to_numpy())
     table["verdict"] = [
         f"no verdict: {reason}" if reason else stats.verdict(p, e, alpha)
-        for reason, p, e in zip(blocked, table["p_adj"], table["effect"], strict=True)
+        for reason, p, e in zip(reasons, table["p_adj"], table["effect"], strict=True)
     ]
     table["seeds"] = [_agreement(table, i) for i in table.index]
     return table
@@ -295,7 +296,6 @@ def _compare(
 
 
 def summary_table(
-    attack: str,
     successes: pd.DataFrame,
     distortions: pd.DataFrame,
     compared: pd.DataFrame,
@@ -305,7 +305,7 @@ def summary_table(
 ) -> pd.DataFrame:
     """One attack at a glance per condition: its baseline, accuracy, success rate, median
     distortion over all digits (with per-seed medians), and the pooled comparisons on all
-    digits and on both-correct digits."""
+    digits and on both-correct digits; `compared` holds the attack's rows of `comparisons`."""
     rows = []
     for _, s in successes.iterrows():
         condition = s["condition"]
@@ -323,8 +323,7 @@ def summary_table(
             row[key] = d[key].iloc[0] if len(d) else np.nan
         for subset, prefix in zip(SUBSETS, ("", "correct_"), strict=True):
             c = compared[
-                (compared["attack"] == attack)
-                & (compared["condition"] == condition)
+                (compared["condition"] == condition)
                 & (compared["scope"] == "pooled")
                 & (compared["subset"] == subset)
             ]
