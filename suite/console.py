@@ -32,29 +32,41 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
+HEARTBEAT_S = 60.0
+"""Off a terminal, a bar that runs longer than this prints a progress line this often."""
+
+
 class _RichTask:
     def __init__(self, progress: Progress, task_id) -> None:
         self._progress, self._id = progress, task_id
-        self._started = time.monotonic()
+        self._started = self._said = time.monotonic()
 
     def update(self, completed: float, total: float | None = None, **info: object) -> None:
+        """Move the bar; off a terminal, where no bar is drawn, print where it stands once a
+        HEARTBEAT_S, so a log of a long run is never silent for minutes."""
         extra = "  ".join(f"{k}={v}" for k, v in info.items())
         kwargs = {"total": total} if total is not None else {}
         self._progress.update(self._id, completed=completed, info=extra, **kwargs)
+        now = time.monotonic()
+        if not self._progress.console.is_terminal and now - self._said >= HEARTBEAT_S:
+            self._said = now
+            self._line("still running:", "after", f"  {extra}" if extra else "")
 
     def close(self) -> None:
-        """Remove the bar; off a terminal, where no bar is drawn, say in one line that it finished,
-        so a log of a long run is never silent for minutes."""
+        """Remove the bar; off a terminal, say in one line that it finished."""
         if not self._progress.console.is_terminal:
-            task = self._progress._tasks[self._id]
-            done = f"{task.completed:g}" + ("" if task.total is None else f"/{task.total:g}")
-            self._progress.console.print(
-                f"{time.strftime('%H:%M:%S')} finished {task.description} ({done}) in "
-                f"{time.monotonic() - self._started:.0f} s",
-                markup=False,
-                highlight=False,
-            )
+            self._line("finished", "in")
         self._progress.remove_task(self._id)
+
+    def _line(self, state: str, since: str, tail: str = "") -> None:
+        task = self._progress._tasks[self._id]
+        done = f"{task.completed:g}" + ("" if task.total is None else f"/{task.total:g}")
+        self._progress.console.print(
+            f"{time.strftime('%H:%M:%S')} {state} {task.description} ({done}) {since} "
+            f"{time.monotonic() - self._started:.0f} s{tail}",
+            markup=False,
+            highlight=False,
+        )
 
 
 class RichProgress:

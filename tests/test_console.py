@@ -1,10 +1,12 @@
-"""What a run prints off a terminal: one line per finished bar, also for bars without a total."""
+"""What a run prints off a terminal: one line per finished bar, also for bars without a total, and
+a line a minute while a bar runs; on a terminal, only the live bars."""
 
 import io
 
 from rich.console import Console
 from rich.progress import Progress
 
+import suite.console
 from suite.console import RichProgress
 
 
@@ -21,3 +23,23 @@ def test_finished_bars_print_one_line_each_with_or_without_a_total():
     lines = out.getvalue().splitlines()
     assert any("finished base seed 0 model: cw (12/12) in" in line for line in lines)
     assert any("finished random-ipc10 seed 0: select (3) in" in line for line in lines)
+
+
+def test_a_long_bar_says_where_it_stands_off_a_terminal_and_never_on_one(monkeypatch):
+    monkeypatch.setattr(suite.console, "HEARTBEAT_S", 0.0)
+    for terminal in (False, True):
+        out = io.StringIO()
+        console = Console(file=out, force_terminal=terminal, width=160)
+        with Progress(console=console, auto_refresh=False) as bars:
+            task = RichProgress(bars).task("t100 seed 0 student: cw-l2", total=200)
+            task.update(50, success="48/50")
+            task.update(100, success="97/100")
+            task.close()
+        text = out.getvalue()
+        still = [line for line in text.splitlines() if "still running:" in line]
+        if terminal:
+            assert still == [] and "finished" not in text
+        else:
+            assert len(still) == 2
+            assert "still running: t100 seed 0 student: cw-l2 (100/200) after" in still[1]
+            assert still[1].endswith("success=97/100")
