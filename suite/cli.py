@@ -370,6 +370,8 @@ def publish(
         manifest=str(manifest),
         commit=git_commit(),
         wall_seconds=None if started is None else time.time() - started,
+        run_seconds=data.run_seconds,
+        runs=int((data.accuracy["status"] == "FINISHED").sum()),
         device=_device_description(spec.experiment.device),
         data_source=f"{spec.data.dataset}: {data.setup.get('data_source', 'unknown')}",
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),

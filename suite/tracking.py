@@ -108,6 +108,7 @@ class StoredRun:
     tags: dict[str, str]
     metrics: dict[str, float]
     params: dict[str, str]
+    seconds: float | None = None  # from the run's start to its last end; None while it runs
 
 
 @dataclass(frozen=True)
@@ -577,6 +578,7 @@ class Store:
 
 
 def _stored(run) -> StoredRun:
+    start, end = run.info.start_time, run.info.end_time
     return StoredRun(
         run_id=run.info.run_id,
         experiment_id=run.info.experiment_id,
@@ -584,6 +586,7 @@ def _stored(run) -> StoredRun:
         tags=dict(run.data.tags),
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
+        seconds=None if end is None or start is None else (end - start) / 1000,
     )
 
 

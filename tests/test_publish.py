@@ -40,10 +40,21 @@ def test_headline_falls_back_to_cw_and_shows_the_masking_flag(tmp_path):
         attack,
         table,
         "Conclusion.",
-        Provenance("m.toml", "abc123", 90.0, "CPU", "mnist-5k: x", "now", ("make results",)),
+        Provenance(
+            manifest="m.toml",
+            commit="abc123",
+            wall_seconds=90.0,
+            run_seconds=1_500.0,
+            runs=6,
+            device="CPU",
+            data_source="mnist-5k: x",
+            generated="now",
+            commands=("make results",),
+        ),
         [],
     )
     assert "`abc123`" in text and "1.5 min" in text and "| defensive-t50 |" in text
+    assert "compute time in the store: 25.0 min, summed over the 6 finished model runs" in text
     assert "Incomplete" not in text
 
 

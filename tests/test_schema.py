@@ -121,6 +121,7 @@ def test_the_report_reads_every_frame_back_and_logs_itself_under_the_report_name
     assert len(data.masking) == 3 and data.masking["flagged"].dtype == bool
     assert {"base/cw", "t5/teacher/fgsm"} <= set(data.examples)
     assert data.setup["data_source"] != "unknown" and data.setup["git_commit"]
+    assert 0 < data.run_seconds < 600  # three runs, each trained and attacked in seconds
 
     output = render_report(data, tmp_path / "report", ("md",))
     exp_id = store.experiment_id("schema", create=False)

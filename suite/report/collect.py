@@ -117,6 +117,9 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         gradient_free=[
             a["name"] for a in attacks_spec if is_gradient_free(a["kind"], a.get("params") or {})
         ],
+        run_seconds=sum(
+            r.seconds for r in sel.chosen.values() if r.status == "FINISHED" and r.seconds
+        ),
     )
 
 

@@ -23,7 +23,8 @@ class ReportData:
     `gradient_free` names the attacks that use no gradient of the model (Square); `budgets` maps
     each fixed-budget attack to its ε list.
     `examples[f"{condition}/{attack}"]` is `[k, 3, 28, 28]` (clean, adversarial, perturbation)
-    for the same k sample indices in every condition.
+    for the same k sample indices in every condition. `run_seconds` sums, over the finished model
+    runs read, the time from each run's start to its last end (its training and attacks).
     """
 
     experiment: str
@@ -38,6 +39,7 @@ class ReportData:
     floors: dict[str, float] = field(default_factory=dict)
     gradient_free: list[str] = field(default_factory=list)
     budgets: dict[str, list[float]] = field(default_factory=dict)
+    run_seconds: float = 0.0
 
 
 def attack_kinds(attacks: pd.DataFrame) -> dict[str, str]:

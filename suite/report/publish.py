@@ -27,6 +27,8 @@ class Provenance:
     manifest: str
     commit: str
     wall_seconds: float | None
+    run_seconds: float  # summed over the runs read (ReportData.run_seconds)
+    runs: int
     device: str
     data_source: str
     generated: str
@@ -133,8 +135,11 @@ def results_readme(
         f"- commit: `{esc(p.commit)}`",
         f"- generated: {esc(p.generated)}",
         f"- device: {esc(p.device)}",
-        f"- wall time of the run and report: {wall} (models and attacks already in the store are "
-        "reused, so a resumed run is shorter)",
+        f"- wall time of the last `make results`: {wall} (models and attacks already in the store "
+        "are reused, so a resumed run is shorter)",
+        f"- compute time in the store: {p.run_seconds / 60:.1f} min, summed over the {p.runs} "
+        "finished model runs this report reads (each from its start to its last end: training "
+        "and attacks; work lost to an interruption is not counted)",
         f"- data: {esc(p.data_source)}",
         "- commands:",
         "",
