@@ -19,12 +19,14 @@ gradient evaluations per digit).
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from suite.attacks.common import (
     L0_TOLERANCE,
+    AttackKind,
     Found,
     TargetingParams,
     adam_step,
@@ -78,8 +80,18 @@ class _State:
     grad_evals: Tensor
 
 
-def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0Params) -> Found:
-    """Run the attack on a batch; `target` None means untargeted."""
+def cw_l0(
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: CWL0Params,
+    seed: int,
+    keys: np.ndarray,
+) -> Found:
+    """Run the attack on a batch; `target` None means untargeted. Nothing is drawn at random
+    (`seed` and `keys` are unused)."""
     targeted = target is not None
     out = Found.start(x)
     s = _State(
@@ -91,7 +103,7 @@ def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0
         m=torch.zeros_like(x),
         v=torch.zeros_like(x),
         t=per_sample(x, 0.0),
-        const=per_sample(x, p.initial_const, torch.float64),
+        const=per_sample(x, params.initial_const, torch.float64),
         it=per_sample(x, 0, torch.int64),
         loss_at_check=per_sample(x, float("inf"), torch.float64),
         last_adv=x.clone(),
@@ -106,29 +118,29 @@ def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0
 
         with torch.no_grad():
             delta = x_adv - s.x
-            hinge = (mgn + p.confidence).clamp_min(0)
+            hinge = (mgn + params.confidence).clamp_min(0)
             loss = delta.flatten(1).square().sum(1) + s.const * hinge
-            may_stop = p.abort_early or (s.it == p.max_iterations - 1)
-            solved = (mgn + p.confidence < 0) & may_stop
+            may_stop = params.abort_early or (s.it == params.max_iterations - 1)
+            solved = (mgn + params.confidence < 0) & may_stop
 
             grad = 2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad
-            s.w, s.m, s.v, s.t = adam_step(s.w, grad * dx_dw * s.allowed, s.m, s.v, s.t, p.lr)
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad * dx_dw * s.allowed, s.m, s.v, s.t, params.lr)
 
             stalled = torch.zeros_like(solved)
-            if p.abort_early:
+            if params.abort_early:
                 stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
+                    loss, s.loss_at_check, s.it, params.abort_window, params.abort_tolerance
                 )
             s.it += 1
-            failed = ~solved & (stalled | (s.it >= p.max_iterations))
+            failed = ~solved & (stalled | (s.it >= params.max_iterations))
 
             done = torch.zeros_like(solved)
             if solved.any():
                 done |= _shrink(s, solved, x_adv, delta, mgn_grad)
             if failed.any():
-                s.const = torch.where(failed, s.const * p.const_factor, s.const)
+                s.const = torch.where(failed, s.const * params.const_factor, s.const)
                 reset_where(s, failed, it=0, loss_at_check=float("inf"))
-                done |= failed & (s.const >= p.largest_const)
+                done |= failed & (s.const >= params.largest_const)
             if done.any():
                 idx = s.idx[done]
                 out.x_adv[idx] = s.last_adv[done]
@@ -167,3 +179,8 @@ def freeze_least_useful(allowed: Tensor, usefulness: Tensor, delta: Tensor) -> T
     freeze_ranked = torch.arange(score.shape[1], device=score.device) < count[:, None]
     freeze = torch.zeros_like(freeze_ranked).scatter(1, order, freeze_ranked)
     return allowed & ~freeze.view_as(allowed)
+
+
+CW_L0 = AttackKind(
+    name="cw-l0", params=CWL0Params, attack=cw_l0, minimal_norm="l0", logit_margin=True
+)

@@ -20,11 +20,13 @@ costs more than 0.2% median L2 against the same attack without it (issue 17):
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from suite.attacks.common import (
+    AttackKind,
     Found,
     TargetingParams,
     adam_step,
@@ -88,11 +90,21 @@ class _State:
     active: Tensor  # False once the sample's search is over
 
 
-def cw_l2(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL2Params) -> Found:
-    """Run the attack on a batch; `target` None means untargeted."""
+def cw_l2(
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: CWL2Params,
+    seed: int,
+    keys: np.ndarray,
+) -> Found:
+    """Run the attack on a batch; `target` None means untargeted. Nothing is drawn at random
+    (`seed` and `keys` are unused)."""
     targeted = target is not None
     out = Found.start(x)
-    s = _initial_state(x, target if targeted else y, p)
+    s = _initial_state(x, target if targeted else y, params)
     i = 0
     while True:
         i += 1
@@ -103,25 +115,25 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL2
             s.grad_evals += s.active.long()
             delta = x_adv - s.x
             l2sq = delta.flatten(1).square().sum(1)
-            hinge = (mgn + p.confidence).clamp_min(0)
+            hinge = (mgn + params.confidence).clamp_min(0)
             loss = l2sq + s.const * hinge
-            is_adv = (mgn + p.confidence < 0) & s.active
+            is_adv = (mgn + params.confidence < 0) & s.active
             _keep_best(s, x_adv, l2sq, is_adv)
             s.found |= is_adv
 
             grad = (2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad) * dx_dw
-            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, p.lr)
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
 
             stalled = torch.zeros_like(is_adv)
-            if p.abort_early:
+            if params.abort_early:
                 stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
+                    loss, s.loss_at_check, s.it, params.abort_window, params.abort_tolerance
                 )
             s.it += 1
 
-            _next_search_step(s, s.active & (stalled | (s.it >= p.max_iterations)), p)
-            s.active &= s.search_step < p.binary_steps
-            if i % min(_SYNC_EVERY, p.max_iterations) == 0 and not s.active.all():
+            _next_search_step(s, s.active & (stalled | (s.it >= params.max_iterations)), params)
+            s.active &= s.search_step < params.binary_steps
+            if i % min(_SYNC_EVERY, params.max_iterations) == 0 and not s.active.all():
                 _write_out(out, s, ~s.active)
                 s = keep_rows(s, s.active)
                 if not len(s.idx):
@@ -183,3 +195,8 @@ def _write_out(out: Found, s: _State, done: Tensor) -> None:
     out.x_adv[idx] = s.best_adv[done]
     out.const[idx] = s.best_const[done]
     out.grad_evals[idx] = s.grad_evals[done]
+
+
+CW_L2 = AttackKind(
+    name="cw-l2", params=CWL2Params, attack=cw_l2, minimal_norm="l2", logit_margin=True
+)

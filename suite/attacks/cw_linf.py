@@ -17,11 +17,13 @@ Deviation: the stall rule below (give up a c early); its effect on median L∞ i
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from suite.attacks.common import (
+    AttackKind,
     Found,
     TargetingParams,
     adam_step,
@@ -79,9 +81,17 @@ class _State:
 
 
 def cw_linf(
-    model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWLinfParams
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: CWLinfParams,
+    seed: int,
+    keys: np.ndarray,
 ) -> Found:
-    """Run the attack on a batch; `target` None means untargeted."""
+    """Run the attack on a batch; `target` None means untargeted. Nothing is drawn at random
+    (`seed` and `keys` are unused)."""
     targeted = target is not None
     out = Found.start(x)
     f64 = torch.float64
@@ -93,8 +103,8 @@ def cw_linf(
         m=torch.zeros_like(x),
         v=torch.zeros_like(x),
         t=per_sample(x, 0.0),
-        tau=per_sample(x, p.initial_tau),
-        const=per_sample(x, p.initial_const, f64),
+        tau=per_sample(x, params.initial_tau),
+        const=per_sample(x, params.initial_const, f64),
         it=per_sample(x, 0, torch.int64),
         loss_at_check=per_sample(x, float("inf"), f64),
         last_adv=x.clone(),
@@ -109,30 +119,30 @@ def cw_linf(
         with torch.no_grad():
             delta = x_adv - s.x
             excess = (delta.abs() - rows(s.tau)).clamp_min(0)
-            hinge = (mgn + p.confidence).clamp_min(0)
+            hinge = (mgn + params.confidence).clamp_min(0)
             loss = s.const * hinge + excess.flatten(1).sum(1)
-            may_stop = p.abort_early or (s.it == p.max_iterations - 1)
-            solved = (mgn + p.confidence < 0) & (loss < 1e-4 * s.const) & may_stop
+            may_stop = params.abort_early or (s.it == params.max_iterations - 1)
+            solved = (mgn + params.confidence < 0) & (loss < 1e-4 * s.const) & may_stop
 
             grad = rows((s.const * (hinge > 0)).float()) * mgn_grad
             grad = (grad + delta.sign() * (excess > 0)) * dx_dw
-            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, p.lr)
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
 
             stalled = torch.zeros_like(solved)
-            if p.abort_early:
+            if params.abort_early:
                 stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
+                    loss, s.loss_at_check, s.it, params.abort_window, params.abort_tolerance
                 )
             s.it += 1
-            failed = ~solved & (stalled | (s.it >= p.max_iterations))
+            failed = ~solved & (stalled | (s.it >= params.max_iterations))
 
             done = torch.zeros_like(solved)
             if solved.any():
-                done |= _tighten(s, solved, x_adv, delta, p)
+                done |= _tighten(s, solved, x_adv, delta, params)
             if failed.any():
-                s.const = torch.where(failed, s.const * p.const_factor, s.const)
+                s.const = torch.where(failed, s.const * params.const_factor, s.const)
                 reset_where(s, failed, it=0, loss_at_check=float("inf"))
-                done |= failed & (s.const >= p.largest_const)
+                done |= failed & (s.const >= params.largest_const)
             if done.any():
                 idx = s.idx[done]
                 out.x_adv[idx] = s.last_adv[done]
@@ -152,3 +162,8 @@ def _tighten(s: _State, solved: Tensor, x_adv: Tensor, delta: Tensor, p: CWLinfP
         s, solved, w=to_tanh_space(x_adv), m=0.0, v=0.0, t=0.0, it=0, loss_at_check=float("inf")
     )
     return solved & (s.tau <= p.smallest_tau)
+
+
+CW_LINF = AttackKind(
+    name="cw-linf", params=CWLinfParams, attack=cw_linf, minimal_norm="linf", logit_margin=True
+)
