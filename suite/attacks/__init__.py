@@ -6,7 +6,7 @@ its registry entry (settings model, function, norm, budget, ...); `ATTACK_PARAMS
 its settings model; `summarize` turns per-sample records into metrics.
 """
 
-from suite.attacks.common import L0_TOLERANCE, AttackKind, AttackParams
+from suite.attacks.common import L0_TOLERANCE, NORM_TOLERANCE, AttackKind, AttackParams
 from suite.attacks.kinds import (
     ATTACK_PARAMS,
     FIXED_BUDGET_KINDS,
@@ -25,6 +25,7 @@ __all__ = [
     "L0_TOLERANCE",
     "LOGIT_L2_KIND",
     "MINIMAL_NORMS",
+    "NORM_TOLERANCE",
     "SOFTMAX_KINDS",
     "AttackKind",
     "AttackParams",

@@ -16,6 +16,11 @@ L0_TOLERANCE = 1e-5
 """A pixel counts as changed when |Δ| > 1e-5: far above float32 tanh round-trip noise (≤ 1e-6),
 far below a deliberate change (one grey level is 1/255 ≈ 4e-3)."""
 
+NORM_TOLERANCE = 1e-5
+"""A perturbation counts as inside an ε ball when its norm exceeds ε by at most this: it absorbs
+the float32 rounding of x + δ. Records are given their ε with it (run.py) and the report's masking
+checks compare norms with ε with it."""
+
 TargetMode = Literal["random", "next", "least-likely", "all"]
 
 

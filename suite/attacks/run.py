@@ -12,7 +12,7 @@ import pandas as pd
 import torch
 from torch import Tensor, nn
 
-from suite.attacks.common import L0_TOLERANCE, AttackParams
+from suite.attacks.common import L0_TOLERANCE, NORM_TOLERANCE, AttackParams
 from suite.attacks.kinds import attack_kind
 from suite.attacks.targets import choose_targets
 from suite.devices import model_device
@@ -187,8 +187,8 @@ def _records(
 
 def _smallest_eps(norms: np.ndarray, eps_list: list[float]) -> np.ndarray:
     """The smallest listed ε whose ball holds the returned image (NaN for failures): the image
-    itself proves an adversarial exists within that ε. 1e-5 absorbs float32 rounding of x + δ."""
+    itself proves an adversarial exists within that ε, up to NORM_TOLERANCE."""
     eps = np.asarray(eps_list, dtype=np.float64)
-    pos = np.searchsorted(eps, norms - 1e-5, side="left")
+    pos = np.searchsorted(eps, norms - NORM_TOLERANCE, side="left")
     inside = ~np.isnan(norms) & (pos < len(eps))
     return np.where(inside, eps[np.minimum(pos, len(eps) - 1)], np.nan)

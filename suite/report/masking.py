@@ -28,13 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from suite.attacks import SOFTMAX_KINDS, attack_kind
+from suite.attacks import NORM_TOLERANCE, SOFTMAX_KINDS, attack_kind
 from suite.attacks.diagnostics import MASKING_RATIO
 from suite.report import stats
 from suite.report.frames import attack_norm
 
-NORM_TOLERANCE = 1e-5
-"""A perturbation counts as inside ε up to float rounding (as `suite.attacks` assigns ε)."""
 _KEYS = ["seed", *stats.PAIR_KEYS]  # a (seed, digit[, target]) row, as the paired tests pair them
 
 COLUMNS = [
