@@ -105,16 +105,6 @@ def autoattack(
     return out
 
 
-AUTOATTACK = AttackKind(
-    name="autoattack",
-    params=AutoAttackParams,
-    attack=autoattack,
-    budget=AutoAttackParams.budget,
-    ensemble=True,
-    gradient_free=AutoAttackParams.gradient_free,
-)
-
-
 def _ensemble(model: nn.Module, p: AutoAttackParams, eps: float, seed: int, device) -> AutoAttack:
     """The authors' AutoAttack at one ε, with the budgets of `p` applied after its version's."""
     aa = AutoAttack(
@@ -126,3 +116,13 @@ def _ensemble(model: nn.Module, p: AutoAttackParams, eps: float, seed: int, devi
         attack.n_iter = p.iterations
     aa.square.n_queries = p.square_queries
     return aa
+
+
+AUTOATTACK = AttackKind(
+    name="autoattack",
+    params=AutoAttackParams,
+    attack=autoattack,
+    budget=AutoAttackParams.budget,
+    ensemble=True,
+    gradient_free=AutoAttackParams.gradient_free,
+)

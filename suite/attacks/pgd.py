@@ -127,26 +127,6 @@ def fgsm(
     return out
 
 
-PGD_LINF = AttackKind(
-    name="pgd-linf",
-    params=PGDLinfParams,
-    attack=pgd,
-    budget=PGDLinfParams.budget,
-    softmax_gradient=True,
-)
-PGD_L2 = AttackKind(
-    name="pgd-l2", params=PGDL2Params, attack=pgd, budget=PGDL2Params.budget, softmax_gradient=True
-)
-FGSM = AttackKind(
-    name="fgsm",
-    params=FGSMParams,
-    attack=fgsm,
-    budget=FGSMParams.budget,
-    softmax_gradient=True,
-    single_step=True,
-)
-
-
 def _steepest(grad: Tensor, norm: str) -> Tensor:
     """The unit-norm ascent direction for the given norm."""
     if norm == "linf":
@@ -172,3 +152,23 @@ def _random_start(x: Tensor, eps: float, norm: str, seed: int, j: int, keys: np.
     direction = direction / rows(direction.flatten(1).norm(dim=1))
     radius = torch.from_numpy(keyed_uniform(seed, 200 + j, keys, 1)[:, 0]).float() ** (1 / d)
     return eps * rows(radius.to(x.device)) * direction
+
+
+PGD_LINF = AttackKind(
+    name="pgd-linf",
+    params=PGDLinfParams,
+    attack=pgd,
+    budget=PGDLinfParams.budget,
+    softmax_gradient=True,
+)
+PGD_L2 = AttackKind(
+    name="pgd-l2", params=PGDL2Params, attack=pgd, budget=PGDL2Params.budget, softmax_gradient=True
+)
+FGSM = AttackKind(
+    name="fgsm",
+    params=FGSMParams,
+    attack=fgsm,
+    budget=FGSMParams.budget,
+    softmax_gradient=True,
+    single_step=True,
+)
