@@ -1,7 +1,6 @@
 """Maths and plumbing shared by the attacks: settings, the registry entry, tanh box, C&W margin,
-batched Adam, active-set rows."""
+batched Adam."""
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, NamedTuple, Protocol, TypeVar
@@ -187,33 +186,3 @@ def adam_step(
     m_hat = m / rows(1 - 0.9**t)
     v_hat = v / rows(1 - 0.999**t)
     return w - lr * m_hat / (v_hat.sqrt() + 1e-8), m, v, t
-
-
-def stall(
-    loss: Tensor, loss_at_check: Tensor, it: Tensor, every: int, tolerance: float
-) -> tuple[Tensor, Tensor]:
-    """C&W's early abort, per sample: every `every` iterations, a sample whose loss fell by less
-    than the fraction `tolerance` since the previous check has stalled. Returns (stalled, the
-    loss to compare with at the next check)."""
-    check = it % every == 0
-    stalled = check & (loss > (1 - tolerance) * loss_at_check)
-    return stalled, torch.where(check, loss, loss_at_check)
-
-
-S = TypeVar("S")
-
-
-def keep_rows(state: S, keep: Tensor) -> S:
-    """The active set without the samples that are done: every field is a per-sample tensor."""
-    return dataclasses.replace(  # type: ignore[type-var]
-        state, **{f.name: getattr(state, f.name)[keep] for f in dataclasses.fields(state)}
-    )
-
-
-def reset_where(state: object, end: Tensor, **values: Tensor | float | bool) -> None:
-    """Set the named per-sample fields of the rows in `end` to `values` (tensors or scalars)."""
-    for name, value in values.items():
-        cur = getattr(state, name)
-        mask = end.view(-1, *([1] * (cur.dim() - 1)))
-        value = torch.as_tensor(value, dtype=cur.dtype, device=cur.device)
-        setattr(state, name, torch.where(mask, value, cur))

@@ -31,14 +31,12 @@ from suite.attacks.common import (
     TargetingParams,
     adam_step,
     from_tanh_space,
-    keep_rows,
     margin_and_grad,
     per_sample,
-    reset_where,
     rows,
-    stall,
     to_tanh_space,
 )
+from suite.attacks.search import SearchState, reset_where, retire, solve_over, start
 
 
 class CWL2Params(TargetingParams):
@@ -66,27 +64,12 @@ neither counts gradient evaluations nor changes its result."""
 
 
 @dataclass
-class _State:
-    """Per-sample state of the active samples (leading dimension = active batch)."""
-
-    idx: Tensor  # row in the caller's batch
-    x: Tensor
-    cls: Tensor
-    w: Tensor
-    m: Tensor
-    v: Tensor
-    t: Tensor
-    const: Tensor
+class _State(SearchState):
     lower: Tensor
     upper: Tensor
     search_step: Tensor
-    it: Tensor
-    loss_at_check: Tensor
     found: Tensor  # adversarial seen during the current search step
-    best_l2sq: Tensor
-    best_adv: Tensor
-    best_const: Tensor
-    grad_evals: Tensor
+    best_l2sq: Tensor  # squared L2 of `adv`
     active: Tensor  # False once the sample's search is over
 
 
@@ -124,43 +107,26 @@ def cw_l2(
             grad = (2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad) * dx_dw
             s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
 
-            stalled = torch.zeros_like(is_adv)
-            if params.abort_early:
-                stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, params.abort_window, params.abort_tolerance
-                )
-            s.it += 1
-
-            _next_search_step(s, s.active & (stalled | (s.it >= params.max_iterations)), params)
+            _next_search_step(s, s.active & solve_over(s, loss, params), params)
             s.active &= s.search_step < params.binary_steps
             if i % min(_SYNC_EVERY, params.max_iterations) == 0 and not s.active.all():
-                _write_out(out, s, ~s.active)
-                s = keep_rows(s, s.active)
+                s = retire(out, s, ~s.active)
                 if not len(s.idx):
                     return out
 
 
 def _initial_state(x: Tensor, cls: Tensor, p: CWL2Params) -> _State:
-    zeros, f64 = torch.zeros_like(x), torch.float64
-    return _State(
-        idx=torch.arange(len(x), device=x.device),
-        x=x,
-        cls=cls,
-        w=to_tanh_space(x),
-        m=zeros,
-        v=zeros,
-        t=per_sample(x, 0.0),
-        const=per_sample(x, p.initial_const, f64),
+    f64 = torch.float64
+    return start(
+        _State,
+        x,
+        cls,
+        p.initial_const,
         lower=per_sample(x, 0.0, f64),
         upper=per_sample(x, float("inf"), f64),
         search_step=per_sample(x, 0, torch.int64),
-        it=per_sample(x, 0, torch.int64),
-        loss_at_check=per_sample(x, float("inf"), f64),
         found=per_sample(x, False, torch.bool),
         best_l2sq=per_sample(x, float("inf"), f64),
-        best_adv=x.clone(),
-        best_const=per_sample(x, float("nan"), f64),
-        grad_evals=per_sample(x, 0, torch.int64),
         active=per_sample(x, True, torch.bool),
     )
 
@@ -168,9 +134,9 @@ def _initial_state(x: Tensor, cls: Tensor, p: CWL2Params) -> _State:
 def _keep_best(s: _State, x_adv: Tensor, l2sq: Tensor, is_adv: Tensor) -> None:
     """Remember, per sample, the closest adversarial seen so far (and the c that found it)."""
     better = is_adv & (l2sq < s.best_l2sq)
-    s.best_adv = torch.where(rows(better), x_adv, s.best_adv)
+    s.adv = torch.where(rows(better), x_adv, s.adv)
     s.best_l2sq = torch.where(better, l2sq.double(), s.best_l2sq)
-    s.best_const = torch.where(better, s.const, s.best_const)
+    s.adv_const = torch.where(better, s.const, s.adv_const)
 
 
 def _next_search_step(s: _State, end: Tensor, p: CWL2Params) -> None:
@@ -188,13 +154,6 @@ def _next_search_step(s: _State, end: Tensor, p: CWL2Params) -> None:
         s, end, w=to_tanh_space(s.x), m=0.0, v=0.0, t=0.0, it=0,
         loss_at_check=float("inf"), found=False,
     )  # fmt: skip
-
-
-def _write_out(out: Found, s: _State, done: Tensor) -> None:
-    idx = s.idx[done]
-    out.x_adv[idx] = s.best_adv[done]
-    out.const[idx] = s.best_const[done]
-    out.grad_evals[idx] = s.grad_evals[done]
 
 
 CW_L2 = AttackKind(
