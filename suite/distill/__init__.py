@@ -10,8 +10,8 @@ from typing import Literal
 import torch
 from pydantic import BaseModel
 
+from suite.data import NUM_CLASSES
 from suite.distill.common import (
-    NUM_CLASSES,
     DistillResult,
     RealData,
     StepCallback,

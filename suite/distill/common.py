@@ -8,11 +8,11 @@ from typing import Annotated, Literal
 import torch
 from pydantic import AfterValidator
 
+from suite.data import NUM_CLASSES
 from suite.distill.convnet import ConvNet
 from suite.distill.dsa import check_strategy
 from suite.errors import TrainingError
 
-NUM_CLASSES = 10
 StepCallback = Callable[[int, int, float], None]
 Init = Literal["real", "noise"]
 DSAStrategy = Annotated[str, AfterValidator(check_strategy)]

@@ -4,7 +4,8 @@
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from suite.distill.common import NUM_CLASSES, RealData, fresh_convnet
+from suite.data import NUM_CLASSES
+from suite.distill.common import RealData, fresh_convnet
 
 
 class RandomParams(BaseModel):

@@ -15,9 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
+from suite.data import NUM_CLASSES
 from suite.distill import dsa
 from suite.distill.common import (
-    NUM_CLASSES,
     DSAStrategy,
     Init,
     RealData,

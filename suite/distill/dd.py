@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from suite.data import NUM_CLASSES
 from suite.distill.common import (
-    NUM_CLASSES,
     Init,
     RealData,
     StepCallback,

@@ -10,9 +10,9 @@ SGD (momentum 0.5) as in the paper code; the curve logs L / 10.
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from suite.data import NUM_CLASSES
 from suite.distill import dsa
 from suite.distill.common import (
-    NUM_CLASSES,
     DSAStrategy,
     Init,
     RealData,
