@@ -104,11 +104,12 @@ class AttackKind(Generic[P]):
     budget: Callable[[P], Budget] | None = None  # fixed-budget kinds: settings → their ε balls
     softmax_gradient: bool = False  # follows the gradient of the softmax cross-entropy
     single_step: bool = False  # one gradient step (FGSM): weaker than an iterative attack
-    logit_margin: bool = False  # minimises C&W's margin on the logits, whatever its settings
+    logit_margin: bool = False  # attacks C&W's margin on the logits, whatever its settings
     ensemble: bool = False  # records name the member that succeeded (column `component`)
     gradient_free: Callable[[P], bool] | None = None  # settings → uses no gradient at all
 
     def __post_init__(self) -> None:
+        """Refuse an entry that is both minimal-norm and fixed-budget, or neither."""
         if (self.minimal_norm is None) == (self.budget is None):
             raise ValueError(f"attack kind {self.name!r}: give exactly one of minimal_norm, budget")
 
