@@ -113,6 +113,11 @@ class AttackKind(Generic[P]):
         if (self.minimal_norm is None) == (self.budget is None):
             raise ValueError(f"attack kind {self.name!r}: give exactly one of minimal_norm, budget")
 
+    @property
+    def fixed_budget(self) -> bool:
+        """Runs at the ε balls of its settings instead of minimising a norm."""
+        return self.budget is not None
+
     def default_norm(self) -> str:
         """The norm it minimises, or that its default settings bound: the norm of records that do
         not carry their own (the transfer of a fixed-budget attack)."""

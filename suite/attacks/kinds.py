@@ -26,7 +26,7 @@ def attack_kind(kind: str) -> AttackKind[Any]:
 
 
 ATTACK_PARAMS: dict[str, type[BaseModel]] = {kind: k.params for kind, k in _KINDS.items()}
-FIXED_BUDGET_KINDS: frozenset[str] = frozenset(kind for kind, k in _KINDS.items() if k.budget)
+FIXED_BUDGET_KINDS: frozenset[str] = frozenset(kind for kind, k in _KINDS.items() if k.fixed_budget)
 MINIMAL_NORMS: dict[str, str] = {
     kind: k.minimal_norm for kind, k in _KINDS.items() if k.minimal_norm
 }
