@@ -12,7 +12,14 @@ import pandas as pd
 import torch
 
 from suite import schema
-from suite.attacks import ATTACK_PARAMS, MINIMAL_NORMS, SOFTMAX_KINDS, run_attack, summarize
+from suite.attacks import (
+    ATTACK_PARAMS,
+    LOGIT_L2_KIND,
+    MINIMAL_NORMS,
+    SOFTMAX_KINDS,
+    run_attack,
+    summarize,
+)
 from suite.attacks.diagnostics import (
     MASKING_RATIO,
     is_masking,
@@ -227,7 +234,7 @@ def _masking(
     """(a) saturated softmax-gradient fraction, (b) softmax-attack success, (c) C&W-on-logits
     success and median L2, on the attacked subset; logged as `masking.*` metrics."""
     attacks = ctx.manifest.attacks
-    cw = next((a for a in attacks if a.kind == "cw-l2" and a.source is None), None)
+    cw = next((a for a in attacks if a.kind == LOGIT_L2_KIND and a.source is None), None)
     if cw is None:
         return {}
     softmax = next((a for a in attacks if a.kind in SOFTMAX_KINDS and a.source is None), None)

@@ -1,10 +1,13 @@
-"""Model registry: name → constructor. Every model takes [N, 1, 28, 28] in [0, 1] and returns logits."""
+"""Model registry: name → entry with its constructor. Every model takes [N, 1, 28, 28] in [0, 1] and
+returns logits."""
 
-from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import nn
 
+from suite.data import NUM_CLASSES
 from suite.distill.convnet import ConvNet
 
 
@@ -79,15 +82,39 @@ class StandardisedConvNet(nn.Module):
         return self.net((x - self.MEAN) / self.STD)
 
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
-    "convnet": StandardisedConvNet,
-    "cw-mnist": CWMnist,
-    "tiny": Tiny,
+class ModelBuilder(Protocol):
+    """The one signature every architecture is built with."""
+
+    def __call__(self, *, dropout: float, num_classes: int) -> nn.Module: ...
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """One architecture of the registry: the manifest's `model.arch` and how to build it. It has no
+    settings model: its one setting, dropout, comes from the training settings (`train.dropout`,
+    or a synthetic set's recipe)."""
+
+    name: str
+    build: ModelBuilder
+
+
+MODELS: dict[str, ModelKind] = {
+    k.name: k
+    for k in (
+        ModelKind(name="convnet", build=StandardisedConvNet),
+        ModelKind(name="cw-mnist", build=CWMnist),
+        ModelKind(name="tiny", build=Tiny),
+    )
 }
+
+
+def model_kind(arch: str) -> ModelKind:
+    """The registry entry of `arch`; a KeyError that lists the known architectures for any other."""
+    if arch not in MODELS:
+        raise KeyError(f"unknown model arch {arch!r}; known: {', '.join(sorted(MODELS))}")
+    return MODELS[arch]
 
 
 def build_model(arch: str, dropout: float = 0.5) -> nn.Module:
     """Construct a fresh model by registry name (weights from the current torch RNG state)."""
-    if arch not in MODELS:
-        raise KeyError(f"unknown model arch {arch!r}; known: {', '.join(sorted(MODELS))}")
-    return MODELS[arch](dropout=dropout)
+    return model_kind(arch).build(dropout=dropout, num_classes=NUM_CLASSES)

@@ -11,10 +11,10 @@ from typing import Annotated, Literal
 import numpy as np
 import torch
 from pyautoattack import AutoAttack
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from suite.attacks.common import Found
+from suite.attacks.common import AttackKind, AttackParams, Budget, Found
 
 Eps = Annotated[float, Field(gt=0)]
 Component = Literal["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
@@ -23,12 +23,10 @@ DEFAULT_EPS = {"linf": [0.1, 0.2, 0.3], "l2": [1.0, 1.5, 2.0]}  # MNIST conventi
 _NORMS = {"linf": "Linf", "l2": "L2"}
 
 
-class AutoAttackParams(BaseModel):
+class AutoAttackParams(AttackParams):
     """`version = "standard"` is the published evaluation. `iterations` and `square_queries` are the
     authors' budgets (100 and 5,000); lower them only for tests. AutoAttack is untargeted (APGD-T and
     FAB-T pick their own targets)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     targeted: Literal[False] = False
     norm: Literal["linf", "l2"] = "linf"
@@ -48,6 +46,14 @@ class AutoAttackParams(BaseModel):
             self.eps = list(DEFAULT_EPS[self.norm])
         return self
 
+    def budget(self) -> Budget:
+        """The balls of radius ε in `norm` it runs in."""
+        return Budget(self.norm, sorted(set(self.eps or [])))
+
+    def gradient_free(self) -> bool:
+        """Whether it runs only components that use no gradient of the model (custom: Square)."""
+        return set(self.attacks or ()) <= GRADIENT_FREE_COMPONENTS and self.version == "custom"
+
 
 class _Counted(nn.Module):
     """`model`, counting the rows it evaluates (forward passes, with or without a gradient)."""
@@ -61,8 +67,18 @@ class _Counted(nn.Module):
         return self.model(x)
 
 
-def autoattack(model: nn.Module, x: Tensor, y: Tensor, p: AutoAttackParams, *, seed: int) -> Found:
-    """Run AutoAttack on every row of `x` (all classified correctly) at each ε of `p.eps`. Returns
+def autoattack(
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: AutoAttackParams,
+    seed: int,
+    keys: np.ndarray,
+) -> Found:
+    """Run AutoAttack on every row of `x` (all classified correctly) at each ε of `params.eps`
+    (untargeted: `target` is always None; `keys` are unused, see below). Returns
     the images with `component` naming the attack that fooled each row ("" where none did) and
     `grad_evals` the model rows each component spent per attacked row, summed. The authors' code
     seeds torch's global generator; it is forked here so the caller's stream is untouched. Random
@@ -73,8 +89,8 @@ def autoattack(model: nn.Module, x: Tensor, y: Tensor, p: AutoAttackParams, *, s
     live = torch.arange(len(x), device=x.device)
     devices = [x.device] if x.device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
-        for eps in sorted(set(p.eps or [])):
-            aa = _ensemble(counted, p, eps, seed, x.device)
+        for eps in params.budget().eps:
+            aa = _ensemble(counted, params, eps, seed, x.device)
             for name in list(aa.attacks_to_run):
                 if not len(live):
                     return out
@@ -100,3 +116,13 @@ def _ensemble(model: nn.Module, p: AutoAttackParams, eps: float, seed: int, devi
         attack.n_iter = p.iterations
     aa.square.n_queries = p.square_queries
     return aa
+
+
+AUTOATTACK = AttackKind(
+    name="autoattack",
+    params=AutoAttackParams,
+    attack=autoattack,
+    budget=AutoAttackParams.budget,
+    ensemble=True,
+    gradient_free=AutoAttackParams.gradient_free,
+)

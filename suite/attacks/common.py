@@ -1,8 +1,9 @@
-"""Maths and plumbing shared by the attacks: tanh box, C&W margin, batched Adam, active-set rows."""
+"""Maths and plumbing shared by the attacks: settings, the registry entry, tanh box, C&W margin,
+batched Adam."""
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Generic, Literal, NamedTuple, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -14,16 +15,41 @@ L0_TOLERANCE = 1e-5
 """A pixel counts as changed when |Δ| > 1e-5: far above float32 tanh round-trip noise (≤ 1e-6),
 far below a deliberate change (one grey level is 1/255 ≈ 4e-3)."""
 
+NORM_TOLERANCE = 1e-5
+"""A perturbation counts as inside an ε ball when its norm exceeds ε by at most this: it absorbs
+the float32 rounding of x + δ. Records are given their ε with it (run.py) and the report's masking
+checks compare norms with ε with it."""
+
 TargetMode = Literal["random", "next", "least-likely", "all"]
 
 
-class TargetingParams(BaseModel):
-    """Settings every attack shares: untargeted (default) or toward a target class."""
+class AttackParams(BaseModel):
+    """Settings every attack has: unknown keys are errors, and it is untargeted unless it says so."""
 
     model_config = ConfigDict(extra="forbid")
 
     targeted: bool = False
+
+    def targeting(self) -> TargetMode | None:
+        """How the target classes of the attacked rows are chosen; None for an untargeted attack."""
+        return None
+
+
+class TargetingParams(AttackParams):
+    """Settings of an attack that can aim at a target class (untargeted by default)."""
+
     target_mode: TargetMode = "random"
+
+    def targeting(self) -> TargetMode | None:
+        """`target_mode` when targeted, else None."""
+        return self.target_mode if self.targeted else None
+
+
+class Budget(NamedTuple):
+    """The ε balls a fixed-budget attack runs in: their norm and radii, ascending, no repeats."""
+
+    norm: str
+    eps: list[float]
 
 
 @dataclass
@@ -41,6 +67,64 @@ class Found:
         return cls(
             x.clone(), per_sample(x, float("nan"), torch.float64), per_sample(x, 0, torch.int64)
         )
+
+
+P = TypeVar("P", bound=AttackParams)
+P_contra = TypeVar("P_contra", bound=AttackParams, contravariant=True)
+
+
+class Attack(Protocol[P_contra]):
+    """The one signature of every attack: a batch of correctly classified images in, candidates
+    out. `target` None means untargeted; `seed` and `keys` (one per row, naming it whatever the
+    batching) key whatever the attack draws at random."""
+
+    def __call__(
+        self,
+        *,
+        model: nn.Module,
+        x: Tensor,
+        y: Tensor,
+        target: Tensor | None,
+        params: P_contra,
+        seed: int,
+        keys: np.ndarray,
+    ) -> Found: ...
+
+
+@dataclass(frozen=True)
+class AttackKind(Generic[P]):
+    """One kind of the attack registry (kinds.py): its settings, its function, and what the rest of
+    the suite needs to know about it, so that nothing re-derives that from the kind's name. Exactly
+    one of `minimal_norm` and `budget` is given."""
+
+    name: str  # the manifest's `kind`
+    params: type[P]
+    attack: Attack[P]
+    minimal_norm: str | None = None  # minimal-perturbation kinds: the norm they minimise
+    budget: Callable[[P], Budget] | None = None  # fixed-budget kinds: settings → their ε balls
+    softmax_gradient: bool = False  # follows the gradient of the softmax cross-entropy
+    single_step: bool = False  # one gradient step (FGSM): weaker than an iterative attack
+    logit_margin: bool = False  # attacks C&W's margin on the logits, whatever its settings
+    ensemble: bool = False  # records name the member that succeeded (column `component`)
+    gradient_free: Callable[[P], bool] | None = None  # settings → uses no gradient at all
+
+    def __post_init__(self) -> None:
+        """Refuse an entry that is both minimal-norm and fixed-budget, or neither."""
+        if (self.minimal_norm is None) == (self.budget is None):
+            raise ValueError(f"attack kind {self.name!r}: give exactly one of minimal_norm, budget")
+
+    @property
+    def fixed_budget(self) -> bool:
+        """Runs at the ε balls of its settings instead of minimising a norm."""
+        return self.budget is not None
+
+    def default_norm(self) -> str:
+        """The norm it minimises, or that its default settings bound: the norm of records that do
+        not carry their own (the transfer of a fixed-budget attack)."""
+        if self.budget is not None:
+            return self.budget(self.params()).norm
+        assert self.minimal_norm is not None  # __post_init__
+        return self.minimal_norm
 
 
 def per_sample(x: Tensor, value: float | bool, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -108,33 +192,3 @@ def adam_step(
     m_hat = m / rows(1 - 0.9**t)
     v_hat = v / rows(1 - 0.999**t)
     return w - lr * m_hat / (v_hat.sqrt() + 1e-8), m, v, t
-
-
-def stall(
-    loss: Tensor, loss_at_check: Tensor, it: Tensor, every: int, tolerance: float
-) -> tuple[Tensor, Tensor]:
-    """C&W's early abort, per sample: every `every` iterations, a sample whose loss fell by less
-    than the fraction `tolerance` since the previous check has stalled. Returns (stalled, the
-    loss to compare with at the next check)."""
-    check = it % every == 0
-    stalled = check & (loss > (1 - tolerance) * loss_at_check)
-    return stalled, torch.where(check, loss, loss_at_check)
-
-
-S = TypeVar("S")
-
-
-def keep_rows(state: S, keep: Tensor) -> S:
-    """The active set without the samples that are done: every field is a per-sample tensor."""
-    return dataclasses.replace(  # type: ignore[type-var]
-        state, **{f.name: getattr(state, f.name)[keep] for f in dataclasses.fields(state)}
-    )
-
-
-def reset_where(state: object, end: Tensor, **values: Tensor | float | bool) -> None:
-    """Set the named per-sample fields of the rows in `end` to `values` (tensors or scalars)."""
-    for name, value in values.items():
-        cur = getattr(state, name)
-        mask = end.view(-1, *([1] * (cur.dim() - 1)))
-        value = torch.as_tensor(value, dtype=cur.dtype, device=cur.device)
-        setattr(state, name, torch.where(mask, value, cur))

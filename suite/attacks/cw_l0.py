@@ -19,24 +19,22 @@ gradient evaluations per digit).
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from suite.attacks.common import (
     L0_TOLERANCE,
+    AttackKind,
     Found,
     TargetingParams,
     adam_step,
     from_tanh_space,
-    keep_rows,
     margin_and_grad,
-    per_sample,
-    reset_where,
     rows,
-    stall,
-    to_tanh_space,
 )
+from suite.attacks.search import SearchState, accept, raise_const, solve_over, start
 
 
 class CWL0Params(TargetingParams):
@@ -61,42 +59,30 @@ class CWL0Params(TargetingParams):
 
 
 @dataclass
-class _State:
-    idx: Tensor
-    x: Tensor
-    cls: Tensor
+class _State(SearchState):
     allowed: Tensor  # bool mask of pixels the attack may still change
-    w: Tensor
-    m: Tensor
-    v: Tensor
-    t: Tensor
-    const: Tensor
-    it: Tensor
-    loss_at_check: Tensor
-    last_adv: Tensor
-    last_const: Tensor
-    grad_evals: Tensor
 
 
-def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0Params) -> Found:
-    """Run the attack on a batch; `target` None means untargeted."""
+def cw_l0(
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: CWL0Params,
+    seed: int,
+    keys: np.ndarray,
+) -> Found:
+    """Run the attack on a batch; `target` None means untargeted. Nothing is drawn at random
+    (`seed` and `keys` are unused)."""
     targeted = target is not None
     out = Found.start(x)
-    s = _State(
-        idx=torch.arange(len(x), device=x.device),
-        x=x,
-        cls=target if targeted else y,
+    s = start(
+        _State,
+        x,
+        target if targeted else y,
+        params.initial_const,
         allowed=torch.ones_like(x, dtype=torch.bool),
-        w=to_tanh_space(x),
-        m=torch.zeros_like(x),
-        v=torch.zeros_like(x),
-        t=per_sample(x, 0.0),
-        const=per_sample(x, p.initial_const, torch.float64),
-        it=per_sample(x, 0, torch.int64),
-        loss_at_check=per_sample(x, float("inf"), torch.float64),
-        last_adv=x.clone(),
-        last_const=per_sample(x, float("nan"), torch.float64),
-        grad_evals=per_sample(x, 0, torch.int64),
     )
     while len(s.idx):
         free, dx_dw = from_tanh_space(s.w)
@@ -106,35 +92,19 @@ def cw_l0(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL0
 
         with torch.no_grad():
             delta = x_adv - s.x
-            hinge = (mgn + p.confidence).clamp_min(0)
+            hinge = (mgn + params.confidence).clamp_min(0)
             loss = delta.flatten(1).square().sum(1) + s.const * hinge
-            may_stop = p.abort_early or (s.it == p.max_iterations - 1)
-            solved = (mgn + p.confidence < 0) & may_stop
+            may_stop = params.abort_early or (s.it == params.max_iterations - 1)
+            solved = (mgn + params.confidence < 0) & may_stop
 
             grad = 2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad
-            s.w, s.m, s.v, s.t = adam_step(s.w, grad * dx_dw * s.allowed, s.m, s.v, s.t, p.lr)
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad * dx_dw * s.allowed, s.m, s.v, s.t, params.lr)
 
-            stalled = torch.zeros_like(solved)
-            if p.abort_early:
-                stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
-                )
-            s.it += 1
-            failed = ~solved & (stalled | (s.it >= p.max_iterations))
-
+            failed = ~solved & solve_over(s, loss, params)
             done = torch.zeros_like(solved)
             if solved.any():
                 done |= _shrink(s, solved, x_adv, delta, mgn_grad)
-            if failed.any():
-                s.const = torch.where(failed, s.const * p.const_factor, s.const)
-                reset_where(s, failed, it=0, loss_at_check=float("inf"))
-                done |= failed & (s.const >= p.largest_const)
-            if done.any():
-                idx = s.idx[done]
-                out.x_adv[idx] = s.last_adv[done]
-                out.const[idx] = s.last_const[done]
-                out.grad_evals[idx] = s.grad_evals[done]
-                s = keep_rows(s, ~done)
+            s = raise_const(out, s, failed, done, params)
     return out
 
 
@@ -143,11 +113,7 @@ def _shrink(s: _State, solved: Tensor, x_adv: Tensor, delta: Tensor, mgn_grad: T
     sel = solved.nonzero().squeeze(1)
     usefulness = delta[sel].abs() * mgn_grad[sel].abs()
     s.allowed[sel] = freeze_least_useful(s.allowed[sel], usefulness, delta[sel])
-    s.last_adv = torch.where(rows(solved), x_adv, s.last_adv)
-    s.last_const = torch.where(solved, s.const, s.last_const)
-    reset_where(
-        s, solved, w=to_tanh_space(x_adv), m=0.0, v=0.0, t=0.0, it=0, loss_at_check=float("inf")
-    )
+    accept(s, solved, x_adv)
     return solved & ~s.allowed.flatten(1).any(1)
 
 
@@ -167,3 +133,8 @@ def freeze_least_useful(allowed: Tensor, usefulness: Tensor, delta: Tensor) -> T
     freeze_ranked = torch.arange(score.shape[1], device=score.device) < count[:, None]
     freeze = torch.zeros_like(freeze_ranked).scatter(1, order, freeze_ranked)
     return allowed & ~freeze.view_as(allowed)
+
+
+CW_L0 = AttackKind(
+    name="cw-l0", params=CWL0Params, attack=cw_l0, minimal_norm="l0", logit_margin=True
+)

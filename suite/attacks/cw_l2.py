@@ -20,23 +20,23 @@ costs more than 0.2% median L2 against the same attack without it (issue 17):
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from suite.attacks.common import (
+    AttackKind,
     Found,
     TargetingParams,
     adam_step,
     from_tanh_space,
-    keep_rows,
     margin_and_grad,
     per_sample,
-    reset_where,
     rows,
-    stall,
     to_tanh_space,
 )
+from suite.attacks.search import SearchState, reset_where, retire, solve_over, start
 
 
 class CWL2Params(TargetingParams):
@@ -64,35 +64,30 @@ neither counts gradient evaluations nor changes its result."""
 
 
 @dataclass
-class _State:
-    """Per-sample state of the active samples (leading dimension = active batch)."""
-
-    idx: Tensor  # row in the caller's batch
-    x: Tensor
-    cls: Tensor
-    w: Tensor
-    m: Tensor
-    v: Tensor
-    t: Tensor
-    const: Tensor
+class _State(SearchState):
     lower: Tensor
     upper: Tensor
     search_step: Tensor
-    it: Tensor
-    loss_at_check: Tensor
     found: Tensor  # adversarial seen during the current search step
-    best_l2sq: Tensor
-    best_adv: Tensor
-    best_const: Tensor
-    grad_evals: Tensor
+    best_l2sq: Tensor  # squared L2 of `adv`
     active: Tensor  # False once the sample's search is over
 
 
-def cw_l2(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL2Params) -> Found:
-    """Run the attack on a batch; `target` None means untargeted."""
+def cw_l2(
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: CWL2Params,
+    seed: int,
+    keys: np.ndarray,
+) -> Found:
+    """Run the attack on a batch; `target` None means untargeted. Nothing is drawn at random
+    (`seed` and `keys` are unused)."""
     targeted = target is not None
     out = Found.start(x)
-    s = _initial_state(x, target if targeted else y, p)
+    s = _initial_state(x, target if targeted else y, params)
     i = 0
     while True:
         i += 1
@@ -103,52 +98,35 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWL2
             s.grad_evals += s.active.long()
             delta = x_adv - s.x
             l2sq = delta.flatten(1).square().sum(1)
-            hinge = (mgn + p.confidence).clamp_min(0)
+            hinge = (mgn + params.confidence).clamp_min(0)
             loss = l2sq + s.const * hinge
-            is_adv = (mgn + p.confidence < 0) & s.active
+            is_adv = (mgn + params.confidence < 0) & s.active
             _keep_best(s, x_adv, l2sq, is_adv)
             s.found |= is_adv
 
             grad = (2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad) * dx_dw
-            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, p.lr)
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
 
-            stalled = torch.zeros_like(is_adv)
-            if p.abort_early:
-                stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
-                )
-            s.it += 1
-
-            _next_search_step(s, s.active & (stalled | (s.it >= p.max_iterations)), p)
-            s.active &= s.search_step < p.binary_steps
-            if i % min(_SYNC_EVERY, p.max_iterations) == 0 and not s.active.all():
-                _write_out(out, s, ~s.active)
-                s = keep_rows(s, s.active)
+            _next_search_step(s, s.active & solve_over(s, loss, params), params)
+            s.active &= s.search_step < params.binary_steps
+            if i % min(_SYNC_EVERY, params.max_iterations) == 0 and not s.active.all():
+                s = retire(out, s, ~s.active)
                 if not len(s.idx):
                     return out
 
 
 def _initial_state(x: Tensor, cls: Tensor, p: CWL2Params) -> _State:
-    zeros, f64 = torch.zeros_like(x), torch.float64
-    return _State(
-        idx=torch.arange(len(x), device=x.device),
-        x=x,
-        cls=cls,
-        w=to_tanh_space(x),
-        m=zeros,
-        v=zeros,
-        t=per_sample(x, 0.0),
-        const=per_sample(x, p.initial_const, f64),
+    f64 = torch.float64
+    return start(
+        _State,
+        x,
+        cls,
+        p.initial_const,
         lower=per_sample(x, 0.0, f64),
         upper=per_sample(x, float("inf"), f64),
         search_step=per_sample(x, 0, torch.int64),
-        it=per_sample(x, 0, torch.int64),
-        loss_at_check=per_sample(x, float("inf"), f64),
         found=per_sample(x, False, torch.bool),
         best_l2sq=per_sample(x, float("inf"), f64),
-        best_adv=x.clone(),
-        best_const=per_sample(x, float("nan"), f64),
-        grad_evals=per_sample(x, 0, torch.int64),
         active=per_sample(x, True, torch.bool),
     )
 
@@ -156,9 +134,9 @@ def _initial_state(x: Tensor, cls: Tensor, p: CWL2Params) -> _State:
 def _keep_best(s: _State, x_adv: Tensor, l2sq: Tensor, is_adv: Tensor) -> None:
     """Remember, per sample, the closest adversarial seen so far (and the c that found it)."""
     better = is_adv & (l2sq < s.best_l2sq)
-    s.best_adv = torch.where(rows(better), x_adv, s.best_adv)
+    s.adv = torch.where(rows(better), x_adv, s.adv)
     s.best_l2sq = torch.where(better, l2sq.double(), s.best_l2sq)
-    s.best_const = torch.where(better, s.const, s.best_const)
+    s.adv_const = torch.where(better, s.const, s.adv_const)
 
 
 def _next_search_step(s: _State, end: Tensor, p: CWL2Params) -> None:
@@ -178,8 +156,6 @@ def _next_search_step(s: _State, end: Tensor, p: CWL2Params) -> None:
     )  # fmt: skip
 
 
-def _write_out(out: Found, s: _State, done: Tensor) -> None:
-    idx = s.idx[done]
-    out.x_adv[idx] = s.best_adv[done]
-    out.const[idx] = s.best_const[done]
-    out.grad_evals[idx] = s.grad_evals[done]
+CW_L2 = AttackKind(
+    name="cw-l2", params=CWL2Params, attack=cw_l2, minimal_norm="l2", logit_margin=True
+)

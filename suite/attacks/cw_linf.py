@@ -17,23 +17,22 @@ Deviation: the stall rule below (give up a c early); its effect on median L∞ i
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from suite.attacks.common import (
+    AttackKind,
     Found,
     TargetingParams,
     adam_step,
     from_tanh_space,
-    keep_rows,
     margin_and_grad,
     per_sample,
-    reset_where,
     rows,
-    stall,
-    to_tanh_space,
 )
+from suite.attacks.search import SearchState, accept, raise_const, solve_over, start
 
 
 class CWLinfParams(TargetingParams):
@@ -61,45 +60,30 @@ class CWLinfParams(TargetingParams):
 
 
 @dataclass
-class _State:
-    idx: Tensor
-    x: Tensor
-    cls: Tensor
-    w: Tensor
-    m: Tensor
-    v: Tensor
-    t: Tensor
-    tau: Tensor
-    const: Tensor
-    it: Tensor
-    loss_at_check: Tensor
-    last_adv: Tensor  # the last successful image (the clean input before the first success)
-    last_const: Tensor
-    grad_evals: Tensor
+class _State(SearchState):
+    tau: Tensor  # the bound of the current solve
 
 
 def cw_linf(
-    model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: CWLinfParams
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: CWLinfParams,
+    seed: int,
+    keys: np.ndarray,
 ) -> Found:
-    """Run the attack on a batch; `target` None means untargeted."""
+    """Run the attack on a batch; `target` None means untargeted. Nothing is drawn at random
+    (`seed` and `keys` are unused)."""
     targeted = target is not None
     out = Found.start(x)
-    f64 = torch.float64
-    s = _State(
-        idx=torch.arange(len(x), device=x.device),
-        x=x,
-        cls=target if targeted else y,
-        w=to_tanh_space(x),
-        m=torch.zeros_like(x),
-        v=torch.zeros_like(x),
-        t=per_sample(x, 0.0),
-        tau=per_sample(x, p.initial_tau),
-        const=per_sample(x, p.initial_const, f64),
-        it=per_sample(x, 0, torch.int64),
-        loss_at_check=per_sample(x, float("inf"), f64),
-        last_adv=x.clone(),
-        last_const=per_sample(x, float("nan"), f64),
-        grad_evals=per_sample(x, 0, torch.int64),
+    s = start(
+        _State,
+        x,
+        target if targeted else y,
+        params.initial_const,
+        tau=per_sample(x, params.initial_tau),
     )
     while len(s.idx):
         x_adv, dx_dw = from_tanh_space(s.w)
@@ -109,36 +93,20 @@ def cw_linf(
         with torch.no_grad():
             delta = x_adv - s.x
             excess = (delta.abs() - rows(s.tau)).clamp_min(0)
-            hinge = (mgn + p.confidence).clamp_min(0)
+            hinge = (mgn + params.confidence).clamp_min(0)
             loss = s.const * hinge + excess.flatten(1).sum(1)
-            may_stop = p.abort_early or (s.it == p.max_iterations - 1)
-            solved = (mgn + p.confidence < 0) & (loss < 1e-4 * s.const) & may_stop
+            may_stop = params.abort_early or (s.it == params.max_iterations - 1)
+            solved = (mgn + params.confidence < 0) & (loss < 1e-4 * s.const) & may_stop
 
             grad = rows((s.const * (hinge > 0)).float()) * mgn_grad
             grad = (grad + delta.sign() * (excess > 0)) * dx_dw
-            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, p.lr)
+            s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
 
-            stalled = torch.zeros_like(solved)
-            if p.abort_early:
-                stalled, s.loss_at_check = stall(
-                    loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
-                )
-            s.it += 1
-            failed = ~solved & (stalled | (s.it >= p.max_iterations))
-
+            failed = ~solved & solve_over(s, loss, params)
             done = torch.zeros_like(solved)
             if solved.any():
-                done |= _tighten(s, solved, x_adv, delta, p)
-            if failed.any():
-                s.const = torch.where(failed, s.const * p.const_factor, s.const)
-                reset_where(s, failed, it=0, loss_at_check=float("inf"))
-                done |= failed & (s.const >= p.largest_const)
-            if done.any():
-                idx = s.idx[done]
-                out.x_adv[idx] = s.last_adv[done]
-                out.const[idx] = s.last_const[done]
-                out.grad_evals[idx] = s.grad_evals[done]
-                s = keep_rows(s, ~done)
+                done |= _tighten(s, solved, x_adv, delta, params)
+            s = raise_const(out, s, failed, done, params)
     return out
 
 
@@ -146,9 +114,10 @@ def _tighten(s: _State, solved: Tensor, x_adv: Tensor, delta: Tensor, p: CWLinfP
     """Accept the solved rows' images, shrink their τ, restart them from there; rows now done."""
     actual = delta.abs().flatten(1).amax(1)
     s.tau = torch.where(solved, torch.minimum(s.tau, actual) * p.decrease_factor, s.tau)
-    s.last_adv = torch.where(rows(solved), x_adv, s.last_adv)
-    s.last_const = torch.where(solved, s.const, s.last_const)
-    reset_where(
-        s, solved, w=to_tanh_space(x_adv), m=0.0, v=0.0, t=0.0, it=0, loss_at_check=float("inf")
-    )
+    accept(s, solved, x_adv)
     return solved & (s.tau <= p.smallest_tau)
+
+
+CW_LINF = AttackKind(
+    name="cw-linf", params=CWLinfParams, attack=cw_linf, minimal_norm="linf", logit_margin=True
+)

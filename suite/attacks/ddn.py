@@ -16,11 +16,13 @@ net it still reaches C&W L2's median distortion within 3% (tests/test_attacks_qu
 import math
 from typing import Literal
 
+import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
 from suite.attacks.common import (
+    AttackKind,
     Found,
     TargetingParams,
     ce_and_grad,
@@ -44,19 +46,32 @@ class DDNParams(TargetingParams):
     )
 
 
-def ddn(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: DDNParams) -> Found:
+def ddn(
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: DDNParams,
+    seed: int,
+    keys: np.ndarray,
+) -> Found:
     """Run the attack on a batch; `target` None means untargeted. Every sample takes `steps`
-    gradient evaluations: there is no convergence test to drop samples early."""
+    gradient evaluations: there is no convergence test to drop samples early. Nothing is drawn at
+    random (`seed` and `keys` are unused)."""
     targeted = target is not None
     cls = target if targeted else y
     out = Found.start(x)
     delta = torch.zeros_like(x)
-    eps = per_sample(x, p.init_norm)
+    eps = per_sample(x, params.init_norm)
     largest = torch.maximum(x, 1 - x).flatten(1).norm(dim=1)
     best_l2 = per_sample(x, float("inf"))
-    for i in range(p.steps):
-        step = p.min_step + (p.max_step - p.min_step) * (1 + math.cos(math.pi * i / p.steps)) / 2
-        is_adv, grad = _adversarial_and_ascent(model, x + delta, cls, targeted, p.loss)
+    for i in range(params.steps):
+        step = (
+            params.min_step
+            + (params.max_step - params.min_step) * (1 + math.cos(math.pi * i / params.steps)) / 2
+        )
+        is_adv, grad = _adversarial_and_ascent(model, x + delta, cls, targeted, params.loss)
         with torch.no_grad():
             l2 = delta.flatten(1).norm(dim=1)
             better = is_adv & (l2 < best_l2)
@@ -64,11 +79,11 @@ def ddn(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: DDNPar
             best_l2 = torch.where(better, l2, best_l2)
 
             delta = delta + step * grad / rows(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
-            eps = torch.where(is_adv, eps * (1 - p.gamma), eps * (1 + p.gamma))
+            eps = torch.where(is_adv, eps * (1 - params.gamma), eps * (1 + params.gamma))
             eps = torch.minimum(eps, largest)
             delta = delta * rows(eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12))
             delta = (x + delta).clamp(0, 1) - x
-    out.grad_evals += p.steps
+    out.grad_evals += params.steps
     return out
 
 
@@ -81,3 +96,6 @@ def _adversarial_and_ascent(
         return hits(logits.argmax(1), cls, targeted), grad
     mgn, grad = margin_and_grad(model, x, cls, targeted)
     return mgn < 0, -grad
+
+
+DDN = AttackKind(name="ddn", params=DDNParams, attack=ddn, minimal_norm="l2")

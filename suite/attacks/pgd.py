@@ -5,14 +5,14 @@
 its returned image belongs to the smallest ε that succeeded and larger ε cost it nothing.
 """
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import numpy as np
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from suite.attacks.common import Found, TargetingParams, ce_and_grad, hits, rows
+from suite.attacks.common import AttackKind, Budget, Found, TargetingParams, ce_and_grad, hits, rows
 from suite.attacks.rng import keyed_uniform
 
 Eps = Annotated[float, Field(gt=0)]
@@ -26,6 +26,10 @@ class PGDLinfParams(TargetingParams):
     step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
     random_start: bool = True
 
+    def budget(self) -> Budget:
+        """The L∞ balls of radius ε it runs in."""
+        return Budget("linf", sorted(set(self.eps)))
+
 
 class PGDL2Params(TargetingParams):
     """ε is the L2 norm of the perturbation; steps as for PGDLinfParams."""
@@ -35,38 +39,47 @@ class PGDL2Params(TargetingParams):
     step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
     random_start: bool = True
 
+    def budget(self) -> Budget:
+        """The L2 balls of radius ε it runs in."""
+        return Budget("l2", sorted(set(self.eps)))
+
 
 class FGSMParams(TargetingParams):
     """One step of ε along the gradient's sign, from the clean input (one gradient for all ε)."""
 
     eps: list[Eps] = Field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1)
 
+    def budget(self) -> Budget:
+        """The L∞ balls of radius ε it runs in."""
+        return Budget("linf", sorted(set(self.eps)))
+
 
 def pgd(
+    *,
     model: nn.Module,
     x: Tensor,
     y: Tensor,
     target: Tensor | None,
-    p: PGDLinfParams | PGDL2Params,
-    norm: Literal["linf", "l2"],
-    *,
+    params: PGDLinfParams | PGDL2Params,
     seed: int,
     keys: np.ndarray,
 ) -> Found:
-    """Run PGD at each ε of `p.eps`; `keys` name each row's random start (see rng.keyed_uniform)."""
+    """Run PGD in each ε ball of `params.budget()`, smallest first; `keys` name each row's random
+    start (see rng.keyed_uniform)."""
     targeted = target is not None
     cls = target if targeted else y
     out = Found.start(x)
     live = torch.arange(len(x), device=x.device)
-    for j, eps in enumerate(sorted(set(p.eps))):
+    norm, eps_list = params.budget()
+    for j, eps in enumerate(eps_list):
         xs, cs = x[live], cls[live]
-        if p.random_start:
+        if params.random_start:
             delta = _random_start(xs, eps, norm, seed, j, keys[live.cpu().numpy()])
         else:
             delta = torch.zeros_like(xs)
-        for step in range(p.steps + 1):
+        for step in range(params.steps + 1):
             x_adv = (xs + delta).clamp(0, 1)
-            if step < p.steps:
+            if step < params.steps:
                 logits, grad = ce_and_grad(model, x_adv, cs, targeted)
                 out.grad_evals[live] += 1
             else:
@@ -77,18 +90,28 @@ def pgd(
                 out.x_adv[live[won]] = x_adv[won]
                 if won.any():
                     live, xs, cs, delta = live[~won], xs[~won], cs[~won], delta[~won]
-                if step == p.steps or not len(live):
+                if step == params.steps or not len(live):
                     break
                 grad = grad[~won]
-                delta = _project(delta + p.step_size * eps * _steepest(grad, norm), eps, norm)
+                delta = _project(delta + params.step_size * eps * _steepest(grad, norm), eps, norm)
                 delta = (xs + delta).clamp(0, 1) - xs
         if not len(live):
             break
     return out
 
 
-def fgsm(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: FGSMParams) -> Found:
-    """One signed-gradient step of size ε from the clean input, for each ε of `p.eps`."""
+def fgsm(
+    *,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    target: Tensor | None,
+    params: FGSMParams,
+    seed: int,
+    keys: np.ndarray,
+) -> Found:
+    """One signed-gradient step of size ε from the clean input, for each ε of `params.eps`. Nothing
+    is drawn at random (`seed` and `keys` are unused)."""
     targeted = target is not None
     cls = target if targeted else y
     out = Found.start(x)
@@ -96,7 +119,7 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, target: Tensor | None, p: FGSMP
     out.grad_evals += 1
     pending = torch.ones(len(x), dtype=torch.bool, device=x.device)
     with torch.no_grad():
-        for eps in sorted(set(p.eps)):
+        for eps in params.budget().eps:
             x_adv = (x + eps * grad.sign()).clamp(0, 1)
             won = pending & hits(model(x_adv).argmax(1), cls, targeted)
             out.x_adv[won] = x_adv[won]
@@ -129,3 +152,23 @@ def _random_start(x: Tensor, eps: float, norm: str, seed: int, j: int, keys: np.
     direction = direction / rows(direction.flatten(1).norm(dim=1))
     radius = torch.from_numpy(keyed_uniform(seed, 200 + j, keys, 1)[:, 0]).float() ** (1 / d)
     return eps * rows(radius.to(x.device)) * direction
+
+
+PGD_LINF = AttackKind(
+    name="pgd-linf",
+    params=PGDLinfParams,
+    attack=pgd,
+    budget=PGDLinfParams.budget,
+    softmax_gradient=True,
+)
+PGD_L2 = AttackKind(
+    name="pgd-l2", params=PGDL2Params, attack=pgd, budget=PGDL2Params.budget, softmax_gradient=True
+)
+FGSM = AttackKind(
+    name="fgsm",
+    params=FGSMParams,
+    attack=fgsm,
+    budget=FGSMParams.budget,
+    softmax_gradient=True,
+    single_step=True,
+)

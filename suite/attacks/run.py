@@ -6,110 +6,16 @@ clipped to [0, 1], re-classified by the model, distortions measured against the 
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ValidationError
 from torch import Tensor, nn
 
-from suite.attacks.autoattack import GRADIENT_FREE_COMPONENTS, AutoAttackParams, autoattack
-from suite.attacks.common import L0_TOLERANCE, Found
-from suite.attacks.cw_l0 import CWL0Params, cw_l0
-from suite.attacks.cw_l2 import CWL2Params, cw_l2
-from suite.attacks.cw_linf import CWLinfParams, cw_linf
-from suite.attacks.ddn import DDNParams, ddn
-from suite.attacks.pgd import FGSMParams, PGDL2Params, PGDLinfParams, fgsm, pgd
+from suite.attacks.common import L0_TOLERANCE, NORM_TOLERANCE, AttackParams
+from suite.attacks.kinds import attack_kind
 from suite.attacks.targets import choose_targets
 from suite.devices import model_device
-
-AttackFn = Callable[[nn.Module, Tensor, Tensor, Tensor | None, Any, int, np.ndarray], Found]
-
-
-@dataclass(frozen=True)
-class _Kind:
-    params: type[BaseModel]
-    attack: AttackFn  # (model, x, y, target or None, params, seed, row keys) -> Found
-    budget_norm: Callable[[Any], str] | None = None  # fixed-budget kinds: settings -> norm of ε
-    ensemble: bool = False  # records name the member that succeeded (column `component`)
-    minimal_norm: str | None = None  # minimal-perturbation kinds: the norm they minimise
-    softmax_gradient: bool = False  # follows the gradient of the softmax cross-entropy
-    gradient_free: Callable[[Any], bool] | None = None  # settings -> uses no gradient at all
-
-
-_KINDS: dict[str, _Kind] = {
-    "cw-l2": _Kind(
-        CWL2Params, lambda m, x, y, t, p, seed, keys: cw_l2(m, x, y, t, p), minimal_norm="l2"
-    ),
-    "cw-linf": _Kind(
-        CWLinfParams, lambda m, x, y, t, p, seed, keys: cw_linf(m, x, y, t, p), minimal_norm="linf"
-    ),
-    "cw-l0": _Kind(
-        CWL0Params, lambda m, x, y, t, p, seed, keys: cw_l0(m, x, y, t, p), minimal_norm="l0"
-    ),
-    "ddn": _Kind(
-        DDNParams, lambda m, x, y, t, p, seed, keys: ddn(m, x, y, t, p), minimal_norm="l2"
-    ),
-    "pgd-linf": _Kind(
-        PGDLinfParams,
-        lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "linf", seed=seed, keys=keys),
-        lambda p: "linf",
-        softmax_gradient=True,
-    ),
-    "pgd-l2": _Kind(
-        PGDL2Params,
-        lambda m, x, y, t, p, seed, keys: pgd(m, x, y, t, p, "l2", seed=seed, keys=keys),
-        lambda p: "l2",
-        softmax_gradient=True,
-    ),
-    "fgsm": _Kind(
-        FGSMParams,
-        lambda m, x, y, t, p, seed, keys: fgsm(m, x, y, t, p),
-        lambda p: "linf",
-        softmax_gradient=True,
-    ),
-    "autoattack": _Kind(
-        AutoAttackParams,
-        lambda m, x, y, t, p, seed, keys: autoattack(m, x, y, p, seed=seed),
-        lambda p: p.norm,
-        ensemble=True,
-        gradient_free=lambda p: (
-            set(p.attacks or ()) <= GRADIENT_FREE_COMPONENTS and p.version == "custom"
-        ),
-    ),
-}
-
-ATTACK_PARAMS: dict[str, type[BaseModel]] = {kind: k.params for kind, k in _KINDS.items()}
-FIXED_BUDGET_KINDS: frozenset[str] = frozenset(kind for kind, k in _KINDS.items() if k.budget_norm)
-MINIMAL_NORMS: dict[str, str] = {
-    kind: k.minimal_norm for kind, k in _KINDS.items() if k.minimal_norm
-}
-SOFTMAX_KINDS: frozenset[str] = frozenset(k for k, kind in _KINDS.items() if kind.softmax_gradient)
-
-
-def budget_eps(kind: str, params: dict[str, Any]) -> list[float]:
-    """The ε budgets a fixed-budget attack of `kind` runs at with these (manifest) settings, in
-    ascending order; [] for a minimal-norm kind or settings this version cannot read."""
-    entry = _KINDS.get(kind)
-    if entry is None or entry.budget_norm is None:
-        return []
-    try:
-        return sorted(set(entry.params(**params).eps))  # type: ignore[attr-defined]
-    except ValidationError:
-        return []
-
-
-def is_gradient_free(kind: str, params: dict[str, Any]) -> bool:
-    """Whether an attack of `kind` with these (manifest) settings uses no gradient of the model:
-    what the gradient-masking checks need from an attack that cannot be fooled by a masked one."""
-    entry = _KINDS.get(kind)
-    if entry is None or entry.gradient_free is None:
-        return False
-    try:
-        return entry.gradient_free(entry.params(**params))
-    except ValidationError:  # settings this version does not know (an older store): not claimed
-        return False
 
 
 @dataclass
@@ -123,7 +29,7 @@ class AttackResult:
 
 def run_attack(
     kind: str,
-    params: BaseModel,
+    params: AttackParams,
     model: nn.Module,
     x: Tensor,
     y: Tensor,
@@ -136,9 +42,7 @@ def run_attack(
     """Attack `x` (labels `y`, test-set positions `sample_index`) in chunks of `batch_size` rows,
     calling `on_batch(rows_done, successes_so_far)` after each. Runs on the model's own device
     (never moves it) in eval mode. Samples misclassified when clean are recorded but not attacked."""
-    if kind not in _KINDS:
-        raise KeyError(f"unknown attack kind {kind!r}; known: {', '.join(sorted(_KINDS))}")
-    spec = _KINDS[kind]
+    spec = attack_kind(kind)
     if not isinstance(params, spec.params):
         raise TypeError(f"{kind} takes {spec.params.__name__}, got {type(params).__name__}")
     dev = model_device(model)
@@ -148,8 +52,8 @@ def run_attack(
 
     clean_logits = _logits(model, x, dev, batch_size)
     clean_pred = clean_logits.argmax(1)
-    if params.targeted:  # type: ignore[attr-defined]
-        mode = params.target_mode  # type: ignore[attr-defined]
+    mode = params.targeting()
+    if mode is not None:
         rows, target = choose_targets(mode, y, clean_logits, seed, sample_index)
     else:
         rows, target = torch.arange(len(x)), None
@@ -169,13 +73,13 @@ def run_attack(
         todo = chunk[attacked[chunk]]
         if len(todo):
             found = spec.attack(
-                model,
-                x[rows[todo]].to(dev),
-                y[rows[todo]].to(dev),
-                None if target is None else target[todo].to(dev),
-                params,
-                seed,
-                keys[todo.numpy()],
+                model=model,
+                x=x[rows[todo]].to(dev),
+                y=y[rows[todo]].to(dev),
+                target=None if target is None else target[todo].to(dev),
+                params=params,
+                seed=seed,
+                keys=keys[todo.numpy()],
             )
             x_adv[todo] = found.x_adv.detach().clamp(0, 1).cpu()
             const[todo] = found.const.cpu()
@@ -194,9 +98,8 @@ def run_attack(
     )  # fmt: skip
     if spec.ensemble:
         records["component"] = np.where(records["success"].to_numpy(), component, "")
-    if spec.budget_norm is not None:
-        eps_list = sorted(set(params.eps))  # type: ignore[attr-defined]
-        norm = spec.budget_norm(params)
+    if spec.budget is not None:
+        norm, eps_list = spec.budget(params)
         records["eps"] = _smallest_eps(records[norm].to_numpy(), eps_list)
         records["norm"] = norm
         records.attrs["eps_list"] = eps_list
@@ -284,8 +187,8 @@ def _records(
 
 def _smallest_eps(norms: np.ndarray, eps_list: list[float]) -> np.ndarray:
     """The smallest listed ε whose ball holds the returned image (NaN for failures): the image
-    itself proves an adversarial exists within that ε. 1e-5 absorbs float32 rounding of x + δ."""
+    itself proves an adversarial exists within that ε, up to NORM_TOLERANCE."""
     eps = np.asarray(eps_list, dtype=np.float64)
-    pos = np.searchsorted(eps, norms - 1e-5, side="left")
+    pos = np.searchsorted(eps, norms - NORM_TOLERANCE, side="left")
     inside = ~np.isnan(norms) & (pos < len(eps))
     return np.where(inside, eps[np.minimum(pos, len(eps) - 1)], np.nan)

@@ -2,19 +2,18 @@
 
 import numpy as np
 import torch
-from pydantic import BaseModel
 from torch import Tensor
 
-from suite.attacks.common import TargetMode
+from suite.attacks.common import AttackParams, TargetMode
 from suite.attacks.rng import keyed_uniform
 
 _TARGET_STREAM = 1
 
 
-def rows_per_sample(params: BaseModel, num_classes: int) -> int:
+def rows_per_sample(params: AttackParams, num_classes: int) -> int:
     """Rows `choose_targets` gives each sample under these settings: one per other class with
     `target_mode = "all"`, else one (untargeted attacks too)."""
-    if getattr(params, "targeted", False) and params.target_mode == "all":  # type: ignore[attr-defined]
+    if params.targeting() == "all":
         return num_classes - 1
     return 1
 

@@ -5,23 +5,18 @@ Methods: `dd` (Wang et al. 2018), `dc` (gradient matching, Zhao et al. 2021, opt
 `herding`. Pure torch; progress leaves only through `on_step`.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel
 
-from suite.distill.common import (
-    NUM_CLASSES,
-    DistillResult,
-    RealData,
-    StepCallback,
-    synthetic_labels,
-)
+from suite.data import NUM_CLASSES
+from suite.distill.common import DistillMethod, DistillResult, RealData, StepCallback
 from suite.distill.convnet import ConvNet
-from suite.distill.coreset import HerdingParams, RandomParams, select_herding, select_random
-from suite.distill.dc import DCParams, run_dc
-from suite.distill.dd import DDParams, run_dd
-from suite.distill.dm import DMParams, run_dm
+from suite.distill.coreset import HERDING, RANDOM, HerdingParams, RandomParams
+from suite.distill.dc import DC, DCParams
+from suite.distill.dd import DD, DDParams
+from suite.distill.dm import DM, DMParams
 from suite.distill.evaluate import RECIPES, EvalRecipe, train_on_synthetic
 from suite.errors import TrainingError
 
@@ -32,21 +27,25 @@ __all__ = [
     "DCParams",
     "DDParams",
     "DMParams",
+    "DistillMethod",
     "DistillResult",
     "EvalRecipe",
     "HerdingParams",
     "RandomParams",
     "distill",
+    "distill_method",
     "train_on_synthetic",
 ]
 
-METHOD_PARAMS: dict[str, type[BaseModel]] = {
-    "dd": DDParams,
-    "dc": DCParams,
-    "dm": DMParams,
-    "random": RandomParams,
-    "herding": HerdingParams,
-}
+_METHODS: dict[str, DistillMethod[Any]] = {m.name: m for m in (DD, DC, DM, RANDOM, HERDING)}
+METHOD_PARAMS: dict[str, type[BaseModel]] = {name: m.params for name, m in _METHODS.items()}
+
+
+def distill_method(method: str) -> DistillMethod[Any]:
+    """The registry entry of `method`; a KeyError that lists the known methods for any other."""
+    if method not in _METHODS:
+        raise KeyError(f"unknown distillation method {method!r}; known: {', '.join(_METHODS)}")
+    return _METHODS[method]
 
 
 def distill(
@@ -68,27 +67,13 @@ def distill(
     `init`). `on_step(iteration, total_iterations, loss)` follows every iteration. One seed fixes
     every draw (real batches, inits, networks, augmentations): CPU runs repeat bit for bit.
     """
-    if method not in METHOD_PARAMS:
-        raise KeyError(f"unknown distillation method {method!r}; known: {', '.join(METHOD_PARAMS)}")
-    if not isinstance(params, METHOD_PARAMS[method]):
-        raise TypeError(
-            f"{method} needs {METHOD_PARAMS[method].__name__}, got {type(params).__name__}"
-        )
+    entry = distill_method(method)
+    if not isinstance(params, entry.params):
+        raise TypeError(f"{method} needs {entry.params.__name__}, got {type(params).__name__}")
     _check_data(x, y, ipc)
     real = RealData(x, y, torch.device(device), torch.Generator().manual_seed(seed))
-    labels = synthetic_labels(ipc)
-    if isinstance(params, RandomParams | HerdingParams):
-        select = select_random if isinstance(params, RandomParams) else select_herding
-        return DistillResult(x[select(params, real, ipc)].clone().cpu(), labels, [], None)
     report = on_step or (lambda i, n, loss: None)
-    lrs = None
-    if isinstance(params, DDParams):
-        syn, curve, lrs = run_dd(params, real, ipc, init, report)
-    elif isinstance(params, DCParams):
-        syn, curve = run_dc(params, real, ipc, init, report)
-    else:
-        syn, curve = run_dm(params, real, ipc, init, report)
-    return DistillResult(real.to_pixels(syn), labels, curve, lrs)
+    return entry.run(params=params, real=real, ipc=ipc, init=init, on_step=report)
 
 
 def _check_data(x: torch.Tensor, y: torch.Tensor, ipc: int) -> None:

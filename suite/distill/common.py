@@ -3,16 +3,16 @@
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Generic, Literal, Protocol, TypeVar
 
 import torch
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BaseModel
 
+from suite.data import NUM_CLASSES
 from suite.distill.convnet import ConvNet
 from suite.distill.dsa import check_strategy
 from suite.errors import TrainingError
 
-NUM_CLASSES = 10
 StepCallback = Callable[[int, int, float], None]
 Init = Literal["real", "noise"]
 DSAStrategy = Annotated[str, AfterValidator(check_strategy)]
@@ -28,14 +28,33 @@ class DistillResult:
     loss_curve: list[float]
     lrs: torch.Tensor | None
 
+    @classmethod
+    def learned(
+        cls,
+        real: "RealData",
+        syn: torch.Tensor,
+        ipc: int,
+        curve: list[float],
+        lrs: torch.Tensor | None = None,
+    ) -> "DistillResult":
+        """A learned set: `syn`, standardised and class-sorted (ipc per class), back in pixels."""
+        return cls(real.to_pixels(syn), synthetic_labels(ipc), curve, lrs)
+
+    @classmethod
+    def chosen(cls, real: "RealData", idx: torch.Tensor, ipc: int) -> "DistillResult":
+        """A coreset: the training images at `idx` (class-sorted, ipc per class), unchanged."""
+        return cls(real.pixels[idx].clone().cpu(), synthetic_labels(ipc), [], None)
+
 
 class RealData:
     """The training images standardised by their own pixel mean and std (the papers learn in the
-    normalised space), kept on `device`, with seeded sampling by class."""
+    normalised space), kept on `device`, with seeded sampling by class; `pixels` are the images as
+    given (a coreset returns them unchanged)."""
 
     def __init__(
         self, x: torch.Tensor, y: torch.Tensor, device: torch.device, generator: torch.Generator
     ) -> None:
+        self.pixels = x
         self.mean, self.std = x.mean().item(), x.std().item()
         self.x = ((x - self.mean) / self.std).to(device)
         self.y = y.to(device)
@@ -57,6 +76,29 @@ class RealData:
     def to_pixels(self, z: torch.Tensor) -> torch.Tensor:
         """Map standardised images back to pixels, clamped to [0, 1], on the CPU."""
         return (z.detach() * self.std + self.mean).clamp(0.0, 1.0).cpu()
+
+
+P = TypeVar("P", bound=BaseModel)
+P_contra = TypeVar("P_contra", bound=BaseModel, contravariant=True)
+
+
+class Distiller(Protocol[P_contra]):
+    """The one signature of every distillation method: the real data in, ipc images per class out
+    (`init` and `on_step` mean nothing to a method that learns nothing: the coresets)."""
+
+    def __call__(
+        self, *, params: P_contra, real: RealData, ipc: int, init: Init, on_step: StepCallback
+    ) -> DistillResult: ...
+
+
+@dataclass(frozen=True)
+class DistillMethod(Generic[P]):
+    """One method of the distillation registry: the manifest's `method`, its settings model and its
+    function."""
+
+    name: str
+    params: type[P]
+    run: Distiller[P]
 
 
 def synthetic_labels(ipc: int) -> torch.Tensor:

@@ -1,10 +1,18 @@
 """Real-image coreset baselines of the DC paper: random picks and herding (Welling, ICML 2009,
-"Herding Dynamical Weights to Learn"). Both return indices into the training set, per class."""
+"Herding Dynamical Weights to Learn"). Both return training images unchanged, ipc per class."""
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from suite.distill.common import NUM_CLASSES, RealData, fresh_convnet
+from suite.data import NUM_CLASSES
+from suite.distill.common import (
+    DistillMethod,
+    DistillResult,
+    Init,
+    RealData,
+    StepCallback,
+    fresh_convnet,
+)
 
 
 class RandomParams(BaseModel):
@@ -24,14 +32,18 @@ class HerdingParams(BaseModel):
     batch_size: int = Field(default=500, gt=0, le=65536)
 
 
-def select_random(params: RandomParams, real: RealData, ipc: int) -> torch.Tensor:
-    """ipc seeded random training indices per class, class-sorted."""
+def select_random(
+    *, params: RandomParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
+) -> DistillResult:
+    """ipc seeded random training images per class, class-sorted."""
     picks = [idx[torch.randperm(len(idx), generator=real.generator)[:ipc]] for idx in real.by_class]
-    return torch.cat(picks)
+    return DistillResult.chosen(real, torch.cat(picks), ipc)
 
 
-def select_herding(params: HerdingParams, real: RealData, ipc: int) -> torch.Tensor:
-    """ipc herded training indices per class, class-sorted.
+def select_herding(
+    *, params: HerdingParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
+) -> DistillResult:
+    """ipc herded training images per class, class-sorted.
 
     Welling's herding with features φ and their class mean μ: w ← μ; repeat ipc times: pick the
     unpicked x maximising ⟨w, φ(x)⟩, then w ← w + μ − φ(x). The picks' running mean tracks μ.
@@ -53,4 +65,8 @@ def select_herding(params: HerdingParams, real: RealData, ipc: int) -> torch.Ten
             taken[best] = True
             w += mean - feats[best]
             picks.append(int(idx[best]))
-    return torch.tensor(picks, dtype=torch.long)
+    return DistillResult.chosen(real, torch.tensor(picks, dtype=torch.long), ipc)
+
+
+RANDOM = DistillMethod(name="random", params=RandomParams, run=select_random)
+HERDING = DistillMethod(name="herding", params=HerdingParams, run=select_herding)

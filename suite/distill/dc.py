@@ -15,9 +15,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 from torch.nn import functional as F
 
+from suite.data import NUM_CLASSES
 from suite.distill import dsa
 from suite.distill.common import (
-    NUM_CLASSES,
+    DistillMethod,
+    DistillResult,
     DSAStrategy,
     Init,
     RealData,
@@ -79,8 +81,8 @@ def gradient_distance(g_syn: list[torch.Tensor], g_real: list[torch.Tensor]) -> 
 
 
 def run_dc(
-    params: DCParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
-) -> tuple[torch.Tensor, list[float]]:
+    *, params: DCParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
+) -> DistillResult:
     """Learn ipc·10 standardised images by gradient matching; returns them and the loss curve
     (the matching distance per class and outer loop, averaged over each iteration)."""
     outer, inner = params.loops(ipc)
@@ -115,7 +117,7 @@ def run_dc(
         value = total / (NUM_CLASSES * outer)
         curve.append(value)
         on_step(it, params.iterations, value)
-    return syn.detach(), curve
+    return DistillResult.learned(real, syn.detach(), ipc, curve)
 
 
 def _class_loss(net: nn.Module, x: torch.Tensor, c: int) -> torch.Tensor:
@@ -141,3 +143,6 @@ def _train_net(
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
+
+
+DC = DistillMethod(name="dc", params=DCParams, run=run_dc)

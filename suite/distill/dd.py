@@ -17,8 +17,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from torch.func import functional_call
 from torch.nn import functional as F
 
+from suite.data import NUM_CLASSES
 from suite.distill.common import (
-    NUM_CLASSES,
+    DistillMethod,
+    DistillResult,
     Init,
     RealData,
     StepCallback,
@@ -48,9 +50,10 @@ class DDParams(BaseModel):
 
 
 def run_dd(
-    params: DDParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
-) -> tuple[torch.Tensor, list[float], torch.Tensor]:
-    """Learn ipc·10 standardised images and T step sizes; returns images, loss curve, step sizes."""
+    *, params: DDParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
+) -> DistillResult:
+    """Learn ipc·10 standardised images and T step sizes; returns the images, the loss curve and
+    the step sizes."""
     steps = params.inner_steps or ipc
     if ipc % steps:
         raise TrainingError(
@@ -100,4 +103,7 @@ def run_dd(
         scheduler.step()
         curve.append(value)
         on_step(it, params.iterations, value)
-    return syn.detach(), curve, F.softplus(raw_lrs).detach().cpu()
+    return DistillResult.learned(real, syn.detach(), ipc, curve, F.softplus(raw_lrs).detach().cpu())
+
+
+DD = DistillMethod(name="dd", params=DDParams, run=run_dd)

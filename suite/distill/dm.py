@@ -10,9 +10,11 @@ SGD (momentum 0.5) as in the paper code; the curve logs L / 10.
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from suite.data import NUM_CLASSES
 from suite.distill import dsa
 from suite.distill.common import (
-    NUM_CLASSES,
+    DistillMethod,
+    DistillResult,
     DSAStrategy,
     Init,
     RealData,
@@ -39,8 +41,8 @@ class DMParams(BaseModel):
 
 
 def run_dm(
-    params: DMParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
-) -> tuple[torch.Tensor, list[float]]:
+    *, params: DMParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
+) -> DistillResult:
     """Learn ipc·10 standardised images by distribution matching; returns them and the curve."""
     syn = initial_images(real, ipc, init).requires_grad_(True)
     optimizer = torch.optim.SGD([syn], lr=params.lr_img, momentum=0.5)
@@ -63,4 +65,7 @@ def run_dm(
         optimizer.step()
         curve.append(value)
         on_step(it, params.iterations, value)
-    return syn.detach(), curve
+    return DistillResult.learned(real, syn.detach(), ipc, curve)
+
+
+DM = DistillMethod(name="dm", params=DMParams, run=run_dm)

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from suite.attacks import FIXED_BUDGET_KINDS
+from suite.attacks import FIXED_BUDGET_KINDS, attack_kind
 
 NORMS = ("l0", "l2", "linf")
 NORM_LABELS = {"l0": "L0", "l2": "L2", "linf": "L∞"}
@@ -48,18 +48,15 @@ def attack_kinds(attacks: pd.DataFrame) -> dict[str, str]:
     return dict(zip(first["attack"], first["attack_kind"], strict=True))
 
 
-def attack_norm(attack_kind: str, rows: pd.DataFrame | None = None) -> str:
+def attack_norm(kind: str, rows: pd.DataFrame | None = None) -> str:
     """The norm an attack minimises (or bounds): the `norm` column of its records where they have
-    one (fixed-budget kinds, where it can be a setting: AutoAttack), else read from its kind:
-    'cw-linf' → 'linf'."""
+    one (fixed-budget kinds, where it can be a setting: AutoAttack); the one a derived `best-<norm>`
+    attack names (`tables.with_best_of`); else its kind's in the attack registry."""
     if rows is not None and "norm" in rows and rows["norm"].notna().any():
         return str(rows["norm"].dropna().iloc[0])
-    kind = attack_kind.lower()
-    if "inf" in kind:
-        return "linf"
-    if "l0" in kind:
-        return "l0"
-    return "l2"
+    if kind.startswith("best-"):
+        return kind.removeprefix("best-")
+    return attack_kind(kind).default_norm()
 
 
 def row_norms(attacks: pd.DataFrame) -> pd.Series:

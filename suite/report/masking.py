@@ -28,13 +28,11 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from suite.attacks import SOFTMAX_KINDS
+from suite.attacks import NORM_TOLERANCE, SOFTMAX_KINDS, attack_kind
 from suite.attacks.diagnostics import MASKING_RATIO
 from suite.report import stats
 from suite.report.frames import attack_kinds, attack_norm
 
-NORM_TOLERANCE = 1e-5
-"""A perturbation counts as inside ε up to float rounding (as `suite.attacks` assigns ε)."""
 _KEYS = ["seed", *stats.PAIR_KEYS]  # a (seed, digit[, target]) row, as the paired tests pair them
 
 COLUMNS = [
@@ -51,14 +49,12 @@ MASKED, CLEAR, INCOMPLETE = "masking", "no masking found", "incomplete"
 
 
 def softmax_attack(direct: pd.DataFrame) -> str | None:
-    """The white-box softmax-gradient attack the checks compare against: the first PGD of the
-    experiment, else its first FGSM (the stronger of the two where both ran)."""
+    """The white-box softmax-gradient attack the checks compare against: the first iterative one
+    of the experiment (PGD), else its first single-step one (FGSM): the stronger where both ran."""
     kinds = attack_kinds(direct)
-    for wanted in (("pgd-linf", "pgd-l2"), ("fgsm",)):
-        found = [a for a, k in kinds.items() if k in wanted and k in SOFTMAX_KINDS]
-        if found:
-            return str(found[0])
-    return None
+    found = [a for a, k in kinds.items() if k in SOFTMAX_KINDS]
+    found.sort(key=lambda a: attack_kind(kinds[a]).single_step)  # stable: experiment order within
+    return str(found[0]) if found else None
 
 
 def three_way(

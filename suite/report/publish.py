@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from suite.attacks import LOGIT_L2_KIND
 from suite.errors import SuiteError
 from suite.report.formatting import esc, md_table
 from suite.report.frames import ReportData, attack_kinds
@@ -40,11 +41,12 @@ def headline(output: ReportOutput, data: ReportData) -> tuple[str, pd.DataFrame]
     where several ran, else C&W L2): accuracy, success, ratio to its own baseline, adjusted p,
     verdict, and whether the condition was flagged for gradient masking."""
     kinds = attack_kinds(data.attacks)
-    cw = [a for a in output.summaries if kinds.get(a) == "cw-l2"]
+    cw = [a for a in output.summaries if kinds.get(a) == LOGIT_L2_KIND]
     attack = BEST_L2 if BEST_L2 in output.summaries else next(iter(cw), None)
     if attack is None:
         raise SuiteError(
-            f"experiment {data.experiment!r} has no C&W L2 results to publish: run a cw-l2 attack"
+            f"experiment {data.experiment!r} has no C&W L2 results to publish: "
+            f"run a {LOGIT_L2_KIND} attack"
         )
     summary = output.summaries[attack]
     columns = [
