@@ -122,7 +122,10 @@ def test_the_conclusion_calls_robust_only_what_the_checks_clear():
     assert "`t100` is not called robust: attacks that do not use its gradient" in text
     assert "`t50` is robust by this evidence" in text
     unchecked = conclusion(data, attacked, compared, ["base", "t100", "t50"])
-    assert unchecked.count("is not called robust: the transfer or gradient-free check did not") == 2
+    assert (
+        "`t100` and `t50` are not called robust: the transfer or gradient-free check did not run "
+        "on them" in unchecked
+    )
 
 
 def test_a_small_significant_gap_is_a_weak_attack_not_masking():
@@ -161,5 +164,5 @@ def test_a_condition_less_robust_under_some_attack_is_never_called_robust():
     )  # fmt: skip
     checks = pd.DataFrame({"condition": ["dm"], "verdict": [CLEAR]})
     text = conclusion(data, pd.Series({"base": 0.98, "dm": 0.94}), compared, ["base", "dm"], checks)
-    assert "`dm` is not called robust: it is less robust under other attacks" in text
+    assert "`dm` is not called robust: less robust under other attacks" in text
     assert "robust by this evidence" not in text

@@ -155,3 +155,24 @@ def test_headline_masking_column_gives_the_three_way_verdict_where_it_ran(tmp_pa
     flags = table.set_index("condition")["gradient masking flag"]
     assert flags["defensive-t50"] == "masking (logit yes (2/2 seeds); transfer flagged)"
     assert flags["standard"] == "no"  # no three-way row for it: the logit check's flag
+
+
+def test_conclusion_gives_the_headline_attack_and_groups_the_others_by_verdict():
+    from suite.report.conclusion import conclusion
+
+    data, attacked, compared = _control_study({"cw-l2": "more robust"})
+    extra = compared.iloc[[0, 0, 0]].assign(
+        attack=["best-l2", "ddn", "pgd"],
+        verdict=["no significant difference", "no significant difference", "more robust"],
+        test=["wilcoxon", "wilcoxon", "mcnemar"],
+    )
+    text = conclusion(data, attacked, pd.concat([compared, extra]), ["base", "t100", "adv"])
+    assert (
+        "under best-l2, L2 ratio (Hodges–Lehmann) 1.60 [1.40, 1.80] (adjusted p 0.0010): no "
+        "significant difference, likewise under cw-l2, ddn; more robust under pgd." in text
+    )
+    # the control has one attack: its headline, with no clause for other attacks
+    assert (
+        "`adv` (adversarial, against `base`): 95.0% test accuracy (-3.0 pp); under cw-l2, L2"
+        in text
+    )

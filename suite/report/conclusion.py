@@ -11,6 +11,7 @@ import pandas as pd
 from suite.report.formatting import ci, code, esc, num, pct, pvalue
 from suite.report.frames import NORM_LABELS, ReportData
 from suite.report.masking import CLEAR, COLUMNS, INCOMPLETE, MASKED
+from suite.report.tables import BEST_L2
 
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
 CLAIM_ACCURACY_PP = 2.0
@@ -52,14 +53,7 @@ def conclusion(
             f"{code(condition)} ({esc(kind)}, against {code(base)}): {pct(acc)} test accuracy"
         )
         sentence += "" if math.isnan(deltas[condition]) else f" ({deltas[condition]:+.1f} pp)"
-        mine = pooled[pooled["condition"] == condition]
-        effects = [
-            f"under {esc(r.attack)}, {_ratio_name(r.test, r.norm)} {ci(r.ratio, r.ratio_lo, r.ratio_hi)} "
-            f"(adjusted p {pvalue(r.p_adj)}): {esc(r.verdict)}"
-            + (f", {r.seeds}" if r.seeds else "")
-            for r in mine.itertuples()
-        ]
-        parts.append(sentence + ("; " + "; ".join(effects) if effects else "") + ".")
+        parts.append(sentence + _effects(pooled[pooled["condition"] == condition]) + ".")
     trained = [c for c in deltas if "/" not in c]  # attacked teachers are not distilled
     controls = [c for c in trained if kinds.get(c) in CONTROL_KINDS]
     distilled = [c for c in trained if kinds.get(c, "standard") not in {"standard", *CONTROL_KINDS}]
@@ -77,6 +71,36 @@ def conclusion(
     return "\n\n".join(p for p in paragraphs if p)
 
 
+def _effects(mine: pd.DataFrame) -> str:
+    """The headline comparison in full (the best of the minimal-L2 attacks where it ran, else the
+    first minimal-norm attack, else the first attack); the other attacks by verdict in one clause,
+    their numbers being in the report's tables."""
+    if mine.empty:
+        return ""
+    minimal = mine[mine["test"] != "mcnemar"]
+    best = mine[mine["attack"] == BEST_L2]
+    head = (best if not best.empty else minimal if not minimal.empty else mine).iloc[0]
+    text = (
+        f"; under {esc(head.attack)}, {_ratio_name(head.test, head.norm)} "
+        f"{ci(head.ratio, head.ratio_lo, head.ratio_hi)} (adjusted p {pvalue(head.p_adj)}): "
+        f"{esc(head.verdict)}" + (f", {esc(head.seeds)}" if head.seeds else "")
+    )
+    others: dict[str, list[str]] = {}
+    for r in mine[mine["attack"] != head.attack].itertuples():
+        others.setdefault(str(r.verdict), []).append(esc(r.attack))
+    same = others.pop(str(head.verdict), [])
+    text += f", likewise under {', '.join(same)}" if same else ""
+    if others:
+        text += "; " + "; ".join(f"{v} under {', '.join(a)}" for v, a in others.items())
+    return text
+
+
+def _names(conditions: list[str]) -> str:
+    """`a`; `a` and `b`; `a`, `b` and `c`."""
+    names = [code(c) for c in conditions]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def _ratio_name(test: str, norm: str) -> str:
     if test == "mcnemar":
         return "robust-accuracy ratio"
@@ -87,44 +111,55 @@ def _masking_caveat(masking: pd.DataFrame) -> list[str]:
     if masking.empty:
         return []
     flags = masking.groupby("condition", sort=False)["flagged"].agg(["sum", "size"])
+    flagged = [f"{code(c)} ({int(k)} of {n} seeds)" for c, (k, n) in flags.iterrows() if k > 0]
+    if not flagged:
+        return []
     return [
-        f"{code(c)} is flagged by the gradient-masking diagnostic on {int(k)} of {n} seeds, so a "
-        "larger distortion there need not mean real robustness."
-        for c, (k, n) in flags.iterrows()
-        if k > 0
+        f"The gradient-masking diagnostic flags {', '.join(flagged)}: a larger distortion there "
+        "need not mean real robustness."
     ]
 
 
 def _robust_claims(conditions: list[str], pooled: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
-    """For each condition found more robust under some attack, whether the attacks that do not use
-    its gradient agree (`suite.report.masking`): only then is it called robust."""
+    """For the conditions found more robust under some attack, whether the attacks that do not use
+    their gradient agree (`suite.report.masking`): only then is one called robust. One sentence
+    per reason, naming every condition it applies to."""
     verdicts = checks.set_index("condition")["verdict"] if not checks.empty else pd.Series()
-    sentences = []
+    reasons: dict[str, list[str]] = {}
     for condition in conditions:
         mine = pooled[pooled["condition"] == condition]
         if not any(str(v).startswith("more robust") for v in mine["verdict"]):
             continue
         verdict = verdicts.get(condition, INCOMPLETE)
         if any(str(v).startswith("less robust") for v in mine["verdict"]):
+            reason = f"less:{verdict}"
+        else:
+            reason = verdict if verdict in (CLEAR, MASKED) else INCOMPLETE
+        reasons.setdefault(reason, []).append(condition)
+    sentences = []
+    for reason, names in reasons.items():
+        one = len(names) == 1
+        its, is_ = ("its", "is") if one else ("their", "are")
+        if reason.startswith("less:"):
             sentences.append(
-                f"{code(condition)} is not called robust: it is less robust under other attacks "
-                f"(gradient-masking checks: {esc(verdict)})."
+                f"{_names(names)} {is_} not called robust: less robust under other attacks "
+                f"(gradient-masking checks: {esc(reason.removeprefix('less:'))})."
             )
-        elif verdict == CLEAR:
+        elif reason == CLEAR:
             sentences.append(
-                f"{code(condition)} is robust by this evidence: the transfer and gradient-free "
+                f"{_names(names)} {is_} robust by this evidence: the transfer and gradient-free "
                 "attacks find no adversarials the white-box attacks missed."
             )
-        elif verdict == MASKED:
+        elif reason == MASKED:
             sentences.append(
-                f"{code(condition)} is not called robust: attacks that do not use its gradient "
+                f"{_names(names)} {is_} not called robust: attacks that do not use {its} gradient "
                 "fool digits the white-box softmax attack could not (see Gradient masking: three "
-                "checks), so its larger distortions there are gradient masking."
+                f"checks), so {its} larger distortions there are gradient masking."
             )
         else:
             sentences.append(
-                f"{code(condition)} is not called robust: the transfer or gradient-free check did "
-                "not run on it, so masked gradients are not ruled out."
+                f"{_names(names)} {is_} not called robust: the transfer or gradient-free check did "
+                f"not run on {'it' if one else 'them'}, so masked gradients are not ruled out."
             )
     return sentences
 

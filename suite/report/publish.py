@@ -15,10 +15,10 @@ from suite.errors import SuiteError
 from suite.report.formatting import esc, md_table
 from suite.report.frames import ReportData, attack_kinds
 from suite.report.render import ReportOutput
+from suite.report.tables import BEST_L2
 
 START = "<!-- results:start (written by `make results`; do not edit) -->"
 END = "<!-- results:end -->"
-BEST_L2 = "best-l2"  # the per-digit minimum over the minimal-L2 attacks (tables.with_best_of)
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,14 @@ def condition_order(data: ReportData) -> list[str]:
     return [c for c in seen if c in bases] + [c for c in seen if c not in bases]
 
 
+def best_of(norm: str) -> str:
+    """The name of the per-digit best of the minimal-`norm` attacks, as an attack of its own."""
+    return f"best-{norm}"
+
+
+BEST_L2 = best_of("l2")
+
+
 def with_best_of(attacks: pd.DataFrame) -> pd.DataFrame:
     """The attack frame plus, per norm that two or more minimal-norm attacks ran in, the rows of
     a derived attack `best-<norm>`: per (condition, seed, digit) the row of the attack that found
@@ -40,7 +48,7 @@ def with_best_of(attacks: pd.DataFrame) -> pd.DataFrame:
         value = pd.Series(stats.encoded_distortion(group, norm), index=group.index)
         keys = [group["condition"], *(group[k] for k in _ROW_KEYS)]
         best = group.loc[value.groupby(keys, dropna=False).idxmin()]
-        derived.append(best.assign(attack=f"best-{norm}", attack_kind=f"best-{norm}"))
+        derived.append(best.assign(attack=best_of(norm), attack_kind=best_of(norm)))
     return pd.concat([attacks, *derived], ignore_index=True) if derived else attacks
 
 
