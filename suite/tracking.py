@@ -108,7 +108,8 @@ class StoredRun:
     tags: dict[str, str]
     metrics: dict[str, float]
     params: dict[str, str]
-    seconds: float | None = None  # from the run's start to its last end; None while it runs
+    start_ms: int | None = None  # Unix time in ms the run started,
+    end_ms: int | None = None  # and last ended (a reopened run ends again); None while it runs
 
 
 @dataclass(frozen=True)
@@ -578,7 +579,6 @@ class Store:
 
 
 def _stored(run) -> StoredRun:
-    start, end = run.info.start_time, run.info.end_time
     return StoredRun(
         run_id=run.info.run_id,
         experiment_id=run.info.experiment_id,
@@ -586,7 +586,8 @@ def _stored(run) -> StoredRun:
         tags=dict(run.data.tags),
         metrics=dict(run.data.metrics),
         params=dict(run.data.params),
-        seconds=None if end is None or start is None else (end - start) / 1000,
+        start_ms=run.info.start_time,
+        end_ms=run.info.end_time,
     )
 
 

@@ -74,10 +74,12 @@ def test_square_and_transfer_inside_the_budget_expose_masking():
     assert t100["gradient_free_success"] == pytest.approx(30 / N)
     assert t100["transfer_only"] == 40 and t100["transfer_flagged"]
     assert t100["logit_flagged_seeds"] == 1 and t100["verdict"] == MASKED
-    # the baseline: Square and PGD agree; it is the transfer's source, so no transfer check
+    # the baseline: Square and PGD agree; it is the transfer's source, so the transfer check does
+    # not apply and the other two clear it
     base = rows.loc["base"]
     assert base["gradient_free_only"] == 0 and not base["gradient_free_flagged"]
-    assert pd.isna(base["transfer_p"]) and base["verdict"] == INCOMPLETE
+    assert pd.isna(base["transfer_p"]) and base["transfer_source"] == "base"
+    assert base["logit_flagged_seeds"] == 0 and base["verdict"] == CLEAR
 
 
 def test_transfers_outside_the_budget_prove_nothing_and_agreement_clears():

@@ -54,7 +54,10 @@ def test_headline_falls_back_to_cw_and_shows_the_masking_flag(tmp_path):
         [],
     )
     assert "`abc123`" in text and "1.5 min" in text and "| defensive-t50 |" in text
-    assert "compute time in the store: 25.0 min, summed over the 6 finished model runs" in text
+    assert (
+        "compute time in the store: 25.0 min during which at least one of the 6 finished model runs"
+        in text
+    )
     assert "Incomplete" not in text
 
 
@@ -176,3 +179,18 @@ def test_conclusion_gives_the_headline_attack_and_groups_the_others_by_verdict()
         "`adv` (adversarial, against `base`): 95.0% test accuracy (-3.0 pp); under cw-l2, L2"
         in text
     )
+
+
+def test_compute_time_counts_overlapping_and_reopened_runs_once():
+    from suite.report.collect import busy_seconds
+
+    minute = 60_000
+    spans = [
+        (0, 50 * minute),  # a model reopened 40 min later to add an attack
+        (5 * minute, 10 * minute),  # a run inside it
+        (45 * minute, 60 * minute),  # one overlapping its end
+        (90 * minute, 100 * minute),  # resumed after a 30-minute gap
+        (95 * minute, None),  # still running: not counted
+    ]
+    assert busy_seconds(spans) == 70 * 60
+    assert busy_seconds([]) == 0

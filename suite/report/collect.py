@@ -117,10 +117,22 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         gradient_free=[
             a["name"] for a in attacks_spec if is_gradient_free(a["kind"], a.get("params") or {})
         ],
-        run_seconds=sum(
-            r.seconds for r in sel.chosen.values() if r.status == "FINISHED" and r.seconds
+        run_seconds=busy_seconds(
+            [(r.start_ms, r.end_ms) for r in sel.chosen.values() if r.status == "FINISHED"]
         ),
     )
+
+
+def busy_seconds(spans: list[tuple[int | None, int | None]]) -> float:
+    """Seconds during which at least one of the (start, end) spans in ms was open: the compute time
+    of runs that overlap (a teacher stays open while its student trains) or were reopened."""
+    total, reach = 0, None
+    for start, end in sorted((s, e) for s, e in spans if s is not None and e is not None):
+        if reach is None or start > reach:
+            total, reach = total + (end - start), end
+        elif end > reach:
+            total, reach = total + (end - reach), end
+    return total / 1000
 
 
 def _label(cond: str, role: str) -> str:

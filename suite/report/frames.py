@@ -23,8 +23,8 @@ class ReportData:
     `gradient_free` names the attacks that use no gradient of the model (Square); `budgets` maps
     each fixed-budget attack to its ε list.
     `examples[f"{condition}/{attack}"]` is `[k, 3, 28, 28]` (clean, adversarial, perturbation)
-    for the same k sample indices in every condition. `run_seconds` sums, over the finished model
-    runs read, the time from each run's start to its last end (its training and attacks).
+    for the same k sample indices in every condition. `run_seconds` is the time during which at
+    least one of the finished model runs read was open (their training and attacks).
     """
 
     experiment: str

@@ -37,15 +37,17 @@ _KEYS = ["seed", *stats.PAIR_KEYS]  # a (seed, digit[, target]) row, as the pair
 
 COLUMNS = [
     "condition", "softmax_attack", "seeds", "logit_flagged_seeds",
-    "transfer_attack", "transfer_eps", "softmax_success_at_transfer_eps", "transfer_success",
-    "transfer_only", "softmax_only_transfer", "transfer_p", "transfer_flagged",
+    "transfer_attack", "transfer_source", "transfer_eps", "softmax_success_at_transfer_eps",
+    "transfer_success", "transfer_only", "softmax_only_transfer", "transfer_p", "transfer_flagged",
     "gradient_free_attack", "gradient_free_eps", "softmax_success_at_gradient_free_eps",
     "gradient_free_success", "gradient_free_only", "softmax_only_gradient_free",
     "gradient_free_p", "gradient_free_flagged", "verdict",
 ]  # fmt: skip
 
 MASKED, CLEAR, INCOMPLETE = "masking", "no masking found", "incomplete"
-"""Verdicts: a check flagged the condition; all three ran and none did; some did not run."""
+"""Verdicts: a check flagged the condition; all three ran and none did; some did not run. The
+transfer check does not apply to the transfer's own source (its adversarials are the direct
+attack's), so there two checks suffice."""
 
 
 def softmax_attack(direct: pd.DataFrame) -> str | None:
@@ -78,6 +80,11 @@ def three_way(
     free_eps = _largest_common(budgets.get(free or "", []), budgets[soft])
     moved = transfer["attack"].drop_duplicates().tolist() if not transfer.empty else []
     moved_name = moved[0] if moved else None
+    source = (
+        str(transfer.loc[transfer["attack"] == moved_name, "source"].dropna().iloc[0])
+        if moved_name
+        else None
+    )
     out = []
     for condition in order:
         mine = soft_rows[soft_rows["condition"] == condition]
@@ -90,7 +97,9 @@ def three_way(
             "seeds": int(mine["seed"].nunique()),
             "logit_flagged_seeds": int(flags.sum()) if len(flags) else math.nan,
         }
-        row |= _transfer_check(mine, transfer, moved_name, condition, norm, max(budgets[soft]))
+        if condition != source:
+            row |= _transfer_check(mine, transfer, moved_name, condition, norm, max(budgets[soft]))
+        row["transfer_source"] = source
         if free is not None and free_eps is not None:
             other = direct[(direct["attack"] == free) & (direct["condition"] == condition)]
             row |= _prefixed(
@@ -116,13 +125,12 @@ def _transfer_check(
     norm: str,
     eps: float,
 ) -> dict[str, object]:
-    """The transfer check of one condition; nothing where no transfer ran or the condition is the
-    transfer's own source (its rows there are the direct attack)."""
+    """The transfer check of one condition (not the transfer's own source); nothing where no
+    transfer ran on it."""
     if attack is None:
         return {}
     rows = transfer[(transfer["attack"] == attack) & (transfer["condition"] == condition)]
-    source = str(transfer.loc[transfer["attack"] == attack, "source"].dropna().iloc[0])
-    if rows.empty or condition == source:
+    if rows.empty:
         return {}
     return _prefixed("transfer", attack, eps, _paired(mine, rows, eps, None, norm))
 
@@ -186,7 +194,8 @@ def _largest_common(a: list[float], b: list[float]) -> float | None:
 
 def _verdict(row) -> str:
     """MASKED if the transfer or gradient-free check flags the condition, or the logit check flags
-    it on a majority of seeds; CLEAR if all three ran and none did; INCOMPLETE otherwise."""
+    it on a majority of seeds; CLEAR if all three ran (the transfer's source: the other two) and
+    none did; INCOMPLETE otherwise."""
     logit = row.logit_flagged_seeds
     logit_ran = not (isinstance(logit, float) and math.isnan(logit))
     if (
@@ -195,5 +204,6 @@ def _verdict(row) -> str:
         or (logit_ran and logit > row.seeds / 2)
     ):
         return MASKED
-    ran = [logit_ran, not pd.isna(row.transfer_p), not pd.isna(row.gradient_free_p)]
+    transfer_ran = not pd.isna(row.transfer_p) or row.condition == row.transfer_source
+    ran = [logit_ran, transfer_ran, not pd.isna(row.gradient_free_p)]
     return CLEAR if all(ran) else INCOMPLETE

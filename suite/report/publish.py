@@ -28,7 +28,7 @@ class Provenance:
     manifest: str
     commit: str
     wall_seconds: float | None
-    run_seconds: float  # summed over the runs read (ReportData.run_seconds)
+    run_seconds: float  # ReportData.run_seconds
     runs: int
     device: str
     data_source: str
@@ -75,6 +75,8 @@ def _masking(data: ReportData, checks: pd.DataFrame) -> dict[str, str]:
     out = dict(logit)  # conditions without a three-way row keep the logit check's flag
     for r in checks.itertuples():
         parts = [f"logit {logit.get(r.condition, 'not run')}"]
+        if r.condition == r.transfer_source:
+            parts.append("transfer: its source")
         parts += [
             f"{name} {'flagged' if flagged else 'clear'}"
             for name, p, flagged in (
@@ -139,9 +141,9 @@ def results_readme(
         f"- device: {esc(p.device)}",
         f"- wall time of the last `make results`: {wall} (models and attacks already in the store "
         "are reused, so a resumed run is shorter)",
-        f"- compute time in the store: {p.run_seconds / 60:.1f} min, summed over the {p.runs} "
-        "finished model runs this report reads (each from its start to its last end: training "
-        "and attacks; work lost to an interruption is not counted)",
+        f"- compute time in the store: {p.run_seconds / 60:.1f} min during which at least one of "
+        f"the {p.runs} finished model runs this report reads was training or being attacked "
+        "(across interruptions and resumed runs; work lost to an interruption is not counted)",
         f"- data: {esc(p.data_source)}",
         "- commands:",
         "",

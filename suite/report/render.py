@@ -631,6 +631,8 @@ _CHECKS_NOTE = (
 def _checks_md(checks: pd.DataFrame) -> list[str]:
     def check(r, name: str) -> str:
         p = getattr(r, f"{name}_p")
+        if name == "transfer" and r.condition == r.transfer_source:
+            return "its source (does not apply)"
         if pd.isna(p):
             return "not run"
         return (
