@@ -67,6 +67,7 @@ def run(
     ] = 0.0,
 ) -> None:
     """Train every condition × seed of MANIFEST (reusing finished runs), attack, and summarise."""
+    from suite.attacks import MINIMAL_NORMS
     from suite.console import console, live_progress, print_summary
     from suite.manifest import load_manifest
     from suite.runner import local_executor, run_manifest
@@ -84,7 +85,10 @@ def run(
     console.print(f"[bold]{spec.experiment.name}[/bold] → {tracking_uri()}")
     with live_progress() as progress:
         rows = run_manifest(spec, progress=progress, force=force, only=only, executor=run_jobs)
-    print_summary(rows, title=f"{spec.experiment.name} ({spec.data.dataset}, {spec.model.arch})")
+    norms = {a.name: MINIMAL_NORMS[a.kind] for a in spec.attacks if a.kind in MINIMAL_NORMS}
+    print_summary(
+        rows, title=f"{spec.experiment.name} ({spec.data.dataset}, {spec.model.arch})", norms=norms
+    )
     if any(r.status == "FAILED" for r in rows):
         raise typer.Exit(1)
 

@@ -98,56 +98,52 @@ def live_progress() -> Iterator[RichProgress]:
         yield RichProgress(progress)
 
 
-def summary_table(rows: Sequence[Row], title: str) -> Table:
-    """Condition × seed × role → accuracy, time, reused/trained, and each attack's success and median L2."""
+NORM_NAMES = {"l0": "L0", "l2": "L2", "linf": "L∞"}
+
+
+def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None = None) -> Table:
+    """Condition × seed × role → test accuracy, time, trained or reused, one column per attack
+    (success rate, and the median distortion in the norm `norms[attack]` where the attack minimises
+    one) and the gradient-masking flag: narrow enough for a study's seven attacks in a log."""
+    norms = norms or {}
     attack_names = list(dict.fromkeys(name for r in rows for name in r.attacks))
     table = Table(title=title, header_style="bold")
-    for col in ("condition", "kind", "seed", "role", "val acc", "test acc", "time", "status"):
-        table.add_column(
-            col, justify="right" if col in ("seed", "val acc", "test acc", "time") else "left"
-        )
+    for col in ("condition", "seed", "role", "test acc", "time", "status"):
+        table.add_column(col, justify="right" if col in ("seed", "test acc", "time") else "left")
     for name in attack_names:
-        table.add_column(f"{name}\nsuccess", justify="right")
-        table.add_column(f"{name}\nmedian L2", justify="right")
+        norm = norms.get(name)
+        table.add_column(
+            f"{name}\nsuccess" + (f", median {NORM_NAMES[norm]}" if norm else ""), justify="right"
+        )
     show_masking = any(r.masking for r in rows)
     if show_masking:
-        table.add_column("softmax attack\nsuccess", justify="right")
-        table.add_column("saturated\ngradients", justify="right")
         table.add_column("gradient\nmasking")
     for r in rows:
         status = r.status if r.status != "FINISHED" else ("reused" if r.reused else "trained")
-        style = "red" if r.status == "FAILED" else None
         cells = [
             r.condition,
-            r.kind,
             str(r.seed),
             r.role,
-            pct(r.val_acc, 2),
-            pct(r.test_acc, 2),
-            fixed(r.seconds, 1) + "s",
+            pct(r.test_acc, 1),
+            fixed(r.seconds, 0) + "s",
             status,
         ]
         for name in attack_names:
             s = r.attacks.get(name, {})
-            cells += [
-                pct(s.get("success_rate", math.nan), 2),
-                fixed(s.get("median_l2", math.nan), 3),
-            ]
+            cell = pct(s.get("success_rate", math.nan), 0)
+            if name in norms and name in r.attacks:
+                cell += " " + fixed(s.get(f"median_{norms[name]}", math.nan), 3)
+            cells.append(cell if name in r.attacks else "")
         if show_masking:
             m = r.masking
-            flag = "[bold red]yes[/bold red]" if m.get("flagged") else ("no" if m else "")
-            cells += [
-                pct(m.get("softmax_success", math.nan), 2),
-                pct(m.get("saturated_fraction", math.nan), 2),
-                flag,
-            ]
-        table.add_row(*cells, style=style)
+            cells.append("[bold red]yes[/bold red]" if m.get("flagged") else ("no" if m else ""))
+        table.add_row(*cells, style="red" if r.status == "FAILED" else None)
     return table
 
 
-def print_summary(rows: Sequence[Row], title: str) -> None:
-    """The run's summary table, then each failure's reason on stderr."""
-    console.print(summary_table(rows, title))
+def print_summary(rows: Sequence[Row], title: str, norms: dict[str, str] | None = None) -> None:
+    """The run's summary table (`summary_table`), then each failure's reason on stderr."""
+    console.print(summary_table(rows, title, norms))
     for r in rows:
         if r.status == "FAILED":
             err_console.print(f"[red]FAILED[/red] {r.condition} seed {r.seed}: {r.error}")
