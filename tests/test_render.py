@@ -318,3 +318,22 @@ def test_autoattack_linf_03_on_mnist_sits_beside_the_published_reference_points(
     assert "Published reference" not in render_report(
         other, tmp_path / "f", formats=("md",)
     ).markdown.read_text(encoding="utf-8")
+
+
+def test_training_curves_leave_out_single_point_models_so_epochs_stay_readable(
+    tmp_path, monkeypatch
+):
+    import suite.report.figures as figures
+
+    drawn = {}
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault("fig", fig))
+    curves = pd.DataFrame(
+        [("base", "model", s, e, m, 0.9 + e / 100) for s in (0, 1) for e in range(1, 6)
+         for m in ("val_acc", "test_acc")]
+        + [("dm", "model", s, 1000, m, 0.93) for s in (0, 1) for m in ("val_acc", "test_acc")],
+        columns=["condition", "role", "seed", "epoch", "metric", "value"],
+    )  # fmt: skip
+    figures.training_curves(curves, tmp_path / "c.png", ["base", "dm"])
+    for ax in drawn["fig"].axes:
+        assert [line.get_label() for line in ax.get_lines()] == ["base"]
+        assert ax.get_xlim()[1] < 10

@@ -27,7 +27,9 @@ def _colors(order: Sequence[str]) -> dict[str, str]:
 
 
 def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> Path:
-    """Validation and test accuracy per epoch per condition: mean over seeds, ±1 sd band."""
+    """Validation and test accuracy per epoch per condition: mean over seeds, ±1 sd band. A model
+    that logged one point only (the final accuracy of a model trained on a synthetic set) is left
+    out: a line needs two, and its one step 1,000 would squash the real curves against the axis."""
     colors = _colors(order)
     fig = Figure(figsize=(10, 3.8))
     axes = fig.subplots(1, 2, sharey=True)
@@ -36,6 +38,8 @@ def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> P
     ):
         rows = curves[curves["metric"] == metric]
         for (condition, role), group in rows.groupby(["condition", "role"], sort=False):
+            if group["epoch"].nunique() < 2:  # one final point (a synthetic set's 1,000 steps)
+                continue
             by_epoch = group.groupby("epoch")["value"]
             mean, sd = by_epoch.mean() * 100, by_epoch.std(ddof=1).fillna(0) * 100
             label = condition if role in ("model", "student") else f"{condition} ({role})"
