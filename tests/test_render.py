@@ -326,7 +326,7 @@ def test_training_curves_leave_out_single_point_models_so_epochs_stay_readable(
     import suite.report.figures as figures
 
     drawn = {}
-    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.setdefault("fig", fig))
+    monkeypatch.setattr(figures, "save", lambda fig, path: drawn.update(fig=fig))
     curves = pd.DataFrame(
         [("base", "model", s, e, m, 0.9 + e / 100) for s in (0, 1) for e in range(1, 6)
          for m in ("val_acc", "test_acc")]
@@ -337,3 +337,7 @@ def test_training_curves_leave_out_single_point_models_so_epochs_stay_readable(
     for ax in drawn["fig"].axes:
         assert [line.get_label() for line in ax.get_lines()] == ["base"]
         assert ax.get_xlim()[1] < 10
+    one_epoch = curves[curves["condition"] == "base"].query("epoch == 1")  # all single points
+    figures.training_curves(one_epoch, tmp_path / "d.png", ["base"])
+    for ax in drawn["fig"].axes:
+        assert [line.get_marker() for line in ax.get_lines()] == ["o"]

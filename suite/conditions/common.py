@@ -41,20 +41,39 @@ def cached_training(
     record = {"condition": condition, "kind": kind, "role": role, "seed": seed, "attack": attack}
     reused = None if ctx.force else store.reusable_model(ctx.experiment_id, condition, cfg_hash)
     if reused is not None:
-        m = reused.metrics
-        return ModelRun(
-            **record,
-            run_id=reused.run_id,
-            model=ctx.place(reused.model),
-            reused=True,
-            val_acc=m.get(schema.FINAL_VAL_ACC, math.nan),
-            test_acc=m.get(schema.FINAL_TEST_ACC, math.nan),
-            seconds=m.get(schema.TRAIN_SECONDS, math.nan),
+        run_id, model, final = reused.run_id, ctx.place(reused.model), reused.metrics
+    else:
+        run_id, model, final = _train_in_child_run(
+            ctx, parent_id, record, cfg_hash, params, train, tags, arch, dropout
         )
+    return ModelRun(
+        **record,
+        run_id=run_id,
+        model=model,
+        reused=reused is not None,
+        val_acc=final.get(schema.FINAL_VAL_ACC, math.nan),
+        test_acc=final.get(schema.FINAL_TEST_ACC, math.nan),
+        seconds=final.get(schema.TRAIN_SECONDS, math.nan),
+    )
+
+
+def _train_in_child_run(
+    ctx: Context,
+    parent_id: str,
+    record: dict,
+    cfg_hash: str,
+    params: dict,
+    train: Callable[[str], tuple[nn.Module, float, float]],
+    tags: dict[str, str] | None,
+    arch: str | None,
+    dropout: float | None,
+) -> tuple[str, nn.Module, dict[str, float]]:
+    """Train in a new child run and log the model and its final metrics: (run id, model, metrics)."""
+    store, condition, seed, role = ctx.store, record["condition"], record["seed"], record["role"]
     name = f"{condition}/seed={seed}" + ("" if role == schema.ROLE_MODEL else f"/{role}")
     run_tags = {
         schema.CONDITION: condition,
-        schema.KIND: kind,
+        schema.KIND: record["kind"],
         schema.SEED: str(seed),
         schema.ROLE: role,
         schema.CONFIG_HASH: cfg_hash,
@@ -66,30 +85,19 @@ def cached_training(
         torch.manual_seed(seed)
         start = time.perf_counter()
         model, val_acc, test_acc = train(run_id)
-        seconds = time.perf_counter() - start
-        store.log_metrics(
-            run_id,
-            {
-                schema.FINAL_VAL_ACC: val_acc,
-                schema.FINAL_TEST_ACC: test_acc,
-                schema.TRAIN_SECONDS: seconds,
-            },
-        )
+        final = {
+            schema.FINAL_VAL_ACC: val_acc,
+            schema.FINAL_TEST_ACC: test_acc,
+            schema.TRAIN_SECONDS: time.perf_counter() - start,
+        }
+        store.log_metrics(run_id, final)
         store.log_model(
             run_id,
             model,
             arch or ctx.manifest.model.arch,
             ctx.manifest.train.dropout if dropout is None else dropout,
         )
-    return ModelRun(
-        **record,
-        run_id=run_id,
-        model=model,
-        reused=False,
-        val_acc=val_acc,
-        test_acc=test_acc,
-        seconds=seconds,
-    )
+    return run_id, model, final
 
 
 def train_model(

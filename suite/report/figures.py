@@ -27,30 +27,37 @@ def _colors(order: Sequence[str]) -> dict[str, str]:
 
 
 def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> Path:
-    """Validation and test accuracy per epoch per condition: mean over seeds, ±1 sd band. A model
-    that logged one point only (the final accuracy of a model trained on a synthetic set) is left
-    out: a line needs two, and its one step 1,000 would squash the real curves against the axis."""
+    """Validation and test accuracy per epoch per condition: mean over seeds, ±1 sd band; a model
+    that logged one point is a marker. One logged past the last epoch of every curve (the final
+    accuracy of a model trained on a synthetic set, at step 1,000) is left out: it would squash the
+    curves against the axis."""
     colors = _colors(order)
     fig = Figure(figsize=(10, 3.8))
     axes = fig.subplots(1, 2, sharey=True)
+    points = curves.groupby(["condition", "role"], sort=False)["epoch"].nunique()
+    curved = curves.set_index(["condition", "role"]).loc[points[points > 1].index]["epoch"]
+    last = curved.max() if len(curved) else None
     for ax, metric, title in zip(
         axes, ("val_acc", "test_acc"), ("validation accuracy", "test accuracy"), strict=True
     ):
         rows = curves[curves["metric"] == metric]
         for (condition, role), group in rows.groupby(["condition", "role"], sort=False):
-            if group["epoch"].nunique() < 2:  # one final point (a synthetic set's 1,000 steps)
+            single = group["epoch"].nunique() < 2
+            if single and last is not None and group["epoch"].max() > last:
                 continue
             by_epoch = group.groupby("epoch")["value"]
             mean, sd = by_epoch.mean() * 100, by_epoch.std(ddof=1).fillna(0) * 100
             label = condition if role in ("model", "student") else f"{condition} ({role})"
             color = colors.get(condition, "k")
-            ax.plot(mean.index, mean, _ROLE_STYLE.get(role, "-"), color=color, label=label)
+            style = "o" if single else _ROLE_STYLE.get(role, "-")
+            ax.plot(mean.index, mean, style, color=color, label=label)
             ax.fill_between(mean.index, mean - sd, mean + sd, color=color, alpha=0.2, lw=0)
         ax.set(title=title, xlabel="epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("accuracy (%)")
-    axes[1].legend(fontsize=8, loc="lower right")
+    if axes[1].get_lines():
+        axes[1].legend(fontsize=8, loc="lower right")
     return save(fig, path)
 
 

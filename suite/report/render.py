@@ -217,8 +217,8 @@ def _intro_md(f: _Frames, files: _Files) -> list[str]:
         md += files.figure(
             figures.training_curves(data.curves, files.png("training_curves"), f.order),
             "Training curves: validation and test accuracy per epoch, mean over seeds "
-            "with a ±1 sd band (dashed: teachers). Models that log one point only (trained on a "
-            "synthetic set) are in the accuracy table, not here.",
+            "with a ±1 sd band (dashed: teachers). Models that log only a final point after the last "
+            "epoch shown (trained on a synthetic set) are in the accuracy table, not here.",
         )
     return md
 
