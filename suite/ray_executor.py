@@ -52,7 +52,7 @@ def ray_executor(
                         progress.log(
                             f"[red]{row.condition} seed {row.seed} failed:[/red] {row.error}"
                         )
-                progress.log(job_done_line(jobs[i], results[i], len(results), len(jobs)))
+                progress.log(job_done_line(jobs[i], results[i], len(results)))
                 task.update(len(results))
         finally:
             task.close()

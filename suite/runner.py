@@ -9,7 +9,7 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from suite import schema
 from suite.attacking import attack_model, attack_subset
@@ -51,6 +51,8 @@ class Job:
     kind: str
     seed: int
     force: bool = False
+    earlier: int = 0  # jobs of the run that an earlier phase ran (transfer sources run first)
+    run_total: int = 1  # jobs in the whole run, all phases
 
 
 # An executor runs every job and returns each one's rows, in job order.
@@ -133,13 +135,15 @@ def local_executor(
         for row in rows:
             if row.status == "FAILED":
                 progress.log(f"[red]{job.condition} seed {job.seed} failed:[/red] {row.error}")
-        progress.log(job_done_line(job, rows, done, len(jobs)))
+        progress.log(job_done_line(job, rows, done))
         results.append(rows)
     return results
 
 
-def job_done_line(job: Job, rows: list[Row], done: int, total: int) -> str:
-    """One line per finished job, with how many are left: what a log of a long run shows."""
+def job_done_line(job: Job, rows: list[Row], done: int) -> str:
+    """One line per finished job, counted over the whole run (`done` jobs of its phase are done),
+    with how many are left: what a log of a long run shows."""
+    done, total = job.earlier + done, max(job.run_total, job.earlier + done)
     status = "failed" if any(r.status == "FAILED" for r in rows) else "finished"
     reused = all(r.reused for r in rows if r.status != "FAILED") and status == "finished"
     return (
@@ -196,8 +200,10 @@ def run_manifest(
     phases = [first, [i for i in range(len(jobs)) if i not in first]]
     with store.scope(list(parents.values())) as outcome:
         results: list[list[Row]] = [[] for _ in jobs]
+        started = 0
         for phase in (p for p in phases if p):
-            batch = [jobs[i] for i in phase]
+            batch = [replace(jobs[i], earlier=started, run_total=len(jobs)) for i in phase]
+            started += len(batch)
             rows_of = executor(batch, store.uri, experiment_id, parents, progress)
             for i, rows in zip(phase, rows_of, strict=True):
                 results[i] = rows

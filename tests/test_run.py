@@ -332,3 +332,35 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     top = readme.read_text()
     assert top.count(START) == 1 and "stale block" not in top and top.endswith("after\n")
     assert "| t20 | base |" in top and "results/tiny-e2e/README.md" in top
+
+
+def test_job_lines_count_over_the_whole_run_across_phases(workdir):
+    """Transfer sources run in a phase of their own; the log counts jobs over the run, not per
+    phase (a log that said 'job 2/2 … 0 left' and then 'job 1/2' again misled)."""
+    from suite.manifest import validate_manifest
+    from suite.runner import Row, job_done_line
+
+    raw = tiny_manifest(
+        "phases",
+        seeds=[0, 1],
+        conditions=[{"name": "base", "kind": "standard"}, {"name": "t5", "kind": "defensive",
+                                                           "temperature": 5}],
+        attacks=[TINY_CW, {**TINY_CW, "name": "cw-from-base", "source": "base"}],
+    )  # fmt: skip
+    lines: list[str] = []
+
+    def executor(jobs, uri, experiment_id, parents, progress):
+        rows = [[Row(condition=j.condition, kind=j.kind, seed=j.seed, role="model",
+                     status="FINISHED")] for j in jobs]  # fmt: skip
+        lines.extend(
+            job_done_line(j, r, done) for done, (j, r) in enumerate(zip(jobs, rows, strict=True), 1)
+        )
+        return rows
+
+    run_manifest(validate_manifest(raw, "m.toml"), store=Store(), executor=executor)
+    assert [re.sub(r"^\S+ ", "", line) for line in lines] == [
+        "job 1/4 finished: base seed 0; 3 left",
+        "job 2/4 finished: base seed 1; 2 left",
+        "job 3/4 finished: t5 seed 0; 1 left",
+        "job 4/4 finished: t5 seed 1; 0 left",
+    ]
