@@ -99,8 +99,9 @@ BASELINE_HELP = (
     "epochs (a defensive student's epochs, train.epochs for a synthetic condition)"
 )
 REPORT_ONLY_FIELDS = frozenset({"baseline"})  # how results are compared, not how models are trained
-# fields added after results were cached: left unset, they keep the hashes of earlier results
-UNSET_UNHASHED = frozenset({"source"})
+# settings added after results were cached, with the value that means "as before": at that value
+# they are left out of the config hash, so earlier results stay reusable
+UNHASHED_AT = {"source": None, "abort_failing": False}
 
 
 class StandardCondition(Strict):
@@ -612,9 +613,21 @@ def config_hash(*parts: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):  # report-only fields do not change what is trained
-        dumped = value.model_dump(mode="json", exclude=set(REPORT_ONLY_FIELDS))
-        return {k: v for k, v in dumped.items() if not (k in UNSET_UNHASHED and v is None)}
+        return _without_unhashed(value.model_dump(mode="json", exclude=set(REPORT_ONLY_FIELDS)))
     return copy.deepcopy(value)
+
+
+def _without_unhashed(value: Any) -> Any:
+    """`value` without the UNHASHED_AT settings that hold their "as before" value, at any depth."""
+    if isinstance(value, dict):
+        return {
+            k: _without_unhashed(v)
+            for k, v in value.items()
+            if not (k in UNHASHED_AT and v == UNHASHED_AT[k] and type(v) is type(UNHASHED_AT[k]))
+        }
+    if isinstance(value, list):
+        return [_without_unhashed(v) for v in value]
+    return value
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -16,6 +16,11 @@ costs more than 0.2% median L2 against the same attack without it (issue 17):
 - restarting each search step from the best adversarial so far instead of δ = 0 (warm start):
   with Adam reset, median 1.3918 without the abort (+3.0%; 96% success with it); continuing the
   previous step's Adam run, 1.3748 (+1.7%). Not implemented: the paper restarts at δ = 0.
+One saver costs nothing measurable and is an option (`abort_failing`, off by default so stored
+results keep their meaning): the stall check applied only to a search step that has not found an
+adversarial (a step that will fail and only raise c); a step that found one runs to the end. Same
+bench on the CPU (100 digits, 5 × 1,000): median L2 1.508481 both ways at initial c 0.01 with
+2,976 instead of 5,000 evaluations per digit (−40%), 1.524775 both ways at 1e-3 with 2,231 (−55%).
 """
 
 from dataclasses import dataclass
@@ -36,7 +41,7 @@ from suite.attacks.common import (
     rows,
     to_tanh_space,
 )
-from suite.attacks.search import SearchState, reset_where, retire, solve_over, start
+from suite.attacks.search import SearchState, reset_where, retire, solve_over, stall, start
 
 
 class CWL2Params(TargetingParams):
@@ -51,6 +56,9 @@ class CWL2Params(TargetingParams):
     initial_const: float = Field(1e-3, gt=0)
     confidence: float = Field(0.0, ge=0)
     abort_early: bool = False
+    abort_failing: bool = Field(
+        False, description="the stall check only for search steps that found no adversarial yet"
+    )
     abort_window: int = Field(50, ge=1, description="iterations between stall checks")
     abort_tolerance: float = Field(
         1e-3, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
@@ -107,7 +115,13 @@ def cw_l2(
             grad = (2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad) * dx_dw
             s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
 
-            _next_search_step(s, s.active & solve_over(s, loss, params), params)
+            end = solve_over(s, loss, params)
+            if params.abort_failing and not params.abort_early:
+                stalled, s.loss_at_check = stall(
+                    loss, s.loss_at_check, s.it, params.abort_window, params.abort_tolerance
+                )
+                end |= stalled & ~s.found
+            _next_search_step(s, s.active & end, params)
             s.active &= s.search_step < params.binary_steps
             if i % min(_SYNC_EVERY, params.max_iterations) == 0 and not s.active.all():
                 s = retire(out, s, ~s.active)
