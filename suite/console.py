@@ -20,7 +20,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from suite.report.formatting import fixed, pct
+from suite.report.formatting import NORM_LABELS, fixed, pct
 
 if TYPE_CHECKING:  # the runner imports torch and mlflow: ~30 s on a busy box for `suite data`
     from suite.report.frames import ReportData
@@ -98,9 +98,6 @@ def live_progress() -> Iterator[RichProgress]:
         yield RichProgress(progress)
 
 
-NORM_NAMES = {"l0": "L0", "l2": "L2", "linf": "L∞"}
-
-
 def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None = None) -> Table:
     """Condition × seed × role → test accuracy, time, trained or reused, one column per attack
     (success rate, and the median distortion in the norm `norms[attack]` where the attack minimises
@@ -113,7 +110,7 @@ def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None 
     for name in attack_names:
         norm = norms.get(name)
         table.add_column(
-            f"{name}\nsuccess" + (f", median {NORM_NAMES[norm]}" if norm else ""), justify="right"
+            f"{name}\nsuccess" + (f", median {NORM_LABELS[norm]}" if norm else ""), justify="right"
         )
     show_masking = any(r.masking for r in rows)
     if show_masking:

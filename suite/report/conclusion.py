@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pandas as pd
 
-from suite.report.formatting import ci, code, esc, num, pct, pvalue
-from suite.report.frames import NORM_LABELS, ReportData
+from suite.report.formatting import NORM_LABELS, ci, code, esc, num, pct, pvalue
+from suite.report.frames import ReportData
 from suite.report.masking import CLEAR, COLUMNS, INCOMPLETE, MASKED
 from suite.report.tables import BEST_L2
 

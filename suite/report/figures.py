@@ -15,7 +15,8 @@ from matplotlib.ticker import MaxNLocator
 
 from suite.plots import ImageRow, image_grid, save
 from suite.report import stats
-from suite.report.frames import NORM_LABELS, NORMS, is_fixed_budget
+from suite.report.formatting import NORM_LABELS
+from suite.report.frames import NORMS, is_fixed_budget
 
 _ROLE_STYLE = {"teacher": "--"}
 _ATTACK_STYLES = ("-", "--", ":", "-.")

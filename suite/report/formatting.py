@@ -42,6 +42,10 @@ def md_table(frame: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
+NORM_LABELS = {"l0": "L0", "l2": "L2", "linf": "L∞"}
+"""How a norm is printed, in the report and on the terminal."""
+
+
 def _missing(x: float | None) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 

@@ -8,7 +8,6 @@ import pandas as pd
 from suite.attacks import FIXED_BUDGET_KINDS, attack_kind
 
 NORMS = ("l0", "l2", "linf")
-NORM_LABELS = {"l0": "L0", "l2": "L2", "linf": "L∞"}
 
 
 @dataclass

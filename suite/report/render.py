@@ -18,9 +18,8 @@ import pandas as pd
 from suite.errors import SuiteError
 from suite.report import figures, masking, references, tables
 from suite.report.conclusion import conclusion as write_conclusion
-from suite.report.formatting import ci, code, esc, md_table, num, pct, pvalue
+from suite.report.formatting import NORM_LABELS, ci, code, esc, md_table, num, pct, pvalue
 from suite.report.frames import (
-    NORM_LABELS,
     NORMS,
     ReportData,
     attack_kinds,
