@@ -14,7 +14,7 @@ from suite import schema
 from suite.attacks import FIXED_BUDGET_KINDS, budget_eps, is_gradient_free
 from suite.errors import StoreError
 from suite.manifest import ManifestFieldError, SyntheticEval, baselines
-from suite.report.frames import ReportData
+from suite.report.frames import ReportData, model_label
 from suite.tracking import Store, StoredRun
 
 ATTACK_COLUMNS = [
@@ -135,11 +135,6 @@ def busy_seconds(spans: list[tuple[int | None, int | None]]) -> float:
     return total / 1000
 
 
-def _label(cond: str, role: str) -> str:
-    """How the report names a model: its condition, or `condition/role` for an attacked teacher."""
-    return cond if role in schema.ATTACKED_ROLES else f"{cond}/{role}"
-
-
 def _accuracy_frame(sel: Selection) -> pd.DataFrame:
     rows = [
         {
@@ -182,7 +177,7 @@ def _attack_frame(store: Store, sel: Selection) -> tuple[pd.DataFrame, dict[str,
     attack_kinds = {a["name"]: a["kind"] for a in sel.manifest.get("attacks", [])}
     first_seed = min(sel.manifest["experiment"]["seeds"])
     for (cond, seed, role), run in sel.chosen.items():
-        label = _label(cond, role)
+        label = model_label(cond, role)
         for name, kind in attack_kinds.items():
             result = schema.attack_result(name)
             if schema.result_tag(result) not in run.tags:
@@ -216,7 +211,7 @@ def _masking_frame(sel: Selection) -> pd.DataFrame:
         return got | {"flagged": bool(got["flagged"])}
 
     rows = [
-        {"condition": _label(cond, role), "seed": seed, **metrics(run)}
+        {"condition": model_label(cond, role), "seed": seed, **metrics(run)}
         for (cond, seed, role), run in sel.chosen.items()
         if schema.result_metric(schema.MASKING, "flagged") in run.metrics
     ]

@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
+from suite import schema
 from suite.plots import ImageRow, image_grid, save
 from suite.report import stats
 from suite.report.formatting import NORM_LABELS
@@ -48,7 +49,7 @@ def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> P
                 continue
             by_epoch = group.groupby("epoch")["value"]
             mean, sd = by_epoch.mean() * 100, by_epoch.std(ddof=1).fillna(0) * 100
-            label = condition if role in ("model", "student") else f"{condition} ({role})"
+            label = condition if role in schema.ATTACKED_ROLES else f"{condition} ({role})"
             color = colors.get(condition, "k")
             style = "o" if single else _ROLE_STYLE.get(role, "-")
             ax.plot(mean.index, mean, style, color=color, label=label)

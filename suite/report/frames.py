@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from suite import schema
 from suite.attacks import FIXED_BUDGET_KINDS, attack_kind
 
 NORMS = ("l0", "l2", "linf")
@@ -39,6 +40,12 @@ class ReportData:
     gradient_free: list[str] = field(default_factory=list)
     budgets: dict[str, list[float]] = field(default_factory=dict)
     run_seconds: float = 0.0
+
+
+def model_label(condition: str, role: str) -> str:
+    """How the report names a model: its condition for the model under attack, else
+    `condition/role` (an attacked teacher)."""
+    return condition if role in schema.ATTACKED_ROLES else f"{condition}/{role}"
 
 
 def attack_kinds(attacks: pd.DataFrame) -> dict[str, str]:

@@ -8,10 +8,18 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
+from suite import schema
 from suite.attacks import FIXED_BUDGET_KINDS
 from suite.report import stats
 from suite.report.formatting import pct
-from suite.report.frames import NORMS, ReportData, attack_kinds, attack_norm, is_fixed_budget
+from suite.report.frames import (
+    NORMS,
+    ReportData,
+    attack_kinds,
+    attack_norm,
+    is_fixed_budget,
+    model_label,
+)
 
 SUBSETS = ("all digits", "both correct")
 _ROW_KEYS = ["seed", *stats.PAIR_KEYS]
@@ -107,10 +115,10 @@ def attacked_accuracy(accuracy: pd.DataFrame) -> pd.Series:
     """Mean test accuracy over finished seeds of the model under attack, per report label
     (a condition, or `condition/teacher` for an attacked teacher)."""
     done = accuracy[accuracy["status"] == "FINISHED"]
-    label = np.where(
-        done["role"].isin(["model", "student"]),
-        done["condition"],
-        done["condition"] + "/" + done["role"],
+    label = pd.Series(
+        [model_label(c, r) for c, r in zip(done["condition"], done["role"], strict=True)],
+        index=done.index,
+        dtype=object,
     )
     return done.groupby(label)["test_acc"].mean()
 
@@ -123,7 +131,7 @@ def no_verdict(data: ReportData, attacked: pd.Series) -> dict[str, str]:
     reasons: dict[str, str] = {}
     acc = data.accuracy
     for row in acc[
-        (acc["status"] != "FINISHED") & acc["role"].isin(["model", "student"])
+        (acc["status"] != "FINISHED") & acc["role"].isin(schema.ATTACKED_ROLES)
     ].itertuples():
         error = getattr(row, "error", "") or ""
         reasons.setdefault(
