@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 
 from suite.report.formatting import NORM_LABELS, ci, code, esc, num, pct, pvalue
-from suite.report.frames import ReportData
+from suite.report.frames import ReportData, attack_kinds, headline_attack
 from suite.report.masking import CLEAR, COLUMNS, INCOMPLETE, MASKED
-from suite.report.tables import BEST_L2
 
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
 CLAIM_ACCURACY_PP = 2.0
@@ -34,6 +33,7 @@ def conclusion(
     where all three checks ran and none flagged it."""
     checks = pd.DataFrame(columns=COLUMNS) if checks is None else checks
     kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
+    attack_kind_of = attack_kinds(data.attacks)
     parts = []
     for base in dict.fromkeys(data.baselines.values()):
         acc = attacked_acc.get(base, np.nan)
@@ -53,7 +53,9 @@ def conclusion(
             f"{code(condition)} ({esc(kind)}, against {code(base)}): {pct(acc)} test accuracy"
         )
         sentence += "" if math.isnan(deltas[condition]) else f" ({deltas[condition]:+.1f} pp)"
-        parts.append(sentence + _effects(pooled[pooled["condition"] == condition]) + ".")
+        parts.append(
+            sentence + _effects(pooled[pooled["condition"] == condition], attack_kind_of) + "."
+        )
     trained = [c for c in deltas if "/" not in c]  # attacked teachers are not distilled
     controls = [c for c in trained if kinds.get(c) in CONTROL_KINDS]
     distilled = [c for c in trained if kinds.get(c, "standard") not in {"standard", *CONTROL_KINDS}]
@@ -71,15 +73,16 @@ def conclusion(
     return "\n\n".join(p for p in paragraphs if p)
 
 
-def _effects(mine: pd.DataFrame) -> str:
-    """The headline comparison in full (the best of the minimal-L2 attacks where it ran, else the
-    first minimal-norm attack, else the first attack); the other attacks by verdict in one clause,
-    their numbers being in the report's tables."""
+def _effects(mine: pd.DataFrame, kinds: dict[str, str]) -> str:
+    """The headline comparison in full (the published headline's attack, `headline_attack`, where
+    it ran, else the first minimal-norm attack, else the first attack); the other attacks by
+    verdict in one clause, their numbers being in the report's tables."""
     if mine.empty:
         return ""
+    lead = headline_attack(mine["attack"], kinds)
     minimal = mine[mine["test"] != "mcnemar"]
-    best = mine[mine["attack"] == BEST_L2]
-    head = (best if not best.empty else minimal if not minimal.empty else mine).iloc[0]
+    chosen = mine[mine["attack"] == lead]
+    head = (chosen if not chosen.empty else minimal if not minimal.empty else mine).iloc[0]
     text = (
         f"; under {esc(head.attack)}, {_ratio_name(head.test, head.norm)} "
         f"{ci(head.ratio, head.ratio_lo, head.ratio_hi)} (adjusted p {pvalue(head.p_adj)}): "

@@ -1,12 +1,13 @@
 """The tidy frames a report is rendered from, and what their columns mean."""
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
 from suite import schema
-from suite.attacks import FIXED_BUDGET_KINDS, attack_kind
+from suite.attacks import FIXED_BUDGET_KINDS, LOGIT_L2_KIND, attack_kind
 
 NORMS = ("l0", "l2", "linf")
 
@@ -42,6 +43,32 @@ class ReportData:
     run_seconds: float = 0.0
 
 
+_BEST = "best-"
+
+
+def best_of(norm: str) -> str:
+    """The name (and kind) of the per-digit best of the minimal-`norm` attacks, an attack of its
+    own (`tables.with_best_of`)."""
+    return f"{_BEST}{norm}"
+
+
+BEST_L2 = best_of("l2")
+
+
+def best_of_norm(kind: str) -> str | None:
+    """The norm of a best-of attack's kind; None for any other kind."""
+    return kind.removeprefix(_BEST) if kind.startswith(_BEST) else None
+
+
+def headline_attack(names: Iterable[str], kinds: Mapping[str, str]) -> str | None:
+    """The attack a published answer leads with: the best of the minimal-L2 attacks where it ran
+    (`names` holds it), else the first C&W L2 on the logits; None without either."""
+    names = list(names)
+    if BEST_L2 in names:
+        return BEST_L2
+    return next((a for a in names if kinds.get(a) == LOGIT_L2_KIND), None)
+
+
 def model_label(condition: str, role: str) -> str:
     """How the report names a model: its condition for the model under attack, else
     `condition/role` (an attacked teacher)."""
@@ -49,7 +76,9 @@ def model_label(condition: str, role: str) -> str:
 
 
 def attack_kinds(attacks: pd.DataFrame) -> dict[str, str]:
-    """Attack name → attack kind, in the order the attacks appear."""
+    """Attack name → attack kind, in the order the attacks appear ({} for a frame without any)."""
+    if "attack" not in attacks:
+        return {}
     first = attacks.drop_duplicates("attack")
     return dict(zip(first["attack"], first["attack_kind"], strict=True))
 
@@ -60,9 +89,7 @@ def attack_norm(kind: str, rows: pd.DataFrame | None = None) -> str:
     attack names (`tables.with_best_of`); else its kind's in the attack registry."""
     if rows is not None and "norm" in rows and rows["norm"].notna().any():
         return str(rows["norm"].dropna().iloc[0])
-    if kind.startswith("best-"):
-        return kind.removeprefix("best-")
-    return attack_kind(kind).default_norm()
+    return best_of_norm(kind) or attack_kind(kind).default_norm()
 
 
 def row_norms(attacks: pd.DataFrame) -> pd.Series:

@@ -13,9 +13,8 @@ import pandas as pd
 from suite.attacks import LOGIT_L2_KIND
 from suite.errors import SuiteError
 from suite.report.formatting import esc, md_table
-from suite.report.frames import ReportData, attack_kinds
+from suite.report.frames import ReportData, attack_kinds, headline_attack
 from suite.report.render import ReportOutput
-from suite.report.tables import BEST_L2
 
 START = "<!-- results:start (written by `make results`; do not edit) -->"
 END = "<!-- results:end -->"
@@ -40,9 +39,7 @@ def headline(output: ReportOutput, data: ReportData) -> tuple[str, pd.DataFrame]
     """The per-condition answer under the strongest minimal-L2 evidence (best of the L2 attacks
     where several ran, else C&W L2): accuracy, success, ratio to its own baseline, adjusted p,
     verdict, and whether the condition was flagged for gradient masking."""
-    kinds = attack_kinds(data.attacks)
-    cw = [a for a in output.summaries if kinds.get(a) == LOGIT_L2_KIND]
-    attack = BEST_L2 if BEST_L2 in output.summaries else next(iter(cw), None)
+    attack = headline_attack(output.summaries, attack_kinds(data.attacks))
     if attack is None:
         raise SuiteError(
             f"experiment {data.experiment!r} has no C&W L2 results to publish: "

@@ -24,6 +24,7 @@ from suite.report.frames import (
     ReportData,
     attack_kinds,
     attack_norm,
+    best_of_norm,
     is_fixed_budget,
     row_norms,
 )
@@ -322,7 +323,7 @@ def _attack_section(f: _Frames, a: _Attack, files: _Files) -> tuple[list[str], p
     shown = _summary_display(summary, a.fixed, f.level)
     md = [f"## Attack: {esc(a.name)} ({esc(a.kind)})", ""]
     md += [_attack_intro(a.norm, a.fixed, a.rows, f.level), ""]
-    if a.kind.startswith("best-"):
+    if best_of_norm(a.kind) is not None:
         md += _best_of_md(f, a, files)
     md += ["### Summary", "", *md_table(shown), _summary_note(f.level), ""]
     if a.fixed and a.name not in f.data.gradient_free:  # published points: the full ensemble

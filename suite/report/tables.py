@@ -17,6 +17,7 @@ from suite.report.frames import (
     ReportData,
     attack_kinds,
     attack_norm,
+    best_of,
     is_fixed_budget,
     model_label,
 )
@@ -30,14 +31,6 @@ def condition_order(data: ReportData) -> list[str]:
     seen = dict.fromkeys([*data.accuracy.get("condition", []), *data.attacks.get("condition", [])])
     bases = set(data.baselines.values())
     return [c for c in seen if c in bases] + [c for c in seen if c not in bases]
-
-
-def best_of(norm: str) -> str:
-    """The name of the per-digit best of the minimal-`norm` attacks, as an attack of its own."""
-    return f"best-{norm}"
-
-
-BEST_L2 = best_of("l2")
 
 
 def with_best_of(attacks: pd.DataFrame) -> pd.DataFrame:
