@@ -128,32 +128,31 @@ def _robust_claims(conditions: list[str], pooled: pd.DataFrame, checks: pd.DataF
     their gradient agree (`suite.report.masking`): only then is one called robust. One sentence
     per reason, naming every condition it applies to."""
     verdicts = checks.set_index("condition")["verdict"] if not checks.empty else pd.Series()
-    reasons: dict[str, list[str]] = {}
+    reasons: dict[tuple[bool, str], list[str]] = {}  # (less robust elsewhere, masking verdict)
     for condition in conditions:
         mine = pooled[pooled["condition"] == condition]
         if not any(str(v).startswith("more robust") for v in mine["verdict"]):
             continue
         verdict = verdicts.get(condition, INCOMPLETE)
-        if any(str(v).startswith("less robust") for v in mine["verdict"]):
-            reason = f"less:{verdict}"
-        else:
-            reason = verdict if verdict in (CLEAR, MASKED) else INCOMPLETE
-        reasons.setdefault(reason, []).append(condition)
+        less = any(str(v).startswith("less robust") for v in mine["verdict"])
+        if not less and verdict not in (CLEAR, MASKED):
+            verdict = INCOMPLETE
+        reasons.setdefault((less, verdict), []).append(condition)
     sentences = []
-    for reason, names in reasons.items():
+    for (less, verdict), names in reasons.items():
         one = len(names) == 1
         its, is_ = ("its", "is") if one else ("their", "are")
-        if reason.startswith("less:"):
+        if less:
             sentences.append(
                 f"{_names(names)} {is_} not called robust: less robust under other attacks "
-                f"(gradient-masking checks: {esc(reason.removeprefix('less:'))})."
+                f"(gradient-masking checks: {esc(verdict)})."
             )
-        elif reason == CLEAR:
+        elif verdict == CLEAR:
             sentences.append(
                 f"{_names(names)} {is_} robust by this evidence: the transfer and gradient-free "
                 "attacks find no adversarials the white-box attacks missed."
             )
-        elif reason == MASKED:
+        elif verdict == MASKED:
             sentences.append(
                 f"{_names(names)} {is_} not called robust: attacks that do not use {its} gradient "
                 "fool digits the white-box softmax attack could not (see Gradient masking: three "
