@@ -248,9 +248,7 @@ class Store:
         run = self.find_model_run(experiment_id, condition, config_hash)
         if run is None:
             return None
-        return ReusedModel(
-            run_id=run.run_id, model=self.load_model(run.run_id), metrics=run.metrics
-        )
+        return ReusedModel(run_id=run.run_id, model=self._load_model(run), metrics=run.metrics)
 
     def cached_result(self, run_id: str, result: str, config_hash: str) -> dict[str, float] | None:
         """The metrics of `result` (`attack.NAME`, `masking`) on `run_id`, keyed without the prefix
@@ -489,8 +487,11 @@ class Store:
         """The model of run `run_id`, rebuilt with `build_model` and filled with its logged weights
         (read with `weights_only=True`: nothing in the store can run code here), in eval mode on the
         CPU. Raises StoreError naming the run when the logged model is not its own plain weights."""
-        run = self.client.get_run(run_id)
-        model_id = run.data.tags.get(schema.MODEL_ID, "")
+        return self._load_model(_stored(self.client.get_run(run_id)))
+
+    def _load_model(self, run: StoredRun) -> torch.nn.Module:
+        """`load_model` of a run already read (its tags name the model)."""
+        run_id, model_id = run.run_id, run.tags.get(schema.MODEL_ID, "")
         where = f"run {run_id} in {self.uri}"
         try:
             logged = self.client.get_logged_model(model_id)
@@ -498,7 +499,7 @@ class Store:
             raise StoreError(
                 f"{where}: its model {model_id!r} does not exist; rerun with --force"
             ) from None
-        own = f"{self._artifact_home(run.info.experiment_id)}/models/{model_id}/artifacts"
+        own = f"{self._artifact_home(run.experiment_id)}/models/{model_id}/artifacts"
         if logged.source_run_id != run_id or logged.artifact_location.rstrip("/") != own:
             raise StoreError(f"{where}: its model {model_id} belongs elsewhere; rerun with --force")
         arch, dropout = logged.params.get("arch"), logged.params.get("dropout", "")
