@@ -101,7 +101,7 @@ BASELINE_HELP = (
 REPORT_ONLY_FIELDS = frozenset({"baseline"})  # how results are compared, not how models are trained
 # settings added after results were cached, with the value that means "as before": at that value
 # they are left out of the config hash, so earlier results stay reusable
-UNHASHED_AT = {"source": None, "abort_failing": False}
+UNHASHED_AT = {"source": None, "abort_failing": False, "abort_converged": False}
 
 
 class StandardCondition(Strict):

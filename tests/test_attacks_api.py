@@ -245,24 +245,28 @@ def test_gradient_masking_diagnostic(trained_tiny, test_batch):
     assert saturated_fraction(torch.tensor([0.0, 1e-12, 1e-3, 1.0])) == 0.5
 
 
-def test_cw_abort_failing_saves_evaluations_at_no_cost_and_keeps_stored_hashes(
-    trained_tiny, mnist5k_splits
-):
-    """Ending only the search steps that found no adversarial: fewer gradient evaluations, the
-    same distortions; off, it leaves the config hash of results stored before it existed."""
+def test_cw_savers_save_evaluations_at_no_cost_and_keep_stored_hashes(trained_tiny, mnist5k_splits):
+    """Ending a search step that found no adversarial (`abort_failing`), or one whose smallest
+    adversarial stopped shrinking (`abort_converged`): fewer gradient evaluations, the same
+    successes and median L2 within 0.2%; off, the config hash of results stored before the
+    options existed is unchanged."""
     from suite.manifest import config_hash
 
     idx = np.arange(40)
     x, y = mnist5k_splits.test.x[idx], mnist5k_splits.test.y[idx]
     settings = {"binary_steps": 5, "max_iterations": 400, "initial_const": 1e-3, "lr": 0.05}
     full = ATTACK_PARAMS["cw-l2"](**settings)
-    fast = ATTACK_PARAMS["cw-l2"](**settings, abort_failing=True)
     a = run_attack("cw-l2", full, trained_tiny, x, y, idx, seed=0).records
-    b = run_attack("cw-l2", fast, trained_tiny, x, y, idx, seed=0).records
-    assert b["success"].tolist() == a["success"].tolist()
     assert a.loc[a["clean_correct"], "success"].mean() == 1.0
-    assert b["l2"].median() <= 1.002 * a["l2"].median()
-    assert b["grad_evals"].mean() < 0.7 * a["grad_evals"].mean()  # 1,030 vs 1,800 here
+    # evaluations per digit here: 1,950 without, 1,140 and 1,845 with
+    for saver, share in (("abort_failing", 0.7), ("abort_converged", 0.97)):
+        fast = ATTACK_PARAMS["cw-l2"](**settings, **{saver: True})
+        b = run_attack("cw-l2", fast, trained_tiny, x, y, idx, seed=0).records
+        assert b["success"].tolist() == a["success"].tolist(), saver
+        assert b["l2"].median() <= 1.002 * a["l2"].median(), saver
+        assert b["grad_evals"].mean() < share * a["grad_evals"].mean(), saver
+        assert config_hash(fast) != config_hash(full)
     before = full.model_dump(mode="json")
-    before.pop("abort_failing")  # the settings as hashed before the option existed
-    assert config_hash(full) == config_hash(before) != config_hash(fast)
+    for later in ("abort_failing", "abort_converged"):
+        before.pop(later)  # the settings as hashed before the options existed
+    assert config_hash(full) == config_hash(before)
