@@ -143,21 +143,18 @@ def _checks(runs: list[dict]) -> dict:
     checks = {}
     at = {(r["impl"], r["note"], r["initial_const"], r["budget"]): r for r in runs}
     for (impl, note, const, budget), r in at.items():
-        setting = f"c {const:g} {budget}"
-        theirs = at[("foolbox", "", const, budget)] if impl == "ours" else None
-        plain = at.get(("ours", "", const, budget))
-        if theirs is None:
+        if impl != "ours":
             continue
-        name = f"{setting}: ours" + (f" ({note})" if note else "")
+        theirs, plain = at[("foolbox", "", const, budget)], at[("ours", "", const, budget)]
+        name = f"c {const:g} {budget}: ours" + (f" ({note})" if note else "")
         checks[f"{name} 100% success"] = r["success_rate"] == 1.0
         checks[f"{name} median L2 <= foolbox"] = r["median_l2"] <= theirs["median_l2"]
         if note:
             checks[f"{name} evals <= 1/3 foolbox"] = (
                 3 * r["grad_evals_per_digit"] <= theirs["grad_evals_per_digit"]
             )
-            if plain is not None:
-                cost = r["median_l2"] / plain["median_l2"] - 1
-                checks[f"{name} costs <= 0.2% median L2 ({cost:+.2%})"] = cost <= 0.002
+            cost = r["median_l2"] / plain["median_l2"] - 1
+            checks[f"{name} costs <= 0.2% median L2 ({cost:+.2%})"] = cost <= 0.002
     return checks
 
 
