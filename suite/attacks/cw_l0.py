@@ -57,6 +57,11 @@ class CWL0Params(TargetingParams):
         1e-4, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )
 
+    @property
+    def stall_check(self) -> bool:
+        """The early abort also gives up a stalled c (its cost is not measured: module docstring)."""
+        return self.abort_early
+
 
 @dataclass
 class _State(SearchState):

@@ -91,6 +91,11 @@ class CWL2Params(TargetingParams):
         1e-3, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )
 
+    @property
+    def stall_check(self) -> bool:
+        """The early abort ends a stalled solve."""
+        return self.abort_early
+
 
 _SYNC_EVERY = 50
 """Iterations between the host syncs that drop finished samples from the batch (the loop has no

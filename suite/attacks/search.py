@@ -39,7 +39,7 @@ class SolveSettings(Protocol):
     """The settings of one Adam solve that every C&W attack has."""
 
     max_iterations: int
-    abort_early: bool
+    stall_check: bool  # whether a solve whose loss stalls ends early
     abort_window: int
     abort_tolerance: float
 
@@ -87,9 +87,9 @@ def stall(
 
 def solve_over(s: SearchState, loss: Tensor, p: SolveSettings) -> Tensor:
     """Count one iteration of every sample's solve; the samples whose solve is over: out of
-    iterations, or stalled when the early abort is on."""
+    iterations, or stalled when the stall check is on."""
     stalled = torch.zeros_like(loss, dtype=torch.bool)
-    if p.abort_early:
+    if p.stall_check:
         stalled, s.loss_at_check = stall(
             loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
         )
