@@ -119,9 +119,7 @@ def _run(
     t = time.perf_counter()
     if name.startswith("ours"):
         kind = "cw-l0" if "l0" in name else "cw-linf"
-        params = (CWL0Params if kind == "cw-l0" else CWLinfParams)(
-            **ablation.get(name, {})
-        )
+        params = (CWL0Params if kind == "cw-l0" else CWLinfParams)(**ablation.get(name, {}))
         x_adv = run_attack(kind, params, counting, x, y, index, seed=0, batch_size=len(x)).x_adv
     else:
         classifier = PyTorchClassifier(
