@@ -145,7 +145,6 @@ def cw_l2(
             is_adv = (mgn + params.confidence < 0) & s.active
             _keep_best(s, x_adv, l2sq, is_adv)
             s.found |= is_adv
-            s.step_best = torch.where(is_adv, s.step_best.minimum(l2sq.sqrt()), s.step_best)
 
             grad = (2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad) * dx_dw
             s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
@@ -157,6 +156,7 @@ def cw_l2(
                 )
                 end |= stalled & ~s.found
             if params.abort_converged:
+                s.step_best = torch.where(is_adv, s.step_best.minimum(l2sq.sqrt()), s.step_best)
                 converged, s.step_best_at_check = stall(
                     s.step_best, s.step_best_at_check, s.it, CONVERGED_WINDOW, CONVERGED_TOLERANCE
                 )
