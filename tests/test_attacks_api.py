@@ -270,3 +270,60 @@ def test_cw_savers_save_evaluations_at_no_cost_and_keep_stored_hashes(trained_ti
     for later in ("abort_failing", "abort_converged"):
         before.pop(later)  # the settings as hashed before the options existed
     assert config_hash(full) == config_hash(before)
+
+
+class _ReadCounter(nn.Module):
+    """`inner`, counting its forward passes (one per attack iteration) and noting the iteration of
+    every read of a tensor's value on the host: `if tensor`, `.item()`, `.tolist()`, `.nonzero()`
+    and boolean-mask indexing. On a GPU each such read waits for the device to finish."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner, self.forwards, self.reads_at = inner, 0, set()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        return self.inner(x)
+
+    def watch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        def counted(name: str, reads) -> None:
+            original = getattr(torch.Tensor, name)
+
+            def wrapper(t, *args, **kwargs):
+                if reads(args):
+                    self.reads_at.add(self.forwards)
+                return original(t, *args, **kwargs)
+
+            monkeypatch.setattr(torch.Tensor, name, wrapper)
+
+        def bool_index(args) -> bool:
+            index = args[0] if isinstance(args[0], tuple) else (args[0],)
+            return any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index)
+
+        for name in ("__bool__", "item", "tolist", "nonzero"):
+            counted(name, lambda args: True)
+        for name in ("__getitem__", "__setitem__"):
+            counted(name, bool_index)
+
+
+@pytest.mark.parametrize("kind", ["cw-l2", "cw-linf", "cw-l0"])
+def test_cw_loops_read_the_device_only_every_sync_every_iterations(
+    trained_tiny, test_batch, kind, monkeypatch
+):
+    """The C&W loops decide per sample with masks and read a value on the host only when they
+    drop finished samples, every SYNC_EVERY iterations: on a GPU the loop never waits in between."""
+    from suite.attacks.kinds import attack_kind
+    from suite.attacks.search import SYNC_EVERY
+
+    x, y, idx = (t[:8] for t in test_batch)
+    settings = {"cw-l2": {"binary_steps": 3}, "cw-linf": {"initial_const": 1e-2}}
+    params = ATTACK_PARAMS[kind](max_iterations=120, **settings.get(kind, {}))
+    model = _ReadCounter(trained_tiny)
+    model.watch(monkeypatch)
+    found = attack_kind(kind).attack(
+        model=model, x=x, y=y, target=None, params=params, seed=0, keys=idx
+    )
+    monkeypatch.undo()
+    assert (found.grad_evals > 2 * SYNC_EVERY).all()  # each sample ran through several syncs
+    assert model.forwards > 2 * SYNC_EVERY
+    assert model.reads_at and {i % SYNC_EVERY for i in model.reads_at} == {0}

@@ -34,7 +34,14 @@ from suite.attacks.common import (
     margin_and_grad,
     rows,
 )
-from suite.attacks.search import SearchState, accept, raise_const, solve_over, start
+from suite.attacks.search import (
+    SearchState,
+    accept,
+    raise_const,
+    retire_finished,
+    solve_over,
+    start,
+)
 
 
 class CWL0Params(TargetingParams):
@@ -89,35 +96,38 @@ def cw_l0(
         params.initial_const,
         allowed=torch.ones_like(x, dtype=torch.bool),
     )
-    while len(s.idx):
+    i = 0
+    while True:
+        i += 1
         free, dx_dw = from_tanh_space(s.w)
         x_adv = torch.where(s.allowed, free, s.x)
         mgn, mgn_grad = margin_and_grad(model, x_adv, s.cls, targeted)
-        s.grad_evals += 1
 
         with torch.no_grad():
+            s.grad_evals += s.active.long()
             delta = x_adv - s.x
             hinge = (mgn + params.confidence).clamp_min(0)
             loss = delta.flatten(1).square().sum(1) + s.const * hinge
             may_stop = params.abort_early or (s.it == params.max_iterations - 1)
-            solved = (mgn + params.confidence < 0) & may_stop
+            solved = (mgn + params.confidence < 0) & may_stop & s.active
 
             grad = 2 * delta + rows((s.const * (hinge > 0)).float()) * mgn_grad
             s.w, s.m, s.v, s.t = adam_step(s.w, grad * dx_dw * s.allowed, s.m, s.v, s.t, params.lr)
 
-            failed = ~solved & solve_over(s, loss, params)
-            done = torch.zeros_like(solved)
-            if solved.any():
-                done |= _shrink(s, solved, x_adv, delta, mgn_grad)
-            s = raise_const(out, s, failed, done, params)
-    return out
+            failed = ~solved & solve_over(s, loss, params) & s.active
+            done = _shrink(s, solved, x_adv, delta, mgn_grad) | raise_const(s, failed, params)
+            s.active &= ~done
+            s = retire_finished(out, s, i, params)
+            if not len(s.idx):
+                return out
 
 
 def _shrink(s: _State, solved: Tensor, x_adv: Tensor, delta: Tensor, mgn_grad: Tensor) -> Tensor:
-    """Accept the solved rows' images, freeze some of their pixels, restart them; rows now done."""
-    sel = solved.nonzero().squeeze(1)
-    usefulness = delta[sel].abs() * mgn_grad[sel].abs()
-    s.allowed[sel] = freeze_least_useful(s.allowed[sel], usefulness, delta[sel])
+    """Accept the solved rows' images, freeze some of their pixels, restart them; rows now done.
+    The freezing rule runs on every row and is kept for the solved ones: picking those rows out
+    would make the host wait for the device at every iteration."""
+    frozen = freeze_least_useful(s.allowed, delta.abs() * mgn_grad.abs(), delta)
+    s.allowed = torch.where(rows(solved), frozen, s.allowed)
     accept(s, solved, x_adv)
     return solved & ~s.allowed.flatten(1).any(1)
 

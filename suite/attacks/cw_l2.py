@@ -56,7 +56,14 @@ from suite.attacks.common import (
     rows,
     to_tanh_space,
 )
-from suite.attacks.search import SearchState, reset_where, retire, solve_over, stall, start
+from suite.attacks.search import (
+    SearchState,
+    reset_where,
+    retire_finished,
+    solve_over,
+    stall,
+    start,
+)
 
 CONVERGED_WINDOW = 100
 CONVERGED_TOLERANCE = 1e-3
@@ -97,12 +104,6 @@ class CWL2Params(TargetingParams):
         return self.abort_early
 
 
-_SYNC_EVERY = 50
-"""Iterations between the host syncs that drop finished samples from the batch (the loop has no
-other): until the next one a finished sample stays in the batch, masked by `active` so that it
-neither counts gradient evaluations nor changes its result."""
-
-
 @dataclass
 class _State(SearchState):
     lower: Tensor
@@ -112,7 +113,6 @@ class _State(SearchState):
     best_l2sq: Tensor  # squared L2 of `adv`
     step_best: Tensor  # L2 of the closest adversarial of the current search step (inf: none yet)
     step_best_at_check: Tensor
-    active: Tensor  # False once the sample's search is over
 
 
 def cw_l2(
@@ -163,10 +163,9 @@ def cw_l2(
                 end |= converged
             _next_search_step(s, s.active & end, params)
             s.active &= s.search_step < params.binary_steps
-            if i % min(_SYNC_EVERY, params.max_iterations) == 0 and not s.active.all():
-                s = retire(out, s, ~s.active)
-                if not len(s.idx):
-                    return out
+            s = retire_finished(out, s, i, params)
+            if not len(s.idx):
+                return out
 
 
 def _initial_state(x: Tensor, cls: Tensor, p: CWL2Params) -> _State:
@@ -183,7 +182,6 @@ def _initial_state(x: Tensor, cls: Tensor, p: CWL2Params) -> _State:
         best_l2sq=per_sample(x, float("inf"), f64),
         step_best=per_sample(x, float("inf")),
         step_best_at_check=per_sample(x, float("inf")),
-        active=per_sample(x, True, torch.bool),
     )
 
 

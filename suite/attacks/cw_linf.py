@@ -35,7 +35,14 @@ from suite.attacks.common import (
     per_sample,
     rows,
 )
-from suite.attacks.search import SearchState, accept, raise_const, solve_over, start
+from suite.attacks.search import (
+    SearchState,
+    accept,
+    raise_const,
+    retire_finished,
+    solve_over,
+    start,
+)
 
 
 class CWLinfParams(TargetingParams):
@@ -94,29 +101,31 @@ def cw_linf(
         params.initial_const,
         tau=per_sample(x, params.initial_tau),
     )
-    while len(s.idx):
+    i = 0
+    while True:
+        i += 1
         x_adv, dx_dw = from_tanh_space(s.w)
         mgn, mgn_grad = margin_and_grad(model, x_adv, s.cls, targeted)
-        s.grad_evals += 1
 
         with torch.no_grad():
+            s.grad_evals += s.active.long()
             delta = x_adv - s.x
             excess = (delta.abs() - rows(s.tau)).clamp_min(0)
             hinge = (mgn + params.confidence).clamp_min(0)
             loss = s.const * hinge + excess.flatten(1).sum(1)
             may_stop = params.abort_early or (s.it == params.max_iterations - 1)
-            solved = (mgn + params.confidence < 0) & (loss < 1e-4 * s.const) & may_stop
+            solved = (mgn + params.confidence < 0) & (loss < 1e-4 * s.const) & may_stop & s.active
 
             grad = rows((s.const * (hinge > 0)).float()) * mgn_grad
             grad = (grad + delta.sign() * (excess > 0)) * dx_dw
             s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
 
-            failed = ~solved & solve_over(s, loss, params)
-            done = torch.zeros_like(solved)
-            if solved.any():
-                done |= _tighten(s, solved, x_adv, delta, params)
-            s = raise_const(out, s, failed, done, params)
-    return out
+            failed = ~solved & solve_over(s, loss, params) & s.active
+            done = _tighten(s, solved, x_adv, delta, params) | raise_const(s, failed, params)
+            s.active &= ~done
+            s = retire_finished(out, s, i, params)
+            if not len(s.idx):
+                return out
 
 
 def _tighten(s: _State, solved: Tensor, x_adv: Tensor, delta: Tensor, p: CWLinfParams) -> Tensor:

@@ -1,6 +1,9 @@
 """The per-sample search of the C&W attacks (L2, L∞, L0): the state of the samples still in the
 batch and its bookkeeping. Each sample runs its own schedule of Adam solves in one shared batch,
-restarts alone, and leaves the batch, its result written out, when its search is over."""
+restarts alone, and leaves the batch, its result written out, once its search is over.
+
+The loops never wait on the device between syncs: every per-sample decision is a mask, and the
+host reads one (`retire_finished`) every `SYNC_EVERY` iterations only."""
 
 import dataclasses
 from dataclasses import dataclass
@@ -30,9 +33,15 @@ class SearchState:
     adv: Tensor  # the image to return: the best (L2) or last (L∞, L0) success, else the clean one
     adv_const: Tensor  # the c that found `adv` (NaN before any success)
     grad_evals: Tensor
+    active: Tensor  # False once the sample's search is over (it leaves at the next sync)
 
 
 S = TypeVar("S", bound=SearchState)
+
+SYNC_EVERY = 50
+"""Iterations between the host syncs that drop finished samples from the batch (the loops have no
+other): until the next one a finished sample stays in the batch, masked by `active` so that it
+neither counts gradient evaluations nor changes its result."""
 
 
 class SolveSettings(Protocol):
@@ -70,6 +79,7 @@ def start(state: type[S], x: Tensor, cls: Tensor, const: float, **extra: Tensor)
         adv=x.clone(),
         adv_const=per_sample(x, float("nan"), f64),
         grad_evals=per_sample(x, 0, torch.int64),
+        active=per_sample(x, True, torch.bool),
         **extra,
     )
 
@@ -107,17 +117,23 @@ def accept(s: SearchState, solved: Tensor, x_adv: Tensor) -> None:
     )
 
 
-def raise_const(out: Found, s: S, failed: Tensor, done: Tensor, p: ConstSettings) -> S:
+def raise_const(s: SearchState, failed: Tensor, p: ConstSettings) -> Tensor:
     """Multiply c for the rows whose solve failed (they keep their Adam state, as the paper's code
-    does), stop those that reached the largest c, and retire every stopped row (`done` too)."""
-    if failed.any():
-        s.const = torch.where(failed, s.const * p.const_factor, s.const)
-        reset_where(s, failed, it=0, loss_at_check=float("inf"))
-        done = done | (failed & (s.const >= p.largest_const))
-    return retire(out, s, done) if done.any() else s
+    does); returns the rows that reached the largest c, whose search is over."""
+    s.const = torch.where(failed, s.const * p.const_factor, s.const)
+    reset_where(s, failed, it=0, loss_at_check=float("inf"))
+    return failed & (s.const >= p.largest_const)
 
 
-def retire(out: Found, s: S, done: Tensor) -> S:
+def retire_finished(out: Found, s: S, i: int, p: SolveSettings) -> S:
+    """At every `SYNC_EVERY`-th iteration `i` (or every `max_iterations`-th, if fewer), write out
+    the samples no longer active and drop them from the batch: the loop's only host sync."""
+    if i % min(SYNC_EVERY, p.max_iterations) == 0 and not s.active.all():
+        return _retire(out, s, ~s.active)
+    return s
+
+
+def _retire(out: Found, s: S, done: Tensor) -> S:
     """Write the results of the `done` rows into `out` and drop them from the active set."""
     idx = s.idx[done]
     out.x_adv[idx] = s.adv[done]
