@@ -9,6 +9,8 @@ $(STAMP): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,dev,ray]'
+	# FMN's reference for tests and bench/; its torchvision and visdom serve attacks never loaded
+	$(BIN)/pip install -q --no-deps adv-lib==0.2.8
 	touch $(STAMP)
 
 install: $(STAMP)

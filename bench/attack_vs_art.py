@@ -9,6 +9,11 @@ run through one model wrapper that counts, per digit, the rows of every backward
 evaluations) and of every forward pass; success, L0 (pixels with |Δ| > 1e-5) and L∞ are
 recomputed here from the returned images.
 
+ART's L0 has not finished 2 digits in 900 s here, so `fmn-l0` adds an independent L0 figure:
+FMN (Pintor et al. 2021) at L0, 1,000 steps, as adv-lib 0.2.8 implements it (bench/
+l2_ensemble_vs_fmn.py says how to install it); without adv-lib the bench stops at once and says
+so (or pass `--skip fmn-l0`).
+
 ART's `CarliniL0Method` loops over `x.shape[1]` (the features of tabular data): on images in
 NCHW it would freeze at most one pixel, so both ART attacks get digits shaped 784×1×1 and a model
 that reshapes them.
@@ -21,6 +26,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +34,7 @@ import torch
 from art.attacks.evasion import CarliniL0Method, CarliniLInfMethod
 from art.estimators.classification import PyTorchClassifier
 from attack_throughput import attacked_digits, trained_cw_mnist
+from l2_ensemble_vs_fmn import adv_lib_fmn
 from torch import Tensor, nn
 
 from suite.attacks import distortions, run_attack
@@ -36,7 +43,10 @@ from suite.attacks.cw_linf import CWLinfParams
 from suite.data import load_splits
 
 _PER_DIGIT = ("l0", "linf", "success")
-RUNS = ("ours-l0", "ours-l0-no-stall", "art-l0", "ours-linf", "ours-linf-stall", "art-linf")
+RUNS = (
+    "ours-l0", "ours-l0-no-stall", "art-l0", "fmn-l0", "ours-linf", "ours-linf-stall", "art-linf",
+)  # fmt: skip
+FMN_STEPS = 1000
 
 
 class _Counted(torch.autograd.Function):
@@ -75,8 +85,11 @@ def main() -> None:
     splits = load_splits("mnist-5k", root=None, train_samples=None, val_samples=0, split_seed=0)
     model = trained_cw_mnist(splits, args.epochs, Path(args.cache))
     x, y, index, accuracy = attacked_digits(model, splits.test.x, splits.test.y, args.samples)
+    fmn = None if "fmn-l0" in args.skip else adv_lib_fmn()
     runs = [
-        _run(name, model, x, y, index, args.art_linf_iter) for name in RUNS if name not in args.skip
+        _run(name, model, x, y, index, args.art_linf_iter, fmn)
+        for name in RUNS
+        if name not in args.skip
     ]
     result = {
         "device": "cpu",
@@ -108,7 +121,13 @@ def _parse() -> argparse.Namespace:
 
 
 def _run(
-    name: str, model: nn.Module, x: Tensor, y: Tensor, index: np.ndarray, art_linf_iter: int
+    name: str,
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    index: np.ndarray,
+    art_linf_iter: int,
+    fmn: Callable[..., Tensor] | None,
 ) -> dict:
     """One attack on all digits; success, L0 and L∞ recomputed from the returned images."""
     counting = _Counting(model).eval()
@@ -117,7 +136,9 @@ def _run(
         "ours-linf-stall": {"give_up_stalled": True},  # off by default: +1.3% median L∞
     }
     t = time.perf_counter()
-    if name.startswith("ours"):
+    if name == "fmn-l0":
+        x_adv = fmn(counting, x, y, norm=0, steps=FMN_STEPS).detach()
+    elif name.startswith("ours"):
         kind = "cw-l0" if "l0" in name else "cw-linf"
         params = (CWL0Params if kind == "cw-l0" else CWLinfParams)(**ablation.get(name, {}))
         x_adv = run_attack(kind, params, counting, x, y, index, seed=0, batch_size=len(x)).x_adv

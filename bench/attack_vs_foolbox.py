@@ -36,7 +36,7 @@ from suite.devices import resolve_device
 SAVERS = {"abort_failing": True, "abort_converged": True}
 
 
-class _Counting(nn.Module):
+class GradCounting(nn.Module):
     """Forwards to `model`, counting the rows of every forward pass that builds a graph."""
 
     def __init__(self, model: nn.Module) -> None:
@@ -101,7 +101,7 @@ def _parse() -> argparse.Namespace:
 
 def _run(impl, extra, const, steps, model, x, y, index, dev, note="") -> dict:
     """One attack on the whole batch; success and L2 recomputed from the returned images."""
-    counting = _Counting(model).eval()
+    counting = GradCounting(model).eval()
     _sync(dev)
     t = time.perf_counter()
     if impl == "ours":

@@ -12,12 +12,13 @@ from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.attacks.targets import choose_targets, rows_per_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-KINDS = {"cw-l2", "cw-linf", "cw-l0", "ddn", "pgd-linf", "pgd-l2", "fgsm", "autoattack"}
+KINDS = {"cw-l2", "cw-linf", "cw-l0", "ddn", "fmn", "pgd-linf", "pgd-l2", "fgsm", "autoattack"}
 SMALL = {
     "cw-l2": {"binary_steps": 3, "max_iterations": 50},
     "cw-linf": {"max_iterations": 20},
     "cw-l0": {"max_iterations": 20},
     "ddn": {"steps": 20},
+    "fmn": {"steps": 20},
     "pgd-linf": {"steps": 5, "eps": [0.1, 0.3]},
     "pgd-l2": {"steps": 5, "eps": [1.0, 3.0]},
     "fgsm": {"eps": [0.1, 0.3]},

@@ -1,6 +1,7 @@
 """Maths and plumbing shared by the attacks: settings, the registry entry, tanh box, C&W margin,
 batched Adam."""
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, Literal, NamedTuple, Protocol, TypeVar
@@ -104,7 +105,6 @@ class AttackKind(Generic[P]):
     budget: Callable[[P], Budget] | None = None  # fixed-budget kinds: settings → their ε balls
     softmax_gradient: bool = False  # follows the gradient of the softmax cross-entropy
     single_step: bool = False  # one gradient step (FGSM): weaker than an iterative attack
-    logit_margin: bool = False  # attacks C&W's margin on the logits, whatever its settings
     ensemble: bool = False  # records name the member that succeeded (column `component`)
     gradient_free: Callable[[P], bool] | None = None  # settings → uses no gradient at all
 
@@ -135,6 +135,19 @@ def per_sample(x: Tensor, value: float | bool, dtype: torch.dtype = torch.float3
 def rows(v: Tensor) -> Tensor:
     """View a per-sample vector [B] as [B, 1, 1, 1] so it broadcasts over images."""
     return v.view(-1, 1, 1, 1)
+
+
+def cosine(start: float, end: float, i: int, steps: int) -> float:
+    """The value at step `i` of `steps` of a cosine schedule from `start` down to `end` (DDN, FMN)."""
+    return end + (start - end) * (1 + math.cos(math.pi * i / steps)) / 2
+
+
+def step_onto_sphere(x: Tensor, delta: Tensor, grad: Tensor, step: float, eps: Tensor) -> Tensor:
+    """DDN's and FMN's move: `step` along the L2-normalised `grad`, rescale δ to norm `eps` per
+    sample, then clip x + δ to [0, 1]."""
+    delta = delta + step * grad / rows(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
+    delta = delta * rows(eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12))
+    return (x + delta).clamp(0, 1) - x
 
 
 def to_tanh_space(x: Tensor) -> Tensor:

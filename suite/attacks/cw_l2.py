@@ -211,6 +211,4 @@ def _next_search_step(s: _State, end: Tensor, p: CWL2Params) -> None:
     )  # fmt: skip
 
 
-CW_L2 = AttackKind(
-    name="cw-l2", params=CWL2Params, attack=cw_l2, minimal_norm="l2", logit_margin=True
-)
+CW_L2 = AttackKind(name="cw-l2", params=CWL2Params, attack=cw_l2, minimal_norm="l2")

@@ -136,6 +136,4 @@ def _tighten(s: _State, solved: Tensor, x_adv: Tensor, delta: Tensor, p: CWLinfP
     return solved & (s.tau <= p.smallest_tau)
 
 
-CW_LINF = AttackKind(
-    name="cw-linf", params=CWLinfParams, attack=cw_linf, minimal_norm="linf", logit_margin=True
-)
+CW_LINF = AttackKind(name="cw-linf", params=CWLinfParams, attack=cw_linf, minimal_norm="linf")

@@ -13,7 +13,6 @@ works on logits, so distillation's temperature cannot hide its gradient, and on 
 net it still reaches C&W L2's median distortion within 3% (tests/test_attacks_quality.py).
 """
 
-import math
 from typing import Literal
 
 import numpy as np
@@ -26,10 +25,12 @@ from suite.attacks.common import (
     Found,
     TargetingParams,
     ce_and_grad,
+    cosine,
     hits,
     margin_and_grad,
     per_sample,
     rows,
+    step_onto_sphere,
 )
 
 
@@ -67,10 +68,7 @@ def ddn(
     largest = torch.maximum(x, 1 - x).flatten(1).norm(dim=1)
     best_l2 = per_sample(x, float("inf"))
     for i in range(params.steps):
-        step = (
-            params.min_step
-            + (params.max_step - params.min_step) * (1 + math.cos(math.pi * i / params.steps)) / 2
-        )
+        step = cosine(params.max_step, params.min_step, i, params.steps)
         is_adv, grad = _adversarial_and_ascent(model, x + delta, cls, targeted, params.loss)
         with torch.no_grad():
             l2 = delta.flatten(1).norm(dim=1)
@@ -78,11 +76,9 @@ def ddn(
             out.x_adv = torch.where(rows(better), x + delta, out.x_adv)
             best_l2 = torch.where(better, l2, best_l2)
 
-            delta = delta + step * grad / rows(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
             eps = torch.where(is_adv, eps * (1 - params.gamma), eps * (1 + params.gamma))
             eps = torch.minimum(eps, largest)
-            delta = delta * rows(eps / delta.flatten(1).norm(dim=1).clamp_min(1e-12))
-            delta = (x + delta).clamp(0, 1) - x
+            delta = step_onto_sphere(x, delta, grad, step, eps)
     out.grad_evals += params.steps
     return out
 
