@@ -202,7 +202,9 @@ def _compare(label: str, accuracy: float, runs: list[dict], members: list[str]) 
             "fools_digits_members_missed": more,
         }
         adds[f"{name} fools digits every member missed: {more}"] = more > 0
-        adds[f"{name} mean per-digit gain > 0.2% ({gain.mean():+.3%})"] = bool(gain.mean() > STRENGTH)
+        adds[f"{name} mean per-digit gain > 0.2% ({gain.mean():+.3%})"] = bool(
+            gain.mean() > STRENGTH
+        )
     smallest = {m: int((by[m] <= np.min([by[o] for o in by if o != m], axis=0)).sum()) for m in by}
     for r in runs:
         r["l2"] = [v if np.isfinite(v) else None for v in r["l2"].tolist()]
