@@ -125,11 +125,12 @@ def test_transfer_rows_pair_by_sample_index_and_need_the_source(tmp_path, monkey
     text = report.markdown.read_text(encoding="utf-8")
     assert "## Transfer attacks" in text and "## Attack: cw-from-base" not in text
     lines = text.splitlines()
-    row = next(i for i, line in enumerate(lines) if line.startswith("| cw-from-base | base |"))
-    header = [c.strip() for c in lines[row - 2].strip("|").split("|")]
-    cells = dict(zip(header, (c.strip() for c in lines[row].strip("|").split("|")), strict=True))
+    head = lines.index("| evaluated on | cw-from-base (from base) |")
+    cells = dict(
+        [c.strip() for c in line.strip("|").split("|")] for line in lines[head + 2 : head + 4]
+    )
     own_rate = crafted["success"][crafted["clean_correct"]].mean()
-    assert cells["base"] == f"{100 * own_rate:.1f}%"  # the source's own column: the direct attack
+    assert cells["base"] == f"{100 * own_rate:.1f}%"  # the source's own row: the direct attack
     moved_rate = moved["success"][moved["clean_correct"]].mean()
     assert cells["other"].startswith(f"{100 * moved_rate:.1f}% (")
 

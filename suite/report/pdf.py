@@ -26,6 +26,9 @@ _MAX_IMAGE_HEIGHT = 0.62  # of the printable page height, so a figure and its ca
 _MIN_TABLE_PT = 6.0
 _CELL_PADDING_MM = 2.5
 _WRAP_CELLS_LONGER_THAN = 20  # characters; longer cells wrap rather than widen their column
+_BREAK_AFTER = re.compile(r"(?<=[-/_])(?=\w)")
+"""Where a table cell's long name may wrap (a zero-width space there): after a hyphen, slash or
+underscore, so "t100/teacher" wraps as "t100/" "teacher", never mid-word as "t100/teach" "er"."""
 _NEW_PAGE_BELOW = 0.7  # a section starting lower on the page starts on the next one
 _STYLES = {
     "h1": TextStyle(font_size_pt=17, color=(0, 0, 0), t_margin=2, b_margin=0.4),
@@ -66,12 +69,16 @@ def _html(markdown: str, base_dir: Path, pdf: FPDF) -> str:
     """HTML for fpdf2: absolute image paths sized to fit, tables sized to their text."""
     md = MarkdownIt("commonmark", {"html": False}).enable("table")
     tokens = md.parse(markdown)
+    in_table = False
     for i, token in enumerate(tokens):
         if token.type == "table_open":
             _size_table(tokens, i, pdf)
+        in_table = (in_table or token.type == "table_open") and token.type != "table_close"
         for child in token.children or []:
             if child.type == "image":
                 _size_image(child, base_dir, pdf)
+            elif in_table and child.type in ("text", "code_inline"):
+                child.content = _BREAK_AFTER.sub("\u200b", child.content)
     md.add_render_rule("table_open", _table_open)
     md.add_render_rule("table_close", lambda *a: "</table></font>")
     return md.renderer.render(tokens, md.options, {})
@@ -101,7 +108,8 @@ def _size_table(tokens: list[Token], start: int, pdf: FPDF) -> None:
             column = 0
         elif token.type in ("th_open", "td_open"):
             text = tokens[j + 1].content if tokens[j + 1].type == "inline" else ""
-            word_mm = max(map(pdf.get_string_width, text.split()), default=0.0)
+            words = _BREAK_AFTER.sub(" ", text).split()
+            word_mm = max(map(pdf.get_string_width, words), default=0.0)
             if token.type == "th_open":
                 headers.append(token)
                 need = 1.1 * max(word_mm, min(pdf.get_string_width(text), wrap_mm / 2))  # bold

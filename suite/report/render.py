@@ -246,18 +246,24 @@ _TRANSFER_NOTE = (
     "each condition's model, as Carlini & Wagner (2017, §VIII) broke defensive distillation: the "
     "share of each model's clean-correct (seed, digit) rows they fool, pooled over seeds; in "
     "brackets, the same perturbations rescaled to that model's own median distortion under the "
-    "direct attack of the same kind. The source's own column is the direct attack. No gradient of "
+    "direct attack of the same kind. The source's own row is the direct attack. No gradient of "
     "the evaluated model is used, so a model that only masks its gradient is fooled here."
 )
 
 
 def _transfer_md(f: _Frames, files: _Files) -> list[str]:
-    """The source × target matrix of the transfer attacks, where any ran."""
+    """The source × target matrix of the transfer attacks, where any ran; shown a row per model
+    evaluated on, a column per transfer attack (a few sources, many targets: it stays narrow)."""
     if f.transfer.empty:
         return []
     matrix = tables.transfer_matrix(f.transfer, f.order)
     files.table(matrix, "transfer")
-    return ["## Transfer attacks", "", _TRANSFER_NOTE, "", *md_table(matrix)]
+    by_target = matrix.drop(columns="source").set_index("attack").T
+    by_target.columns = [
+        f"{a} (from {s})" for a, s in zip(matrix["attack"], matrix["source"], strict=True)
+    ]
+    by_target = by_target.rename_axis("evaluated on").reset_index()
+    return ["## Transfer attacks", "", _TRANSFER_NOTE, "", *md_table(by_target)]
 
 
 def _masking_sections(f: _Frames, files: _Files) -> list[str]:
