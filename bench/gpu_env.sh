@@ -15,5 +15,6 @@ pip=("$venv/bin/python" -m pip install -q --no-index --find-links "$wheels")
 # Resolve against what the image has; where a bound cannot be met offline, install the wheels as they are.
 "${pip[@]}" mlflow pydantic fpdf2 mlxtend foolbox pypdf pytest-timeout \
   || "${pip[@]}" --no-deps "$wheels"/*.whl
+"${pip[@]}" --no-deps adv-lib  # FMN's reference in the tests; its torchvision and visdom are not used
 "${pip[@]}" --no-deps --no-build-isolation -e .
 "$venv/bin/python" -c 'import mlflow, pydantic, suite; print("mlflow", mlflow.__version__, "suite ok")'
