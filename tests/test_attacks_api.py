@@ -316,8 +316,12 @@ def test_cw_loops_read_the_device_only_every_sync_every_iterations(
     from suite.attacks.kinds import attack_kind
     from suite.attacks.search import SYNC_EVERY
 
-    x, y, idx = (t[:8] for t in test_batch)
-    settings = {"cw-l2": {"binary_steps": 3}, "cw-linf": {"initial_const": 1e-2}}
+    x, y, idx = (t[:4] for t in test_batch)
+    settings = {
+        "cw-l2": {"binary_steps": 3},
+        "cw-linf": {"initial_const": 1e-2},
+        "cw-l0": {"largest_const": 10.0},
+    }
     params = ATTACK_PARAMS[kind](max_iterations=120, **settings.get(kind, {}))
     model = _ReadCounter(trained_tiny)
     model.watch(monkeypatch)
