@@ -124,8 +124,8 @@ def _student(splits, epochs: int, cache: Path) -> nn.Module:
         fit(model, x, targets, y, recipe, seed=0, temperature=TEMPERATURE)
         return model.eval()
 
-    student = build_model("cw-mnist", dropout=0.5)
     if path.exists():
+        student = build_model("cw-mnist", dropout=0.5)
         student.load_state_dict(torch.load(path))
         return student.eval()
     teacher = trained(y)

@@ -18,6 +18,7 @@ success) for half the gradient evaluations (12,993 vs 25,036 per digit): above i
 rule. The paper's first-success exit (`abort_early`) stays on.
 """
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,9 +102,7 @@ def cw_linf(
         params.initial_const,
         tau=per_sample(x, params.initial_tau),
     )
-    i = 0
-    while True:
-        i += 1
+    for i in itertools.count(1):
         x_adv, dx_dw = from_tanh_space(s.w)
         mgn, mgn_grad = margin_and_grad(model, x_adv, s.cls, targeted)
 
@@ -120,10 +119,9 @@ def cw_linf(
             grad = (grad + delta.sign() * (excess > 0)) * dx_dw
             s.w, s.m, s.v, s.t = adam_step(s.w, grad, s.m, s.v, s.t, params.lr)
 
-            failed = ~solved & solve_over(s, loss, params) & s.active
+            failed = ~solved & solve_over(s, loss, params)
             done = _tighten(s, solved, x_adv, delta, params) | raise_const(s, failed, params)
-            s.active &= ~done
-            s = retire_finished(out, s, i, params)
+            s = retire_finished(out, s, done, i, params)
             if not len(s.idx):
                 return out
 

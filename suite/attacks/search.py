@@ -96,15 +96,15 @@ def stall(
 
 
 def solve_over(s: SearchState, loss: Tensor, p: SolveSettings) -> Tensor:
-    """Count one iteration of every sample's solve; the samples whose solve is over: out of
-    iterations, or stalled when the stall check is on."""
+    """Count one iteration of every sample's solve; the active samples whose solve is over: out
+    of iterations, or stalled when the stall check is on."""
     stalled = torch.zeros_like(loss, dtype=torch.bool)
     if p.stall_check:
         stalled, s.loss_at_check = stall(
             loss, s.loss_at_check, s.it, p.abort_window, p.abort_tolerance
         )
     s.it += 1
-    return stalled | (s.it >= p.max_iterations)
+    return (stalled | (s.it >= p.max_iterations)) & s.active
 
 
 def accept(s: SearchState, solved: Tensor, x_adv: Tensor) -> None:
@@ -125,9 +125,11 @@ def raise_const(s: SearchState, failed: Tensor, p: ConstSettings) -> Tensor:
     return failed & (s.const >= p.largest_const)
 
 
-def retire_finished(out: Found, s: S, i: int, p: SolveSettings) -> S:
-    """At every `SYNC_EVERY`-th iteration `i` (or every `max_iterations`-th, if fewer), write out
-    the samples no longer active and drop them from the batch: the loop's only host sync."""
+def retire_finished(out: Found, s: S, done: Tensor, i: int, p: SolveSettings) -> S:
+    """Mark the `done` samples inactive; at every `SYNC_EVERY`-th iteration `i` (or every
+    `max_iterations`-th, if fewer), write out the inactive ones and drop them from the batch: the
+    loop's only host sync."""
+    s.active &= ~done
     if i % min(SYNC_EVERY, p.max_iterations) == 0 and not s.active.all():
         return _retire(out, s, ~s.active)
     return s
