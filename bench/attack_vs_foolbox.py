@@ -150,18 +150,22 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def _checks(runs: list[dict]) -> dict:
-    """The issue's checks at each setting, and the cost of every saver against ours without it."""
-    checks = {}
+def _ours_against_foolbox(runs: list[dict]):
+    """Each run of ours with its name, and foolbox's and ours-at-the-defaults' runs at its setting."""
     at = {(r["impl"], r["note"], r["initial_const"], r["budget"]): r for r in runs}
     for (impl, note, const, budget), r in at.items():
-        if impl != "ours":
-            continue
-        theirs, plain = at[("foolbox", "", const, budget)], at[("ours", "", const, budget)]
-        name = f"c {const:g} {budget}: ours" + (f" ({note})" if note else "")
+        if impl == "ours":
+            name = f"c {const:g} {budget}: ours" + (f" ({note})" if note else "")
+            yield name, r, at[("foolbox", "", const, budget)], at[("ours", "", const, budget)]
+
+
+def _checks(runs: list[dict]) -> dict:
+    """The issue's checks at each setting, and the cost of every variant against ours without it."""
+    checks = {}
+    for name, r, theirs, plain in _ours_against_foolbox(runs):
         checks[f"{name} 100% success"] = r["success_rate"] == 1.0
         checks[f"{name} median L2 <= foolbox"] = r["median_l2"] <= theirs["median_l2"]
-        if note:
+        if r["note"]:
             checks[f"{name} evals <= 1/3 foolbox"] = (
                 3 * r["grad_evals_per_digit"] <= theirs["grad_evals_per_digit"]
             )
@@ -174,18 +178,13 @@ def _paired(runs: list[dict]) -> dict:
     """Per digit, ours against foolbox at the same setting, on the digits both fooled: a median of
     100 digits can move across a gap between neighbours, a per-digit ratio cannot."""
     out = {}
-    for r in (r for r in runs if r["impl"] == "ours"):
-        setting = (r["initial_const"], r["budget"])
-        theirs = next(
-            t
-            for t in runs
-            if t["impl"] == "foolbox" and (t["initial_const"], t["budget"]) == setting
-        )
-        both = [(a, b) for a, b in zip(r["l2"], theirs["l2"], strict=True) if a and b]
+    for name, r, theirs, _ in _ours_against_foolbox(runs):
+        both = [
+            (a, b)
+            for a, b in zip(r["l2"], theirs["l2"], strict=True)
+            if a is not None and b is not None
+        ]
         ratio = np.array([a / b for a, b in both])
-        name = f"c {r['initial_const']:g} {r['budget']}: ours" + (
-            f" ({r['note']})" if r["note"] else ""
-        )
         out[name] = {
             "digits": len(both),
             "smaller_or_equal": int((ratio <= 1).sum()),
