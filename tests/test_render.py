@@ -341,3 +341,10 @@ def test_training_curves_leave_out_single_point_models_so_epochs_stay_readable(
     figures.training_curves(one_epoch, tmp_path / "d.png", ["base"])
     for ax in drawn["fig"].axes:
         assert [line.get_marker() for line in ax.get_lines()] == ["o"]
+
+
+def test_pdf_table_names_wrap_at_their_parts_and_numbers_keep_their_sign():
+    from suite.report.pdf import _BREAK_AFTER
+
+    cell = "t100/teacher cw-l2-from-undistilled -0.21 (-5.2 pp)"
+    assert _BREAK_AFTER.sub("|", cell) == "t100/|teacher cw-|l2-|from-|undistilled -0.21 (-5.2 pp)"

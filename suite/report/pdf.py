@@ -26,9 +26,10 @@ _MAX_IMAGE_HEIGHT = 0.62  # of the printable page height, so a figure and its ca
 _MIN_TABLE_PT = 6.0
 _CELL_PADDING_MM = 2.5
 _WRAP_CELLS_LONGER_THAN = 20  # characters; longer cells wrap rather than widen their column
-_BREAK_AFTER = re.compile(r"(?<=[-/_])(?=\w)")
+_BREAK_AFTER = re.compile(r"(?<=\w[-/_])(?=\w)")
 """Where a table cell's long name may wrap (a zero-width space there): after a hyphen, slash or
-underscore, so "t100/teacher" wraps as "t100/" "teacher", never mid-word as "t100/teach" "er"."""
+underscore inside a word, so "t100/teacher" wraps as "t100/" "teacher", never mid-word as
+"t100/teach" "er", and a minus sign stays on its number ("-0.21")."""
 _NEW_PAGE_BELOW = 0.7  # a section starting lower on the page starts on the next one
 _STYLES = {
     "h1": TextStyle(font_size_pt=17, color=(0, 0, 0), t_margin=2, b_margin=0.4),
