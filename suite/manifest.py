@@ -101,7 +101,14 @@ BASELINE_HELP = (
 REPORT_ONLY_FIELDS = frozenset({"baseline"})  # how results are compared, not how models are trained
 # settings added after results were cached, with the value that means "as before": at that value
 # they are left out of the config hash, so earlier results stay reusable
-UNHASHED_AT = {"source": None, "abort_failing": False, "abort_converged": False}
+UNHASHED_AT = {
+    "source": None,
+    "abort_failing": False,
+    "abort_converged": False,
+    "lr_schedule": "constant",
+    "lr_final": 0.1,  # C&W L2's cosine schedule: never change these two defaults, or results
+    "lr_warmup": 10,  # stored with them would be taken for the new ones
+}
 
 
 class StandardCondition(Strict):

@@ -137,8 +137,11 @@ def rows(v: Tensor) -> Tensor:
     return v.view(-1, 1, 1, 1)
 
 
-def cosine(start: float, end: float, i: int, steps: int) -> float:
-    """The value at step `i` of `steps` of a cosine schedule from `start` down to `end` (DDN, FMN)."""
+def cosine(start: float, end: float, i: int | Tensor, steps: int) -> float | Tensor:
+    """The value at step `i` of `steps` of a cosine schedule from `start` down to `end` (DDN, FMN;
+    C&W L2 with a per-sample tensor of steps)."""
+    if isinstance(i, Tensor):
+        return end + (start - end) * (1 + torch.cos(torch.pi * i / steps)) / 2
     return end + (start - end) * (1 + math.cos(math.pi * i / steps)) / 2
 
 
@@ -196,12 +199,14 @@ def hits(pred: Tensor, cls: Tensor, targeted: bool) -> Tensor:
 
 
 def adam_step(
-    w: Tensor, g: Tensor, m: Tensor, v: Tensor, t: Tensor, lr: float
+    w: Tensor, g: Tensor, m: Tensor, v: Tensor, t: Tensor, lr: float | Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """One Adam step (β = 0.9, 0.999) with a per-sample step count `t`, so samples restart alone."""
+    """One Adam step (β = 0.9, 0.999) with a per-sample step count `t`, so samples restart alone;
+    `lr` is one rate or a per-sample one."""
     t = t + 1
     m = 0.9 * m + 0.1 * g
     v = 0.999 * v + 0.001 * g * g
     m_hat = m / rows(1 - 0.9**t)
     v_hat = v / rows(1 - 0.999**t)
-    return w - lr * m_hat / (v_hat.sqrt() + 1e-8), m, v, t
+    step = rows(lr) if isinstance(lr, Tensor) else lr
+    return w - step * m_hat / (v_hat.sqrt() + 1e-8), m, v, t
