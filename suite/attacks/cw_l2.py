@@ -62,7 +62,9 @@ all at 100% success. Ours at the defaults, per digit against foolbox at c 0.01, 
   towards 0 and returns that first leap (L2 0.185 against foolbox's 0.080, the one digit of 100
   that made the mean ratio 1.005 at c 0.01, 5 steps and 1.008 at 9 steps); with it, 0.080.
 - `abort_failing` at a 25-iteration window: at lr 0.1 a step that fails stalls within 50
-  iterations, and the evaluations it saves pay for 350 iterations on the steps that succeed.
+  iterations, and the evaluations it saves pay for 350 iterations on the steps that succeed. It
+  costs nothing here: without it, the same L2 on every digit at c 0.01, 5 steps (1,750
+  evaluations instead of 1,138) and within 2e-9 at 1e-3, 9 steps (3,150 instead of 2,018).
 A cosine decay at the paper's lr 0.01 is what costs +3.9% (above): it only slows a step that is
 still far from the boundary at iteration 1,000.
 """
