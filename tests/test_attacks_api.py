@@ -66,6 +66,7 @@ def test_every_kind_has_forbidding_params_with_defaults():
         ("cw-l2", {"lr": 0}, "greater than 0"),
         ("cw-l2", {"binary_steps": 0}, "greater than or equal to 1"),
         ("cw-l2", {"target_mode": "nearest"}, "'random', 'next', 'least-likely' or 'all'"),
+        ("cw-l2", {"lr_warmup": 20}, 'lr_warmup set: add lr_schedule = "cosine"'),
         ("pgd-linf", {"eps": []}, "at least 1 item"),
         ("pgd-l2", {"eps": [1.0, -0.5]}, "greater than 0"),
         ("fgsm", {"steps": 3}, "Extra inputs"),

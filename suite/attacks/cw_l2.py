@@ -75,7 +75,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from suite.attacks.common import (
@@ -143,6 +143,13 @@ class CWL2Params(TargetingParams):
     abort_tolerance: float = Field(
         1e-3, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )
+
+    @model_validator(mode="after")
+    def _schedule_settings_need_the_schedule(self) -> "CWL2Params":
+        stray = sorted({"lr_final", "lr_warmup"} & self.model_fields_set)
+        if stray and self.lr_schedule == "constant":
+            raise ValueError(f'{" and ".join(stray)} set: add lr_schedule = "cosine" to use them')
+        return self
 
     @property
     def stall_check(self) -> bool:
