@@ -146,7 +146,13 @@ class CWL2Params(TargetingParams):
 
     @model_validator(mode="after")
     def _schedule_settings_need_the_schedule(self) -> "CWL2Params":
-        stray = sorted({"lr_final", "lr_warmup"} & self.model_fields_set)
+        """A changed lr_final/lr_warmup under the constant rate would be silently ignored.
+
+        Compared with the defaults, not with the fields set, so that a stored, fully
+        dumped parameter set validates again.
+        """
+        defaults = type(self).model_fields
+        stray = [f for f in ("lr_final", "lr_warmup") if getattr(self, f) != defaults[f].default]
         if stray and self.lr_schedule == "constant":
             raise ValueError(f'{" and ".join(stray)} set: add lr_schedule = "cosine" to use them')
         return self
