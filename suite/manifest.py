@@ -107,7 +107,7 @@ UNHASHED_AT = {
     "abort_converged": False,
     "lr_schedule": "constant",
     "lr_final": 0.1,  # C&W L2's cosine schedule: never change these two defaults, or results
-    "lr_warmup": 10,  # stored with them would be taken for the new ones
+    "lr_warmup": 100,  # stored with them would be taken for the new ones
 }
 
 

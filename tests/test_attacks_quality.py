@@ -11,8 +11,8 @@ from suite.attacks import ATTACK_PARAMS, L0_TOLERANCE, run_attack
 
 N = 12
 ABORT = {"abort_early": True}
-COSINE = {"lr": 0.1, "max_iterations": 350, "lr_schedule": "cosine"}
-COSINE |= {"abort_failing": True, "abort_window": 25}  # the manifests' C&W L2, at 5 binary steps
+COSINE = {"lr": 0.1, "max_iterations": 400, "lr_schedule": "cosine", "lr_warmup": 100}
+COSINE |= {"abort_failing": True, "abort_window": 20}  # the manifests' C&W L2, at 5 binary steps
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -88,9 +88,9 @@ def test_cw_l2_cosine_decay_at_lr_01_beats_a_constant_step_and_the_papers_budget
     constant = attack("cw-l2", trained_tiny, correct, **short | {"lr_schedule": "constant"}).records
     assert cosine["success"].all() and constant["success"].all()
     ratio = cosine["l2"].to_numpy() / constant["l2"].to_numpy()
-    assert (ratio <= 1).mean() >= 0.75 and np.median(ratio) < 0.998
+    assert (ratio <= 1).mean() >= 0.9 and np.median(ratio) < 0.997  # here 12 of 12, 0.995
     assert cosine["l2"].median() <= cw_l2.records["l2"].median()
-    assert 3 * cosine["grad_evals"].mean() < 5 * 1000  # here 1,090 per digit
+    assert 3 * cosine["grad_evals"].mean() < 5 * 1000  # here 1,173 per digit
 
 
 def test_targeted_cw_l2_lands_on_the_target(trained_tiny, correct):
