@@ -11,7 +11,8 @@ Strength is checked against foolbox 3.3's L2CarliniWagnerAttack by bench/attack_
 budget, as by default here, ours matches it within ±0.02% median L2, all at 100% success. On the
 CPU (ours vs foolbox): 1.508481 vs 1.508408 at initial c 0.01, 5 × 1,000; 1.491339 vs 1.491430
 at 0.01, 9 × 1,000; 1.524775 vs 1.525179 at 1e-3, 5 × 1,000; 1.502027 vs 1.501785 at 1e-3,
-9 × 1,000 (the weights this CPU trained: see the cosine schedule below). On an H200 (other
+9 × 1,000. On the weights that the cosine schedule below was measured on: 1.474215 vs 1.474640
+at 0.01, 5 × 1,000 (no larger on 57 of 100 digits, median ratio 0.999995). On an H200 (other
 weights), 1.3517 vs 1.3515 at 0.01, 5 × 1,000.
 
 Budget savers, each measured against the same attack without it; issue 17's rule drops one that
