@@ -1,6 +1,8 @@
 """Shared fixtures: real mnist-5k digits and a quickly trained tiny model."""
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -36,10 +38,19 @@ def one_thread():
     """One torch thread for a module (the attack tests opt in with `pytestmark`). Attack loops run
     many small ops; on a busy 2-core machine two torch threads spin against each other (measured: a
     tiny-net forward+backward 1.5 ms with one thread, up to 145 ms with two)."""
+    with torch_threads(1):
+        yield
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op threads set to `n` inside the block, restored after it."""
     before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -60,14 +71,10 @@ def trained_tiny(mnist5k_splits):
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     x, y = mnist5k_splits.train.x, mnist5k_splits.train.y
     g = torch.Generator().manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # the same weights whichever test asks first (sums split by thread)
-    try:
+    with torch_threads(1):  # the same weights whichever test asks first (sums split by thread)
         for _ in range(4):
             for idx in torch.randperm(len(x), generator=g).split(64):
                 opt.zero_grad()
                 torch.nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
                 opt.step()
-    finally:
-        torch.set_num_threads(threads)
     return model.eval()
