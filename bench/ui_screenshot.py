@@ -1,6 +1,7 @@
 """What a user sees in `suite ui`: headless-Chromium screenshots of the MLflow UI over a fresh tiny
-experiment (issue 13: the experiment opens on its training runs, and the runs table shows each
-run's Dataset and Models).
+experiment, opened at the URL `suite ui` prints (issues 13 and 31: it opens on the experiment's
+training runs, the collapsed condition rows show test accuracy and the attack's median L2, and the
+runs table shows each run's Dataset and Models).
 
 Needs Debian's `chromium` (`apt-get install -y chromium`). Trains the tiny net for one epoch on
 mnist-5k into a temporary store (about a minute on 2 cores), serves it with `suite ui`, and writes
@@ -92,15 +93,18 @@ def main() -> None:
         suite = Path(sys.executable).parent / "suite"
         proc = subprocess.Popen(
             [str(suite), "ui", "--port", str(port)],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
+            text=True,
         )
         try:
             base = f"http://127.0.0.1:{port}"
+            printed = proc.stdout.readline()  # "MLflow UI for 'ui-shot' on URL  (store …)"
+            url = next(w for w in printed.split() if w.startswith(base))
             wait_for(f"{base}/health", proc)
             shots = {
-                "experiment": f"{base}/#/experiments/{exp.experiment_id}?{UI_WORKFLOW}",
+                "experiment": url,  # what `suite ui` printed
                 "run": f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}?{UI_WORKFLOW}",
             }
             for name, url in shots.items():
@@ -112,6 +116,7 @@ def main() -> None:
     print(
         json.dumps(
             {
+                "printed_url": url,
                 "experiment_kind": exp.tags.get("mlflow.experimentKind"),
                 "dataset": {
                     "name": dataset.name,

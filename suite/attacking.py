@@ -131,7 +131,9 @@ def _transfer(
     idx = subset[: spec.samples or ctx.manifest.data.attack_samples]
     source_cfg = config_hash(spec, idx.tolist(), ctx.manifest.experiment.attack_seed)
     store, name, result = ctx.store, spec.name, schema.attack_result(spec.name)
-    source = store.find_attacked_run(ctx.experiment_id, spec.source, run.seed, result, source_cfg)
+    source = store.find_attacked_run(
+        ctx.experiment_id, spec.source, run.seed, result, source_cfg, ctx.data.digest
+    )
     if source is None:
         raise SuiteError(
             f"attack {name}: condition {spec.source!r} seed {run.seed} has no adversarials of this "
@@ -281,13 +283,28 @@ def _cached(
 ) -> dict[str, float]:
     """Metrics of `result` (`attack.NAME`, `masking`) on `run`: read back when they were saved with
     config hash `cfg` (`Store.cached_result`), else computed inside the re-opened run and saved —
-    an interrupted attack is redone, a finished one never is. Keys are the saved (MLflow-safe)
+    an interrupted attack is redone, a finished one never is, and a concurrent run on the same
+    store waits for it (`Store.claim`) instead of computing it again. Keys are the saved (MLflow-safe)
     names either way."""
-    hit = None if ctx.force else ctx.store.cached_result(run.run_id, result, cfg)
+    store = ctx.store
+
+    def cached() -> dict[str, float] | None:
+        return None if ctx.force else store.cached_result(run.run_id, result, cfg)
+
+    def waiting(holder: str) -> None:
+        ctx.progress.log(
+            f"{run.condition} seed {run.seed}: {holder} is computing {result}; waiting"
+        )
+
+    hit = cached()
     if hit is not None:
         return hit
-    with ctx.store.active(run.run_id, interrupted="FINISHED"):  # the model stays reusable
-        return ctx.store.save_result(run.run_id, result, cfg, compute())
+    with store.claim(f"result/{run.run_id}/{result}/{cfg}", waiting):  # computed once per store
+        hit = cached()
+        if hit is not None:
+            return hit
+        with store.active(run.run_id, interrupted="FINISHED"):  # the model stays reusable
+            return store.save_result(run.run_id, result, cfg, compute())
 
 
 def example_array(x: torch.Tensor, x_adv: torch.Tensor, k: int = EXAMPLES) -> np.ndarray:

@@ -26,7 +26,8 @@ F = TypeVar("F", bound=Callable[..., object])
 
 
 def user_errors(func: F) -> F:
-    """A SuiteError becomes its message on stderr (each line) and exit code 2: no traceback."""
+    """A SuiteError becomes its message on stderr (each line, credentials redacted) and exit code 2:
+    no traceback."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -34,8 +35,9 @@ def user_errors(func: F) -> F:
             return func(*args, **kwargs)
         except SuiteError as exc:
             from suite.console import err_console
+            from suite.redact import redact
 
-            for line in str(exc).splitlines():
+            for line in redact(str(exc)).splitlines():
                 err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
@@ -67,9 +69,12 @@ def run(
     ] = 0.0,
 ) -> None:
     """Train every condition × seed of MANIFEST (reusing finished runs), attack, and summarise."""
+    from rich.markup import escape
+
     from suite.attacks import MINIMAL_NORMS
     from suite.console import console, live_progress, print_summary
     from suite.manifest import load_manifest
+    from suite.redact import redact
     from suite.runner import local_executor, run_manifest
     from suite.tracking import tracking_uri
 
@@ -82,7 +87,9 @@ def run(
         run_jobs = ray_executor(address, gpus_per_job)
     else:
         run_jobs = local_executor
-    console.print(f"[bold]{spec.experiment.name}[/bold] → {tracking_uri()}")
+    console.print(
+        f"[bold]{spec.experiment.name}[/bold] → {escape(redact(tracking_uri()))}", highlight=False
+    )
     with live_progress() as progress:
         rows = run_manifest(spec, progress=progress, force=force, only=only, executor=run_jobs)
     norms = {a.name: MINIMAL_NORMS[a.kind] for a in spec.attacks if a.kind in MINIMAL_NORMS}
@@ -188,24 +195,30 @@ def data_download(
 @app.command()
 @user_errors
 def ui(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 5000,
+    experiment: Annotated[
+        str | None, typer.Argument(help="Experiment to open; default: the latest run one")
+    ] = None,
+    port: Annotated[int, typer.Option(help="Port to serve on (1-65535)")] = 5000,
     host: Annotated[
         str, typer.Option(help="Interface; keep loopback unless you mean it")
     ] = "127.0.0.1",
 ) -> None:
-    """Serve the MLflow UI over the suite's store (replaces this process with `mlflow server`)."""
-    from suite.tracking import UI_WORKFLOW, artifact_root, tracking_uri
+    """Serve the MLflow UI over the suite's store (replaces this process with `mlflow server`),
+    opening on the experiment's training runs. The port is checked free before the URL is printed."""
+    from suite.redact import redact
+    from suite.tracking import Store, artifact_root, check_bindable, ui_url
 
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).exists():
-        raise StoreError(f"no store at {uri}; run `suite run manifests/quick.toml` first")
+    store = Store(read_only=True)
+    check_bindable(host, port)
+    name = experiment or store.latest_experiment()
+    url = ui_url(host, port, store.experiment_id(name, create=False))
     argv = [
         sys.executable,
         "-m",
         "mlflow",
         "server",
         "--backend-store-uri",
-        uri,
+        store.uri,
         "--default-artifact-root",
         artifact_root(),
         "--host",
@@ -215,9 +228,7 @@ def ui(
         "--workers",
         "1",
     ]
-    print(
-        f"MLflow UI on http://{host}:{port}/#/experiments?{UI_WORKFLOW}  (store {uri})", flush=True
-    )
+    print(f"MLflow UI for {name!r} on {url}  (store {redact(store.uri)})", flush=True)
     os.execv(sys.executable, argv)
 
 
@@ -240,7 +251,7 @@ def list_runs(
     else:
         experiments = store.experiments()
     if not experiments:
-        raise StoreError(f"the store {store.uri} has no experiments; run `suite run FILE` first")
+        raise StoreError(f"the store {store.shown} has no experiments; run `suite run FILE` first")
     for exp_id, exp_name in experiments:
         runs = [
             r
@@ -305,7 +316,8 @@ def report(
     """Render the statistical comparison of an experiment as Markdown and PDF, with figures.
 
     Reads the store; its one write is a `report` run in the experiment holding the rendered files.
-    Writes only into reports/<experiment> (or --out), replacing only an earlier report there."""
+    Writes only into reports/<experiment> (or --out), replacing only the files an earlier report
+    wrote there and keeping every other file."""
     from suite.console import console, print_report_summary
     from suite.report.collect import collect
     from suite.report.paths import report_dir
@@ -318,9 +330,17 @@ def report(
     for name in names:
         data = collect(store, name, baseline)
         output = render_report(data, report_dir(name, out if len(names) == 1 else None), formats)
-        run_id = store.log_report(store.experiment_id(name, create=False), output.out_dir)
+        exp_id = store.experiment_id(name, create=False)
+        run_id = store.log_report(exp_id, output.out_dir, output.written)
         print_report_summary(data, output)
-        console.print(f"logged the report as run {run_id} of experiment {name!r} in {store.uri}")
+        if output.kept:
+            console.print(
+                f"kept {len(output.kept)} file(s) in {output.out_dir} that `suite report` did not "
+                f"write: {', '.join(output.kept)}",
+                markup=False,
+                highlight=False,
+            )
+        console.print(f"logged the report as run {run_id} of experiment {name!r} in {store.shown}")
 
 
 @app.command()
@@ -346,7 +366,7 @@ def publish(
     from suite.console import console
     from suite.manifest import load_manifest
     from suite.report.collect import collect
-    from suite.report.paths import report_dir
+    from suite.report.paths import add_written, report_dir
     from suite.report.publish import (
         Provenance,
         headline,
@@ -389,6 +409,7 @@ def publish(
     (out_dir / "README.md").write_text(
         results_readme(attack, table, output.conclusion, provenance, missing), encoding="utf-8"
     )
+    add_written(out_dir, ["README.md"])
     section = readme_section(attack, table, output.conclusion, out_dir.as_posix(), missing)
     readme.write_text(splice(text, section), encoding="utf-8")
     console.print(f"published {name!r} in {out_dir}/ and its headline in {readme}")

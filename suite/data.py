@@ -3,6 +3,7 @@ train/val/test deterministically by a seed (downloads live in `suite.download`).
 
 import functools
 import gzip
+import hashlib
 import math
 import struct
 import zlib
@@ -51,6 +52,16 @@ class DataSplits:
     train: Split
     val: Split
     test: Split
+
+    @functools.cached_property
+    def digest(self) -> str:
+        """A short content hash of every split's images and labels (equal data, equal digest): part
+        of every stored result's identity, so a model is never reused after its data changed."""
+        h = hashlib.sha256()
+        for split in (self.train, self.val, self.test):
+            h.update(split.x.contiguous().numpy().tobytes())
+            h.update(split.y.contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
 
 
 def read_idx(path: Path, max_bytes: int = MAX_IDX_BYTES) -> np.ndarray:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from suite import schema
 from suite.attacking import attack_model, attack_subset
+from suite.attacks import MINIMAL_NORMS
 from suite.conditions import run_condition
 from suite.data import DataSplits, load_splits
 from suite.devices import resolve_device
@@ -177,6 +178,8 @@ def run_manifest(
     data = _splits(manifest)  # a data problem is reported before anything is written
     resolve_device(manifest.experiment.device)
     store = store or Store()
+    for note in store.notes:
+        progress.log(note)
     experiment_id = store.experiment_id(manifest.experiment.name)
     store.reap_stale(experiment_id)
     ctx_data = Context.data_config_of(manifest)
@@ -186,7 +189,9 @@ def run_manifest(
     parents = {}
     for cond in conditions:
         parent_hash = config_hash(ctx_data, manifest.model, manifest.train, cond)
-        parents[cond.name] = store.parent_run(experiment_id, cond.name, cond.kind, parent_hash)
+        parents[cond.name] = store.parent_run(
+            experiment_id, cond.name, cond.kind, parent_hash, data.digest
+        )
         store.log_dataset(parents[cond.name], data)  # the Dataset column of the collapsed row
         store.log_text(parents[cond.name], schema.MANIFEST, manifest.model_dump_json(indent=2))
     jobs = [
@@ -210,7 +215,35 @@ def run_manifest(
         for job, rows in zip(jobs, results, strict=True):
             if any(r.status == "FAILED" for r in rows):
                 outcome[parents[job.condition]] = "FAILED"
+        for cond in conditions:
+            rows = [
+                r
+                for job, rs in zip(jobs, results, strict=True)
+                if job.condition == cond.name
+                for r in rs
+            ]
+            store.log_metrics(parents[cond.name], parent_summary(manifest, rows))
     return [row for rows in results for row in rows]
+
+
+def parent_summary(manifest: Manifest, rows: list[Row]) -> dict[str, float]:
+    """What a condition's collapsed row in the MLflow UI shows: the mean over seeds of its attacked
+    models' test accuracy and of the first minimal-norm attack's median distortion, under the same
+    metric names as the child rows."""
+    attacked = [r for r in rows if r.status == "FINISHED" and r.role in schema.ATTACKED_ROLES]
+    if not attacked:
+        return {}
+    out = {schema.FINAL_TEST_ACC: sum(r.test_acc for r in attacked) / len(attacked)}
+    primary = next((a for a in manifest.attacks if a.kind in MINIMAL_NORMS), None)
+    if primary is not None:
+        key = f"median_{MINIMAL_NORMS[primary.kind]}"
+        values = [r.attacks.get(primary.name, {}).get(key, math.nan) for r in attacked]
+        finite = [v for v in values if math.isfinite(v)]
+        if finite:
+            out[schema.result_metric(schema.attack_result(primary.name), key)] = sum(finite) / len(
+                finite
+            )
+    return out
 
 
 @functools.lru_cache(maxsize=4)

@@ -27,6 +27,9 @@ KIND = "kind"
 SEED = "seed"
 ROLE = "role"  # "model", or a defensive condition's "teacher" / "student"
 CONFIG_HASH = "config_hash"
+DATA_DIGEST = (
+    "data_digest"  # the content digest of the data a run was made on (`DataSplits.digest`)
+)
 STUDENT_CONFIG_HASH = "student_config_hash"  # on a teacher: the config hash of its student
 
 TEACHER_RUN_ID = "teacher_run_id"  # on a student: the run of the model it learned from

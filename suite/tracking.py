@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import pickle
+import re
 import socket
+import sqlite3
 import subprocess
 import tempfile
 import time
@@ -33,6 +35,7 @@ from suite import __version__, schema
 from suite.data import DataSplits
 from suite.errors import StoreError
 from suite.models import MODELS, build_model
+from suite.redact import redact
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -61,7 +64,42 @@ logging.getLogger("alembic").setLevel(logging.ERROR)
 # workflow in the URL, which the UI then remembers.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 UI_WORKFLOW = "workflowType=machine_learning"
+# a model run whose model is logged holds a usable model when it FINISHED, and while a process has
+# reopened it to attack that model (RUNNING); a FAILED or KILLED one is never reused
+MODEL_DONE = ("FINISHED", "RUNNING")
 CONNECT_TIMEOUT_S = 5.0
+
+
+HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4 or IPv6
+
+
+def check_bindable(host: str, port: int) -> None:
+    """StoreError (one line) unless a server can listen on `host`:`port` now: the port in range,
+    the host an address of this machine, the port not taken."""
+    if not 1 <= port <= 65535:
+        raise StoreError(f"--port {port}: not a TCP port; choose one in 1-65535")
+    if not HOST_PATTERN.fullmatch(host):
+        raise StoreError(f"--host {host!r}: not a host name or IP address; e.g. 127.0.0.1")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise StoreError(f"--host {host!r}: not an address of this machine ({exc})") from None
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise StoreError(
+                f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
+                "choose another --port (or stop what holds it)"
+            ) from None
+
+
+def ui_url(host: str, port: int, experiment_id: str) -> str:
+    """The MLflow UI address that opens `experiment_id` on its training runs."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/#/experiments/{experiment_id}/runs?{UI_WORKFLOW}"
 
 
 def default_store_dir() -> Path:
@@ -110,6 +148,7 @@ class StoredRun:
     params: dict[str, str]
     start_ms: int | None = None  # Unix time in ms the run started,
     end_ms: int | None = None  # and last ended (a reopened run ends again); None while it runs
+    dataset_digests: tuple[str, ...] = ()  # digests of the datasets logged as the run's inputs
 
 
 @dataclass(frozen=True)
@@ -126,27 +165,30 @@ class Store:
 
     def __init__(self, uri: str | None = None, *, read_only: bool = False) -> None:
         """Open the store at `uri` (default: `tracking_uri()`). `read_only` (list, report, ui):
-        a SQLite file that does not exist is an error instead of a new empty database."""
+        a SQLite file that is not a complete MLflow store (missing, empty, another kind of file,
+        half-created) is an error, never initialised. Otherwise a new SQLite store is created
+        atomically, and a half-created one that holds no run is set aside and rebuilt."""
         self.uri = uri or tracking_uri()
-        if read_only and self.uri.startswith("sqlite:///"):
-            db = Path(self.uri.removeprefix("sqlite:///"))
-            if not db.is_file():
-                raise StoreError(
-                    f"no MLflow store at {self.uri} ({db} does not exist); check "
-                    "MLFLOW_TRACKING_URI or run `suite run FILE` first"
-                )
+        self.shown = redact(self.uri)  # what is printed, logged, tagged or rendered
+        self.notes: list[str] = []  # what opening the store did that a user should hear of
+        db = _sqlite_file(self.uri)
+        if db is not None and read_only:
+            _check_complete(db, self.shown)
         _check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
         self.commit = git_commit()
-        with _creation_lock(self.uri, create=not read_only):
-            try:
-                self.client = MlflowClient(self.uri)
-                self.client.search_experiments(max_results=1)  # creates the tables of a new store
-            except Exception as exc:  # any backend failure: the user must fix the URI or server
-                raise StoreError(
-                    f"MLflow store {self.uri} is not usable ({type(exc).__name__}: "
-                    f"{str(exc).splitlines()[0][:200]}); check MLFLOW_TRACKING_URI"
-                ) from None
+        if db is not None and not read_only:
+            with _creation_lock(db):
+                self.notes += _ensure_sqlite_store(db, self.shown)
+        try:
+            self.client = MlflowClient(self.uri)
+            self.client.search_experiments(max_results=1)
+        except Exception as exc:  # any backend failure: the user must fix the URI or server
+            raise StoreError(
+                f"MLflow store {self.shown} is not usable ({type(exc).__name__}: "
+                f"{redact(str(exc).splitlines()[0][:200]) if str(exc) else ''}); "
+                "check MLFLOW_TRACKING_URI"
+            ) from None
 
     # ---- experiments and runs -------------------------------------------------------------
 
@@ -157,7 +199,7 @@ class Store:
         exp = self.client.get_experiment_by_name(name)
         if exp is not None and exp.lifecycle_stage == "deleted" and not create:
             raise StoreError(
-                f"experiment {name!r} in {self.uri} is deleted; restore it with "
+                f"experiment {name!r} in {self.shown} is deleted; restore it with "
                 f"`mlflow experiments restore --experiment-id {exp.experiment_id}` to read it"
             )
         if exp is not None:
@@ -168,11 +210,17 @@ class Store:
                     self.client.set_experiment_tag(exp.experiment_id, key, value)
             return exp.experiment_id
         if not create:
-            raise StoreError(f"no experiment named {name!r} in {self.uri}; `suite list` shows them")
-        location = artifact_root() if self.uri.startswith("sqlite:") else None
-        return self.client.create_experiment(
-            name, artifact_location=location, tags=dict(EXPERIMENT_KIND)
-        )
+            raise StoreError(
+                f"no experiment named {name!r} in {self.shown}; `suite list` shows them"
+            )
+        with self.claim(f"experiment/{name}"):  # two runs of a new experiment create it once
+            exp = self.client.get_experiment_by_name(name)
+            if exp is not None:
+                return exp.experiment_id
+            location = artifact_root() if self.uri.startswith("sqlite:") else None
+            return self.client.create_experiment(
+                name, artifact_location=location, tags=dict(EXPERIMENT_KIND)
+            )
 
     def base_tags(self) -> dict[str, str]:
         return {
@@ -196,59 +244,119 @@ class Store:
             reaped.append(run.info.run_id)
         return reaped
 
-    def find_run(self, experiment_id: str, tags: dict[str, str]):
-        """The newest run of this experiment whose tags equal `tags` and whose artifacts live where
-        the experiment puts them, or None."""
+    def find_run(self, experiment_id: str, tags: dict[str, str], digest: str | None = None):
+        """The newest run of this experiment whose tags equal `tags`, made on data with `digest`
+        (unless None), and whose artifacts live where the experiment puts them, or None."""
         clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
         runs = self.client.search_runs(
             [experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"]
         )
         own = self._artifact_home(experiment_id)
-        return next((r for r in runs if _is_own(r, own)), None)
+        return next(
+            (
+                r
+                for r in runs
+                if _is_own(r, own) and (digest is None or _run_digest(_stored(r)) == digest)
+            ),
+            None,
+        )
 
     def find_model_run(
-        self, experiment_id: str, condition: str, config_hash: str
+        self, experiment_id: str, condition: str, config_hash: str, digest: str | None
     ) -> "StoredRun | None":
-        """A reusable run: FINISHED, tagged with this config hash, its artifacts where this
-        experiment keeps them, its model logged, and a child of one of this experiment's own parent
-        runs of `condition` (a teacher outlives a change to its student's settings, which gives the
-        condition a new parent; an ARD student's teacher is found under the teacher's condition).
-        Anything else in the store — a planted run, a run under a made-up parent, a copy pointing
-        at other artifacts — is not trusted."""
+        """A reusable run: tagged with this config hash, made on data with this content digest
+        (`None`: any data — only to tell why nothing matched), its model logged (tag MODEL_ID, set
+        once the weights are stored) and the run FINISHED or RUNNING (another process attacking
+        that model), its artifacts where this experiment keeps them, and a child of one of this
+        experiment's own parent runs of `condition` (a teacher outlives a change to its student's
+        settings, which gives the condition a new parent; an ARD student's teacher is found under
+        the teacher's condition). Anything else in the store — a planted run, a run under a made-up
+        parent, a copy pointing at other artifacts — is not trusted."""
         return self._newest_trusted(
             experiment_id,
             condition,
-            f"tags.`{schema.CONFIG_HASH}` = '{config_hash}' and attributes.status = 'FINISHED'",
-            lambda tags: schema.MODEL_ID in tags,
+            f"tags.`{schema.CONFIG_HASH}` = '{config_hash}'",
+            lambda run: schema.MODEL_ID in run.tags and run.status in MODEL_DONE,
+            digest,
         )
 
     def find_attacked_run(
-        self, experiment_id: str, condition: str, seed: int, result: str, config_hash: str
+        self,
+        experiment_id: str,
+        condition: str,
+        seed: int,
+        result: str,
+        config_hash: str,
+        digest: str,
     ) -> "StoredRun | None":
         """The newest model under attack of `condition` at `seed` (role model or student) holding
-        `result` (e.g. `schema.attack_result(name)`) computed with `config_hash` — the source of a
-        transfer attack — if it is a child of one of the experiment's own parents of that condition
-        and keeps its artifacts there; else None."""
+        `result` (e.g. `schema.attack_result(name)`) computed with `config_hash` on data with this
+        digest — the source of a transfer attack — if it is a child of one of the experiment's own
+        parents of that condition and keeps its artifacts there; else None."""
         tag = schema.result_tag(result)
         return self._newest_trusted(
             experiment_id,
             condition,
             f"tags.`{schema.CONDITION}` = '{condition}' and tags.`{schema.SEED}` = '{seed}' "
             f"and tags.`{tag}` = '{config_hash}'",
-            lambda tags: tags.get(schema.ROLE) in schema.ATTACKED_ROLES,
+            lambda run: run.tags.get(schema.ROLE) in schema.ATTACKED_ROLES,
+            digest,
         )
 
     # ---- the cache protocol: models, attack results, attack batches ----------------------------
 
+    @contextmanager
+    def claim(self, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+        """Hold the claim on `key` (a model's or a result's identity) while the body makes it, so
+        a second process on the same store waits instead of making it again, then finds it made.
+        On a SQLite store the claim is an exclusive lock on a file under `claims/` beside the
+        database (the kernel drops it when its holder dies, `kill -9` included); `waiting(holder)`
+        is called once if another process holds it. A tracking server gives no such lock: there
+        the body runs unclaimed."""
+        db = _sqlite_file(self.uri)
+        if db is None:
+            yield
+            return
+        folder = db.parent / "claims"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"
+        with open(path, "a+", encoding="utf-8") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                holder = handle.read(200).strip() or "another process"
+                if waiting is not None:
+                    waiting(holder)
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"process {os.getpid()} on {socket.gethostname()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
     def reusable_model(
-        self, experiment_id: str, condition: str, config_hash: str
+        self, experiment_id: str, condition: str, config_hash: str, digest: str
     ) -> ReusedModel | None:
-        """The trusted finished model of `condition` with this config hash (`find_model_run`),
-        loaded on the CPU, or None when it must be trained."""
-        run = self.find_model_run(experiment_id, condition, config_hash)
+        """The trusted finished model of `condition` with this config hash, trained on data with
+        this digest (`find_model_run`), loaded on the CPU, or None when it must be trained."""
+        run = self.find_model_run(experiment_id, condition, config_hash, digest)
         if run is None:
             return None
         return ReusedModel(run_id=run.run_id, model=self._load_model(run), metrics=run.metrics)
+
+    def data_changed(
+        self, experiment_id: str, condition: str, config_hash: str, digest: str
+    ) -> str | None:
+        """Why no model with this config hash is reusable when one exists but was made on other
+        data: "run R was trained on data DIGEST"; else None."""
+        run = self.find_model_run(experiment_id, condition, config_hash, None)
+        if run is None:
+            return None
+        return f"run {run.run_id} was trained on data {_run_digest(run) or 'of unknown digest'}"
 
     def cached_result(self, run_id: str, result: str, config_hash: str) -> dict[str, float] | None:
         """The metrics of `result` (`attack.NAME`, `masking`) on `run_id`, keyed without the prefix
@@ -309,7 +417,7 @@ class Store:
         )
         if not runs:
             raise StoreError(
-                f"the store {self.uri} holds no suite runs; run `suite run FILE` first"
+                f"the store {self.shown} holds no suite runs; run `suite run FILE` first"
             )
         return self.client.get_experiment(runs[0].info.experiment_id).name
 
@@ -349,11 +457,17 @@ class Store:
         return {r.info.run_id for r in parents if _is_own(r, own)}
 
     def _newest_trusted(
-        self, experiment_id: str, condition: str, filter_string: str, accept: Callable[[dict], bool]
+        self,
+        experiment_id: str,
+        condition: str,
+        filter_string: str,
+        accept: Callable[[StoredRun], bool],
+        digest: str | None,
     ) -> "StoredRun | None":
-        """The newest run matching `filter_string` whose tags `accept`, that is a child of one of
-        this experiment's own parent runs of `condition` and keeps its artifacts where this
-        experiment keeps them; else None. The one trust rule for everything read back for reuse."""
+        """The newest run matching `filter_string` that `accept`s, made on data with `digest`
+        (unless None), that is a child of one of this experiment's own parent runs of `condition`
+        and keeps its artifacts where this experiment keeps them; else None. The one trust rule
+        for everything read back for reuse."""
         own = self._artifact_home(experiment_id)
         trusted = self._own_parents(experiment_id, condition)
         runs = self.client.search_runs(
@@ -361,11 +475,11 @@ class Store:
         )
         return next(
             (
-                _stored(run)
-                for run in runs
-                if accept(run.data.tags)
-                and run.data.tags.get(schema.PARENT_RUN_ID) in trusted
-                and _is_own(run, own)
+                stored
+                for stored in (_stored(run) for run in runs if _is_own(run, own))
+                if accept(stored)
+                and stored.tags.get(schema.PARENT_RUN_ID) in trusted
+                and (digest is None or _run_digest(stored) == digest)
             ),
             None,
         )
@@ -373,18 +487,29 @@ class Store:
     def _artifact_home(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).artifact_location.rstrip("/")
 
-    def parent_run(self, experiment_id: str, condition: str, kind: str, cfg_hash: str) -> str:
-        """The condition's parent run: reused when its config hash matches, else created."""
+    def parent_run(
+        self, experiment_id: str, condition: str, kind: str, cfg_hash: str, digest: str
+    ) -> str:
+        """The condition's parent run: reused when its config hash and data digest match, else
+        created."""
         tags = {
             schema.LEVEL: schema.LEVEL_CONDITION,
             schema.CONDITION: condition,
             schema.CONFIG_HASH: cfg_hash,
         }
-        run = self.find_run(experiment_id, tags)
-        if run is not None:
+        with self.claim(f"parent/{experiment_id}/{condition}/{cfg_hash}/{digest}"):
+            run = self.find_run(experiment_id, tags, digest)
+            if run is not None:
+                return run.info.run_id
+            all_tags = {
+                **tags,
+                **self.base_tags(),
+                schema.DATA_DIGEST: digest,
+                schema.KIND: kind,
+                schema.RUN_NAME: condition,
+            }
+            run = self.client.create_run(experiment_id, tags=all_tags, run_name=condition)
             return run.info.run_id
-        all_tags = {**tags, **self.base_tags(), schema.KIND: kind, schema.RUN_NAME: condition}
-        return self.client.create_run(experiment_id, tags=all_tags, run_name=condition).info.run_id
 
     def create_child(
         self, experiment_id: str, parent_id: str, name: str, tags: dict[str, str], params: dict
@@ -415,7 +540,7 @@ class Store:
             mlflow.end_run(interrupted)
             raise
         except BaseException as exc:
-            self.client.set_tag(run_id, schema.ERROR, f"{type(exc).__name__}: {exc}"[:4000])
+            self.client.set_tag(run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000])
             mlflow.end_run("FAILED")
             raise
         mlflow.end_run("FINISHED")
@@ -436,7 +561,9 @@ class Store:
             raise
         except BaseException as exc:
             for run_id in run_ids:
-                self.client.set_tag(run_id, schema.ERROR, f"{type(exc).__name__}: {exc}"[:4000])
+                self.client.set_tag(
+                    run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000]
+                )
             self._end_all(run_ids, "FAILED")
             raise
         for run_id in run_ids:
@@ -492,7 +619,7 @@ class Store:
     def _load_model(self, run: StoredRun) -> torch.nn.Module:
         """`load_model` of a run already read (its tags name the model)."""
         run_id, model_id = run.run_id, run.tags.get(schema.MODEL_ID, "")
-        where = f"run {run_id} in {self.uri}"
+        where = f"run {run_id} in {self.shown}"
         try:
             logged = self.client.get_logged_model(model_id)
         except Exception:  # a missing or malformed id: the run was not logged by the suite
@@ -529,7 +656,7 @@ class Store:
         sizes = {"train": len(data.train.y), "val": len(data.val.y), "test": len(data.test.y)}
         dataset = Dataset(
             name=data.dataset,
-            digest=_digest(data),
+            digest=data.digest,
             source_type="local",
             source=json.dumps({"uri": data.source}),
             profile=json.dumps(sizes),
@@ -566,12 +693,15 @@ class Store:
             with np.load(local, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
 
-    def log_report(self, experiment_id: str, folder: Path) -> str:
-        """A `report` run in the experiment holding the rendered report folder as artifacts."""
+    def log_report(self, experiment_id: str, folder: Path, files: list[str]) -> str:
+        """A `report` run in the experiment holding the rendered files (`files`, relative to
+        `folder`; never anything else a user keeps there) as artifacts."""
         name = schema.LEVEL_REPORT
         tags = {schema.LEVEL: schema.LEVEL_REPORT, **self.base_tags(), schema.RUN_NAME: name}
         run_id = self.client.create_run(experiment_id, tags=tags, run_name=name).info.run_id
-        self.client.log_artifacts(run_id, str(folder), schema.REPORT_FOLDER)
+        for rel in files:
+            parent = Path(schema.REPORT_FOLDER, rel).parent.as_posix()
+            self.client.log_artifact(run_id, str(folder / rel), parent)
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
@@ -589,7 +719,18 @@ def _stored(run) -> StoredRun:
         params=dict(run.data.params),
         start_ms=run.info.start_time,
         end_ms=run.info.end_time,
+        dataset_digests=tuple(
+            d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])
+        ),
     )
+
+
+def _run_digest(run: StoredRun) -> str:
+    """The data digest a run was made on: its DATA_DIGEST tag; for a run logged before that tag
+    existed, the digest of its logged dataset input (the same content hash), if it logged one."""
+    if schema.DATA_DIGEST in run.tags:
+        return run.tags[schema.DATA_DIGEST]
+    return run.dataset_digests[0] if len(run.dataset_digests) == 1 else ""
 
 
 def _is_own(run, artifact_home: str) -> bool:
@@ -605,15 +746,6 @@ def _is_probability(text: str) -> bool:
         return False
 
 
-def _digest(data: DataSplits) -> str:
-    """A short content hash of every split's images and labels: equal data, equal digest."""
-    h = hashlib.sha256()
-    for split in (data.train, data.val, data.test):
-        h.update(split.x.contiguous().numpy().tobytes())
-        h.update(split.y.contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _check_reachable(uri: str) -> None:
     """Fail in seconds, naming the URI, when an HTTP tracking server does not accept connections
     (MLflow's own client retries for minutes without a word)."""
@@ -626,7 +758,8 @@ def _check_reachable(uri: str) -> None:
             pass
     except (OSError, ValueError) as exc:
         raise StoreError(
-            f"MLflow server {uri} is unreachable ({exc}); start it or fix MLFLOW_TRACKING_URI"
+            f"MLflow server {redact(uri)} is unreachable ({redact(str(exc))}); start it or fix "
+            "MLFLOW_TRACKING_URI"
         ) from None
 
 
@@ -635,15 +768,151 @@ def _param_value(value: Any) -> str:
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
+# ---- SQLite store files: complete, or created atomically ---------------------------------------
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///` URI, else None (a server, another database)."""
+    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+
+
+@dataclass(frozen=True)
+class _SqliteState:
+    """What a SQLite store file holds: `state` is one of absent, empty (0 bytes), foreign (not a
+    SQLite file), blank (SQLite without tables), other (tables that are not MLflow's), partial
+    (MLflow's tables, schema not at this MLflow's head: half-created or older) or complete."""
+
+    state: str
+    runs: int = 0
+    detail: str = ""
+
+
+def _inspect_sqlite(db: Path) -> _SqliteState:
+    """Read `db` without changing it (opened read-only, never created)."""
+    if not db.exists():
+        return _SqliteState("absent")
+    if not db.is_file():
+        return _SqliteState("foreign", detail="not a regular file")
+    with db.open("rb") as f:
+        header = f.read(len(SQLITE_HEADER))
+    if not header:
+        return _SqliteState("empty")
+    if header != SQLITE_HEADER:
+        return _SqliteState("foreign", detail="not a SQLite database")
+    try:
+        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {
+                r[0] for r in con.execute("select name from sqlite_master where type='table'")
+            }
+            if not tables:
+                return _SqliteState("blank")
+            if not tables & MLFLOW_TABLES:
+                return _SqliteState("other", detail=f"tables {', '.join(sorted(tables)[:5])}")
+            runs = con.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
+            version = (
+                con.execute("select version_num from alembic_version").fetchone()
+                if "alembic_version" in tables
+                else None
+            )
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        return _SqliteState("foreign", detail=f"unreadable SQLite ({exc})")
+    head = _schema_head()
+    if tables >= MLFLOW_TABLES and version is not None and version[0] == head:
+        return _SqliteState("complete", runs)
+    found = "no schema version" if version is None else f"schema {version[0]}"
+    return _SqliteState("partial", runs, f"{found}, this MLflow needs {head}")
+
+
+def _schema_head() -> str:
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return _get_latest_schema_revision()
+
+
+def _check_complete(db: Path, shown: str) -> None:
+    """StoreError unless `db` is a complete MLflow store (what a read-only command may open)."""
+    found = _inspect_sqlite(db)
+    if found.state == "complete":
+        return
+    why = {
+        "absent": f"{db} does not exist",
+        "empty": f"{db} is an empty file",
+        "foreign": f"{db} is {found.detail}",
+        "blank": f"{db} is a SQLite database with no tables",
+        "other": f"{db} holds {found.detail}, not MLflow's",
+        "partial": f"{db} is a half-created or older MLflow store ({found.detail})",
+    }[found.state]
+    fix = (
+        "`suite run FILE` rebuilds a half-created store that holds no runs; an older one with runs "
+        f"needs `mlflow db upgrade {shown}` after a backup"
+        if found.state == "partial"
+        else "check MLFLOW_TRACKING_URI or run `suite run FILE` first"
+    )
+    raise StoreError(f"no MLflow store at {shown} ({why}; left as it is); {fix}")
+
+
+def _ensure_sqlite_store(db: Path, shown: str) -> list[str]:
+    """Make `db` a complete MLflow store for writing (the caller holds the creation lock) and return
+    what was done worth a line. A new store is created in a temporary file and renamed into place,
+    so a crash at any moment leaves either no store or a complete one; an empty file or a table-less
+    database is replaced; a half-created store with no runs is moved aside and rebuilt; a file that
+    is not an MLflow store, or an older one with runs, is refused."""
+    found = _inspect_sqlite(db)
+    if found.state == "complete":
+        return []
+    if found.state in ("foreign", "other"):
+        raise StoreError(
+            f"{db} is {found.detail if found.state == 'foreign' else 'a database with ' + found.detail}"
+            f", not an MLflow store; left as it is; point MLFLOW_TRACKING_URI ({shown}) elsewhere"
+        )
+    if found.state == "partial" and found.runs:
+        raise StoreError(
+            f"MLflow store {shown} holds {found.runs} runs but its schema is not this MLflow's "
+            f"({found.detail}); back it up, then run `mlflow db upgrade {shown}`"
+        )
+    notes = []
+    if found.state == "partial":
+        aside = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(db, aside)
+        notes.append(
+            f"{db} was a half-created MLflow store with no runs ({found.detail}); moved it to "
+            f"{aside.name} and created a new one"
+        )
+    _create_sqlite_store(db)
+    return notes
+
+
+def _create_sqlite_store(db: Path) -> None:
+    """Create MLflow's tables in a temporary file beside `db`, then rename it to `db` (atomic on one
+    file system). Leftovers of creators that died are removed first."""
+    for leftover in db.parent.glob(f".{db.name}.creating-*"):
+        pid = leftover.name.removeprefix(f".{db.name}.creating-").split("-")[0]
+        if not pid.isdigit() or not _alive(int(pid)):
+            leftover.unlink(missing_ok=True)
+    tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
+    tmp.unlink(missing_ok=True)
+    try:
+        client = MlflowClient(f"sqlite:///{tmp}")
+        client.search_experiments(max_results=1)  # runs MLflow's migrations on the new file
+        engine = getattr(getattr(client, "_tracking_client", None), "store", None)
+        if engine is not None and hasattr(engine, "engine"):
+            engine.engine.dispose()
+        os.replace(tmp, db)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
-def _creation_lock(uri: str, create: bool = True) -> Iterator[None]:
+def _creation_lock(db: Path) -> Iterator[None]:
     """Serialise first contact with a SQLite store across processes: two processes creating the
     tables of a new database at once race (mlflow#4123). Read-only callers take no lock (it would
     be a file written beside the database)."""
-    if not create or not uri.startswith("sqlite:///"):
-        yield
-        return
-    db = Path(uri.removeprefix("sqlite:///"))
     db.parent.mkdir(parents=True, exist_ok=True)
     with open(db.with_name(db.name + ".lock"), "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)

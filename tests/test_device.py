@@ -79,7 +79,7 @@ def _pipeline(store: Store, experiment: str, device: torch.device):
     d = manifest.data
     data = load_splits(d.dataset, None, d.train_samples, d.val_samples, d.split_seed)
     experiment_id = store.experiment_id(experiment)
-    parent = store.parent_run(experiment_id, "t20", "defensive", "parent")
+    parent = store.parent_run(experiment_id, "t20", "defensive", "parent", data.digest)
     ctx = Context(
         manifest=manifest,
         data=data,

@@ -11,6 +11,7 @@ from pypdf import PdfReader
 
 from suite.errors import SuiteError
 from suite.report.frames import ReportData
+from suite.report.paths import add_written
 from suite.report.render import render_report
 
 CONDITIONS = {"standard": "standard", "defensive-t50": "defensive"}
@@ -171,11 +172,15 @@ def test_rerender_replaces_and_leaves_no_temp_dirs(tmp_path):
     out = tmp_path / "report"
     first = render_report(synthetic_data(masking=False), out, formats=("md",))
     text = first.markdown.read_text(encoding="utf-8")
-    (out / "stale.txt").write_text("old")
+    (out / "notes.txt").write_text("the user's")  # not the suite's: kept
+    (out / "figures" / "old.png").write_bytes(b"png")  # an output of the earlier render: replaced
+    add_written(out, ["figures/old.png"])
     again = render_report(synthetic_data(masking=False), out, formats=("md",))
     assert again.markdown.read_text(encoding="utf-8") == text  # bootstraps are seeded
     assert again.pdf is None and not (out / "report.pdf").exists()
-    assert not (out / "stale.txt").exists()
+    assert not (out / "figures" / "old.png").exists()
+    assert (out / "notes.txt").read_text() == "the user's" and again.kept == ["notes.txt"]
+    assert "notes.txt" not in again.written and "report.md" in again.written
     assert (out / "report.md").exists() and (out / "figures" / "ecdf_cw-l2.png").exists()
     assert "## Gradient masking" not in again.markdown.read_text(encoding="utf-8")
     assert [p.name for p in tmp_path.iterdir()] == [out.name]

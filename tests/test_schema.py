@@ -125,7 +125,7 @@ def test_the_report_reads_every_frame_back_and_logs_itself_under_the_report_name
 
     output = render_report(data, tmp_path / "report", ("md",))
     exp_id = store.experiment_id("schema", create=False)
-    run_id = store.log_report(exp_id, output.out_dir)
+    run_id = store.log_report(exp_id, output.out_dir, output.written)
     (report,) = [r for r in store.runs(exp_id) if r.tags.get(schema.LEVEL) == schema.LEVEL_REPORT]
     assert report.run_id == run_id
     assert f"{schema.REPORT_FOLDER}/report.md" in artifacts(store, run_id)

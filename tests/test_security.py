@@ -5,6 +5,7 @@ the MLflow UI sees experiments, datasets and models as MLflow 3 expects."""
 
 import json
 import os
+import socket
 import sqlite3
 import stat
 import time
@@ -89,7 +90,7 @@ def plant_payload_run(store: Store, exp_id: str, marker: Path) -> str:
     victim's config hash, whose model is a pickle payload in both the weights format and the
     `mlflow.pytorch` pickle format (the run's tags point at both)."""
     victim = child_runs(store, exp_id)[-1]
-    keys = ("condition", "kind", "seed", "role", "config_hash", "mlflow.parentRunId")
+    keys = ("condition", "kind", "seed", "role", "config_hash", "data_digest", "mlflow.parentRunId")
     tags = {k: victim.data.tags[k] for k in keys}
     run_id = store.client.create_run(exp_id, tags=tags).info.run_id
     Payload.marker = str(marker)
@@ -134,12 +135,13 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
     exp_id = store.experiment_id("sec")
     run = child_runs(store, exp_id)[-1]
     parent, cfg = run.data.tags["mlflow.parentRunId"], run.data.tags["config_hash"]
-    condition = run.data.tags["condition"]
-    assert store.find_model_run(exp_id, condition, cfg).run_id == run.info.run_id
+    condition, digest = run.data.tags["condition"], run.data.tags["data_digest"]
+    assert store.find_model_run(exp_id, condition, cfg, digest).run_id == run.info.run_id
+    assert store.find_model_run(exp_id, condition, cfg, "0" * 16) is None  # other data
     made_up = store.client.create_run(exp_id, tags={"condition": "base"}).info.run_id
     store.client.set_tag(run.info.run_id, "mlflow.parentRunId", made_up)
     try:
-        assert store.find_model_run(exp_id, condition, cfg) is None
+        assert store.find_model_run(exp_id, condition, cfg, digest) is None
     finally:
         store.client.set_tag(run.info.run_id, "mlflow.parentRunId", parent)
         store.client.delete_run(made_up)
@@ -150,7 +152,7 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
             ("file:///tmp/elsewhere", run.info.run_id),
         )
     try:
-        assert store.find_model_run(exp_id, condition, cfg) is None
+        assert store.find_model_run(exp_id, condition, cfg, digest) is None
     finally:
         with sqlite3.connect(db) as con:
             con.execute(
@@ -159,7 +161,7 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
             )
     store.client.update_run(run.info.run_id, status="FAILED")
     try:
-        assert store.find_model_run(exp_id, condition, cfg) is None
+        assert store.find_model_run(exp_id, condition, cfg, digest) is None
     finally:
         store.client.update_run(run.info.run_id, status="FINISHED")
 
@@ -353,3 +355,99 @@ def test_experiments_hold_training_runs_with_their_dataset(workdir):
     dataset = dataset_input.dataset
     assert dataset.name == "mnist-5k" and len(dataset.digest) == 16
     assert json.loads(dataset.profile) == {"train": 400, "val": 100, "test": 1000}
+
+
+# ---- issue 31: reports keep a user's files; `suite ui` opens the training runs ---------------
+
+
+def artifact_paths(store: Store, run_id: str, path: str | None = None) -> list[str]:
+    out = []
+    for f in store.client.list_artifacts(run_id, path):
+        out += artifact_paths(store, run_id, f.path) if f.is_dir else [f.path]
+    return out
+
+
+def test_a_report_keeps_the_files_a_user_added_and_says_so(workdir):
+    runner = CliRunner()
+    result = runner.invoke(app, ["report", "sec", "--format", "md"])
+    assert result.exit_code == 0, result.output
+    folder = workdir / "reports" / "sec"
+    (folder / "my-notes.md").write_text("my notes")
+    (folder / "drafts" / "empty").mkdir(parents=True)
+    (folder / "drafts" / "v1.md").write_text("draft")
+    (folder / "figures").mkdir(exist_ok=True)
+    (folder / "figures" / "mine.png").write_bytes(b"my figure")
+    result = runner.invoke(app, ["report", "sec", "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "my-notes.md").read_text() == "my notes"
+    assert (folder / "drafts" / "v1.md").read_text() == "draft"
+    assert (folder / "drafts" / "empty").is_dir()
+    assert (folder / "figures" / "mine.png").read_bytes() == b"my figure"
+    assert (folder / "report.md").is_file()
+    text = words(result.output)
+    assert "kept 3 file(s)" in text and "my-notes.md" in text and "drafts" in text
+    store = Store()
+    exp_id = store.experiment_id("sec", create=False)
+    (newest,) = store.client.search_runs(
+        [exp_id], "tags.`suite.level` = 'report'", order_by=["attributes.start_time DESC"],
+        max_results=1,
+    )  # fmt: skip
+    logged = artifact_paths(store, newest.info.run_id)
+    assert "report/report.md" in logged
+    assert not [p for p in logged if "my-notes" in p or "drafts" in p or "mine.png" in p]
+    # a user's file where the new report writes one is refused, and nothing changes
+    marker = folder / ".suite-report"
+    listing = marker.read_text()
+    marker.write_text(listing.replace("report.md\n", ""))
+    (folder / "report.md").write_text("the user's own report.md")
+    result = runner.invoke(app, ["report", "sec", "--format", "md"])
+    assert result.exit_code == 2 and len(lines(result.output)) == 1, result.output
+    assert "report.md was not written by `suite report`" in words(result.output)
+    assert (folder / "report.md").read_text() == "the user's own report.md"
+    assert (folder / "my-notes.md").is_file()
+
+
+def test_a_report_folder_with_an_old_marker_keeps_what_the_suite_never_writes(workdir):
+    folder = workdir / "legacy"
+    (folder / "figures").mkdir(parents=True)
+    (folder / ".suite-report").write_text("written by `suite report`; replaced by the next one\n")
+    (folder / "report.md").write_text("an old report")
+    (folder / "figures" / "old_plot.png").write_bytes(b"old")
+    (folder / "notes.md").write_text("mine")
+    result = CliRunner().invoke(app, ["report", "sec", "--out", "legacy", "--format", "md"])
+    assert result.exit_code == 0, result.output
+    assert (folder / "notes.md").read_text() == "mine"
+    assert not (folder / "figures" / "old_plot.png").exists()
+    assert (folder / "report.md").read_text() != "an old report"
+
+
+def test_ui_binds_first_and_prints_a_url_to_the_training_runs(workdir, monkeypatch):
+    store = Store()
+    exp_id = store.experiment_id("sec", create=False)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("served on a taken port"))
+        result = CliRunner().invoke(app, ["ui", "--port", str(port)])
+    assert result.exit_code == 2 and len(lines(result.output)) == 1, result.output
+    assert f"--port {port}: cannot listen there" in result.output and "http" not in result.output
+    served = []
+
+    def execv(path, argv):
+        served.append(argv)
+        raise SystemExit(0)
+
+    monkeypatch.setattr(os, "execv", execv)
+    result = CliRunner().invoke(app, ["ui", "--port", str(port)])
+    assert result.exit_code == 0, result.output
+    assert f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs?" in result.output
+    assert served and served[0][served[0].index("--port") + 1] == str(port)
+    # the collapsed parent row of each condition shows its key metrics before a click
+    (parent,) = store.client.search_runs([exp_id], "tags.`suite.level` = 'condition'")
+    children = [r.data.metrics for r in child_runs(store, exp_id) if r.info.status == "FINISHED"]
+    shown = parent.data.metrics
+    assert shown["final_test_acc"] in [pytest.approx(m["final_test_acc"]) for m in children]
+    medians = [m["attack.cw.median_l2"] for m in children if np.isfinite(m["attack.cw.median_l2"])]
+    if medians:  # no median where no digit was fooled
+        assert shown["attack.cw.median_l2"] in [pytest.approx(v) for v in medians]

@@ -10,6 +10,7 @@ from torch import nn
 from suite import schema
 from suite.job import Context, ModelRun
 from suite.models import build_model
+from suite.tracking import ReusedModel
 from suite.training import BatchLoss, EpochMetrics, accuracy, fit
 
 
@@ -29,23 +30,48 @@ def cached_training(
     arch: str | None = None,
     dropout: float | None = None,
 ) -> ModelRun:
-    """Reuse the trusted run with this config hash (`Store.reusable_model`); else train it in a new
-    child run.
+    """Reuse the trusted run with this config hash made on this data (`Store.reusable_model`: the
+    data's content digest is part of a model's identity); else train it in a new child run, saying
+    so when the stored model was made on other data.
 
     `train(run_id) -> (model, val_acc, test_acc)` does the work and logs its own curves, returning
     the model on `ctx.device`; this function logs the model, the final metrics and the timing, and
     marks the run reusable. Either way the returned model is on `ctx.device`. `arch` and `dropout`
     (default `model.arch`, `train.dropout`) are the trained model's, logged so it loads back.
     """
-    store = ctx.store
+    store, digest = ctx.store, ctx.data.digest
     record = {"condition": condition, "kind": kind, "role": role, "seed": seed, "attack": attack}
-    reused = None if ctx.force else store.reusable_model(ctx.experiment_id, condition, cfg_hash)
+    what = f"{condition} seed {seed}" + ("" if role == schema.ROLE_MODEL else f" ({role})")
+
+    def reusable() -> ReusedModel | None:
+        return (
+            None
+            if ctx.force
+            else store.reusable_model(ctx.experiment_id, condition, cfg_hash, digest)
+        )
+
+    def waiting(holder: str) -> None:
+        ctx.progress.log(f"{what}: {holder} is training it; waiting to reuse it")
+
+    reused = reusable()
+    if reused is None:  # claimed, so a concurrent run on this store waits and then reuses it
+        with store.claim(f"model/{ctx.experiment_id}/{condition}/{cfg_hash}/{digest}", waiting):
+            reused = reusable()
+            if reused is None:
+                changed = (
+                    None
+                    if ctx.force
+                    else store.data_changed(ctx.experiment_id, condition, cfg_hash, digest)
+                )
+                if changed:
+                    ctx.progress.log(
+                        f"{what}: the data changed (now {digest}; {changed}): retraining"
+                    )
+                run_id, model, final = _train_in_child_run(
+                    ctx, parent_id, record, cfg_hash, params, train, tags, arch, dropout
+                )
     if reused is not None:
         run_id, model, final = reused.run_id, ctx.place(reused.model), reused.metrics
-    else:
-        run_id, model, final = _train_in_child_run(
-            ctx, parent_id, record, cfg_hash, params, train, tags, arch, dropout
-        )
     return ModelRun(
         **record,
         run_id=run_id,
@@ -77,6 +103,7 @@ def _train_in_child_run(
         schema.SEED: str(seed),
         schema.ROLE: role,
         schema.CONFIG_HASH: cfg_hash,
+        schema.DATA_DIGEST: ctx.data.digest,
         **(tags or {}),
     }
     run_id = store.create_child(ctx.experiment_id, parent_id, name, run_tags, params)

@@ -96,7 +96,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     first = next(iter(sel.chosen.values()), None)
     return ReportData(
         experiment=experiment,
-        setup=_setup(manifest, first.tags if first else {}, store.uri)
+        setup=_setup(manifest, first.tags if first else {}, store.shown)
         | {"data_source": first.params.get("data.source", "unknown") if first else "unknown"},
         baselines=_matched_baselines(sel, baseline, experiment),
         accuracy=_accuracy_frame(sel),

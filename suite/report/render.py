@@ -28,7 +28,7 @@ from suite.report.frames import (
     is_fixed_budget,
     row_norms,
 )
-from suite.report.paths import check_replaceable, mark
+from suite.report.paths import check_replaceable, mark, swap_in
 from suite.report.pdf import markdown_to_pdf
 
 FORMATS = ("md", "pdf")
@@ -46,6 +46,8 @@ class ReportOutput:
     summaries: dict[str, pd.DataFrame]
     conclusion: str
     masking_checks: pd.DataFrame = field(default_factory=pd.DataFrame)
+    written: list[str] = field(default_factory=list)  # relative paths of every file rendered
+    kept: list[str] = field(default_factory=list)  # files already there that the suite kept
 
 
 def render_report(
@@ -55,8 +57,9 @@ def render_report(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> ReportOutput:
-    """Write the report for `data` into `out_dir` (replacing an earlier report there, never other
-    files: `paths.check_replaceable`) and return paths.
+    """Write the report for `data` into `out_dir` and return paths. An earlier report there is
+    replaced file by file; files the suite did not write are kept (`paths.swap_in`), and a folder
+    that holds no report marker is refused (`paths.check_replaceable`).
 
     `seed` fixes every bootstrap, so the same data give the same report.
     """
@@ -69,8 +72,9 @@ def render_report(
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         written = _render(data, work, formats, alpha, seed)
-        mark(work)
-        _replace_dir(work, out_dir)
+        files = sorted(p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file())
+        mark(work, files)
+        kept = swap_in(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
@@ -83,18 +87,9 @@ def render_report(
         summaries=written.summaries,
         conclusion=written.conclusion,
         masking_checks=written.masking_checks,
+        written=files,
+        kept=kept,
     )
-
-
-def _replace_dir(new: Path, target: Path) -> None:
-    if not target.exists():
-        new.rename(target)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    old.rmdir()
-    target.rename(old)
-    new.rename(target)
-    shutil.rmtree(old)
 
 
 @dataclass
