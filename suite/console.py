@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -19,6 +20,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from suite.report.formatting import NORM_LABELS, fixed, pct
 
@@ -30,6 +32,22 @@ if TYPE_CHECKING:  # the runner imports torch and mlflow: ~30 s on a busy box fo
 # Off a terminal (CI logs, pipes, files) rich would wrap at 80 columns and cut the tables.
 console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def plain(value: object) -> Text:
+    """`value` as literal text: what a manifest, the command line or a store supplied is never read
+    as rich markup (`[bold]`, `[/x]`, `[link=…]`); tables get their cells through this."""
+    return value if isinstance(value, Text) else Text(str(value))
+
+
+def say(message: str, *, err: bool = False) -> None:
+    """Print one line of literal text (no markup, no highlighting) on stdout or stderr."""
+    (err_console if err else console).print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def error_line(message: str) -> None:
+    """`error: MESSAGE` on stderr, the label in red and the message literal."""
+    err_console.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 HEARTBEAT_S = 60.0
@@ -79,7 +97,8 @@ class RichProgress:
         return _RichTask(self._progress, self._progress.add_task(description, total=total, info=""))
 
     def log(self, message: str) -> None:
-        self._progress.console.print(message)
+        """One line of literal text above the bars (it names conditions, runs and files)."""
+        self._progress.console.print(message, markup=False, highlight=False)
 
 
 @contextmanager
@@ -133,8 +152,8 @@ def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None 
             cells.append(cell if name in r.attacks else "")
         if show_masking:
             m = r.masking
-            cells.append("[bold red]yes[/bold red]" if m.get("flagged") else ("no" if m else ""))
-        table.add_row(*cells, style="red" if r.status == "FAILED" else None)
+            cells.append(Text("yes", "bold red") if m.get("flagged") else ("no" if m else ""))
+        table.add_row(*map(plain, cells), style="red" if r.status == "FAILED" else None)
     return table
 
 
@@ -143,22 +162,25 @@ def print_summary(rows: Sequence[Row], title: str, norms: dict[str, str] | None 
     console.print(summary_table(rows, title, norms))
     for r in rows:
         if r.status == "FAILED":
-            err_console.print(f"[red]FAILED[/red] {r.condition} seed {r.seed}: {r.error}")
+            err_console.print(
+                f"[red]FAILED[/red] {escape(f'{r.condition} seed {r.seed}: {r.error}')}",
+                highlight=False,
+            )
 
 
 def print_report_summary(data: ReportData, output: ReportOutput) -> None:
     """One rich table per attack (as in the report), the conclusion, and where the files went."""
     for attack, frame in output.summaries.items():
         table = Table(
-            title=f"{data.experiment}: {attack} (each row against its baseline)",
+            title=plain(f"{data.experiment}: {attack} (each row against its baseline)"),
             header_style="bold",
         )
         for col in frame.columns:
-            table.add_column(str(col))
+            table.add_column(plain(col))
         for _, row in frame.iterrows():
-            table.add_row(*[str(v) for v in row.tolist()])
+            table.add_row(*[plain(v) for v in row.tolist()])
         console.print(table)
-    console.print(output.conclusion, soft_wrap=True)
+    say(output.conclusion)
     for path in (output.markdown, output.pdf):
         if path is not None:
-            console.print(f"wrote {path}")
+            say(f"wrote {path}")

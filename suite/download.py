@@ -108,8 +108,12 @@ class _Failed(Exception):
 
 
 def _url_problem(url: str) -> str | None:
-    """Why `url` cannot be fetched (not http(s), or no host), or None if it can."""
-    parts = urllib.parse.urlsplit(url)
+    """Why `url` cannot be fetched (malformed, not http(s), no host), or None if it can."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- a bad port or IPv6 literal raises here
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
     if parts.scheme not in ("http", "https"):
         return f"{url!r} is not an http(s) URL"
     if not parts.hostname:
@@ -430,7 +434,13 @@ def _get(
             response, sock = _open(url, accept, deadline)
             try:
                 if response.status in (301, 302, 303, 307, 308):
-                    url = urllib.parse.urljoin(url, response.getheader("Location") or "")
+                    location = response.getheader("Location") or ""
+                    try:
+                        url = urllib.parse.urljoin(url, location)
+                    except ValueError as e:
+                        raise _Failed(
+                            f"redirected to {location!r}, not a valid URL ({e})"
+                        ) from None
                     continue
                 if response.status != 200:
                     raise _Failed(f"HTTP {response.status} {response.reason}")
@@ -440,7 +450,7 @@ def _get(
                 response.close()
         except TimeoutError:
             raise _Failed(f"timed out after {timeout:g} s") from None
-        except (OSError, http.client.HTTPException) as e:
+        except (OSError, http.client.HTTPException, ValueError) as e:
             raise _Failed(f"cannot connect: {type(e).__name__}: {e}") from e
     raise _Failed(f"more than {_MAX_REDIRECTS} redirects")
 

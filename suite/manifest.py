@@ -31,6 +31,7 @@ from suite.data import DATASETS
 from suite.distill import METHOD_PARAMS, RECIPES, EvalRecipe
 from suite.distill.common import DSAStrategy
 from suite.errors import ManifestError
+from suite.limits import MAX_EPOCHS, MAX_STEPS
 from suite.models import MODELS
 
 
@@ -82,7 +83,7 @@ class ModelSpec(Strict):
 
 
 class TrainSpec(Strict):
-    epochs: int = Field(default=10, gt=0)
+    epochs: int = Field(default=10, gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(default=128, gt=0, le=MAX_BATCH)
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = Field(default=0.01, gt=0)
@@ -90,7 +91,9 @@ class TrainSpec(Strict):
     nesterov: bool = True
     weight_decay: float = Field(default=0.0, ge=0)
     dropout: float = Field(default=0.5, ge=0, lt=1)
-    lr_decay_epochs: list[int] = Field(default_factory=list)
+    lr_decay_epochs: list[Annotated[int, Field(ge=1, le=MAX_EPOCHS)]] = Field(
+        default_factory=list, max_length=100
+    )
     lr_decay: float = Field(default=0.1, gt=0, le=1)
 
 
@@ -116,7 +119,9 @@ class StandardCondition(Strict):
 
     name: Name
     kind: Literal["standard"]
-    epochs: int | None = Field(default=None, gt=0, description="overrides train.epochs")
+    epochs: int | None = Field(
+        default=None, gt=0, le=MAX_EPOCHS, description="overrides train.epochs"
+    )
     arch: Arch | None = Field(default=None, description="overrides model.arch")
 
 
@@ -126,8 +131,8 @@ class DefensiveCondition(Strict):
     name: Name
     kind: Literal["defensive"]
     temperature: float = Field(gt=0)
-    teacher_epochs: int | None = Field(default=None, gt=0)
-    student_epochs: int | None = Field(default=None, gt=0)
+    teacher_epochs: int | None = Field(default=None, gt=0, le=MAX_EPOCHS)
+    student_epochs: int | None = Field(default=None, gt=0, le=MAX_EPOCHS)
     attack_teacher: bool = False
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)
 
@@ -137,22 +142,31 @@ class AdversarialSettings(Strict):
     MNIST setting, ε = 0.3 and 40 steps of 0.01 (ε/30), from a random start. `method = "fgsm-rs"`
     is Wong, Rice & Kolter 2020's fast variant: one step of 1.25 ε from a random start."""
 
-    epochs: int | None = Field(default=None, gt=0, description="overrides train.epochs")
+    epochs: int | None = Field(
+        default=None, gt=0, le=MAX_EPOCHS, description="overrides train.epochs"
+    )
     method: Literal["pgd", "fgsm-rs"] = "pgd"
     eps: float = Field(default=0.3, gt=0, le=1)
-    steps: int | None = Field(default=None, ge=1, description="pgd: default 40; fgsm-rs: 1")
+    steps: int | None = Field(
+        default=None, ge=1, le=MAX_STEPS, description="pgd: default 40; fgsm-rs: 1"
+    )
     step_size: float | None = Field(
         default=None, gt=0, description="per-step move as a fraction of eps, as in pgd-linf"
     )
     random_start: bool = True
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)
     eps_warmup_epochs: int = Field(
-        default=0, ge=0, description="epochs over which eps grows linearly from 0 (per batch)"
+        default=0,
+        ge=0,
+        le=MAX_EPOCHS,
+        description="epochs over which eps grows linearly from 0 (per batch)",
     )
     val_samples: int = Field(
-        default=200, ge=1, description="validation digits attacked after each epoch"
+        default=200, ge=1, le=MAX_SAMPLES, description="validation digits attacked after each epoch"
     )
-    val_steps: int = Field(default=10, ge=1, description="PGD steps of that per-epoch check")
+    val_steps: int = Field(
+        default=10, ge=1, le=MAX_STEPS, description="PGD steps of that per-epoch check"
+    )
 
     @model_validator(mode="after")
     def _one_fgsm_step(self) -> "AdversarialSettings":
@@ -201,7 +215,7 @@ class SyntheticEval(Strict):
 
     optimizer: Literal["sgd", "adam"] | None = None
     lr: float | None = Field(default=None, gt=0)
-    epochs: int | None = Field(default=None, gt=0)
+    epochs: int | None = Field(default=None, gt=0, le=MAX_EPOCHS)
     batch_size: int | None = Field(default=None, gt=0, le=MAX_BATCH)
     augment: bool | None = None
     dsa_strategy: DSAStrategy | None = Field(
@@ -395,12 +409,45 @@ def baselines(
 # ---- loading, overrides, hashing -------------------------------------------------------------
 
 
+MAX_DEPTH = 16  # tables and lists nest at most this deep (a manifest needs 5)
+
+
 def load_manifest(path: Path, overrides: list[str] | None = None) -> Manifest:
     """Read, override (`--set a.b=v`) and validate a manifest; raise ManifestError listing every problem."""
     raw = read_toml(path)
     for item in overrides or []:
         apply_override(raw, item, path)
     return validate_manifest(raw, path)
+
+
+def check_depth(value: Any, where: str) -> None:
+    """ManifestError unless tables and lists in `value` nest at most MAX_DEPTH levels (walked without
+    recursion, so no depth reaches Python's own limit)."""
+    stack = [(value, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ManifestError(
+                f"{where}: tables or lists nested over {MAX_DEPTH} levels deep; a manifest needs "
+                "at most 5"
+            )
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        stack.extend((child, depth + 1) for child in children)
+
+
+def _parse_toml(text: str, where: str) -> dict[str, Any]:
+    """tomllib.loads with a nesting bound: a value nested thousands deep is one line, not a
+    RecursionError from the parser."""
+    try:
+        raw = tomllib.loads(text)
+    except RecursionError:
+        raise ManifestError(
+            f"{where}: tables or lists nested over {MAX_DEPTH} levels deep; a manifest needs at most 5"
+        ) from None
+    check_depth(raw, where)
+    return raw
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -417,13 +464,14 @@ def read_toml(path: Path) -> dict[str, Any]:
             "save it as UTF-8"
         ) from None
     try:
-        return tomllib.loads(text)
+        return _parse_toml(text, str(path))
     except tomllib.TOMLDecodeError as exc:
         raise ManifestError(f"{path}: not valid TOML: {exc}") from None
 
 
 def validate_manifest(raw: dict[str, Any], path: Path | str) -> Manifest:
     """Validate a raw manifest dict; every problem becomes one line of the ManifestError."""
+    check_depth(raw, str(path))
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -564,7 +612,7 @@ def apply_override(raw: dict[str, Any], item: str, path: Path | str) -> None:
     if not sep or not key.strip():
         raise ManifestError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.epochs=2")
     try:
-        value = tomllib.loads(f"v = {text}")["v"]
+        value = _parse_toml(f"v = {text}", f"--set {key.strip()}")["v"]
     except tomllib.TOMLDecodeError:
         value = text
     parts: list[str | int] = [

@@ -9,10 +9,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 
 DPI = 150
+# Every string drawn comes from data (condition, attack and experiment names from a manifest or a
+# shared store), and the suite draws no formulas: `$…$` must stay text, never reach mathtext's parser.
+matplotlib.rcParams["text.parse_math"] = False
 
 
 def save(fig: Figure, path: Path) -> Path:

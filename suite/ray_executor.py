@@ -49,9 +49,7 @@ def ray_executor(
                     results[i] = [failed_row(jobs[i], f"{type(exc).__name__}: {message}")]
                 for row in results[i]:
                     if row.status == "FAILED":
-                        progress.log(
-                            f"[red]{row.condition} seed {row.seed} failed:[/red] {row.error}"
-                        )
+                        progress.log(f"FAILED {row.condition} seed {row.seed}: {row.error}")
                 progress.log(job_done_line(jobs[i], results[i], len(results)))
                 task.update(len(results))
         finally:

@@ -135,7 +135,7 @@ def local_executor(
         rows = run_job(job, uri, experiment_id, parents[job.condition], progress)
         for row in rows:
             if row.status == "FAILED":
-                progress.log(f"[red]{job.condition} seed {job.seed} failed:[/red] {row.error}")
+                progress.log(f"FAILED {job.condition} seed {job.seed}: {row.error}")
         progress.log(job_done_line(job, rows, done))
         results.append(rows)
     return results

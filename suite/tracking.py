@@ -24,7 +24,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ import pandas as pd
 import torch
 
 from suite import __version__, schema
+from suite.artifacts import regular_file
 from suite.data import DataSplits
 from suite.errors import StoreError
 from suite.models import MODELS, build_model
@@ -42,6 +43,13 @@ os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 os.environ.setdefault(
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
 )  # its tqdm bars broke one-line errors
+# every request to a tracking server has a deadline: 30 s per try, one retry (MLflow's defaults, 120 s
+# and 7 retries with backoff, keep a command waiting on a dead server for many minutes)
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+# MLflow prints "View run … at: URL" with the tracking URI's password in it on every run's end
+os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 
 import mlflow  # noqa: E402
 import mlflow.artifacts  # noqa: E402
@@ -68,6 +76,7 @@ UI_WORKFLOW = "workflowType=machine_learning"
 # reopened it to attack that model (RUNNING); a FAILED or KILLED one is never reused
 MODEL_DONE = ("FINISHED", "RUNNING")
 CONNECT_TIMEOUT_S = 5.0
+HEALTH_TIMEOUT_S = 10.0  # a tracking server's health check must answer within this
 
 
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4 or IPv6
@@ -134,6 +143,10 @@ def git_commit() -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() if out.returncode == 0 else "unknown"
+
+
+class NonFiniteModel(StoreError):
+    """A stored model whose weights hold NaN or infinity: never reused (the caller retrains)."""
 
 
 @dataclass(frozen=True)
@@ -354,7 +367,7 @@ class Store:
         """Why no model with this config hash is reusable when one exists but was made on other
         data: "run R was trained on data DIGEST"; else None."""
         run = self.find_model_run(experiment_id, condition, config_hash, None)
-        if run is None:
+        if run is None or _run_digest(run) == digest:
             return None
         return f"run {run.run_id} was trained on data {_run_digest(run) or 'of unknown digest'}"
 
@@ -436,15 +449,52 @@ class Store:
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, metric)]
 
     def load_json(self, run_id: str, relpath: str) -> object:
-        with tempfile.TemporaryDirectory() as tmp:
-            return json.loads(
-                Path(self.client.download_artifacts(run_id, relpath, tmp)).read_text()
-            )
+        return self._read(run_id, relpath, lambda p: json.loads(p.read_text(encoding="utf-8")))
 
     def load_npy(self, run_id: str, relpath: str) -> np.ndarray:
         """A `.npy` artifact; object arrays are refused (unpickling runs code)."""
+        return self._read(run_id, relpath, lambda p: np.load(p, allow_pickle=False))
+
+    def _read(self, run_id: str, relpath: str, parse: Callable[[Path], Any]) -> Any:
+        """`parse(path)` of artifact `relpath` of run `run_id`, read only as a regular file inside
+        the run's artifact folder (`_fetched`); a missing, linked or unparsable artifact is a
+        StoreError naming the run and the file, never a traceback."""
+        artifact_uri = self.client.get_run(run_id).info.artifact_uri
+        return self._parse(artifact_uri, relpath, parse, f"run {run_id}")
+
+    def _parse(self, artifact_uri: str, relpath: str, parse: Callable[[Path], Any], where: str):
+        with self._fetched(artifact_uri, relpath, where) as path:
+            try:
+                return parse(path)
+            except Exception as exc:  # untrusted bytes: any parser failure is the file's fault
+                reason = str(exc).splitlines()[0][:160] if str(exc) else ""
+                raise StoreError(
+                    f"{where}: artifact {relpath} is unreadable ({type(exc).__name__}"
+                    f"{': ' + reason if reason else ''}); rerun with --force to redo it"
+                ) from None
+
+    @contextmanager
+    def _fetched(self, artifact_uri: str, relpath: str, where: str) -> Iterator[Path]:
+        """A local regular file holding artifact `relpath` of the folder `artifact_uri`: read in
+        place on a local store (`artifacts.regular_file`: no link followed), else downloaded from
+        the server into a temporary folder and checked there."""
+        parts = urllib.parse.urlsplit(artifact_uri)
+        if parts.scheme == "file":
+            yield regular_file(Path(urllib.parse.unquote(parts.path)), relpath, where)
+            return
         with tempfile.TemporaryDirectory() as tmp:
-            return np.load(self.client.download_artifacts(run_id, relpath, tmp), allow_pickle=False)
+            try:
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"{artifact_uri.rstrip('/')}/{relpath}",
+                    dst_path=tmp,
+                    tracking_uri=self.uri,
+                )
+            except Exception as exc:  # the server lost it, or refuses it
+                raise StoreError(
+                    f"{where}: artifact {relpath} cannot be fetched ({type(exc).__name__}); "
+                    "rerun with --force to redo it"
+                ) from None
+            yield regular_file(Path(tmp), PurePosixPath(relpath).name, where)
 
     def _own_parents(self, experiment_id: str, condition: str) -> set[str]:
         """Ids of the condition-level runs of `condition` that this experiment created."""
@@ -632,12 +682,7 @@ class Store:
         arch, dropout = logged.params.get("arch"), logged.params.get("dropout", "")
         if arch not in MODELS or not _is_probability(dropout):
             raise StoreError(f"{where}: unknown model settings {arch!r}, dropout {dropout!r}")
-        with tempfile.TemporaryDirectory() as tmp:
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{logged.artifact_location.rstrip('/')}/{schema.WEIGHTS}",
-                dst_path=tmp,
-                tracking_uri=self.uri,
-            )
+        with self._fetched(logged.artifact_location, schema.WEIGHTS, where) as path:
             try:
                 state = torch.load(path, map_location="cpu", weights_only=True)
                 model = build_model(arch, dropout=float(dropout))
@@ -648,6 +693,12 @@ class Store:
                     f"{where}: its model is not plain {arch} weights ({reason}); not loaded, "
                     "rerun with --force to retrain"
                 ) from None
+        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
+        if bad:
+            raise NonFiniteModel(
+                f"{where}: its stored weights are not all finite ({bad[0]}"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); not reused"
+            )
         return model.eval()
 
     def log_dataset(self, run_id: str, data: DataSplits) -> None:
@@ -678,9 +729,7 @@ class Store:
         self.log_artifact_bytes(run_id, relpath, lambda p: frame.to_parquet(p, index=False))
 
     def load_table(self, run_id: str, relpath: str) -> pd.DataFrame:
-        with tempfile.TemporaryDirectory() as tmp:
-            local = self.client.download_artifacts(run_id, relpath, tmp)
-            return pd.read_parquet(local)
+        return self._read(run_id, relpath, pd.read_parquet)
 
     def log_arrays(self, run_id: str, relpath: str, arrays: dict[str, np.ndarray]) -> None:
         """Arrays as one compressed `.npz` artifact (np.savez_compressed: exact values)."""
@@ -688,10 +737,12 @@ class Store:
 
     def load_arrays(self, run_id: str, relpath: str) -> dict[str, np.ndarray]:
         """The arrays of a `.npz` artifact; object arrays are refused (unpickling runs code)."""
-        with tempfile.TemporaryDirectory() as tmp:
-            local = self.client.download_artifacts(run_id, relpath, tmp)
-            with np.load(local, allow_pickle=False) as data:
+
+        def parse(path: Path) -> dict[str, np.ndarray]:
+            with np.load(path, allow_pickle=False) as data:
                 return {k: data[k] for k in data.files}
+
+        return self._read(run_id, relpath, parse)
 
     def log_report(self, experiment_id: str, folder: Path, files: list[str]) -> str:
         """A `report` run in the experiment holding the rendered files (`files`, relative to
@@ -747,20 +798,38 @@ def _is_probability(text: str) -> bool:
 
 
 def _check_reachable(uri: str) -> None:
-    """Fail in seconds, naming the URI, when an HTTP tracking server does not accept connections
-    (MLflow's own client retries for minutes without a word)."""
+    """Fail within seconds, naming the URI, unless an HTTP tracking server answers its health check:
+    a refused connection, a server that accepts and never answers (HEALTH_TIMEOUT_S), and one that
+    answers 5xx are each one line (MLflow's own client retries for minutes without a word)."""
     parts = urllib.parse.urlsplit(uri)
     if parts.scheme not in ("http", "https"):
         return
+    import requests
+
+    shown = redact(uri)
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        with socket.create_connection((parts.hostname or "", port), timeout=CONNECT_TIMEOUT_S):
-            pass
-    except (OSError, ValueError) as exc:
+        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
+        auth = (parts.username, parts.password or "") if parts.username else None
+        url = f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}/health"
+        answer = requests.get(
+            url, timeout=(CONNECT_TIMEOUT_S, HEALTH_TIMEOUT_S), auth=auth, allow_redirects=False
+        )
+    except requests.Timeout:
         raise StoreError(
-            f"MLflow server {redact(uri)} is unreachable ({redact(str(exc))}); start it or fix "
-            "MLFLOW_TRACKING_URI"
+            f"MLflow server {shown} accepted the connection but did not answer within "
+            f"{HEALTH_TIMEOUT_S:g} s; check the server or fix MLFLOW_TRACKING_URI"
         ) from None
+    except (requests.RequestException, ValueError) as exc:
+        raise StoreError(
+            f"MLflow server {shown} is unreachable ({redact(type(exc).__name__)}: "
+            f"{redact(str(exc))[:200]}); start it or fix MLFLOW_TRACKING_URI"
+        ) from None
+    if answer.status_code >= 500:
+        raise StoreError(
+            f"MLflow server {shown} answers HTTP {answer.status_code} to its health check; "
+            "check the server's log or fix MLFLOW_TRACKING_URI"
+        )
 
 
 def _param_value(value: Any) -> str:

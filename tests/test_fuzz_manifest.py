@@ -1,6 +1,7 @@
-"""Malformed manifests (issue 13): mutations of manifests/quick.toml — values of the wrong type,
-unknown keys, deleted keys and tables, non-UTF-8 and binary bytes — each make `suite validate` exit
-0, or exit 2 with at most 3 lines that name the file; never a traceback. In-process (Typer's
+"""Malformed manifests (issues 13 and 28): mutations of manifests/quick.toml — values of the wrong
+type (rich markup and mathtext among them), unknown keys, deleted keys and tables, non-UTF-8 and
+binary bytes, values nested thousands deep, absurd counts — each make `suite validate` exit 0, or
+exit 2 with at most 3 lines that name the file; never a traceback. In-process (Typer's
 CliRunner), seeded, so the 200 cases cost seconds."""
 
 import random
@@ -18,6 +19,8 @@ VALUES = [
     b'"text"', b"0", b"-1", b"-9999999999999999999", b"1e308", b"nan", b"inf", b"true",
     b"[]", b"[1, 2]", b'["a", 1]', b"{}", b"{ a = 1 }", b"1979-05-27", b'""', b"0.5",
     b'"../../etc/passwd"', b'"![x](/tmp/x.png)"', b"4294967296", b"[[1]]",
+    b'"[/x]"', b'"[bold]"', b'"[link=file:///etc/passwd]x[/link]"', b'"$\\frac{$"',
+    b"1180591620717411303424", b"1e400",
 ]  # fmt: skip
 CASES = 200
 
@@ -69,7 +72,22 @@ def binary(text: bytes, rng: random.Random) -> bytes:
     return text[:at]
 
 
-MUTATIONS = [wrong_type, unknown_key, deletion, non_utf8, binary]
+def deep(text: bytes, rng: random.Random) -> bytes:
+    """A value nested hundreds to thousands of arrays or inline tables deep."""
+    match = rng.choice(list(KEY_LINE.finditer(text)))
+    n = rng.randrange(17, 3000)
+    value = b"[" * n + b"1" + b"]" * n if rng.random() < 0.5 else b"{a = " * n + b"1" + b"}" * n
+    return text[: match.start()] + match.group(1) + b" = " + value + text[match.end() :]
+
+
+def huge(text: bytes, rng: random.Random) -> bytes:
+    """A count far beyond what any run can do (an epoch, step or sample count of 2**70 or so)."""
+    match = rng.choice([m for m in KEY_LINE.finditer(text) if m.group(2).isdigit()])
+    value = str(rng.choice([2**31, 2**62, 2**70, 10**12])).encode()
+    return text[: match.start()] + match.group(1) + b" = " + value + text[match.end() :]
+
+
+MUTATIONS = [wrong_type, unknown_key, deletion, non_utf8, binary, deep, huge]
 
 
 def test_every_mutated_manifest_is_ok_or_at_most_three_lines_naming_it(tmp_path):

@@ -120,7 +120,7 @@ def test_shared_tracking_server_round_trip(tmp_path):
         assert "alice:***@127.0.0.1" in printed and "s3cret" not in printed, printed
         rendered = [p for p in (tmp_path / "cli").rglob("*") if p.is_file()]
         assert {"report.md", "report.pdf"} <= {p.name for p in rendered}
-        assert "alice:***@" in (tmp_path / "cli" / "report.md").read_text()
+        assert r"alice:\*\*\*@127.0.0.1" in (tmp_path / "cli" / "report.md").read_text()
         pdf_text = "".join(
             page.extract_text() for page in PdfReader(tmp_path / "cli" / "report.pdf").pages
         )

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from suite.attacks.common import AttackKind, AttackParams, Budget, Found
+from suite.limits import MAX_STEPS
 
 Eps = Annotated[float, Field(gt=0)]
 Component = Literal["apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t"]
@@ -35,8 +36,8 @@ class AutoAttackParams(AttackParams):
     attacks: list[Component] | None = Field(
         None, min_length=1, description='components, in order; only with version = "custom"'
     )
-    iterations: int = Field(100, ge=1, description="APGD and FAB iterations")
-    square_queries: int = Field(5000, ge=1)
+    iterations: int = Field(100, ge=1, le=MAX_STEPS, description="APGD and FAB iterations")
+    square_queries: int = Field(5000, ge=1, le=MAX_STEPS)
 
     @model_validator(mode="after")
     def _defaults_and_custom(self) -> "AutoAttackParams":

@@ -46,6 +46,7 @@ from suite.attacks.search import (
     solve_over,
     start,
 )
+from suite.limits import MAX_STEPS
 
 
 class CWL0Params(TargetingParams):
@@ -54,7 +55,7 @@ class CWL0Params(TargetingParams):
     100 iterations, the paper's L2 abort rule at 1,000 iterations) where that code would run on
     to max_iterations."""
 
-    max_iterations: int = Field(1000, ge=1)
+    max_iterations: int = Field(1000, ge=1, le=MAX_STEPS)
     lr: float = Field(1e-2, gt=0)
     initial_const: float = Field(1e-3, gt=0)
     largest_const: float = Field(2e6, gt=0)
@@ -63,7 +64,9 @@ class CWL0Params(TargetingParams):
     abort_early: bool = Field(
         True, description="stop a solve at its first success; give up a c whose loss stalls"
     )
-    abort_window: int = Field(100, ge=1, description="iterations between stall checks")
+    abort_window: int = Field(
+        100, ge=1, le=MAX_STEPS, description="iterations between stall checks"
+    )
     abort_tolerance: float = Field(
         1e-4, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )

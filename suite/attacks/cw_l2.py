@@ -125,6 +125,7 @@ from suite.attacks.search import (
     stall,
     start,
 )
+from suite.limits import MAX_BINARY_STEPS, MAX_STEPS
 
 CONVERGED_WINDOW = 100
 CONVERGED_TOLERANCE = 1e-3
@@ -138,8 +139,8 @@ class CWL2Params(TargetingParams):
     sample ends its search step when its loss fell by less than 0.1% over the last 50 iterations
     (the paper's code: 0.01% over max_iterations / 10, on the batch's summed loss)."""
 
-    binary_steps: int = Field(9, ge=1)
-    max_iterations: int = Field(1000, ge=1)
+    binary_steps: int = Field(9, ge=1, le=MAX_BINARY_STEPS)
+    max_iterations: int = Field(1000, ge=1, le=MAX_STEPS)
     lr: float = Field(1e-2, gt=0)
     initial_const: float = Field(1e-3, gt=0)
     confidence: float = Field(0.0, ge=0)
@@ -163,10 +164,11 @@ class CWL2Params(TargetingParams):
     lr_warmup: int = Field(
         100,
         ge=0,
+        le=MAX_STEPS,
         description="the cosine schedule's first iterations, over which the rate rises linearly "
         "from lr / lr_warmup (0: none), so that the first step cannot leap over a near boundary",
     )
-    abort_window: int = Field(50, ge=1, description="iterations between stall checks")
+    abort_window: int = Field(50, ge=1, le=MAX_STEPS, description="iterations between stall checks")
     abort_tolerance: float = Field(
         1e-3, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )

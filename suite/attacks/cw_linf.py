@@ -44,6 +44,7 @@ from suite.attacks.search import (
     solve_over,
     start,
 )
+from suite.limits import MAX_STEPS
 
 
 class CWLinfParams(TargetingParams):
@@ -52,7 +53,7 @@ class CWLinfParams(TargetingParams):
     0.01% over 100 iterations, the paper's L2 abort rule at 1,000 iterations) where that code
     would run on to max_iterations."""
 
-    max_iterations: int = Field(1000, ge=1)
+    max_iterations: int = Field(1000, ge=1, le=MAX_STEPS)
     lr: float = Field(5e-3, gt=0)
     initial_const: float = Field(1e-5, gt=0)
     largest_const: float = Field(20.0, gt=0)
@@ -65,7 +66,9 @@ class CWLinfParams(TargetingParams):
     give_up_stalled: bool = Field(
         False, description="give up a c whose loss stalls (+1.3% median L∞: module docstring)"
     )
-    abort_window: int = Field(100, ge=1, description="iterations between stall checks")
+    abort_window: int = Field(
+        100, ge=1, le=MAX_STEPS, description="iterations between stall checks"
+    )
     abort_tolerance: float = Field(
         1e-4, gt=0, lt=1, description="a loss that fell by less than this fraction stalls"
     )

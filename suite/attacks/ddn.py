@@ -32,12 +32,13 @@ from suite.attacks.common import (
     rows,
     step_onto_sphere,
 )
+from suite.limits import MAX_STEPS
 
 
 class DDNParams(TargetingParams):
     """Defaults are the paper's MNIST settings (1,000 steps, γ = 0.05, ε₀ = 1) except the loss."""
 
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1000, ge=1, le=MAX_STEPS)
     gamma: float = Field(0.05, gt=0, lt=1)
     init_norm: float = Field(1.0, gt=0)
     max_step: float = Field(1.0, gt=0, description="step size at the start of the cosine schedule")

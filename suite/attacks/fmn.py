@@ -35,12 +35,13 @@ from suite.attacks.common import (
     rows,
     step_onto_sphere,
 )
+from suite.limits import MAX_STEPS
 
 
 class FMNParams(TargetingParams):
     """Defaults are the paper's (adv-lib's) L2 settings except `boundary_overshoot`."""
 
-    steps: int = Field(1000, ge=1)
+    steps: int = Field(1000, ge=1, le=MAX_STEPS)
     max_step: float = Field(1.0, gt=0, description="step size at the start of the cosine schedule")
     min_step: float = Field(0.01, gt=0, description="step size at its end")
     gamma: float = Field(0.05, gt=0, lt=1, description="ε's factor at the start of its schedule")

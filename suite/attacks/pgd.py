@@ -14,6 +14,7 @@ from torch import Tensor, nn
 
 from suite.attacks.common import AttackKind, Budget, Found, TargetingParams, ce_and_grad, hits, rows
 from suite.attacks.rng import keyed_uniform
+from suite.limits import MAX_STEPS
 
 Eps = Annotated[float, Field(gt=0)]
 
@@ -22,7 +23,7 @@ class PGDLinfParams(TargetingParams):
     """ε in pixel units; 50 steps of 0.05 ε travel 2.5 ε, Madry et al.'s rule of thumb."""
 
     eps: list[Eps] = Field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1)
-    steps: int = Field(50, ge=1)
+    steps: int = Field(50, ge=1, le=MAX_STEPS)
     step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
     random_start: bool = True
 
@@ -35,7 +36,7 @@ class PGDL2Params(TargetingParams):
     """ε is the L2 norm of the perturbation; steps as for PGDLinfParams."""
 
     eps: list[Eps] = Field([0.5, 1.0, 1.5, 2.0, 2.5, 3.0], min_length=1)
-    steps: int = Field(50, ge=1)
+    steps: int = Field(50, ge=1, le=MAX_STEPS)
     step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
     random_start: bool = True
 

@@ -10,7 +10,7 @@ from torch import nn
 from suite import schema
 from suite.job import Context, ModelRun
 from suite.models import build_model
-from suite.tracking import ReusedModel
+from suite.tracking import NonFiniteModel, ReusedModel
 from suite.training import BatchLoss, EpochMetrics, accuracy, fit
 
 
@@ -44,11 +44,13 @@ def cached_training(
     what = f"{condition} seed {seed}" + ("" if role == schema.ROLE_MODEL else f" ({role})")
 
     def reusable() -> ReusedModel | None:
-        return (
-            None
-            if ctx.force
-            else store.reusable_model(ctx.experiment_id, condition, cfg_hash, digest)
-        )
+        if ctx.force:
+            return None
+        try:
+            return store.reusable_model(ctx.experiment_id, condition, cfg_hash, digest)
+        except NonFiniteModel as exc:  # a diverged or tampered model: train a fresh one
+            ctx.progress.log(f"warning: {what}: {exc}; retraining")
+            return None
 
     def waiting(holder: str) -> None:
         ctx.progress.log(f"{what}: {holder} is training it; waiting to reuse it")

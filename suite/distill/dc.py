@@ -30,6 +30,7 @@ from suite.distill.common import (
     synthetic_labels,
 )
 from suite.distill.dsa import DEFAULT_STRATEGY
+from suite.limits import MAX_STEPS
 
 # The paper code's (outer_loop, inner_loop) per ipc (`get_loops`).
 PAPER_LOOPS: dict[int, tuple[int, int]] = {
@@ -48,9 +49,9 @@ class DCParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    iterations: int = Field(default=1000, gt=0)
-    outer_loops: int | None = Field(default=None, gt=0)
-    inner_loops: int | None = Field(default=None, ge=0)
+    iterations: int = Field(default=1000, gt=0, le=MAX_STEPS)
+    outer_loops: int | None = Field(default=None, gt=0, le=MAX_STEPS)
+    inner_loops: int | None = Field(default=None, ge=0, le=MAX_STEPS)
     lr_img: float = Field(default=0.1, gt=0)
     lr_net: float = Field(default=0.01, gt=0)
     batch_real: int = Field(default=256, gt=0, le=65536)

@@ -30,6 +30,7 @@ from suite.distill.common import (
     synthetic_labels,
 )
 from suite.errors import TrainingError
+from suite.limits import MAX_EPOCHS, MAX_NETS, MAX_STEPS
 
 
 class DDParams(BaseModel):
@@ -38,13 +39,13 @@ class DDParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    iterations: int = Field(default=2000, gt=0)
-    inner_steps: int | None = Field(default=None, gt=0)
-    epochs: int = Field(default=3, gt=0)
+    iterations: int = Field(default=2000, gt=0, le=MAX_STEPS)
+    inner_steps: int | None = Field(default=None, gt=0, le=MAX_STEPS)
+    epochs: int = Field(default=3, gt=0, le=MAX_EPOCHS)
     init_lr: float = Field(default=0.02, gt=0)
     lr_img: float = Field(default=0.01, gt=0)
     batch_real: int = Field(default=1024, gt=0, le=65536)
-    nets_per_iteration: int = Field(default=1, gt=0)
+    nets_per_iteration: int = Field(default=1, gt=0, le=MAX_NETS)
     net_width: int = Field(default=128, gt=0, le=1024)
     net_depth: int = Field(default=3, ge=1, le=5)
 

@@ -24,6 +24,7 @@ from suite.distill.common import (
     initial_images,
 )
 from suite.distill.dsa import DEFAULT_STRATEGY
+from suite.limits import MAX_STEPS
 
 
 class DMParams(BaseModel):
@@ -31,7 +32,7 @@ class DMParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    iterations: int = Field(default=20000, gt=0)
+    iterations: int = Field(default=20000, gt=0, le=MAX_STEPS)
     lr_img: float = Field(default=1.0, gt=0)
     batch_real: int = Field(default=256, gt=0, le=65536)
     dsa: bool = True

@@ -47,7 +47,7 @@ def select_runs(store: Store, experiment: str) -> Selection:
     runs = store.runs(exp_id)
     parents: dict[str, StoredRun] = {}
     for run in runs:
-        if run.tags.get(schema.LEVEL) == schema.LEVEL_CONDITION:
+        if run.tags.get(schema.LEVEL) == schema.LEVEL_CONDITION and schema.CONDITION in run.tags:
             parents.setdefault(run.tags[schema.CONDITION], run)
     if not parents:
         raise StoreError(f"experiment {experiment!r} has no condition runs; run its manifest first")
@@ -55,18 +55,22 @@ def select_runs(store: Store, experiment: str) -> Selection:
     order = [c["name"] for c in manifest.get("conditions", [])] or list(parents)
 
     chosen: dict[RunKey, StoredRun] = {}
+    missing = []
     for run in runs:
         tags = run.tags
         parent = parents.get(tags.get(schema.CONDITION, ""))
         if parent is None or tags.get(schema.PARENT_RUN_ID) != parent.run_id:
             continue
-        key = (
-            tags[schema.CONDITION],
-            int(tags[schema.SEED]),
-            tags.get(schema.ROLE, schema.ROLE_MODEL),
+        seed = _seed(tags.get(schema.SEED))
+        if seed is None:
+            missing.append(
+                f"run {run.run_id} of {tags[schema.CONDITION]}: its seed tag "
+                f"{tags.get(schema.SEED)!r} is not a seed; left out"
+            )
+            continue
+        chosen.setdefault(
+            (tags[schema.CONDITION], seed, tags.get(schema.ROLE, schema.ROLE_MODEL)), run
         )
-        chosen.setdefault(key, run)
-    missing = []
     for (cond, seed, role), run in sorted(chosen.items()):
         if run.status != "FINISHED":
             reason = run.tags.get(schema.ERROR, "")
@@ -92,7 +96,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     """
     sel = select_runs(store, experiment)
     manifest, attacks_spec = sel.manifest, sel.manifest.get("attacks", [])
-    attacks, examples = _attack_frame(store, sel)
+    attacks, examples, problems = _attack_frame(store, sel)
     first = next(iter(sel.chosen.values()), None)
     return ReportData(
         experiment=experiment,
@@ -104,7 +108,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         attacks=attacks,
         masking=_masking_frame(sel),
         examples=examples,
-        missing=sel.missing,
+        missing=sel.missing + problems,
         floors={
             c["name"]: (c.get("eval") or {}).get("min_test_acc", DEFAULT_ACCURACY_FLOOR)
             for c in manifest.get("conditions", [])
@@ -170,10 +174,18 @@ def _curve_frame(store: Store, sel: Selection) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=CURVE_COLUMNS)
 
 
-def _attack_frame(store: Store, sel: Selection) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
-    """Every attack's per-sample records of every chosen run, and the example images (of the
-    first seed where present, else any seed) by `label/attack`."""
-    frames, examples = [], {}
+RECORD_COLUMNS = frozenset(
+    {"sample_index", "label", "clean_pred", "adv_pred", "success", "l0", "l2", "linf"}
+)  # what the report reads of every attack's records
+
+
+def _attack_frame(
+    store: Store, sel: Selection
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[str]]:
+    """Every attack's per-sample records of every chosen run, the example images (of the first
+    seed where present, else any seed) by `label/attack`, and a line per record set that could not
+    be read (its run is then incomplete in the report)."""
+    frames, examples, problems = [], {}, []
     attack_kinds = {a["name"]: a["kind"] for a in sel.manifest.get("attacks", [])}
     first_seed = min(sel.manifest["experiment"]["seeds"])
     for (cond, seed, role), run in sel.chosen.items():
@@ -182,7 +194,18 @@ def _attack_frame(store: Store, sel: Selection) -> tuple[pd.DataFrame, dict[str,
             result = schema.attack_result(name)
             if schema.result_tag(result) not in run.tags:
                 continue
-            rows = store.load_table(run.run_id, schema.attack_records(name))
+            try:
+                rows = store.load_table(run.run_id, schema.attack_records(name))
+            except StoreError as exc:  # a broken artifact: this run is incomplete, the rest renders
+                problems.append(f"{cond} seed {seed} ({role}), attack {name}: {exc}")
+                continue
+            if not set(rows.columns) >= RECORD_COLUMNS:
+                problems.append(
+                    f"{cond} seed {seed} ({role}), attack {name}: run {run.run_id}: "
+                    f"{schema.attack_records(name)} lacks columns "
+                    f"{', '.join(sorted(RECORD_COLUMNS - set(rows.columns)))}; left out"
+                )
+                continue
             rows.insert(0, "condition", label)
             rows.insert(1, "kind", sel.kinds.get(cond, ""))
             rows.insert(2, "seed", seed)
@@ -198,7 +221,7 @@ def _attack_frame(store: Store, sel: Selection) -> tuple[pd.DataFrame, dict[str,
     attacks = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ATTACK_COLUMNS)
     )
-    return attacks, examples
+    return attacks, examples, problems
 
 
 def _masking_frame(sel: Selection) -> pd.DataFrame:
@@ -252,6 +275,46 @@ def _baselines(
         ) from None
 
 
+def _seed(tag: str | None) -> int | None:
+    """A seed tag as the int it must be, or None when it is missing or not a seed."""
+    return int(tag) if tag is not None and tag.isdigit() and len(tag) <= 10 else None
+
+
+def _check_shape(manifest: dict, run_id: str) -> dict:
+    """The stored manifest's parts the report reads, with their types checked: a hand-edited or
+    planted manifest is one line naming the run, not a traceback deep in the report."""
+
+    def table_list(key: str) -> bool:
+        items = manifest.get(key, [])
+        return isinstance(items, list) and all(
+            isinstance(i, dict)
+            and isinstance(i.get("name"), str)
+            and isinstance(i.get("kind"), str)
+            and isinstance(i.get("params", {}), dict)
+            for i in items
+        )
+
+    experiment = manifest.get("experiment")
+    seeds = experiment.get("seeds") if isinstance(experiment, dict) else None
+    checks = {
+        "experiment.seeds": isinstance(seeds, list)
+        and bool(seeds)
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds),
+        "conditions": table_list("conditions"),
+        "attacks": table_list("attacks"),
+        "data": isinstance(manifest.get("data", {}), dict),
+        "train": isinstance(manifest.get("train", {}), dict),
+        "model": isinstance(manifest.get("model", {}), dict),
+    }
+    broken = [k for k, ok in checks.items() if not ok]
+    if broken:
+        raise StoreError(
+            f"run {run_id}: {schema.MANIFEST} is not a manifest the suite wrote ({broken[0]} is "
+            "malformed); rerun the manifest to rebuild it"
+        )
+    return manifest
+
+
 def _manifest(store: Store, parent: StoredRun) -> dict:
     try:
         manifest = store.load_json(parent.run_id, schema.MANIFEST)
@@ -262,7 +325,7 @@ def _manifest(store: Store, parent: StoredRun) -> dict:
         ) from None
     if not isinstance(manifest, dict):
         raise StoreError(f"run {parent.run_id}: {schema.MANIFEST} is not a manifest; rerun it")
-    return manifest
+    return _check_shape(manifest, parent.run_id)
 
 
 def _examples(store: Store, run_id: str, attack: str) -> np.ndarray | None:

@@ -1,0 +1,8 @@
+"""Upper bounds on every count a manifest sets (epochs, steps, iterations, queries): far above any
+study's need, low enough that `suite validate` rejects a typo such as `epochs = 2**70` before a run
+starts. Samples and batch sizes are bounded in `suite.manifest`."""
+
+MAX_EPOCHS = 10_000
+MAX_STEPS = 1_000_000  # iterations of one attack or distillation loop, queries, schedule lengths
+MAX_BINARY_STEPS = 100  # C&W's search over its constant
+MAX_NETS = 1_000  # networks sampled per distillation iteration
