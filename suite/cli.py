@@ -5,6 +5,7 @@ import math
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,16 +55,34 @@ class Terminated(KeyboardInterrupt):
 @contextmanager
 def interruptible() -> Iterator[None]:
     """While the body runs, SIGTERM interrupts it as Ctrl-C does; either ends the command with one
-    line and exit code 143 (SIGTERM) or 130 (Ctrl-C)."""
+    line and exit code 143 (SIGTERM) or 130 (Ctrl-C).
+
+    An exception raised from a signal handler is lost when the signal lands inside a finaliser
+    (garbage collection runs them anywhere), so until one has landed a thread sends SIGTERM again
+    every 0.25 s; the handler raises only when the code is not already unwinding from an
+    interruption, so its clean-up (runs ended KILLED) is not cut short."""
     from suite.console import say
 
+    done = threading.Event()
+    redelivery: list[threading.Thread] = []
+
+    def again() -> None:
+        while not done.wait(0.25):
+            os.kill(os.getpid(), signal.SIGTERM)
+
     def terminate(signum, frame) -> None:
+        if isinstance(sys.exc_info()[1], KeyboardInterrupt):
+            return  # already unwinding from it: let the clean-up finish
+        if not redelivery:
+            redelivery.append(threading.Thread(target=again, daemon=True))
+            redelivery[0].start()
         raise Terminated
 
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
     except KeyboardInterrupt as exc:
+        done.set()
         what = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         say(
             f"interrupted ({what}): open runs ended KILLED; rerun the same command to resume",
@@ -71,6 +90,7 @@ def interruptible() -> Iterator[None]:
         )
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130) from None
     finally:
+        done.set()
         signal.signal(signal.SIGTERM, previous)
 
 
