@@ -61,11 +61,11 @@ def wait_for(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
 
 
 def screenshot(browser: str, url: str, out: Path) -> None:
-    """A 1600×1000 PNG of `url` after the single-page app had 20 s of virtual time to load."""
+    """A 2600×900 PNG (wide enough for the metric columns beside the MLflow Assistant panel) of `url` after the single-page app had 20 s of virtual time to load."""
     subprocess.run(
         [
             browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-            "--window-size=1600,1000", "--virtual-time-budget=20000", f"--screenshot={out}", url,
+            "--window-size=2600,900", "--virtual-time-budget=20000", f"--screenshot={out}", url,
         ],
         check=True, capture_output=True, timeout=120,
     )  # fmt: skip
@@ -107,8 +107,8 @@ def main() -> None:
                 "experiment": url,  # what `suite ui` printed
                 "run": f"{base}/#/experiments/{exp.experiment_id}/runs/{run.info.run_id}?{UI_WORKFLOW}",
             }
-            for name, url in shots.items():
-                screenshot(browser, url, args.out / f"{name}.png")
+            for name, shot in shots.items():
+                screenshot(browser, shot, args.out / f"{name}.png")
         finally:
             os.killpg(proc.pid, signal.SIGTERM)  # mlflow server has worker children
             proc.wait(timeout=30)

@@ -182,6 +182,7 @@ def run_manifest(
         progress.log(note)
     experiment_id = store.experiment_id(manifest.experiment.name)
     store.reap_stale(experiment_id)
+    store.show_in_ui(experiment_id, ui_metrics(manifest))
     ctx_data = Context.data_config_of(manifest)
 
     resolved = manifest.model_dump(mode="json")
@@ -226,23 +227,37 @@ def run_manifest(
     return [row for rows in results for row in rows]
 
 
+def _primary_median(manifest: Manifest) -> tuple[str, str] | None:
+    """(attack name, summary key) of the median distortion the runs table shows: the first
+    minimal-norm attack of the manifest, or None without one."""
+    primary = next((a for a in manifest.attacks if a.kind in MINIMAL_NORMS), None)
+    return None if primary is None else (primary.name, f"median_{MINIMAL_NORMS[primary.kind]}")
+
+
+def ui_metrics(manifest: Manifest) -> list[str]:
+    """The metric columns of the experiment's runs table in the MLflow UI (`Store.show_in_ui`)."""
+    median = _primary_median(manifest)
+    extra = (
+        [] if median is None else [schema.result_metric(schema.attack_result(median[0]), median[1])]
+    )
+    return [schema.FINAL_TEST_ACC, *extra]
+
+
 def parent_summary(manifest: Manifest, rows: list[Row]) -> dict[str, float]:
     """What a condition's collapsed row in the MLflow UI shows: the mean over seeds of its attacked
     models' test accuracy and of the first minimal-norm attack's median distortion, under the same
-    metric names as the child rows."""
+    metric names as the child rows (`ui_metrics`)."""
     attacked = [r for r in rows if r.status == "FINISHED" and r.role in schema.ATTACKED_ROLES]
     if not attacked:
         return {}
     out = {schema.FINAL_TEST_ACC: sum(r.test_acc for r in attacked) / len(attacked)}
-    primary = next((a for a in manifest.attacks if a.kind in MINIMAL_NORMS), None)
-    if primary is not None:
-        key = f"median_{MINIMAL_NORMS[primary.kind]}"
-        values = [r.attacks.get(primary.name, {}).get(key, math.nan) for r in attacked]
+    median = _primary_median(manifest)
+    if median is not None:
+        name, key = median
+        values = [r.attacks.get(name, {}).get(key, math.nan) for r in attacked]
         finite = [v for v in values if math.isfinite(v)]
         if finite:
-            out[schema.result_metric(schema.attack_result(primary.name), key)] = sum(finite) / len(
-                finite
-            )
+            out[schema.result_metric(schema.attack_result(name), key)] = sum(finite) / len(finite)
     return out
 
 

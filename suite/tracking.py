@@ -72,6 +72,7 @@ logging.getLogger("alembic").setLevel(logging.ERROR)
 # workflow in the URL, which the UI then remembers.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 UI_WORKFLOW = "workflowType=machine_learning"
+UI_VIEW_TAG, UI_VIEW_KEY = "mlflow.sharedViewState.", "suite"  # the runs table's columns
 # a model run whose model is logged holds a usable model when it FINISHED, and while a process has
 # reopened it to attack that model (RUNNING); a FAILED or KILLED one is never reused
 MODEL_DONE = ("FINISHED", "RUNNING")
@@ -106,9 +107,13 @@ def check_bindable(host: str, port: int) -> None:
 
 
 def ui_url(host: str, port: int, experiment_id: str) -> str:
-    """The MLflow UI address that opens `experiment_id` on its training runs."""
+    """The MLflow UI address that opens `experiment_id` on its training runs, with the columns
+    `Store.show_in_ui` chose."""
     shown = f"[{host}]" if ":" in host else host
-    return f"http://{shown}:{port}/#/experiments/{experiment_id}/runs?{UI_WORKFLOW}"
+    return (
+        f"http://{shown}:{port}/#/experiments/{experiment_id}/runs?{UI_WORKFLOW}"
+        f"&viewStateShareKey={UI_VIEW_KEY}"
+    )
 
 
 def default_store_dir() -> Path:
@@ -234,6 +239,14 @@ class Store:
             return self.client.create_experiment(
                 name, artifact_location=location, tags=dict(EXPERIMENT_KIND)
             )
+
+    def show_in_ui(self, experiment_id: str, metrics: list[str]) -> None:
+        """Make the runs table of `suite ui` (`ui_url`) show these metric columns beside Dataset and
+        Models: MLflow's shared view state, an experiment tag the UI reads for `viewStateShareKey`."""
+        columns = [f"attributes.`{name}`" for name in ("Dataset", "Models")]
+        columns += [f"metrics.`{key}`" for key in metrics]
+        value = json.dumps({"selectedColumns": columns})
+        self.client.set_experiment_tag(experiment_id, f"{UI_VIEW_TAG}{UI_VIEW_KEY}", value)
 
     def base_tags(self) -> dict[str, str]:
         return {

@@ -442,6 +442,10 @@ def test_ui_binds_first_and_prints_a_url_to_the_training_runs(workdir, monkeypat
     result = CliRunner().invoke(app, ["ui", "--port", str(port)])
     assert result.exit_code == 0, result.output
     assert f"http://127.0.0.1:{port}/#/experiments/{exp_id}/runs?" in result.output
+    assert "viewStateShareKey=suite" in result.output  # the view whose columns the run chose
+    view = json.loads(store.client.get_experiment(exp_id).tags["mlflow.sharedViewState.suite"])
+    assert "metrics.`final_test_acc`" in view["selectedColumns"]
+    assert "metrics.`attack.cw.median_l2`" in view["selectedColumns"]
     assert served and served[0][served[0].index("--port") + 1] == str(port)
     # the collapsed parent row of each condition shows its key metrics before a click
     (parent,) = store.client.search_runs([exp_id], "tags.`suite.level` = 'condition'")
