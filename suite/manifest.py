@@ -57,6 +57,17 @@ class ExperimentSpec(Strict):
     attack_seed: Seed = Field(
         default=0, description="draws the attacked test subset, once per experiment"
     )
+    primary: Name | None = Field(
+        default=None,
+        description="the primary endpoint: an attack's name, or best-<norm> (the per-digit best "
+        "of the minimal attacks of that norm); default best-l2 where a minimal L2 attack runs",
+    )
+    equivalence_margin: float = Field(
+        default=0.9,
+        gt=0.5,
+        lt=1,
+        description="ratios inside [margin, 1/margin] count as no change (two one-sided tests)",
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -336,6 +347,18 @@ class Manifest(Strict):
                     f"no condition listed before this one has that name; name one of {earlier}",
                     cond.teacher,
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _known_primary(self) -> "Manifest":
+        primary = self.experiment.primary
+        names = [a.name for a in self.attacks]
+        if primary is not None and primary not in names and not primary.startswith("best-"):
+            raise ManifestFieldError(
+                "experiment.primary",
+                f"names no attack; use one of {names} or best-<norm> (e.g. best-l2)",
+                primary,
+            )
         return self
 
     @model_validator(mode="after")

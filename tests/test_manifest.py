@@ -238,3 +238,19 @@ def test_default_baseline_matches_the_architecture_as_well_as_the_epochs():
         "dm-convnet": "undistilled-convnet",
         "dm": "undistilled",
     }
+
+
+def test_the_primary_endpoint_is_an_attack_or_a_best_of_and_the_margin_a_ratio_below_one(tmp_path):
+    path = write(tmp_path, VALID)
+    names = [a.name for a in load_manifest(path).attacks]
+    assert load_manifest(path, [f"experiment.primary={names[0]}"]).experiment.primary == names[0]
+    assert load_manifest(path, ["experiment.primary=best-l2"]).experiment.primary == "best-l2"
+    with pytest.raises(ManifestError, match=r"experiment.primary: names no attack.*\(got 'nope'\)"):
+        load_manifest(path, ["experiment.primary=nope"])
+    with pytest.raises(ManifestError, match=r"experiment.equivalence_margin: must be < 1"):
+        load_manifest(path, ["experiment.equivalence_margin=1.1"])
+    # report-only settings: the hashes that key stored models and attacks do not change
+    plain, declared = load_manifest(path), load_manifest(path, ["experiment.primary=best-l2"])
+    assert config_hash(plain.conditions[0], plain.attacks[0]) == config_hash(
+        declared.conditions[0], declared.attacks[0]
+    )

@@ -116,7 +116,7 @@ def test_the_conclusion_calls_robust_only_what_the_checks_clear():
     )  # fmt: skip
     data = ReportData(
         experiment="x", setup={}, baselines={"t100": "base", "t50": "base"}, accuracy=accuracy,
-        curves=pd.DataFrame(), attacks=pd.DataFrame(), masking=pd.DataFrame(),
+        curves=pd.DataFrame(), attacks=pd.DataFrame(), masking=pd.DataFrame(), primary="cw-l2",
     )  # fmt: skip
     checks = pd.DataFrame({"condition": ["t100", "t50"], "verdict": [MASKED, CLEAR]})
     attacked = pd.Series({"base": 0.98, "t100": 0.97, "t50": 0.97})
@@ -144,7 +144,8 @@ def test_a_small_significant_gap_is_a_weak_attack_not_masking():
     assert base["gradient_free_p"] < 0.01 and not base["gradient_free_flagged"]
 
 
-def test_a_condition_less_robust_under_some_attack_is_never_called_robust():
+def test_a_gain_under_a_secondary_attack_is_never_a_verdict_or_a_robustness_claim():
+    """Issue 25: DM's FGSM-only "gain" grouped it as more robust; only the primary endpoint speaks."""
     from suite.report.conclusion import conclusion
     from suite.report.frames import ReportData
 
@@ -156,15 +157,16 @@ def test_a_condition_less_robust_under_some_attack_is_never_called_robust():
     compared = pd.DataFrame(
         [{"condition": "dm", "attack": a, "scope": "pooled", "subset": "all digits",
           "test": t, "norm": "l2", "ratio": r, "ratio_lo": r, "ratio_hi": r,
-          "p_adj": 0.001, "verdict": v, "seeds": ""}
-         for a, t, r, v in (("fgsm", "mcnemar", 2.0, "more robust"),
-                            ("cw-l2", "wilcoxon", 0.78, "less robust"))]
+          "p_adj": p, "verdict": v, "seeds": ""}
+         for a, t, r, p, v in (("fgsm", "mcnemar", 2.0, float("nan"), "secondary"),
+                               ("cw-l2", "wilcoxon", 0.78, 0.001, "less robust"))]
     )  # fmt: skip
     data = ReportData(
         experiment="x", setup={}, baselines={"dm": "base"}, accuracy=accuracy,
-        curves=pd.DataFrame(), attacks=pd.DataFrame(), masking=pd.DataFrame(),
+        curves=pd.DataFrame(), attacks=pd.DataFrame(), masking=pd.DataFrame(), primary="cw-l2",
     )  # fmt: skip
     checks = pd.DataFrame({"condition": ["dm"], "verdict": [CLEAR]})
     text = conclusion(data, pd.Series({"base": 0.98, "dm": 0.94}), compared, ["base", "dm"], checks)
-    assert "`dm` is not called robust: less robust under other attacks" in text
-    assert "robust by this evidence" not in text
+    assert "under the primary endpoint cw-l2: less robust: `dm`." in text
+    assert "secondary, without a verdict: fgsm" in text
+    assert "more robust" not in text and "robust by this evidence" not in text

@@ -99,7 +99,7 @@ def _control_study(adv_verdicts: dict[str, str]):
         [[c, k, "model", 0, 0.97, 0.97, "FINISHED", ""] for c, k in conditions.items()],
         columns=["condition", "kind", "role", "seed", "val_acc", "test_acc", "status", "error"],
     )
-    rows = [("t100", "cw-l2", "no significant difference")] + [
+    rows = [("t100", "cw-l2", "inconclusive")] + [
         ("adv", attack, verdict) for attack, verdict in adv_verdicts.items()
     ]
     compared = pd.DataFrame(
@@ -118,6 +118,7 @@ def _control_study(adv_verdicts: dict[str, str]):
         curves=pd.DataFrame(),
         attacks=pd.DataFrame(),
         masking=pd.DataFrame(),
+        primary="cw-l2",
     )
     attacked = pd.Series({"base": 0.98, "t100": 0.97, "adv": 0.95})
     return data, attacked, compared
@@ -127,7 +128,7 @@ def _control_study(adv_verdicts: dict[str, str]):
 def test_conclusion_names_the_positive_control_and_whether_it_was_detected(detected):
     from suite.report.conclusion import conclusion
 
-    verdicts = {"cw-l2": "more robust", "pgd": "more robust" if detected else "no verdict"}
+    verdicts = {"cw-l2": "more robust" if detected else "inconclusive", "pgd": "secondary"}
     data, attacked, compared = _control_study(verdicts)
     text = conclusion(data, attacked, compared, ["base", "t100", "adv"])
     assert "positive control `adv` (adversarial training)" in text
@@ -136,8 +137,8 @@ def test_conclusion_names_the_positive_control_and_whether_it_was_detected(detec
     assert ("did not detect" in text) is not detected
     # the control is not a distilled condition: only t100 is judged as distillation
     assert (
-        "Distilled conditions against their baselines: no significant difference under any "
-        "attack: `t100`." in text
+        "Distilled conditions against their baselines, under the primary endpoint cw-l2: "
+        "inconclusive: `t100`." in text
     )
 
 
@@ -160,25 +161,29 @@ def test_headline_masking_column_gives_the_three_way_verdict_where_it_ran(tmp_pa
     assert flags["standard"] == "no"  # no three-way row for it: the logit check's flag
 
 
-def test_conclusion_gives_the_headline_attack_and_groups_the_others_by_verdict():
+def test_conclusion_speaks_from_the_primary_endpoint_and_names_the_secondary_attacks():
+    import dataclasses
+
     from suite.report.conclusion import conclusion
 
     data, attacked, compared = _control_study({"cw-l2": "more robust"})
+    data = dataclasses.replace(data, primary="best-l2")
     extra = compared.iloc[[0, 0, 0]].assign(
         attack=["best-l2", "ddn", "pgd"],
-        verdict=["no significant difference", "no significant difference", "more robust"],
+        verdict=["inconclusive", "secondary", "not testable: every digit ties"],
         test=["wilcoxon", "wilcoxon", "mcnemar"],
     )
-    text = conclusion(data, attacked, pd.concat([compared, extra]), ["base", "t100", "adv"])
+    mine = pd.concat([compared, extra])
+    mine.loc[(mine["condition"] == "t100") & (mine["attack"] == "cw-l2"), "verdict"] = "secondary"
+    text = conclusion(data, attacked, mine, ["base", "t100", "adv"])
     assert (
-        "under best-l2, L2 ratio (Hodges–Lehmann) 1.60 [1.40, 1.80] (adjusted p 0.0010): no "
-        "significant difference, likewise under cw-l2, ddn; more robust under pgd." in text
+        "under the primary endpoint best-l2, L2 ratio (Hodges–Lehmann) 1.60 [1.40, 1.80] "
+        "(seed-level interval, adjusted p 0.0010): inconclusive; secondary, without a verdict: "
+        "cw-l2, ddn; not testable (every digit ties): pgd." in text
     )
-    # the control has one attack: its headline, with no clause for other attacks
-    assert (
-        "`adv` (adversarial, against `base`): 95.0% test accuracy (-3.0 pp); under cw-l2, L2"
-        in text
-    )
+    # the control ran no primary-endpoint comparison: said so, and its cw-l2 gives no verdict
+    assert "`adv` (adversarial, against `base`): 95.0% test accuracy (-3.0 pp); no primary" in text
+    assert "under the primary endpoint best-l2: inconclusive: `t100`." in text
 
 
 def test_compute_time_counts_overlapping_and_reopened_runs_once():

@@ -128,13 +128,19 @@ def test_verdict_and_claim_follow_the_numbers(rendered):
     assert summary.loc["defensive-t50", "baseline"] == "standard"
     # samples 0, 9, 18, 27 resist on both seeds, sample 7 is misclassified clean: 50 of 58
     assert summary.loc["defensive-t50", "success rate [95% CI]"].startswith("86.2% [")
-    assert summary.loc["defensive-t50", "verdict"] == "more robust, consistent across seeds"
+    assert summary.loc["defensive-t50", "verdict"].startswith("more robust, I² ")
+    assert summary.loc["defensive-t50", "verdict"].endswith("2 of 2 seeds on the estimate's side")
     assert "the accuracy part holds" in rendered.conclusion
     assert "the distortion part does not hold" in rendered.conclusion
     compared = pd.read_csv(rendered.out_dir / "tables" / "comparisons.csv")
     assert set(compared["scope"]) == {"pooled", "seed 0", "seed 1"}
     assert set(compared["subset"]) == {"all digits", "both correct"}
-    assert (compared["p_adj"] >= compared["p"]).all()
+    # Holm adjusts the primary endpoint's family only (cw-l2, pooled, all digits): no other row
+    # has an adjusted p or a verdict
+    primary = (compared["scope"] == "pooled") & (compared["subset"] == "all digits")
+    assert (compared.loc[primary, "p_adj"] >= compared.loc[primary, "p"]).all()
+    assert compared.loc[~primary, "p_adj"].isna().all()
+    assert set(compared.loc[~primary & (compared["scope"] == "pooled"), "verdict"]) == {"secondary"}
     # sample 7 is misclassified clean by both models: a tie among all digits, absent when both
     # must be correct
     pooled = compared[compared["scope"] == "pooled"].set_index("subset")
@@ -256,7 +262,9 @@ def test_each_condition_is_compared_with_its_matched_baseline(study):
     assert summary.loc["t100-e20", "baseline"] == "base-e20"
     # 1.2 / 0.8 = 1.5 against its own baseline; against base-e10 it would have read 1.2
     assert summary.loc["t100-e20", "ratio, all digits [95% CI]"].startswith("1.50 [")
-    assert summary.loc["t100-e20", "verdict"] == "more robust, consistent across seeds"
+    assert summary.loc["t100-e20", "verdict"].startswith("secondary, I² ")  # best-l2 is primary
+    primary = study.summaries["best-l2"].set_index("condition")
+    assert primary.loc["t100-e20", "verdict"].startswith("more robust, I² ")
     text = study.markdown.read_text(encoding="utf-8")
     assert "- `t100-e20` against `base-e20`" in text
 

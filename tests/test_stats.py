@@ -13,9 +13,8 @@ from suite.report import stats
 INF, NAN = math.inf, math.nan
 
 
-def verdict_of(base, other):
-    r = stats.paired_comparison(stats.log_ratios(np.asarray(base), np.asarray(other)))
-    return r, stats.verdict(r.p, r.effect)
+def compared(base, other):
+    return stats.paired_comparison(stats.log_ratios(np.asarray(base), np.asarray(other)))
 
 
 def test_tied_integer_l0_with_more_pairs_larger_is_more_robust():
@@ -24,10 +23,9 @@ def test_tied_integer_l0_with_more_pairs_larger_is_more_robust():
     rng = np.random.default_rng(0)
     base = rng.integers(5, 40, 1000).astype(float)
     other = base + np.r_[np.ones(437), -np.ones(259), np.zeros(304)]
-    r, said = verdict_of(base, other)
+    r = compared(base, other)
     assert (r.n_other_larger, r.n_base_larger, r.n_ties) == (437, 259, 304)
     assert r.p < 1e-5 and r.effect > 0 and r.ratio > 1 and r.ratio_lo > 1
-    assert said == "more robust"
 
 
 def test_negative_rank_biserial_is_never_more_robust():
@@ -37,26 +35,24 @@ def test_negative_rank_biserial_is_never_more_robust():
     base = rng.lognormal(0.3, 0.3, 1000)
     other = base * np.where(np.arange(1000) < 560, 1.02, 0.6) * rng.lognormal(0, 0.005, 1000)
     assert np.median(other / base) > 1
-    r, said = verdict_of(base, other)
+    r = compared(base, other)
     assert r.effect == pytest.approx(-0.372, abs=0.005) and r.p < 1e-20
     assert r.ratio < 1 and r.ratio_hi < 1
-    assert said == "less robust"
 
 
-def test_a_difference_in_failures_only_is_a_verdict_with_ratio_one():
+def test_a_difference_in_failures_only_is_significant_with_ratio_one():
     # equal distortions everywhere except 20 digits where only `other` resisted: the old code
     # switched to the sign test and read its direction from the median ratio (1): no verdict
     base = np.linspace(1.0, 2.0, 100)
     other = base.copy()
     other[:20] = INF
-    r, said = verdict_of(base, other)
+    r = compared(base, other)
     assert (r.n_other_larger, r.n_other_infinite, r.n_ties) == (20, 20, 80)
     assert r.p == pytest.approx(sps.wilcoxon(np.ones(20)).pvalue)
     assert r.ratio == 1.0 and r.effect == 1.0
-    assert said == "more robust"
     # and the mirror image
-    r, said = verdict_of(other, base)
-    assert r.n_base_infinite == 20 and said == "less robust"
+    r = compared(other, base)
+    assert r.n_base_infinite == 20 and r.effect == -1.0
 
 
 def test_one_failure_does_not_switch_the_test():
@@ -126,11 +122,10 @@ def test_darwins_data_match_scipy_and_hand_values():
     assert r.effect == pytest.approx((96 - 24) / 120)
 
 
-def test_all_ties_give_no_test_and_no_verdict():
+def test_all_ties_give_no_test():
     base = np.array([1.0, 2.0, 0.0, INF])
-    r, said = verdict_of(base, base.copy())
+    r = compared(base, base.copy())
     assert math.isnan(r.p) and math.isnan(r.effect) and r.ratio == 1.0
-    assert said == "no significant difference at α = 0.05"
 
 
 def test_pooling_over_seeds_gives_one_value_per_digit():
@@ -187,20 +182,72 @@ def test_holm_on_a_hand_computed_vector():
     )
 
 
-def test_verdict_reads_direction_from_the_tested_effect():
-    assert stats.verdict(0.01, 0.3) == "more robust"
-    assert stats.verdict(0.01, -0.3) == "less robust"
-    assert stats.verdict(0.2, 0.3) == "no significant difference at α = 0.05"
-    assert stats.verdict(0.02, 0.3, alpha=0.01) == "no significant difference at α = 0.01"
+def dl_hksj_by_hand(y, se, alpha=0.05):
+    """DerSimonian–Laird τ² and the Hartung–Knapp interval, written out term by term."""
+    k = len(y)
+    w = [1 / e**2 for e in se]
+    fixed = sum(wi * yi for wi, yi in zip(w, y, strict=True)) / sum(w)
+    q = sum(wi * (yi - fixed) ** 2 for wi, yi in zip(w, y, strict=True))
+    c = sum(w) - sum(wi**2 for wi in w) / sum(w)
+    tau2 = max(0.0, (q - (k - 1)) / c)
+    ws = [1 / (e**2 + tau2) for e in se]
+    mu = sum(wi * yi for wi, yi in zip(ws, y, strict=True)) / sum(ws)
+    var = sum(wi * (yi - mu) ** 2 for wi, yi in zip(ws, y, strict=True)) / ((k - 1) * sum(ws))
+    half = sps.t(k - 1).ppf(1 - alpha / 2) * math.sqrt(var)
+    return mu, mu - half, mu + half, tau2, max(0.0, (q - (k - 1)) / q)
 
 
-def test_seed_agreement_needs_every_seed_on_the_side():
-    assert stats.seed_agreement(0.4, [0.3, 0.5, 0.1]) == "consistent across seeds"
+def test_seed_pooling_is_dersimonian_laird_with_hartung_knapp():
+    y, se = [0.10, -0.05, 0.20, 0.02, 0.08], [0.01, 0.012, 0.015, 0.01, 0.008]  # heterogeneous
+    mu, lo, hi, tau2, i2 = dl_hksj_by_hand(y, se)
+    got = stats.seed_pooled(np.array(y), np.array(se))
+    assert got.k == 5 and got.agree == 4
+    assert got.estimate == pytest.approx(mu) and got.tau == pytest.approx(math.sqrt(tau2))
+    assert got.i2 == pytest.approx(i2) and i2 > 0.9
+    t_half = sps.t(4).ppf(0.975) * np.std(y, ddof=1) / math.sqrt(5)
+    half = max((hi - lo) / 2, t_half)  # Hartung–Knapp, widened to the t-interval where narrower
+    assert (got.lo, got.hi) == (pytest.approx(mu - half), pytest.approx(mu + half))
+    # with equal standard errors and no heterogeneity beyond them, Hartung–Knapp is the t-interval
+    flat = stats.seed_pooled(np.array(y), np.full(5, 0.01))
+    mu2, lo2, hi2, _, _ = dl_hksj_by_hand(y, [0.01] * 5)
+    assert flat.estimate == pytest.approx(np.mean(y)) == pytest.approx(mu2)
+    assert flat.hi - flat.lo == pytest.approx(hi2 - lo2) == pytest.approx(2 * t_half)
+
+
+def test_seed_pooling_is_never_narrower_than_the_seed_level_t_interval():
+    # wide per-seed intervals around agreeing estimates: no heterogeneity, HKSJ is then narrow
+    y, se = np.array([0.10, 0.11, 0.09]), np.array([0.5, 0.5, 0.5])
+    got = stats.seed_pooled(y, se)
+    t_half = sps.t(2).ppf(0.975) * y.std(ddof=1) / math.sqrt(3)
+    assert got.tau == 0 and got.hi - got.lo >= 2 * t_half - 1e-12
+    assert got.lo == pytest.approx(y.mean() - t_half) and got.hi == pytest.approx(y.mean() + t_half)
+
+
+def test_seeds_that_disagree_are_inconclusive_never_a_direction():
+    y, se = np.array([0.30, 0.25, -0.02]), np.array([0.01, 0.01, 0.01])
+    got = stats.seed_pooled(y, se)
+    assert got.agree == 2
+    assert stats.primary_verdict(got, adjusted_p=0.001).startswith("inconclusive (seeds disagree")
+    assert stats.primary_verdict(stats.seed_pooled(y[:2], se[:2]), 0.001) == "more robust"
+    assert stats.primary_verdict(stats.seed_pooled(-y[:2], se[:2]), 0.001) == "less robust"
+
+
+def test_equivalence_needs_the_whole_interval_inside_the_margin():
+    y, se = np.array([0.01, -0.01, 0.0, 0.005, -0.005]), np.full(5, 0.005)
+    got = stats.seed_pooled(y, se)
+    assert stats.primary_verdict(got, adjusted_p=got.p) == "equivalent"
+    wide = stats.seed_pooled(np.array([0.09, -0.08, 0.0]), np.full(3, 0.01))
     assert (
-        stats.seed_agreement(0.4, [0.3, -0.1])
-        == "not consistent across seeds (1 of 2 on this side)"
-    )
-    assert stats.seed_agreement(0.4, [0.3]) == ""
+        stats.primary_verdict(wide, adjusted_p=wide.p) == "inconclusive"
+    )  # no gain shown, none excluded
+    assert stats.primary_verdict(got, adjusted_p=got.p, margin=0.999) == "inconclusive"
+
+
+def test_one_seed_or_an_infinite_seed_effect_is_inconclusive():
+    one = stats.seed_pooled(np.array([0.4]), np.array([0.01]))
+    assert stats.primary_verdict(one, 0.0) == "inconclusive (fewer than two seeds)"
+    inf = stats.seed_pooled(np.array([0.4, INF]), np.array([0.01, 0.01]))
+    assert stats.primary_verdict(inf, 0.0).startswith("inconclusive (a seed's effect")
 
 
 def test_encoding_keeps_clean_errors_as_zero_and_failures_as_infinity():

@@ -121,6 +121,8 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         gradient_free=[
             a["name"] for a in attacks_spec if is_gradient_free(a["kind"], a.get("params") or {})
         ],
+        primary=manifest["experiment"].get("primary"),
+        equivalence_margin=float(manifest["experiment"].get("equivalence_margin", 0.9)),
         run_seconds=busy_seconds(
             [(r.start_ms, r.end_ms) for r in sel.chosen.values() if r.status == "FINISHED"]
         ),
@@ -300,6 +302,11 @@ def _check_shape(manifest: dict, run_id: str) -> dict:
         "experiment.seeds": isinstance(seeds, list)
         and bool(seeds)
         and all(isinstance(x, int) and not isinstance(x, bool) for x in seeds),
+        "experiment.primary": isinstance(experiment, dict)
+        and isinstance(experiment.get("primary", ""), str | None),
+        "experiment.equivalence_margin": isinstance(experiment, dict)
+        and isinstance(experiment.get("equivalence_margin", 0.9), int | float)
+        and 0.5 < experiment.get("equivalence_margin", 0.9) < 1,
         "conditions": table_list("conditions"),
         "attacks": table_list("attacks"),
         "data": isinstance(manifest.get("data", {}), dict),

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from suite.report.formatting import NORM_LABELS, ci, code, esc, num, pct, pvalue
-from suite.report.frames import ReportData, attack_kinds, headline_attack
+from suite.report.frames import ReportData, primary_attack
 from suite.report.masking import CLEAR, COLUMNS, INCOMPLETE, MASKED
 
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
@@ -33,7 +33,6 @@ def conclusion(
     where all three checks ran and none flagged it."""
     checks = pd.DataFrame(columns=COLUMNS) if checks is None else checks
     kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
-    attack_kind_of = attack_kinds(data.attacks)
     parts = []
     for base in dict.fromkeys(data.baselines.values()):
         acc = attacked_acc.get(base, np.nan)
@@ -43,6 +42,8 @@ def conclusion(
             else f"The baseline {code(base)} reaches {pct(acc)} test accuracy."
         )
     pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
+    primary = primary_attack(data, compared["attack"].unique() if "attack" in compared else [])
+    primary_rows = pooled[pooled["attack"] == primary]
     deltas = {}
     for condition in [c for c in order if c in data.baselines]:
         base = data.baselines[condition]
@@ -53,16 +54,14 @@ def conclusion(
             f"{code(condition)} ({esc(kind)}, against {code(base)}): {pct(acc)} test accuracy"
         )
         sentence += "" if math.isnan(deltas[condition]) else f" ({deltas[condition]:+.1f} pp)"
-        parts.append(
-            sentence + _effects(pooled[pooled["condition"] == condition], attack_kind_of) + "."
-        )
+        parts.append(sentence + _effects(pooled[pooled["condition"] == condition], primary) + ".")
     trained = [c for c in deltas if "/" not in c]  # attacked teachers are not distilled
     controls = [c for c in trained if kinds.get(c) in CONTROL_KINDS]
     distilled = [c for c in trained if kinds.get(c, "standard") not in {"standard", *CONTROL_KINDS}]
     answer = [
-        _answer(distilled, pooled),
-        *_control(controls, pooled, deltas),
-        *_robust_claims([*distilled, *controls], pooled, checks),
+        _answer(distilled, primary_rows, primary),
+        *_control(controls, primary_rows, deltas),
+        *_robust_claims([*distilled, *controls], primary_rows, checks),
         *_masking_caveat(data.masking),
     ]
     paragraphs = [
@@ -73,28 +72,35 @@ def conclusion(
     return "\n\n".join(p for p in paragraphs if p)
 
 
-def _effects(mine: pd.DataFrame, kinds: dict[str, str]) -> str:
-    """The headline comparison in full (the published headline's attack, `headline_attack`, where
-    it ran, else the first minimal-norm attack, else the first attack); the other attacks by
-    verdict in one clause, their numbers being in the report's tables."""
+def _effects(mine: pd.DataFrame, primary: str | None) -> str:
+    """The primary endpoint's comparison in full (seed-level interval, adjusted p, verdict,
+    heterogeneity); the secondary attacks named in one clause, their estimates being in the
+    report's tables and carrying no verdict."""
     if mine.empty:
         return ""
-    lead = headline_attack(mine["attack"], kinds)
-    minimal = mine[mine["test"] != "mcnemar"]
-    chosen = mine[mine["attack"] == lead]
-    head = (chosen if not chosen.empty else minimal if not minimal.empty else mine).iloc[0]
+    chosen = mine[mine["attack"] == primary]
+    if chosen.empty:
+        return "; no primary-endpoint comparison"
+    head = chosen.iloc[0]
     text = (
-        f"; under {esc(head.attack)}, {_ratio_name(head.test, head.norm)} "
-        f"{ci(head.ratio, head.ratio_lo, head.ratio_hi)} (adjusted p {pvalue(head.p_adj)}): "
-        f"{esc(head.verdict)}" + (f", {esc(head.seeds)}" if head.seeds else "")
+        f"; under the primary endpoint {esc(head.attack)}, {_ratio_name(head.test, head.norm)} "
+        f"{ci(head.ratio, head.ratio_lo, head.ratio_hi)} (seed-level interval, adjusted p "
+        f"{pvalue(head.p_adj)}): {esc(head.verdict)}"
+        + (f" ({esc(head.seeds)})" if head.seeds else "")
     )
-    others: dict[str, list[str]] = {}
-    for r in mine[mine["attack"] != head.attack].itertuples():
-        others.setdefault(str(r.verdict), []).append(esc(r.attack))
-    same = others.pop(str(head.verdict), [])
-    text += f", likewise under {', '.join(same)}" if same else ""
-    if others:
-        text += "; " + "; ".join(f"{v} under {', '.join(a)}" for v, a in others.items())
+    others = mine[mine["attack"] != head.attack]
+    untestable = [
+        esc(a)
+        for a, v in zip(others["attack"], others["verdict"], strict=True)
+        if v.startswith("not testable")
+    ]
+    secondary = [
+        esc(a) for a, v in zip(others["attack"], others["verdict"], strict=True) if v == "secondary"
+    ]
+    if secondary:
+        text += f"; secondary, without a verdict: {', '.join(secondary)}"
+    if untestable:
+        text += f"; not testable (every digit ties): {', '.join(untestable)}"
     return text
 
 
@@ -124,30 +130,24 @@ def _masking_caveat(masking: pd.DataFrame) -> list[str]:
 
 
 def _robust_claims(conditions: list[str], pooled: pd.DataFrame, checks: pd.DataFrame) -> list[str]:
-    """For the conditions found more robust under some attack, whether the attacks that do not use
-    their gradient agree (`suite.report.masking`): only then is one called robust. One sentence
-    per reason, naming every condition it applies to."""
+    """For the conditions found more robust under the primary endpoint (`pooled` holds its rows),
+    whether the attacks that do not use their gradient agree (`suite.report.masking`): only then
+    is one called robust. One sentence per reason, naming every condition it applies to."""
     verdicts = checks.set_index("condition")["verdict"] if not checks.empty else pd.Series()
-    reasons: dict[tuple[bool, str], list[str]] = {}  # (less robust elsewhere, masking verdict)
+    reasons: dict[str, list[str]] = {}  # masking verdict → conditions
     for condition in conditions:
         mine = pooled[pooled["condition"] == condition]
         if not any(str(v).startswith("more robust") for v in mine["verdict"]):
             continue
         verdict = verdicts.get(condition, INCOMPLETE)
-        less = any(str(v).startswith("less robust") for v in mine["verdict"])
-        if not less and verdict not in (CLEAR, MASKED):
-            verdict = INCOMPLETE
-        reasons.setdefault((less, verdict), []).append(condition)
+        reasons.setdefault(verdict if verdict in (CLEAR, MASKED) else INCOMPLETE, []).append(
+            condition
+        )
     sentences = []
-    for (less, verdict), names in reasons.items():
+    for verdict, names in reasons.items():
         one = len(names) == 1
         its, is_ = ("its", "is") if one else ("their", "are")
-        if less:
-            sentences.append(
-                f"{_names(names)} {is_} not called robust: less robust under other attacks "
-                f"(gradient-masking checks: {esc(verdict)})."
-            )
-        elif verdict == CLEAR:
+        if verdict == CLEAR:
             sentences.append(
                 f"{_names(names)} {is_} robust by this evidence: the transfer and gradient-free "
                 "attacks find no adversarials the white-box attacks missed."
@@ -166,58 +166,55 @@ def _robust_claims(conditions: list[str], pooled: pd.DataFrame, checks: pd.DataF
     return sentences
 
 
-def _control(controls: list[str], pooled: pd.DataFrame, deltas: dict[str, float]) -> list[str]:
+def _control(
+    controls: list[str], primary_rows: pd.DataFrame, deltas: dict[str, float]
+) -> list[str]:
     """Whether the instrument saw robustness where it was built in: a positive control must come
-    out more robust under every attack, at the clean-accuracy cost shown beside it."""
+    out more robust under the primary endpoint, at the clean-accuracy cost shown beside it."""
     sentences = []
     for condition in controls:
-        mine = pooled[pooled["condition"] == condition]
+        mine = primary_rows[primary_rows["condition"] == condition]
         if mine.empty:
             continue
-        verdicts = ", ".join(f"{esc(r.attack)}: {esc(r.verdict)}" for r in mine.itertuples())
+        verdict = str(mine["verdict"].iloc[0])
         cost = deltas.get(condition, math.nan)
         cost_text = "" if math.isnan(cost) else f", at a clean-accuracy cost of {cost:+.1f} pp"
-        detected = all(str(v).startswith("more robust") for v in mine["verdict"])
         sentences.append(
             f"The positive control {code(condition)} (adversarial training) comes out more robust "
-            f"under every attack ({verdicts}){cost_text}: the instrument detects robustness where "
-            "it is built in."
-            if detected
+            f"under the primary endpoint{cost_text}: the instrument detects robustness where it is "
+            "built in."
+            if verdict.startswith("more robust")
             else f"The positive control {code(condition)} (adversarial training) is not more "
-            f"robust under every attack ({verdicts}){cost_text}: the instrument did not detect the "
-            "robustness built into it, so a verdict of no difference elsewhere may only show an "
-            "insensitive instrument."
+            f"robust under the primary endpoint ({esc(verdict)}){cost_text}: the instrument did not "
+            "detect the robustness built into it, so an equivalent or inconclusive verdict "
+            "elsewhere may only show an insensitive instrument."
         )
     return sentences
 
 
-def _answer(distilled: list[str], pooled: pd.DataFrame) -> str:
-    """Group distilled conditions by their pooled verdicts across attacks."""
-    if not distilled or pooled.empty:
+def _answer(distilled: list[str], primary_rows: pd.DataFrame, primary: str | None) -> str:
+    """Group distilled conditions by their primary-endpoint verdict (no other attack speaks)."""
+    if not distilled or primary_rows.empty:
         return ""
     groups: dict[str, list[str]] = {}
     for condition in distilled:
-        verdicts = set(pooled.loc[pooled["condition"] == condition, "verdict"])
-        if not verdicts:
+        verdicts = primary_rows.loc[primary_rows["condition"] == condition, "verdict"]
+        if verdicts.empty:
             continue
-        if all(v.startswith("no verdict") for v in verdicts):
-            groups.setdefault("no verdict (see Conditions without a verdict)", []).append(
-                code(condition)
-            )
-            continue
-        more, less = "more robust" in verdicts, "less robust" in verdicts
-        some = "under some attacks, no significant difference under the others"
-        if more and less:
-            group = "more robust under some attacks and less robust under others"
-        elif more or less:
-            word = "more" if more else "less"
-            mixed = len(verdicts) > 1
-            group = f"{word} robust {some}" if mixed else f"{word} robust under every attack"
-        else:
-            group = "no significant difference under any attack"
+        verdict = str(verdicts.iloc[0])
+        group = (
+            "no verdict (see Conditions without a verdict)"
+            if verdict.startswith("no verdict")
+            else verdict.split(" (")[0]
+        )
         groups.setdefault(group, []).append(code(condition))
     found = "; ".join(f"{g}: {', '.join(cs)}" for g, cs in groups.items())
-    return f"Distilled conditions against their baselines: {found}." if found else ""
+    return (
+        f"Distilled conditions against their baselines, under the primary endpoint {esc(primary)}: "
+        f"{found}."
+        if found
+        else ""
+    )
 
 
 def _claim_check(deltas: dict[str, float], pooled: pd.DataFrame, distilled: list[str]) -> str:

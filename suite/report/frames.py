@@ -22,7 +22,8 @@ class ReportData:
     attacked teacher, `condition/teacher`) to the standard condition it is compared with;
     `floors` maps a condition to the clean accuracy below which it gets no verdict;
     `gradient_free` names the attacks that use no gradient of the model (Square); `budgets` maps
-    each fixed-budget attack to its ε list.
+    each fixed-budget attack to its ε list. `primary` is the attack whose comparison gives the
+    verdicts (the manifest's `experiment.primary`), `equivalence_margin` its equivalence band.
     `examples[f"{condition}/{attack}"]` is `[k, 3, 28, 28]` (clean, adversarial, perturbation)
     for the same k sample indices in every condition. `run_seconds` is the time during which at
     least one of the finished model runs read was open (their training and attacks).
@@ -41,6 +42,8 @@ class ReportData:
     gradient_free: list[str] = field(default_factory=list)
     budgets: dict[str, list[float]] = field(default_factory=dict)
     run_seconds: float = 0.0
+    primary: str | None = None  # the manifest's primary endpoint (None: `headline_attack`)
+    equivalence_margin: float = 0.9
 
 
 _BEST = "best-"
@@ -67,6 +70,15 @@ def headline_attack(names: Iterable[str], kinds: Mapping[str, str]) -> str | Non
     if BEST_L2 in names:
         return BEST_L2
     return next((a for a in names if kinds.get(a) == LOGIT_L2_KIND), None)
+
+
+def primary_attack(data: "ReportData", names: Iterable[str]) -> str | None:
+    """The primary endpoint among the attacks `names`: the manifest's `experiment.primary` where
+    it ran, else `headline_attack`."""
+    names = list(names)
+    if data.primary in names:
+        return data.primary
+    return headline_attack(names, attack_kinds(data.attacks))
 
 
 def model_label(condition: str, role: str) -> str:

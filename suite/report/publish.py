@@ -13,7 +13,7 @@ import pandas as pd
 from suite.attacks import LOGIT_L2_KIND
 from suite.errors import SuiteError
 from suite.report.formatting import esc, md_table
-from suite.report.frames import ReportData, attack_kinds, headline_attack
+from suite.report.frames import ReportData, primary_attack
 from suite.report.render import ReportOutput
 
 START = "<!-- results:start (written by `make results`; do not edit) -->"
@@ -36,10 +36,10 @@ class Provenance:
 
 
 def headline(output: ReportOutput, data: ReportData) -> tuple[str, pd.DataFrame]:
-    """The per-condition answer under the strongest minimal-L2 evidence (best of the L2 attacks
-    where several ran, else C&W L2): accuracy, success, ratio to its own baseline, adjusted p,
-    verdict, and whether the condition was flagged for gradient masking."""
-    attack = headline_attack(output.summaries, attack_kinds(data.attacks))
+    """The per-condition answer under the primary endpoint (`primary_attack`: the manifest's, else
+    the best of the L2 attacks where several ran, else C&W L2): accuracy, success, ratio to its own
+    baseline, adjusted p, verdict, and whether the condition was flagged for gradient masking."""
+    attack = primary_attack(data, output.summaries)
     if attack is None:
         raise SuiteError(
             f"experiment {data.experiment!r} has no C&W L2 results to publish: "

@@ -26,6 +26,7 @@ from suite.report.frames import (
     attack_norm,
     best_of_norm,
     is_fixed_budget,
+    primary_attack,
     row_norms,
 )
 from suite.report.paths import check_replaceable, mark, swap_in
@@ -149,7 +150,15 @@ def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
         accuracy=tables.accuracy_table(data.accuracy, order),
         attacked_acc=attacked_acc,
         blocked=blocked,
-        compared=tables.comparisons(attacks, data.baselines, blocked, alpha, seed),
+        compared=tables.comparisons(
+            attacks,
+            data.baselines,
+            blocked,
+            alpha,
+            seed,
+            primary=primary_attack(data, attack_kinds(attacks)),  # the verdicts' one family
+            margin=data.equivalence_margin,
+        ),
         checks=masking.three_way(
             data.masking, direct, transfer, data.gradient_free, data.budgets, order, alpha
         ),
@@ -179,7 +188,9 @@ def _render(
     if f.blocked:
         md += ["## Conditions without a verdict", ""]
         md += [f"- {code(c)}: {esc(reason)}" for c, reason in f.blocked.items()] + [""]
-    md += ["## Statistical method", "", *_method_md(alpha), ""]
+    primary = primary_attack(f.data, attack_kinds(f.attacks))
+    method = _method_md(alpha, primary, f.data.equivalence_margin)
+    md += ["## Statistical method", "", *method, ""]
     conclusion = write_conclusion(f.data, f.attacked_acc, f.compared, f.order, f.checks)
     md += ["## Conclusion", "", conclusion, ""]
 
@@ -537,7 +548,9 @@ def _summary_note(level: str) -> str:
         "Ratio to the row's baseline: Hodges–Lehmann estimate of other / baseline with its "
         f"{level} CI (fixed-budget attacks: robust accuracy over all attacked digits, other / "
         "baseline); all digits is the verdict's comparison, both correct the same on the digits "
-        "both models classify correctly. The verdict's p is Holm-adjusted."
+        "both models classify correctly. Pooled minimal-attack ratios and their intervals pool the "
+        "per-seed estimates, seeds as the unit; only the primary endpoint has an adjusted p and a "
+        "verdict (Statistical method)."
     )
 
 
@@ -697,7 +710,7 @@ def _missing_md(data: ReportData) -> list[str]:
     return [f"- {esc(n)}" for n in notes]
 
 
-def _method_md(alpha: float) -> list[str]:
+def _method_md(alpha: float, primary: str | None, margin: float) -> list[str]:
     return [
         "- Each condition is compared with its own baseline (the row names it): the standard "
         "condition trained the same way except for the distillation.",
@@ -715,10 +728,19 @@ def _method_md(alpha: float) -> list[str]:
         "rank-biserial r, whose sign is the side the test measures.",
         "- Fixed-budget attacks: exact McNemar test on robustness at the budget (a digit "
         "misclassified clean is not robust), robust accuracy over all attacked digits.",
-        f"- A verdict needs a Holm-adjusted p < {alpha:g}; its direction is the sign of the "
-        "effect. Holm families: the pooled all-digit comparisons (the verdicts), the pooled "
-        'both-correct ones, and the per-seed ones of each. "Consistent across seeds" means '
-        "every seed's own effect lies on the verdict's side. A condition whose run failed, or "
+        "- Seeds are the unit of inference. Each seed's Hodges–Lehmann log ratio and its "
+        "standard error (from its interval) are pooled by a DerSimonian–Laird random-effects "
+        "model with the Hartung–Knapp–Sidik–Jonkman variance and a t(k − 1) reference (IntHout, "
+        "Ioannidis & Borm 2014), never narrower than the plain t-interval of the per-seed "
+        "estimates; I² and τ (the between-seed SD of the log ratio) give the heterogeneity. The "
+        "pooled rows' ratio, interval and p are this pooling's; the digit-level pooled estimate "
+        "is kept in tables/comparisons.csv (digit_ratio, digit_p).",
+        f"- Only the primary endpoint ({esc(primary or 'none')}, all digits) gives verdicts; Holm "
+        f"adjusts within that family. More / less robust: Holm-adjusted p < {alpha:g} with every "
+        "seed on the estimate's side; equivalent: the (1 − 2α) interval of the ratio inside "
+        f"[{margin:g}, {1 / margin:.3g}] (two one-sided tests); otherwise inconclusive. Every "
+        "other attack is secondary: its estimate and unadjusted p, no verdict. A fixed-budget "
+        "comparison where every digit ties is not testable. A condition whose run failed, or "
         "whose clean accuracy is below its floor, is tested but gets no verdict.",
         "- Best-of attacks: where two or more minimal attacks of one norm ran, `best-<norm>` "
         "takes per (seed, digit) the smallest distortion any of them found.",

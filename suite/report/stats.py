@@ -257,6 +257,85 @@ def two_level_bootstrap_ci(
     return float(lo), float(hi)
 
 
+@dataclass(frozen=True)
+class SeedPooled:
+    """A comparison pooled over training seeds, the unit of inference: the pooled log ratio with its
+    (1 - α) and (1 - 2α) intervals (the latter for equivalence), the p-value of "no effect", the
+    heterogeneity between seeds (I², and τ, the between-seed SD of the log ratio), the number of
+    seeds and how many lie on the estimate's side. NaN where fewer than two seeds have a finite
+    effect (`why` says so)."""
+
+    k: int
+    estimate: float
+    lo: float
+    hi: float
+    lo_tost: float
+    hi_tost: float
+    p: float
+    i2: float
+    tau: float
+    agree: int
+    why: str = ""
+
+
+def seed_pooled(estimates: np.ndarray, ses: np.ndarray, alpha: float = 0.05) -> SeedPooled:
+    """Random-effects pooling of per-seed log-ratio `estimates` with standard errors `ses`:
+    DerSimonian–Laird τ², the Hartung–Knapp–Sidik–Jonkman variance with a t(k − 1) reference
+    (IntHout, Ioannidis & Borm 2014, BMC Med Res Methodol 14:25), never narrower than the plain
+    seed-level t-interval (the per-seed estimates as k observations). Deviation: a zero standard
+    error is floored at 1e-12 (a seed whose pairs all tie)."""
+    y = np.asarray(estimates, dtype=float)
+    v = np.maximum(np.asarray(ses, dtype=float) ** 2, 1e-24)
+    k = int(y.size)
+    if k < 2 or not np.isfinite(y).all() or not np.isfinite(v).all():
+        why = "fewer than two seeds" if k < 2 else "a seed's effect or interval is infinite"
+        nan = float("nan")
+        return SeedPooled(k, nan, nan, nan, nan, nan, nan, nan, nan, 0, why)
+    w = 1 / v
+    fixed = float((w * y).sum() / w.sum())
+    q = float((w * (y - fixed) ** 2).sum())
+    c = float(w.sum() - (w**2).sum() / w.sum())
+    tau2 = max(0.0, (q - (k - 1)) / c) if c > 0 else 0.0
+    ws = 1 / (v + tau2)
+    mu = float((ws * y).sum() / ws.sum())
+    se_hk = float(np.sqrt((ws * (y - mu) ** 2).sum() / ((k - 1) * ws.sum())))
+    se = max(se_hk, float(y.std(ddof=1) / np.sqrt(k)))
+    t = stats.t(df=k - 1)
+    half, half_tost = float(t.ppf(1 - alpha / 2)) * se, float(t.ppf(1 - alpha)) * se
+    p = float(2 * t.sf(abs(mu) / se)) if se > 0 else (1.0 if mu == 0 else 0.0)
+    return SeedPooled(
+        k=k,
+        estimate=mu,
+        lo=mu - half,
+        hi=mu + half,
+        lo_tost=mu - half_tost,
+        hi_tost=mu + half_tost,
+        p=p,
+        i2=max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0,
+        tau=float(np.sqrt(tau2)),
+        agree=int((np.sign(y) == np.sign(mu)).sum()) if mu != 0 else 0,
+    )
+
+
+def primary_verdict(
+    pooled: SeedPooled, adjusted_p: float, margin: float = 0.9, alpha: float = 0.05
+) -> str:
+    """The primary endpoint's verdict, seeds as the unit: "more robust" / "less robust" when the
+    Holm-adjusted p < α and every seed lies on the estimate's side; "equivalent" when the (1 − 2α)
+    interval of the ratio lies inside [margin, 1 / margin] (two one-sided tests); else
+    "inconclusive", with the reason."""
+    if np.isnan(pooled.estimate):
+        return f"inconclusive ({pooled.why})"
+    if adjusted_p < alpha:
+        if pooled.agree == pooled.k:
+            return "more robust" if pooled.estimate > 0 else "less robust"
+        return f"inconclusive (seeds disagree: {pooled.agree} of {pooled.k} on the estimate's side)"
+    bound = -np.log(margin)
+    if -bound <= pooled.lo_tost and pooled.hi_tost <= bound:
+        return "equivalent"
+    return "inconclusive"
+
+
 def holm_bonferroni(pvalues: np.ndarray) -> np.ndarray:
     """Holm step-down adjusted p-values: monotone in the raw p, capped at 1; NaN stays NaN."""
     p = np.asarray(pvalues, dtype=float)
@@ -269,25 +348,6 @@ def holm_bonferroni(pvalues: np.ndarray) -> np.ndarray:
     adjusted[order] = np.minimum(1.0, np.maximum.accumulate(steps * q[order]))
     out[tested] = adjusted
     return out
-
-
-def verdict(adjusted_p: float, effect: float, alpha: float = 0.05) -> str:
-    """ "more/less robust" when the adjusted p is below α, on the side of the tested effect."""
-    if adjusted_p < alpha and effect > 0:
-        return "more robust"
-    if adjusted_p < alpha and effect < 0:
-        return "less robust"
-    return f"no significant difference at α = {alpha:g}"
-
-
-def seed_agreement(pooled_effect: float, seed_effects: list[float]) -> str:
-    """Whether every seed's own estimate lies on the pooled estimate's side ('' for one seed)."""
-    if len(seed_effects) < 2 or np.isnan(pooled_effect) or pooled_effect == 0:
-        return ""
-    same = sum(np.sign(e) == np.sign(pooled_effect) for e in seed_effects)
-    if same == len(seed_effects):
-        return "consistent across seeds"
-    return f"not consistent across seeds ({same} of {len(seed_effects)} on this side)"
 
 
 def encoded_distortion(rows: pd.DataFrame, norm: str) -> np.ndarray:

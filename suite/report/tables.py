@@ -7,6 +7,7 @@ transfer matrix holds its cells as the report shows them.
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
+from scipy.stats import norm as normal
 
 from suite import schema
 from suite.attacks import FIXED_BUDGET_KINDS
@@ -196,23 +197,39 @@ def distortion_table(rows: pd.DataFrame, order: list[str], alpha: float, seed: i
     return pd.DataFrame(out, columns=columns)
 
 
+SEED_COLUMNS = [
+    "k", "seed_p", "i2", "tau", "agree", "seed_est", "seed_lo", "seed_hi", "seed_lo_tost",
+    "seed_hi_tost", "why", "digit_ratio", "digit_ratio_lo", "digit_ratio_hi", "digit_p",
+]  # fmt: skip
+"""Columns of a pooled minimal-attack row beyond `stats.PairedResult`: its seed-level pooling
+(`stats.SeedPooled`, log scale) and the digit-level estimate it replaces in ratio/ratio_lo/
+ratio_hi/p."""
+
+
 def comparisons(
     attacks: pd.DataFrame,
     baselines: dict[str, str],
     blocked: dict[str, str],
     alpha: float,
     seed: int,
+    primary: str | None = None,
+    margin: float = 0.9,
 ) -> pd.DataFrame:
     """Every condition against its own baseline, per attack and digit subset, pooled over seeds
     and per seed.
 
     Pairs are the same (seed, digit) under both models. Minimal attacks: `paired_comparison`
-    on the log distortion ratios (pooled: one median per digit over seeds). Fixed-budget
-    attacks: `mcnemar_comparison` on robustness. Subsets: every attacked digit, and the digits
-    both models classified correctly when clean. Holm adjusts each family separately: pooled
-    all-digit rows (the verdicts), pooled both-correct rows, and the per-seed rows of each.
-    `attacks` holds the best-of attacks too (`with_best_of`); conditions in `blocked` (`no_verdict`),
-    or whose baseline is, are tested but get no verdict.
+    on the log distortion ratios, per seed; the pooled row pools the per-seed Hodges–Lehmann
+    estimates with seeds as the unit (`stats.seed_pooled`), its ratio and interval being that
+    pooling's (the digit-level pooled estimate is kept as `digit_ratio*`). Fixed-budget attacks:
+    `mcnemar_comparison` on robustness. Subsets: every attacked digit, and the digits both models
+    classified correctly when clean.
+    Only the primary endpoint (`primary`, all digits, pooled) gives verdicts: Holm adjusts within
+    that family, and `stats.primary_verdict` words it (more robust, less robust, equivalent inside
+    [margin, 1/margin], inconclusive). Every other pooled row is "secondary" (its estimate and
+    unadjusted p, no verdict), or "not testable" where every pair ties (both models at 0% or 100%
+    robust). `attacks` holds the best-of attacks too (`with_best_of`); conditions in `blocked`
+    (`no_verdict`), or whose baseline is, are tested but get no verdict.
     """
     rows = []
     for attack, kind in attack_kinds(attacks).items():
@@ -228,55 +245,124 @@ def comparisons(
                 continue
             for subset in SUBSETS:
                 chosen = pairs if subset == SUBSETS[0] else pairs[pairs["both_correct"]]
-                for scope, frame in [("pooled", chosen)] + [
-                    (f"seed {s}", g) for s, g in chosen.groupby("seed")
-                ]:
-                    result = _compare(frame, fixed, scope == "pooled", alpha, seed)
-                    if result.n_pairs == 0:
-                        continue
-                    rows.append(
-                        {"attack": attack, "norm": value, "condition": condition}
-                        | {"baseline": baseline, "subset": subset, "scope": scope}
-                        | vars(result)
-                    )
+                per_seed = []
+                for s, g in chosen.groupby("seed"):
+                    result = _compare(g, fixed, False, alpha, seed)
+                    if result.n_pairs:
+                        per_seed.append(
+                            {"attack": attack, "norm": value, "condition": condition}
+                            | {"baseline": baseline, "subset": subset, "scope": f"seed {s}"}
+                            | vars(result)
+                        )
+                result = _compare(chosen, fixed, True, alpha, seed)
+                if result.n_pairs == 0:
+                    continue
+                pooled = (
+                    {"attack": attack, "norm": value, "condition": condition}
+                    | {"baseline": baseline, "subset": subset, "scope": "pooled"}
+                    | vars(result)
+                )
+                if not fixed:
+                    pooled |= _seed_level(per_seed, alpha)
+                    if np.isfinite(pooled["seed_est"]):  # seeds as the unit: their interval
+                        pooled |= {
+                            f"digit_{k}": pooled[k] for k in ("ratio", "ratio_lo", "ratio_hi", "p")
+                        }
+                        pooled |= {
+                            "ratio": float(np.exp(pooled["seed_est"])),
+                            "ratio_lo": float(np.exp(pooled["seed_lo"])),
+                            "ratio_hi": float(np.exp(pooled["seed_hi"])),
+                            "p": pooled["seed_p"],
+                        }
+                rows += [pooled, *per_seed]
     columns = ["attack", "norm", "condition", "baseline", "subset", "scope"]
-    columns += list(stats.PairedResult.__dataclass_fields__)
+    columns += list(stats.PairedResult.__dataclass_fields__) + SEED_COLUMNS
     table = pd.DataFrame(rows, columns=columns)
     reasons = [
         blocked.get(c) or _baseline_reason(blocked.get(b), b)
         for c, b in zip(table["condition"], table["baseline"], strict=True)
     ]
+    is_pooled = table["scope"] == "pooled"
+    family = (
+        is_pooled
+        & (table["subset"] == SUBSETS[0])
+        & (table["attack"] == primary)
+        & pd.Series([r is None for r in reasons], index=table.index, dtype=bool)
+    )
     table["p_adj"] = np.nan
-    pooled = table["scope"] == "pooled"
-    open_ = pd.Series([r is None for r in reasons], index=table.index, dtype=bool)
-    for subset in SUBSETS:
-        for scope in (pooled, ~pooled):
-            family = scope & (table["subset"] == subset) & open_
-            table.loc[family, "p_adj"] = stats.holm_bonferroni(table.loc[family, "p"].to_numpy())
+    table.loc[family, "p_adj"] = stats.holm_bonferroni(table.loc[family, "p"].to_numpy())
     table["verdict"] = [
-        f"no verdict: {reason}" if reason else stats.verdict(p, e, alpha)
-        for reason, p, e in zip(reasons, table["p_adj"], table["effect"], strict=True)
+        _verdict(table.loc[i], reason, bool(family[i]), margin, alpha)
+        for i, reason in zip(table.index, reasons, strict=True)
     ]
-    table["seeds"] = [_agreement(table, i) for i in table.index]
+    table["seeds"] = [
+        "" if v.startswith("no verdict") else _heterogeneity(table.loc[i])
+        for i, v in zip(table.index, table["verdict"], strict=True)
+    ]
     return table
+
+
+def _seed_level(per_seed: list[dict], alpha: float) -> dict[str, float]:
+    """The pooled row's numbers with seeds as the unit: the per-seed Hodges–Lehmann log ratios and
+    their standard errors (from their (1 − α) intervals) pooled by `stats.seed_pooled`."""
+    ratio = np.array([r["ratio"] for r in per_seed], dtype=float)
+    lo = np.array([r["ratio_lo"] for r in per_seed], dtype=float)
+    hi = np.array([r["ratio_hi"] for r in per_seed], dtype=float)
+    z = float(normal.ppf(1 - alpha / 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        level = stats.seed_pooled(np.log(ratio), (np.log(hi) - np.log(lo)) / (2 * z), alpha)
+    return {
+        "k": level.k,
+        "seed_p": level.p,
+        "i2": level.i2,
+        "tau": level.tau,
+        "agree": level.agree,
+        "seed_est": level.estimate,
+        "seed_lo_tost": level.lo_tost,
+        "seed_hi_tost": level.hi_tost,
+        "seed_lo": level.lo,
+        "seed_hi": level.hi,
+        "why": level.why,
+    }
+
+
+def _verdict(row: pd.Series, reason: str | None, primary: bool, margin: float, alpha: float) -> str:
+    if reason:
+        return f"no verdict: {reason}"
+    if row["scope"] != "pooled":
+        return ""
+    if row["test"] == "mcnemar" and row["n_other_larger"] == 0 and row["n_base_larger"] == 0:
+        return "not testable: every digit ties (both models equally fooled)"
+    if not primary:
+        return "secondary"
+    level = stats.SeedPooled(
+        k=int(row["k"]) if pd.notna(row["k"]) else 0,
+        estimate=row["seed_est"],
+        lo=row["seed_lo"],
+        hi=row["seed_hi"],
+        lo_tost=row["seed_lo_tost"],
+        hi_tost=row["seed_hi_tost"],
+        p=row["seed_p"],
+        i2=row["i2"],
+        tau=row["tau"],
+        agree=int(row["agree"]) if pd.notna(row["agree"]) else 0,
+        why=row["why"] if isinstance(row["why"], str) else "",
+    )
+    return stats.primary_verdict(level, row["p_adj"], margin, alpha)
+
+
+def _heterogeneity(row: pd.Series) -> str:
+    """A pooled minimal-attack row's between-seed spread: I², τ and the seeds on its side."""
+    if row["scope"] != "pooled" or pd.isna(row.get("k")) or row["k"] < 2 or pd.isna(row["i2"]):
+        return ""
+    return (
+        f"I² {row['i2']:.0%}, τ {row['tau']:.3f}; {int(row['agree'])} of {int(row['k'])} seeds "
+        "on the estimate's side"
+    )
 
 
 def _baseline_reason(reason: str | None, baseline: str) -> str | None:
     return f"its baseline {baseline} has none ({reason})" if reason else None
-
-
-def _agreement(table: pd.DataFrame, i: int) -> str:
-    """For a pooled row with a verdict, whether every seed's estimate is on its side."""
-    row = table.loc[i]
-    if row["scope"] != "pooled" or row["verdict"] not in ("more robust", "less robust"):
-        return ""
-    same = (
-        (table["attack"] == row["attack"])
-        & (table["condition"] == row["condition"])
-        & (table["subset"] == row["subset"])
-        & (table["scope"] != "pooled")
-    )
-    return stats.seed_agreement(row["effect"], table.loc[same, "effect"].tolist())
 
 
 def _pairs(rows: pd.DataFrame, baseline: str, condition: str) -> pd.DataFrame:
