@@ -83,6 +83,9 @@ def interruptible() -> Iterator[None]:
         yield
     except KeyboardInterrupt as exc:
         done.set()
+        from suite.tracking import end_active_run
+
+        end_active_run("KILLED")  # an interruption that came between a run's opening and its guard
         what = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         say(
             f"interrupted ({what}): open runs ended KILLED; rerun the same command to resume",

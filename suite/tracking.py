@@ -83,6 +83,13 @@ HEALTH_TIMEOUT_S = 10.0  # a tracking server's health check must answer within t
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4 or IPv6
 
 
+def end_active_run(status: str = "KILLED") -> None:
+    """End MLflow's active run, if one is still open, with `status` (after an interruption: its exit
+    hook would otherwise end it FINISHED)."""
+    if mlflow.active_run() is not None:
+        mlflow.end_run(status)
+
+
 def check_bindable(host: str, port: int) -> None:
     """StoreError (one line) unless a server can listen on `host`:`port` now: the port in range,
     the host an address of this machine, the port not taken."""
@@ -595,18 +602,27 @@ class Store:
         """Make `run_id` the active (RUNNING) run; end it FINISHED, `interrupted` on Ctrl-C (a
         finished run reopened to add results passes FINISHED: what it held still stands), FAILED
         on error."""
-        mlflow.start_run(run_id=run_id)
-        self._claim(run_id)
         try:
+            mlflow.start_run(run_id=run_id)
+            self._claim(run_id)
             yield run_id
-        except KeyboardInterrupt:
-            mlflow.end_run(interrupted)
+        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, even while the run was being opened
+            self._end(run_id, interrupted)
             raise
         except BaseException as exc:
             self.client.set_tag(run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000])
-            mlflow.end_run("FAILED")
+            self._end(run_id, "FAILED")
             raise
         mlflow.end_run("FINISHED")
+
+    def _end(self, run_id: str, status: str) -> None:
+        """End `run_id` with `status`: as MLflow's active run where it is one (else MLflow's exit
+        hook would end it FINISHED), else through the client."""
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == run_id:
+            mlflow.end_run(status)
+        else:
+            self.client.set_terminated(run_id, status)
 
     @contextmanager
     def scope(self, run_ids: list[str]) -> Iterator[dict[str, str]]:

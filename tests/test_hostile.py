@@ -386,17 +386,17 @@ def test_a_server_that_never_answers_or_fails_is_one_line_within_30_s(monkeypatc
 
 @pytest.mark.timeout(300)
 def test_sigterm_during_training_ends_the_runs_killed_and_a_rerun_resumes(tmp_path):
-    raw = tiny_manifest("term", train={"epochs": 200}, attacks=[])
+    raw = tiny_manifest("term", train={"epochs": 5000}, attacks=[])  # minutes: killed long before
     (tmp_path / "m.toml").write_text(to_toml(raw))
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     proc = subprocess.Popen([SUITE, "run", "m.toml"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)  # fmt: skip
-    deadline = time.time() + 200
+    deadline, store = time.time() + 200, None
     while True:
         assert proc.poll() is None and time.time() < deadline, "training never started"
         if (tmp_path / "mlflow.db").exists():
-            store = Store(uri, read_only=True)
+            store = store or Store(uri, read_only=True)
             exp = store.client.get_experiment_by_name("term")
             found = (
                 []

@@ -106,7 +106,7 @@ def _control_study(adv_verdicts: dict[str, str]):
         [
             {"condition": c, "attack": a, "scope": "pooled", "subset": "all digits",
              "test": "wilcoxon", "norm": "l2", "ratio": 1.6, "ratio_lo": 1.4, "ratio_hi": 1.8,
-             "p_adj": 0.001, "verdict": v, "seeds": ""}
+             "p_adj": 0.001, "verdict": v, "seeds": "", "seed_est": 0.47}
             for c, a, v in rows
         ]
     )  # fmt: skip

@@ -247,7 +247,13 @@ def test_one_seed_or_an_infinite_seed_effect_is_inconclusive():
     one = stats.seed_pooled(np.array([0.4]), np.array([0.01]))
     assert stats.primary_verdict(one, 0.0) == "inconclusive (fewer than two seeds)"
     inf = stats.seed_pooled(np.array([0.4, INF]), np.array([0.01, 0.01]))
-    assert stats.primary_verdict(inf, 0.0).startswith("inconclusive (a seed's effect")
+    assert stats.primary_verdict(inf, 0.0) == "inconclusive (a seed's effect is infinite)"
+    # a seed whose interval is unbounded: the seeds' own t-interval, every seed counted alike
+    y = np.array([0.30, 0.20, 0.25])
+    unbounded = stats.seed_pooled(y, np.array([0.01, INF, 0.02]))
+    half = sps.t(2).ppf(0.975) * y.std(ddof=1) / math.sqrt(3)
+    assert unbounded.estimate == pytest.approx(0.25) and math.isnan(unbounded.i2)
+    assert (unbounded.lo, unbounded.hi) == (pytest.approx(0.25 - half), pytest.approx(0.25 + half))
 
 
 def test_encoding_keeps_clean_errors_as_zero_and_failures_as_infinity():

@@ -84,9 +84,9 @@ def _effects(mine: pd.DataFrame, primary: str | None) -> str:
     head = chosen.iloc[0]
     text = (
         f"; under the primary endpoint {esc(head.attack)}, {_ratio_name(head.test, head.norm)} "
-        f"{ci(head.ratio, head.ratio_lo, head.ratio_hi)} (seed-level interval, adjusted p "
+        f"{ci(head.ratio, head.ratio_lo, head.ratio_hi)} ({_level(head)} interval, adjusted p "
         f"{pvalue(head.p_adj)}): {esc(head.verdict)}"
-        + (f" ({esc(head.seeds)})" if head.seeds else "")
+        + (f"; {esc(head.seeds)}" if head.seeds else "")
     )
     others = mine[mine["attack"] != head.attack]
     untestable = [
@@ -102,6 +102,11 @@ def _effects(mine: pd.DataFrame, primary: str | None) -> str:
     if untestable:
         text += f"; not testable (every digit ties): {', '.join(untestable)}"
     return text
+
+
+def _level(row) -> str:
+    """Which interval a pooled row carries: seeds as the unit where their pooling exists."""
+    return "seed-level" if pd.notna(getattr(row, "seed_est", np.nan)) else "digit-level"
 
 
 def _names(conditions: list[str]) -> str:

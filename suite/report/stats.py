@@ -282,15 +282,18 @@ def seed_pooled(estimates: np.ndarray, ses: np.ndarray, alpha: float = 0.05) -> 
     """Random-effects pooling of per-seed log-ratio `estimates` with standard errors `ses`:
     DerSimonian–Laird τ², the Hartung–Knapp–Sidik–Jonkman variance with a t(k − 1) reference
     (IntHout, Ioannidis & Borm 2014, BMC Med Res Methodol 14:25), never narrower than the plain
-    seed-level t-interval (the per-seed estimates as k observations). Deviation: a zero standard
-    error is floored at 1e-12 (a seed whose pairs all tie)."""
+    seed-level t-interval (the per-seed estimates as k observations). Deviations: a zero standard
+    error is floored at 1e-12 (a seed whose pairs all tie); where a seed's interval is unbounded
+    (many infinite pairs) the seed-level t-interval alone is used, I² and τ then NaN."""
     y = np.asarray(estimates, dtype=float)
     v = np.maximum(np.asarray(ses, dtype=float) ** 2, 1e-24)
     k = int(y.size)
-    if k < 2 or not np.isfinite(y).all() or not np.isfinite(v).all():
-        why = "fewer than two seeds" if k < 2 else "a seed's effect or interval is infinite"
+    if k < 2 or not np.isfinite(y).all():
+        why = "fewer than two seeds" if k < 2 else "a seed's effect is infinite"
         nan = float("nan")
         return SeedPooled(k, nan, nan, nan, nan, nan, nan, nan, nan, 0, why)
+    if not np.isfinite(v).all():  # a seed's interval is unbounded: no weights, seeds count alike
+        return _seed_t(y, alpha)
     w = 1 / v
     fixed = float((w * y).sum() / w.sum())
     q = float((w * (y - fixed) ** 2).sum())
@@ -314,6 +317,20 @@ def seed_pooled(estimates: np.ndarray, ses: np.ndarray, alpha: float = 0.05) -> 
         i2=max(0.0, (q - (k - 1)) / q) if q > 0 else 0.0,
         tau=float(np.sqrt(tau2)),
         agree=int((np.sign(y) == np.sign(mu)).sum()) if mu != 0 else 0,
+    )
+
+
+def _seed_t(y: np.ndarray, alpha: float) -> SeedPooled:
+    """The plain seed-level t-interval of the per-seed estimates (heterogeneity not estimable)."""
+    k, mu = int(y.size), float(y.mean())
+    se = float(y.std(ddof=1) / np.sqrt(k))
+    t = stats.t(df=k - 1)
+    half, half_tost = float(t.ppf(1 - alpha / 2)) * se, float(t.ppf(1 - alpha)) * se
+    p = float(2 * t.sf(abs(mu) / se)) if se > 0 else (1.0 if mu == 0 else 0.0)
+    agree = int((np.sign(y) == np.sign(mu)).sum()) if mu != 0 else 0
+    nan = float("nan")
+    return SeedPooled(
+        k, mu, mu - half, mu + half, mu - half_tost, mu + half_tost, p, nan, nan, agree
     )
 
 

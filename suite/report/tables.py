@@ -353,12 +353,12 @@ def _verdict(row: pd.Series, reason: str | None, primary: bool, margin: float, a
 
 def _heterogeneity(row: pd.Series) -> str:
     """A pooled minimal-attack row's between-seed spread: I², τ and the seeds on its side."""
-    if row["scope"] != "pooled" or pd.isna(row.get("k")) or row["k"] < 2 or pd.isna(row["i2"]):
+    if row["scope"] != "pooled" or pd.isna(row.get("seed_est")):
         return ""
-    return (
-        f"I² {row['i2']:.0%}, τ {row['tau']:.3f}; {int(row['agree'])} of {int(row['k'])} seeds "
-        "on the estimate's side"
-    )
+    side = f"{int(row['agree'])} of {int(row['k'])} seeds on the estimate's side"
+    if pd.isna(row["i2"]):
+        return f"{side} (heterogeneity not estimable: a seed's interval is unbounded)"
+    return f"I² {row['i2']:.0%}, τ {row['tau']:.3f}; {side}"
 
 
 def _baseline_reason(reason: str | None, baseline: str) -> str | None:
