@@ -78,6 +78,11 @@ def interruptible() -> Iterator[None]:
             redelivery[0].start()
         raise Terminated
 
+    def unraisable(info) -> None:  # a finaliser swallowed the interruption: it is sent again
+        if not isinstance(info.exc_value, KeyboardInterrupt):
+            hook(info)
+
+    hook, sys.unraisablehook = sys.unraisablehook, unraisable
     previous = signal.signal(signal.SIGTERM, terminate)
     try:
         yield
@@ -95,6 +100,7 @@ def interruptible() -> Iterator[None]:
     finally:
         done.set()
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = hook
 
 
 @app.command()

@@ -21,7 +21,7 @@ import pytest
 import torch
 from pydantic import BaseModel
 from rich.console import Console
-from tiny_manifests import tiny_manifest, to_toml
+from tiny_manifests import lines, store_manifest, tiny_manifest, to_toml, trained_store, words
 from typer.testing import CliRunner
 
 from suite import console as console_module
@@ -30,24 +30,7 @@ from suite.manifest import Manifest
 from suite.tracking import Store
 
 SUITE = str(Path(sys.executable).parent / "suite")
-TINY = to_toml(
-    tiny_manifest(
-        "hostile",
-        data={"train_samples": 400, "val_samples": 100, "attack_samples": 4},
-        train={"epochs": 1},
-        attacks=[
-            {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 2, "max_iterations": 10}}
-        ],
-    )
-)
-
-
-def lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if line.strip()]
-
-
-def words(output: str) -> str:
-    return " ".join(output.split())
+TINY = store_manifest("hostile")
 
 
 def one_line_error(result, *expected: str) -> None:
@@ -60,14 +43,8 @@ def one_line_error(result, *expected: str) -> None:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile")
-    (root / "m.toml").write_text(TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = CliRunner().invoke(app, ["run", "m.toml"])
-    assert result.exit_code == 0, result.output
-    return root
+    """A store holding one finished tiny run of TINY (trained once for the module)."""
+    return trained_store(tmp_path_factory.mktemp("hostile"), TINY)
 
 
 @pytest.fixture

@@ -18,44 +18,19 @@ import torch
 from markdown_it import MarkdownIt
 from PIL import Image
 from pypdf import PdfReader
-from tiny_manifests import tiny_manifest, to_toml
+from tiny_manifests import lines, store_manifest, trained_store, words
 from typer.testing import CliRunner
 
 from suite.cli import app
 from suite.tracking import Store
 
-TINY = to_toml(
-    tiny_manifest(
-        "sec",
-        data={"train_samples": 400, "val_samples": 100, "attack_samples": 4},
-        train={"epochs": 1},
-        attacks=[
-            {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 2, "max_iterations": 10}}
-        ],
-    )
-)
-
-
-def lines(output: str) -> list[str]:
-    return [line for line in output.splitlines() if line.strip()]
-
-
-def words(output: str) -> str:
-    """The output with rich's line wrapping undone."""
-    return " ".join(output.split())
+TINY = store_manifest("sec")
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A store holding one finished tiny run of TINY (trained once for the module)."""
-    root = tmp_path_factory.mktemp("store")
-    (root / "m.toml").write_text(TINY)
-    with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
-        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
-        result = CliRunner().invoke(app, ["run", "m.toml"])
-    assert result.exit_code == 0, result.output
-    return root
+    return trained_store(tmp_path_factory.mktemp("store"), TINY)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from test_data import idx_bytes
-from tiny_manifests import tiny_manifest, to_toml
+from tiny_manifests import lines, tiny_manifest, to_toml
 from typer.testing import CliRunner
 
 from suite import data, runner
@@ -42,10 +42,6 @@ class Lines(NullProgress):
 
     def log(self, message: str) -> None:
         self.lines.append(message)
-
-
-def nonblank(output: str) -> list[str]:
-    return [line for line in output.splitlines() if line.strip()]
 
 
 def free_port() -> int:
@@ -168,15 +164,13 @@ def test_a_first_run_killed_while_creating_its_store_leaves_no_broken_store(tmp_
         left = _inspect_sqlite(db).state
         assert left in ("absent", "complete"), delay
         states.append(left)
-        listed = subprocess.run(
-            [SUITE, "list"], cwd=folder, env=env, capture_output=True, text=True, timeout=120
-        )
-        assert "Traceback" not in listed.stderr
+        listed = CliRunner().invoke(app, ["list"], env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
+        assert "Traceback" not in listed.output
         if left == "absent":  # killed mid-creation: readers say there is no store, in one line
-            assert listed.returncode == 2 and len(nonblank(listed.stderr)) == 1, listed.stderr
-            assert "does not exist" in listed.stderr
+            assert listed.exit_code == 2 and len(lines(listed.output)) == 1, listed.output
+            assert "does not exist" in listed.output
         else:  # creation had finished: the store is whole (its experiment may exist already)
-            assert listed.returncode in (0, 2), listed.stderr
+            assert listed.exit_code in (0, 2), listed.output
         Store(f"sqlite:///{db}").client.search_runs(["0"])  # what the next run opens: usable
         assert not any(folder.glob(".mlflow.db.creating-*"))  # the dead creator's file is gone
     assert states[0] == "absent"  # at least the first kill came mid-creation
@@ -205,7 +199,7 @@ def test_a_half_created_store_is_refused_by_readers_and_rebuilt_by_a_run(tmp_pat
     before = db.read_bytes()
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     result = CliRunner().invoke(app, ["list"])
-    assert result.exit_code == 2 and len(nonblank(result.output)) == 1, result.output
+    assert result.exit_code == 2 and len(lines(result.output)) == 1, result.output
     assert "half-created" in result.output and "suite run" in result.output
     assert db.read_bytes() == before
     store = Store(f"sqlite:///{db}")
@@ -243,7 +237,7 @@ def test_read_only_commands_refuse_a_file_that_is_not_a_store(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("ui served a file that is no store"))
     result = CliRunner().invoke(app, command)
-    assert result.exit_code == 2 and len(nonblank(result.output)) == 1, result.output
+    assert result.exit_code == 2 and len(lines(result.output)) == 1, result.output
     assert str(db) in result.output and "left as it is" in result.output
     assert db.read_bytes() == content
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
@@ -303,5 +297,5 @@ def test_ui_refuses_a_bad_port_or_host_before_printing_a_url(tmp_path, monkeypat
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{db}")
     monkeypatch.setattr(os, "execv", lambda *a: pytest.fail("served"))
     result = CliRunner().invoke(app, ["ui", *args])
-    assert result.exit_code == 2 and len(nonblank(result.output)) == 1, result.output
+    assert result.exit_code == 2 and len(lines(result.output)) == 1, result.output
     assert expected in result.output and "http://" not in result.output

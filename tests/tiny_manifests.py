@@ -79,3 +79,44 @@ def _value(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_value(v) for v in value) + "]"
     return repr(value)
+
+
+def store_manifest(name: str) -> str:
+    """TOML of the smallest manifest a store test needs: the tiny net for one epoch on 400 digits,
+    C&W L2 on four."""
+    return to_toml(
+        tiny_manifest(
+            name,
+            data={"train_samples": 400, "val_samples": 100, "attack_samples": 4},
+            train={"epochs": 1},
+            attacks=[
+                {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 2, "max_iterations": 10}}
+            ],
+        )
+    )
+
+
+def trained_store(root, toml: str):
+    """`root` (a new folder) holding `m.toml` and the default store after `suite run m.toml`."""
+    import pytest
+    from typer.testing import CliRunner
+
+    from suite.cli import app
+
+    (root / "m.toml").write_text(toml)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        result = CliRunner().invoke(app, ["run", "m.toml"])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def lines(output: str) -> list[str]:
+    """The non-blank lines of a command's output."""
+    return [line for line in output.splitlines() if line.strip()]
+
+
+def words(output: str) -> str:
+    """The output with rich's line wrapping undone."""
+    return " ".join(output.split())

@@ -64,10 +64,13 @@ def conclusion(
         *_robust_claims([*distilled, *controls], primary_rows, checks),
         *_masking_caveat(data.masking),
     ]
+    defensive = [c for c in deltas if kinds.get(c.split("/")[0]) == "defensive"]  # and teachers
+    synthetic = [c for c in trained if kinds.get(c) == "synthetic"]
     paragraphs = [
         " ".join(parts),
         " ".join(a for a in answer if a),
-        _claim_check({c: deltas[c] for c in distilled}, pooled, distilled),
+        _claim_check({c: deltas[c] for c in defensive}, primary_rows, defensive),
+        _synthetic(synthetic, deltas, primary_rows, primary),
     ]
     return "\n\n".join(p for p in paragraphs if p)
 
@@ -223,10 +226,14 @@ def _answer(distilled: list[str], primary_rows: pd.DataFrame, primary: str | Non
 
 
 def _claim_check(deltas: dict[str, float], pooled: pd.DataFrame, distilled: list[str]) -> str:
-    """`deltas`: each distilled condition's test-accuracy change against its own baseline (pp)."""
-    intro = f'The seed report\'s claim, "{CLAIM}", on this run:'
+    """The seed report's claim, judged on the conditions the seed ran: defensive distillation's
+    students and teachers (`distilled`), their primary-endpoint ratios (`pooled`) and `deltas`, each
+    one's test-accuracy change against its own baseline (pp)."""
+    intro = f"The seed report's claim, \"{CLAIM}\", on this run's defensive distillation:"
     if not distilled:
-        return f"{intro} cannot be checked (no distilled condition compared with a baseline)."
+        return (
+            f"{intro} cannot be checked (no defensively distilled model compared with a baseline)."
+        )
     deltas = {c: d for c, d in deltas.items() if not math.isnan(d)}
     if deltas:
         worst = max(deltas, key=lambda c: abs(deltas[c]))
@@ -236,7 +243,7 @@ def _claim_check(deltas: dict[str, float], pooled: pd.DataFrame, distilled: list
             f"{deltas[worst]:+.1f} pp for {code(worst)}, against ±{CLAIM_ACCURACY_PP:g} pp)"
         )
     else:
-        accuracy = "the accuracy part cannot be checked (no finished distilled run)"
+        accuracy = "the accuracy part cannot be checked (no finished defensive run)"
     lo, hi = CLAIM_RATIO_BAND
     minimal = pooled[pooled["condition"].isin(distilled) & (pooled["test"] != "mcnemar")]
     if minimal.empty:
@@ -258,3 +265,26 @@ def _claim_check(deltas: dict[str, float], pooled: pd.DataFrame, distilled: list
                 f"{esc(first['attack'])} is outside [{lo:g}, {hi:g}])"
             )
     return f"{intro} {accuracy}; {distortion}."
+
+
+def _synthetic(
+    synthetic: list[str], deltas: dict[str, float], primary_rows: pd.DataFrame, primary: str | None
+) -> str:
+    """Models trained on synthetic sets, a question the seed report did not ask: each one's
+    accuracy change and primary-endpoint ratio against its baseline, in one paragraph."""
+    if not synthetic:
+        return ""
+    items = []
+    for condition in synthetic:
+        row = primary_rows[primary_rows["condition"] == condition]
+        delta = deltas.get(condition, math.nan)
+        text = code(condition) + ("" if math.isnan(delta) else f" {delta:+.1f} pp")
+        if not row.empty:
+            r = row.iloc[0]
+            text += f", ratio {ci(r.ratio, r.ratio_lo, r.ratio_hi)} ({esc(r.verdict)})"
+        items.append(text)
+    return (
+        "Models trained only on synthetic or coreset images (a question the seed report did not "
+        f"ask), test-accuracy change and {esc(primary)} ratio against their baselines: "
+        f"{'; '.join(items)}."
+    )
