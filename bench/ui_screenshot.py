@@ -61,7 +61,8 @@ def wait_for(url: str, proc: subprocess.Popen, seconds: float = 120) -> None:
 
 
 def screenshot(browser: str, url: str, out: Path) -> None:
-    """A 2600×900 PNG (wide enough for the metric columns beside the MLflow Assistant panel) of `url` after the single-page app had 20 s of virtual time to load."""
+    """A 2600×900 PNG of `url` (wide enough for the metric columns beside the MLflow Assistant
+    panel) after the single-page app had 20 s of virtual time to load."""
     subprocess.run(
         [
             browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",

@@ -361,3 +361,30 @@ def test_pdf_table_names_wrap_at_their_parts_and_numbers_keep_their_sign():
 
     cell = "t100/teacher cw-l2-from-undistilled -0.21 (-5.2 pp)"
     assert _BREAK_AFTER.sub("|", cell) == "t100/|teacher cw-|l2-|from-|undistilled -0.21 (-5.2 pp)"
+
+
+def test_the_primary_comparisons_are_recomputed_from_the_published_per_digit_records(study):
+    """Issue 25: a reader holding only tables/per_digit_*.csv.gz recomputes every primary-endpoint
+    ratio, interval, p and verdict of tables/comparisons.csv (best-of rows rebuilt from the direct
+    attacks' records, not read)."""
+    from suite.report import tables
+
+    folder = study.out_dir / "tables"
+    found = sorted(p.name for p in folder.glob("per_digit_*.csv.gz"))
+    assert found == ["per_digit_best-l2.csv.gz", "per_digit_cw-l2.csv.gz", "per_digit_ddn.csv.gz"]
+    direct = pd.concat(pd.read_csv(folder / name) for name in found if "best-" not in name)
+    published = pd.read_csv(folder / "comparisons.csv")
+    baselines = dict(zip(published["condition"], published["baseline"], strict=True))
+    blocked = {
+        c: v.removeprefix("no verdict: ")
+        for c, v in zip(published["condition"], published["verdict"].fillna(""), strict=True)
+        if v.startswith("no verdict: ")
+    }
+    again = tables.comparisons(tables.with_best_of(direct), baselines, blocked, 0.05, 0, "best-l2")
+    key = ["attack", "condition", "subset", "scope"]
+    primary = published[(published["attack"] == "best-l2") & (published["scope"] == "pooled")]
+    merged = primary.merge(again, on=key, suffixes=("", "_again"))
+    assert len(merged) == len(primary) > 0
+    for column in ("ratio", "ratio_lo", "ratio_hi", "p", "p_adj", "i2", "tau"):
+        np.testing.assert_allclose(merged[column], merged[f"{column}_again"], rtol=1e-9)
+    assert (merged["verdict"].fillna("") == merged["verdict_again"].fillna("")).all()

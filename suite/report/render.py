@@ -33,6 +33,13 @@ from suite.report.paths import check_replaceable, mark, swap_in
 from suite.report.pdf import markdown_to_pdf
 
 FORMATS = ("md", "pdf")
+PER_DIGIT_COLUMNS = [
+    "condition", "kind", "seed", "attack", "attack_kind", "sample_index", "target", "label",
+    "clean_pred", "clean_correct", "success", "l0", "l2", "linf", "eps",
+]  # fmt: skip
+"""The per-(seed, digit) records behind every comparison, published as
+`tables/per_digit_<attack>.csv.gz` so that a reader can recompute every test and interval
+(`condition` is `name/teacher` for an attacked teacher)."""
 
 
 @dataclass
@@ -109,10 +116,10 @@ class _Files:
         link = path.relative_to(self.root).as_posix()
         return [f"![{esc(caption)}]({link})", "", f"*{esc(caption)}*", ""]
 
-    def table(self, frame: pd.DataFrame, name: str) -> None:
-        path = self.root / "tables" / f"{name}.csv"
+    def table(self, frame: pd.DataFrame, name: str, compressed: bool = False) -> None:
+        path = self.root / "tables" / (f"{name}.csv.gz" if compressed else f"{name}.csv")
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)
+        frame.to_csv(path, index=False)  # pandas gzips a `.gz` path (deterministic: no mtime)
         self.tables.append(path)
 
 
@@ -332,6 +339,7 @@ def _attack_section(f: _Frames, a: _Attack, files: _Files) -> tuple[list[str], p
     )
     files.table(summary, f"summary_{a.slug}")
     files.table(distortions, f"distortion_{a.slug}")
+    files.table(a.rows[PER_DIGIT_COLUMNS], f"per_digit_{a.slug}", compressed=True)
     shown = _summary_display(summary, a.fixed, f.level)
     md = [f"## Attack: {esc(a.name)} ({esc(a.kind)})", ""]
     md += [_attack_intro(a.norm, a.fixed, a.rows, f.level), ""]
