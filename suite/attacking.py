@@ -296,9 +296,6 @@ def _cached(
             f"{run.condition} seed {run.seed}: {holder} is computing {result}; waiting"
         )
 
-    hit = cached()
-    if hit is not None:
-        return hit
     with store.claim(f"result/{run.run_id}/{result}/{cfg}", waiting):  # computed once per store
         hit = cached()
         if hit is not None:

@@ -450,10 +450,7 @@ def check_depth(value: Any, where: str) -> None:
     while stack:
         node, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise ManifestError(
-                f"{where}: tables or lists nested over {MAX_DEPTH} levels deep; a manifest needs "
-                "at most 5"
-            )
+            raise _too_deep(where)
         children = (
             node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
         )
@@ -466,11 +463,15 @@ def _parse_toml(text: str, where: str) -> dict[str, Any]:
     try:
         raw = tomllib.loads(text)
     except RecursionError:
-        raise ManifestError(
-            f"{where}: tables or lists nested over {MAX_DEPTH} levels deep; a manifest needs at most 5"
-        ) from None
+        raise _too_deep(where) from None
     check_depth(raw, where)
     return raw
+
+
+def _too_deep(where: str) -> ManifestError:
+    return ManifestError(
+        f"{where}: tables or lists nested over {MAX_DEPTH} levels deep; a manifest needs at most 5"
+    )
 
 
 def read_toml(path: Path) -> dict[str, Any]:

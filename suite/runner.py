@@ -213,17 +213,13 @@ def run_manifest(
             rows_of = executor(batch, store.uri, experiment_id, parents, progress)
             for i, rows in zip(phase, rows_of, strict=True):
                 results[i] = rows
+        by_condition: dict[str, list[Row]] = {}
         for job, rows in zip(jobs, results, strict=True):
+            by_condition.setdefault(job.condition, []).extend(rows)
             if any(r.status == "FAILED" for r in rows):
                 outcome[parents[job.condition]] = "FAILED"
-        for cond in conditions:
-            rows = [
-                r
-                for job, rs in zip(jobs, results, strict=True)
-                if job.condition == cond.name
-                for r in rs
-            ]
-            store.log_metrics(parents[cond.name], parent_summary(manifest, rows))
+        for condition, rows in by_condition.items():
+            store.log_metrics(parents[condition], parent_summary(manifest, rows))
     return [row for rows in results for row in rows]
 
 

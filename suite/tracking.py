@@ -479,10 +479,7 @@ class Store:
         """`parse(path)` of artifact `relpath` of run `run_id`, read only as a regular file inside
         the run's artifact folder (`_fetched`); a missing, linked or unparsable artifact is a
         StoreError naming the run and the file, never a traceback."""
-        artifact_uri = self.client.get_run(run_id).info.artifact_uri
-        return self._parse(artifact_uri, relpath, parse, f"run {run_id}")
-
-    def _parse(self, artifact_uri: str, relpath: str, parse: Callable[[Path], Any], where: str):
+        artifact_uri, where = self.client.get_run(run_id).info.artifact_uri, f"run {run_id}"
         with self._fetched(artifact_uri, relpath, where) as path:
             try:
                 return parse(path)
@@ -998,9 +995,9 @@ def _create_sqlite_store(db: Path) -> None:
     try:
         client = MlflowClient(f"sqlite:///{tmp}")
         client.search_experiments(max_results=1)  # runs MLflow's migrations on the new file
-        engine = getattr(getattr(client, "_tracking_client", None), "store", None)
-        if engine is not None and hasattr(engine, "engine"):
-            engine.engine.dispose()
+        sql_store = getattr(getattr(client, "_tracking_client", None), "store", None)
+        if hasattr(sql_store, "engine"):  # close its connections to the file before the rename
+            sql_store.engine.dispose()
         os.replace(tmp, db)
     finally:
         tmp.unlink(missing_ok=True)

@@ -55,23 +55,20 @@ def cached_training(
     def waiting(holder: str) -> None:
         ctx.progress.log(f"{what}: {holder} is training it; waiting to reuse it")
 
-    reused = reusable()
-    if reused is None:  # claimed, so a concurrent run on this store waits and then reuses it
-        with store.claim(f"model/{ctx.experiment_id}/{condition}/{cfg_hash}/{digest}", waiting):
-            reused = reusable()
-            if reused is None:
-                changed = (
-                    None
-                    if ctx.force
-                    else store.data_changed(ctx.experiment_id, condition, cfg_hash, digest)
-                )
-                if changed:
-                    ctx.progress.log(
-                        f"{what}: the data changed (now {digest}; {changed}): retraining"
-                    )
-                run_id, model, final = _train_in_child_run(
-                    ctx, parent_id, record, cfg_hash, params, train, tags, arch, dropout
-                )
+    # claimed, so a concurrent run on this store waits for the model and then reuses it
+    with store.claim(f"model/{ctx.experiment_id}/{condition}/{cfg_hash}/{digest}", waiting):
+        reused = reusable()
+        if reused is None:
+            changed = (
+                None
+                if ctx.force
+                else store.data_changed(ctx.experiment_id, condition, cfg_hash, digest)
+            )
+            if changed:
+                ctx.progress.log(f"{what}: the data changed (now {digest}; {changed}): retraining")
+            run_id, model, final = _train_in_child_run(
+                ctx, parent_id, record, cfg_hash, params, train, tags, arch, dropout
+            )
     if reused is not None:
         run_id, model, final = reused.run_id, ctx.place(reused.model), reused.metrics
     return ModelRun(

@@ -177,7 +177,17 @@ def _curve_frame(store: Store, sel: Selection) -> pd.DataFrame:
 
 
 RECORD_COLUMNS = frozenset(
-    {"sample_index", "label", "clean_pred", "adv_pred", "success", "l0", "l2", "linf"}
+    {
+        "sample_index",
+        "label",
+        "clean_pred",
+        "adv_pred",
+        "clean_correct",
+        "success",
+        "l0",
+        "l2",
+        "linf",
+    }
 )  # what the report reads of every attack's records
 
 

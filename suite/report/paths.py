@@ -54,7 +54,7 @@ def mark(folder: Path, files: list[str]) -> None:
     """Give a freshly rendered report folder the marker listing `files` (relative POSIX paths the
     suite wrote) and the mode the umask grants (a temporary folder is created 0700, which would hide
     the report from the user's group)."""
-    (folder / MARKER).write_text("\n".join([MARKER_HEADER, *sorted(files)]) + "\n")
+    _write_marker(folder, set(files))
     umask = os.umask(0)
     os.umask(umask)
     folder.chmod(0o777 & ~umask)
@@ -63,8 +63,11 @@ def mark(folder: Path, files: list[str]) -> None:
 def add_written(folder: Path, files: list[str]) -> None:
     """List `files` (written into a report folder after it was rendered, e.g. a study's README) in
     its marker, so the next report replaces them rather than keeping them as the user's."""
-    listed = written_by_suite(folder) or set()
-    (folder / MARKER).write_text("\n".join([MARKER_HEADER, *sorted(listed | set(files))]) + "\n")
+    _write_marker(folder, (written_by_suite(folder) or set()) | set(files))
+
+
+def _write_marker(folder: Path, files: set[str]) -> None:
+    (folder / MARKER).write_text("\n".join([MARKER_HEADER, *sorted(files)]) + "\n")
 
 
 def written_by_suite(folder: Path) -> set[str] | None:

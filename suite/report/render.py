@@ -119,7 +119,10 @@ class _Files:
     def table(self, frame: pd.DataFrame, name: str, compressed: bool = False) -> None:
         path = self.root / "tables" / (f"{name}.csv.gz" if compressed else f"{name}.csv")
         path.parent.mkdir(parents=True, exist_ok=True)
-        frame.to_csv(path, index=False)  # pandas gzips a `.gz` path (deterministic: no mtime)
+        # gzip stamps the time into its header unless told not to: the same data, the same bytes
+        frame.to_csv(
+            path, index=False, compression={"method": "gzip", "mtime": 0} if compressed else None
+        )
         self.tables.append(path)
 
 
@@ -134,6 +137,7 @@ class _Frames:
     accuracy: pd.DataFrame  # `tables.accuracy_table`
     attacked_acc: pd.Series  # `tables.attacked_accuracy`
     blocked: dict[str, str]  # `tables.no_verdict`
+    primary: str | None  # the primary endpoint, the one attack whose comparisons give verdicts
     compared: pd.DataFrame  # `tables.comparisons`
     checks: pd.DataFrame  # `masking.three_way`
     alpha: float
@@ -149,6 +153,7 @@ def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
     attacked_acc = tables.attacked_accuracy(data.accuracy)
     blocked = tables.no_verdict(data, attacked_acc)
     attacks = tables.with_best_of(direct)
+    primary = primary_attack(data, attack_kinds(attacks))
     return _Frames(
         data=data,
         transfer=transfer,
@@ -157,13 +162,14 @@ def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
         accuracy=tables.accuracy_table(data.accuracy, order),
         attacked_acc=attacked_acc,
         blocked=blocked,
+        primary=primary,
         compared=tables.comparisons(
             attacks,
             data.baselines,
             blocked,
             alpha,
             seed,
-            primary=primary_attack(data, attack_kinds(attacks)),  # the verdicts' one family
+            primary=primary,
             margin=data.equivalence_margin,
         ),
         checks=masking.three_way(
@@ -195,9 +201,12 @@ def _render(
     if f.blocked:
         md += ["## Conditions without a verdict", ""]
         md += [f"- {code(c)}: {esc(reason)}" for c, reason in f.blocked.items()] + [""]
-    primary = primary_attack(f.data, attack_kinds(f.attacks))
-    method = _method_md(alpha, primary, f.data.equivalence_margin)
-    md += ["## Statistical method", "", *method, ""]
+    md += [
+        "## Statistical method",
+        "",
+        *_method_md(alpha, f.primary, f.data.equivalence_margin),
+        "",
+    ]
     conclusion = write_conclusion(f.data, f.attacked_acc, f.compared, f.order, f.checks)
     md += ["## Conclusion", "", conclusion, ""]
 

@@ -231,7 +231,8 @@ def comparisons(
     robust). `attacks` holds the best-of attacks too (`with_best_of`); conditions in `blocked`
     (`no_verdict`), or whose baseline is, are tested but get no verdict.
     """
-    rows = []
+    rows: list[dict] = []
+    levels: list[stats.SeedPooled | None] = []  # beside each row: its seed-level pooling, if any
     for attack, kind in attack_kinds(attacks).items():
         mine = attacks[attacks["attack"] == attack]
         fixed = is_fixed_budget(mine)
@@ -262,19 +263,21 @@ def comparisons(
                     | {"baseline": baseline, "subset": subset, "scope": "pooled"}
                     | vars(result)
                 )
-                if not fixed:
-                    pooled |= _seed_level(per_seed, alpha)
-                    if np.isfinite(pooled["seed_est"]):  # seeds as the unit: their interval
+                level = None if fixed else _seed_level(per_seed, alpha)
+                if level is not None:
+                    pooled |= _level_columns(level)
+                    if np.isfinite(level.estimate):  # seeds as the unit: their interval
                         pooled |= {
                             f"digit_{k}": pooled[k] for k in ("ratio", "ratio_lo", "ratio_hi", "p")
                         }
                         pooled |= {
-                            "ratio": float(np.exp(pooled["seed_est"])),
-                            "ratio_lo": float(np.exp(pooled["seed_lo"])),
-                            "ratio_hi": float(np.exp(pooled["seed_hi"])),
-                            "p": pooled["seed_p"],
+                            "ratio": float(np.exp(level.estimate)),
+                            "ratio_lo": float(np.exp(level.lo)),
+                            "ratio_hi": float(np.exp(level.hi)),
+                            "p": level.p,
                         }
                 rows += [pooled, *per_seed]
+                levels += [level] + [None] * len(per_seed)
     columns = ["attack", "norm", "condition", "baseline", "subset", "scope"]
     columns += list(stats.PairedResult.__dataclass_fields__) + SEED_COLUMNS
     table = pd.DataFrame(rows, columns=columns)
@@ -292,25 +295,29 @@ def comparisons(
     table["p_adj"] = np.nan
     table.loc[family, "p_adj"] = stats.holm_bonferroni(table.loc[family, "p"].to_numpy())
     table["verdict"] = [
-        _verdict(table.loc[i], reason, bool(family[i]), margin, alpha)
-        for i, reason in zip(table.index, reasons, strict=True)
+        _verdict(table.loc[i], level, reason, bool(family[i]), margin, alpha)
+        for i, level, reason in zip(table.index, levels, reasons, strict=True)
     ]
     table["seeds"] = [
-        "" if v.startswith("no verdict") else _heterogeneity(table.loc[i])
-        for i, v in zip(table.index, table["verdict"], strict=True)
+        "" if level is None or v.startswith("no verdict") else _heterogeneity(level)
+        for level, v in zip(levels, table["verdict"], strict=True)
     ]
     return table
 
 
-def _seed_level(per_seed: list[dict], alpha: float) -> dict[str, float]:
-    """The pooled row's numbers with seeds as the unit: the per-seed Hodges–Lehmann log ratios and
-    their standard errors (from their (1 − α) intervals) pooled by `stats.seed_pooled`."""
+def _seed_level(per_seed: list[dict], alpha: float) -> stats.SeedPooled:
+    """A pooled row's seeds as the unit: the per-seed Hodges–Lehmann log ratios and their standard
+    errors (from their (1 − α) intervals) pooled by `stats.seed_pooled`."""
     ratio = np.array([r["ratio"] for r in per_seed], dtype=float)
     lo = np.array([r["ratio_lo"] for r in per_seed], dtype=float)
     hi = np.array([r["ratio_hi"] for r in per_seed], dtype=float)
     z = float(normal.ppf(1 - alpha / 2))
     with np.errstate(divide="ignore", invalid="ignore"):
-        level = stats.seed_pooled(np.log(ratio), (np.log(hi) - np.log(lo)) / (2 * z), alpha)
+        return stats.seed_pooled(np.log(ratio), (np.log(hi) - np.log(lo)) / (2 * z), alpha)
+
+
+def _level_columns(level: stats.SeedPooled) -> dict[str, object]:
+    """A seed-level pooling as the comparisons table's SEED_COLUMNS (log scale)."""
     return {
         "k": level.k,
         "seed_p": level.p,
@@ -326,7 +333,14 @@ def _seed_level(per_seed: list[dict], alpha: float) -> dict[str, float]:
     }
 
 
-def _verdict(row: pd.Series, reason: str | None, primary: bool, margin: float, alpha: float) -> str:
+def _verdict(
+    row: pd.Series,
+    level: stats.SeedPooled | None,
+    reason: str | None,
+    primary: bool,
+    margin: float,
+    alpha: float,
+) -> str:
     if reason:
         return f"no verdict: {reason}"
     if row["scope"] != "pooled":
@@ -335,30 +349,19 @@ def _verdict(row: pd.Series, reason: str | None, primary: bool, margin: float, a
         return "not testable: every digit ties (both models equally fooled)"
     if not primary:
         return "secondary"
-    level = stats.SeedPooled(
-        k=int(row["k"]) if pd.notna(row["k"]) else 0,
-        estimate=row["seed_est"],
-        lo=row["seed_lo"],
-        hi=row["seed_hi"],
-        lo_tost=row["seed_lo_tost"],
-        hi_tost=row["seed_hi_tost"],
-        p=row["seed_p"],
-        i2=row["i2"],
-        tau=row["tau"],
-        agree=int(row["agree"]) if pd.notna(row["agree"]) else 0,
-        why=row["why"] if isinstance(row["why"], str) else "",
-    )
+    if level is None:
+        return "inconclusive (a fixed-budget primary endpoint has no seed-level pooling)"
     return stats.primary_verdict(level, row["p_adj"], margin, alpha)
 
 
-def _heterogeneity(row: pd.Series) -> str:
+def _heterogeneity(level: stats.SeedPooled) -> str:
     """A pooled minimal-attack row's between-seed spread: I², τ and the seeds on its side."""
-    if row["scope"] != "pooled" or pd.isna(row.get("seed_est")):
+    if np.isnan(level.estimate):
         return ""
-    side = f"{int(row['agree'])} of {int(row['k'])} seeds on the estimate's side"
-    if pd.isna(row["i2"]):
+    side = f"{level.agree} of {level.k} seeds on the estimate's side"
+    if np.isnan(level.i2):
         return f"{side} (heterogeneity not estimable: a seed's interval is unbounded)"
-    return f"I² {row['i2']:.0%}, τ {row['tau']:.3f}; {side}"
+    return f"I² {level.i2:.0%}, τ {level.tau:.3f}; {side}"
 
 
 def _baseline_reason(reason: str | None, baseline: str) -> str | None:
