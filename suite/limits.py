@@ -6,3 +6,4 @@ MAX_EPOCHS = 10_000
 MAX_STEPS = 1_000_000  # iterations of one attack or distillation loop, queries, schedule lengths
 MAX_BINARY_STEPS = 100  # C&W's search over its constant
 MAX_NETS = 1_000  # networks sampled per distillation iteration
+MAX_RESTARTS = 100  # random restarts of a fixed-budget attack

@@ -132,6 +132,28 @@ def test_fmn_is_adv_libs_fmn_at_the_papers_rule_and_reaches_cw_l2_at_ours(
     assert (ours["grad_evals"] == 200).all()
 
 
+def test_fmn_linf_is_adv_libs_linf_fmn_and_finds_pgds_smallest_eps(
+    trained_tiny, correct, monkeypatch
+):
+    """At L∞, FMN with the paper's boundary estimate is adv-lib's `fmn(norm=inf)` to float
+    rounding; ours fools every digit at an L∞ no larger than the smallest ε (of a 0.01 grid) at
+    which PGD-50 fools it."""
+    pytest.importorskip("adv_lib", reason="pip install --no-deps adv-lib==0.2.8 (make install)")
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "bench"))
+    from l2_ensemble_vs_fmn import adv_lib_fmn
+
+    x, y, _ = correct
+    reference = adv_lib_fmn()(trained_tiny, x, y, norm=float("inf"), steps=100)
+    paper = attack("fmn-linf", trained_tiny, correct, steps=100, boundary_overshoot=1.0)
+    torch.testing.assert_close(paper.x_adv, reference, rtol=0, atol=1e-6)
+    ours = attack("fmn-linf", trained_tiny, correct, steps=200).records
+    eps = np.round(np.arange(0.01, 0.41, 0.01), 2).tolist()
+    pgd = attack("pgd-linf", trained_tiny, correct, eps=eps).records
+    assert ours["success"].all() and pgd["success"].all()
+    assert (ours["linf"].to_numpy() <= pgd["eps"].to_numpy() + 1e-6).mean() >= 0.9
+    assert ours["linf"].median() <= pgd["eps"].median()
+
+
 def test_cw_l0_changes_only_the_pixels_it_counts_and_few_of_them(trained_tiny, correct, cw_l2):
     x, _, _ = correct
     res = attack("cw-l0", trained_tiny, correct, n=6, max_iterations=50, largest_const=1e3)

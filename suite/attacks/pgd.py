@@ -9,36 +9,51 @@ from typing import Annotated
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from suite.attacks.common import AttackKind, Budget, Found, TargetingParams, ce_and_grad, hits, rows
 from suite.attacks.rng import keyed_uniform
-from suite.limits import MAX_STEPS
+from suite.limits import MAX_RESTARTS, MAX_STEPS
 
 Eps = Annotated[float, Field(gt=0)]
 
 
-class PGDLinfParams(TargetingParams):
-    """ε in pixel units; 50 steps of 0.05 ε travel 2.5 ε, Madry et al.'s rule of thumb."""
+class _PGDParams(TargetingParams):
+    """Settings shared by both norms; `travel` is what the report's strength check reads."""
 
-    eps: list[Eps] = Field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1)
     steps: int = Field(50, ge=1, le=MAX_STEPS)
     step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
     random_start: bool = True
+    restarts: int = Field(
+        1, ge=1, le=MAX_RESTARTS, description="random starts; a row still robust starts again"
+    )
+
+    @model_validator(mode="after")
+    def _restarts_are_random(self) -> "_PGDParams":
+        if self.restarts > 1 and not self.random_start:
+            raise ValueError("restarts > 1 needs random_start = true (a restart is a new draw)")
+        return self
+
+    def travel(self) -> float:
+        """The distance the steps can move, as a multiple of ε (Madry et al.: at least 2.5)."""
+        return self.steps * self.step_size
+
+
+class PGDLinfParams(_PGDParams):
+    """ε in pixel units; 50 steps of 0.05 ε travel 2.5 ε, Madry et al.'s rule of thumb."""
+
+    eps: list[Eps] = Field([0.05, 0.1, 0.15, 0.2, 0.25, 0.3], min_length=1)
 
     def budget(self) -> Budget:
         """The L∞ balls of radius ε it runs in."""
         return Budget("linf", sorted(set(self.eps)))
 
 
-class PGDL2Params(TargetingParams):
+class PGDL2Params(_PGDParams):
     """ε is the L2 norm of the perturbation; steps as for PGDLinfParams."""
 
     eps: list[Eps] = Field([0.5, 1.0, 1.5, 2.0, 2.5, 3.0], min_length=1)
-    steps: int = Field(50, ge=1, le=MAX_STEPS)
-    step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")
-    random_start: bool = True
 
     def budget(self) -> Budget:
         """The L2 balls of radius ε it runs in."""
@@ -65,40 +80,64 @@ def pgd(
     seed: int,
     keys: np.ndarray,
 ) -> Found:
-    """Run PGD in each ε ball of `params.budget()`, smallest first; `keys` name each row's random
-    start (see rng.keyed_uniform)."""
+    """Run PGD in each ε ball of `params.budget()`, smallest first, `params.restarts` times on the
+    rows no earlier start fooled (Madry et al.'s random restarts); `keys` name each row's random
+    starts (see rng.keyed_uniform)."""
     targeted = target is not None
     cls = target if targeted else y
     out = Found.start(x)
     live = torch.arange(len(x), device=x.device)
     norm, eps_list = params.budget()
     for j, eps in enumerate(eps_list):
-        xs, cs = x[live], cls[live]
-        if params.random_start:
-            delta = _random_start(xs, eps, norm, seed, j, keys[live.cpu().numpy()])
-        else:
-            delta = torch.zeros_like(xs)
-        for step in range(params.steps + 1):
-            x_adv = (xs + delta).clamp(0, 1)
-            if step < params.steps:
-                logits, grad = ce_and_grad(model, x_adv, cs, targeted)
-                out.grad_evals[live] += 1
-            else:
-                with torch.no_grad():
-                    logits = model(x_adv)
-            with torch.no_grad():
-                won = hits(logits.argmax(1), cs, targeted)
-                out.x_adv[live[won]] = x_adv[won]
-                if won.any():
-                    live, xs, cs, delta = live[~won], xs[~won], cs[~won], delta[~won]
-                if step == params.steps or not len(live):
-                    break
-                grad = grad[~won]
-                delta = _project(delta + params.step_size * eps * _steepest(grad, norm), eps, norm)
-                delta = (xs + delta).clamp(0, 1) - xs
-        if not len(live):
-            break
+        for restart in range(params.restarts):
+            live = _pgd_ball(model, x, cls, targeted, live, out, params, (eps, norm), seed, (j, restart), keys)
+            if not len(live):
+                return out
     return out
+
+
+def _pgd_ball(
+    model: nn.Module,
+    x: Tensor,
+    cls: Tensor,
+    targeted: bool,
+    live: Tensor,
+    out: Found,
+    params: PGDLinfParams | PGDL2Params,
+    ball: tuple[float, str],
+    seed: int,
+    draw: tuple[int, int],
+    keys: np.ndarray,
+) -> Tensor:
+    """One PGD run in the `ball` (ε, norm) on the `live` rows, from the random start `draw`
+    (ε index, restart); records each row's first adversarial in `out` and returns the rows
+    still robust."""
+    (eps, norm), (j, restart) = ball, draw
+    xs, cs = x[live], cls[live]
+    if params.random_start:
+        stream = 1000 * restart + j  # restart 0 keeps the draws of a single-start PGD
+        delta = _random_start(xs, eps, norm, seed, stream, keys[live.cpu().numpy()])
+    else:
+        delta = torch.zeros_like(xs)
+    for step in range(params.steps + 1):
+        x_adv = (xs + delta).clamp(0, 1)
+        if step < params.steps:
+            logits, grad = ce_and_grad(model, x_adv, cs, targeted)
+            out.grad_evals[live] += 1
+        else:
+            with torch.no_grad():
+                logits = model(x_adv)
+        with torch.no_grad():
+            won = hits(logits.argmax(1), cs, targeted)
+            out.x_adv[live[won]] = x_adv[won]
+            if won.any():
+                live, xs, cs, delta = live[~won], xs[~won], cs[~won], delta[~won]
+            if step == params.steps or not len(live):
+                break
+            grad = grad[~won]
+            delta = _project(delta + params.step_size * eps * _steepest(grad, norm), eps, norm)
+            delta = (xs + delta).clamp(0, 1) - xs
+    return live
 
 
 def fgsm(
