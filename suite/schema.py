@@ -64,6 +64,11 @@ def result_tag(result: str) -> str:
     return f"{result}.config_hash"
 
 
+def result_commit(result: str) -> str:
+    """The tag holding the commit of the code that computed a cached result."""
+    return f"{result}.commit"
+
+
 def result_metric(result: str, key: str) -> str:
     """The metric `key` of a cached result, in MLflow-safe spelling (`metric_key`)."""
     return f"{result}.{metric_key(key)}"

@@ -141,20 +141,24 @@ def artifact_root() -> str:
 
 def git_commit() -> str:
     """The commit of the suite's source tree: SUITE_GIT_COMMIT where set (a copy of the tree with
-    no .git, e.g. on a batch machine), else git's, or 'unknown' outside a checkout."""
+    no .git, e.g. on a batch machine), else git's with `-dirty` appended where files under suite/
+    differ from it (the code that ran is then no commit's), or 'unknown' outside a checkout."""
     if os.environ.get("SUITE_GIT_COMMIT"):
         return os.environ["SUITE_GIT_COMMIT"][:40]
+    here = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--short=12", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
+        head, status = (
+            subprocess.run(args, cwd=here, capture_output=True, text=True, timeout=5)
+            for args in (
+                ["git", "rev-parse", "--short=12", "HEAD"],
+                ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
+            )
         )
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 else "unknown"
+    if head.returncode != 0:
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
 class NonFiniteModel(StoreError):
@@ -405,11 +409,15 @@ class Store:
     def save_result(
         self, run_id: str, result: str, config_hash: str, metrics: dict[str, float]
     ) -> dict[str, float]:
-        """Log `metrics` as `result.*` and then tag the config hash that makes them reusable (the
-        tag last: a result cut short is never read back). Returns them as `cached_result` would."""
+        """Log `metrics` as `result.*` and then tag the commit that made them and the config hash
+        that makes them reusable (that tag last: a result cut short is never read back). Returns
+        them as `cached_result` would."""
         safe = {schema.metric_key(k): v for k, v in metrics.items()}
         self.log_metrics(run_id, {schema.result_metric(result, k): v for k, v in safe.items()})
-        self.set_tags(run_id, {schema.result_tag(result): config_hash})
+        self.set_tags(
+            run_id,
+            {schema.result_commit(result): self.commit, schema.result_tag(result): config_hash},
+        )
         return safe
 
     def save_chunk(

@@ -1,5 +1,5 @@
-"""The three-way gradient-masking checks (logit, transfer, gradient-free) and the conclusion's rule
-that only a condition all three clear is called robust."""
+"""The three matched-budget gradient-masking checks (margin, gradient-free, transfer) and the
+conclusion's rule that only a condition they clear is called robust."""
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,7 @@ def _ones(k: int) -> np.ndarray:
 
 def _study(square_t100: int = 30, transfer_linf: float = 0.2, with_square: bool = True):
     """base: PGD and Square fool every digit. t100: PGD fools 5 per seed, Square `square_t100`,
-    the undistilled model's transfers fool 25 per seed at L∞ `transfer_linf`."""
+    the undistilled model's transfers fool 25 per seed at L∞ `transfer_linf`. No margin attack."""
     direct = [
         _rows("base", "pgd", "pgd-linf", _ones(N), eps=0.3),
         _rows("t100", "pgd", "pgd-linf", _ones(5), eps=0.3),
@@ -54,17 +54,13 @@ def _study(square_t100: int = 30, transfer_linf: float = 0.2, with_square: bool 
         _rows("base", "moved", "cw-l2", _ones(N), linf=linf, source="base"),
         _rows("t100", "moved", "cw-l2", _ones(25), linf=linf, source="base"),
     ])  # fmt: skip
-    masking = pd.DataFrame(
-        {"condition": ["base", "base", "t100", "t100"], "seed": [0, 1, 0, 1],
-         "flagged": [False, False, True, False]}
-    )  # fmt: skip
     budgets = {"pgd": [0.1, 0.2, 0.3], "square": [0.3]}
-    return masking, pd.concat(direct, ignore_index=True), transfer, budgets
+    return pd.concat(direct, ignore_index=True), transfer, budgets
 
 
 def test_square_and_transfer_inside_the_budget_expose_masking():
-    masking, direct, transfer, budgets = _study()
-    table = three_way(masking, direct, transfer, ["square"], budgets, ["base", "t100"], 0.05)
+    direct, transfer, budgets = _study()
+    table = three_way(direct, transfer, ["square"], budgets, ["base", "t100"], 0.05)
     rows = table.set_index("condition")
     t100 = rows.loc["t100"]
     # Square alone fools 25 digits per seed that PGD could not, PGD none that Square could not
@@ -73,31 +69,64 @@ def test_square_and_transfer_inside_the_budget_expose_masking():
     assert t100["softmax_success_at_gradient_free_eps"] == pytest.approx(5 / N)
     assert t100["gradient_free_success"] == pytest.approx(30 / N)
     assert t100["transfer_only"] == 40 and t100["transfer_flagged"]
-    assert t100["logit_flagged_seeds"] == 1 and t100["verdict"] == MASKED
+    assert t100["verdict"] == MASKED and pd.isna(t100["margin_p"])
     # the baseline: Square and PGD agree; it is the transfer's source, so the transfer check does
     # not apply and the other two clear it
     base = rows.loc["base"]
     assert base["gradient_free_only"] == 0 and not base["gradient_free_flagged"]
     assert pd.isna(base["transfer_p"]) and base["transfer_source"] == "base"
-    assert base["logit_flagged_seeds"] == 0 and base["verdict"] == CLEAR
+    assert base["verdict"] == CLEAR
 
 
 def test_transfers_outside_the_budget_prove_nothing_and_agreement_clears():
-    masking, direct, transfer, budgets = _study(square_t100=5, transfer_linf=0.45)
-    table = three_way(masking, direct, transfer, ["square"], budgets, ["base", "t100"], 0.05)
+    direct, transfer, budgets = _study(square_t100=5, transfer_linf=0.45)
+    table = three_way(direct, transfer, ["square"], budgets, ["base", "t100"], 0.05)
     t100 = table.set_index("condition").loc["t100"]
     assert t100["transfer_success"] == 0 and not t100["transfer_flagged"]
     assert t100["gradient_free_only"] == 0 and not t100["gradient_free_flagged"]
-    assert t100["verdict"] == CLEAR  # one seed of two flagged by the logit check: not a majority
+    assert t100["verdict"] == CLEAR
 
 
 def test_without_a_gradient_free_attack_the_verdict_is_incomplete():
-    masking, direct, transfer, budgets = _study(
+    direct, transfer, budgets = _study(
         square_t100=5, transfer_linf=0.45, with_square=False
     )
-    table = three_way(masking, direct, transfer, [], budgets, ["base", "t100"], 0.05)
+    table = three_way(direct, transfer, [], budgets, ["base", "t100"], 0.05)
     t100 = table.set_index("condition").loc["t100"]
     assert pd.isna(t100["gradient_free_p"]) and t100["verdict"] == INCOMPLETE
+
+
+def test_a_model_robust_inside_the_ball_is_not_called_masking_and_margin_attacks_expose_masking():
+    """Issue 25: the old logit check set PGD inside ε against C&W with no bound (always 100%), so
+    an adversarially trained model was flagged on every seed. Here `adv` resists PGD, AutoAttack's
+    APGD-T, Square and the transfers alike inside ε 0.3 (within a digit): no masking. `t100`
+    resists PGD only, and the margin attack at the same ε exposes it even without Square."""
+    direct = pd.concat([
+        _rows("base", "pgd", "pgd-linf", _ones(N), eps=0.3),
+        _rows("base", "aa", "autoattack", _ones(N), eps=0.3),
+        _rows("base", "square", "autoattack", _ones(N), eps=0.3),
+        _rows("adv", "pgd", "pgd-linf", _ones(4), eps=0.3),
+        _rows("adv", "aa", "autoattack", _ones(5), eps=0.3),
+        _rows("adv", "square", "autoattack", _ones(4), eps=0.3),
+        _rows("t100", "pgd", "pgd-linf", _ones(3), eps=0.3),
+        _rows("t100", "aa", "autoattack", _ones(N), eps=0.3),
+    ], ignore_index=True)  # fmt: skip
+    linf = np.full((len(SEEDS), N), 0.25)
+    transfer = pd.concat([
+        _rows("base", "moved", "cw-l2", _ones(N), linf=linf, source="base"),
+        _rows("adv", "moved", "cw-l2", _ones(2), linf=linf, source="base"),
+        _rows("t100", "moved", "cw-l2", _ones(2), linf=linf, source="base"),
+    ])  # fmt: skip
+    budgets = {"pgd": [0.1, 0.3], "aa": [0.1, 0.3], "square": [0.3]}
+    table = three_way(direct, transfer, ["square"], budgets, ["base", "adv", "t100"], 0.05)
+    rows = table.set_index("condition")
+    adv, t100 = rows.loc["adv"], rows.loc["t100"]
+    assert adv["margin_attack"] == "aa" and adv["margin_eps"] == 0.3
+    assert (adv["margin_only"], adv["softmax_only_margin"]) == (2, 0)
+    assert not adv["margin_flagged"] and not adv["gradient_free_flagged"]
+    assert adv["verdict"] == CLEAR
+    assert t100["margin_flagged"] and t100["margin_only"] == 2 * (N - 3)
+    assert pd.isna(t100["gradient_free_p"]) and t100["verdict"] == MASKED
 
 
 def test_the_conclusion_calls_robust_only_what_the_checks_clear():
@@ -133,12 +162,12 @@ def test_the_conclusion_calls_robust_only_what_the_checks_clear():
 def test_a_small_significant_gap_is_a_weak_attack_not_masking():
     """PGD misses 4 digits per seed that Square finds (p 0.004) but fools 90% of them: the seed
     study's undistilled model, where PGD-20 reached 95.7% and Square 100%."""
-    masking, direct, transfer, budgets = _study()
+    direct, transfer, budgets = _study()
     direct = direct[direct["condition"] == "base"]
     weak = pd.concat(
         [direct[direct["attack"] == "square"], _rows("base", "pgd", "pgd-linf", _ones(36), eps=0.3)]
     )
-    table = three_way(masking, weak, transfer, ["square"], budgets, ["base"], 0.05)
+    table = three_way(weak, transfer, ["square"], budgets, ["base"], 0.05)
     base = table.set_index("condition").loc["base"]
     assert (base["gradient_free_only"], base["softmax_only_gradient_free"]) == (8, 0)
     assert base["gradient_free_p"] < 0.01 and not base["gradient_free_flagged"]

@@ -15,7 +15,8 @@ from suite.attacks.fmn import FMN, FMN_LINF
 from suite.attacks.pgd import FGSM, PGD_L2, PGD_LINF
 
 _KINDS: dict[str, AttackKind[Any]] = {
-    k.name: k for k in (CW_L2, CW_LINF, CW_L0, DDN, FMN, FMN_LINF, PGD_LINF, PGD_L2, FGSM, AUTOATTACK)
+    k.name: k
+    for k in (CW_L2, CW_LINF, CW_L0, DDN, FMN, FMN_LINF, PGD_LINF, PGD_L2, FGSM, AUTOATTACK)
 }
 
 

@@ -90,7 +90,9 @@ def pgd(
     norm, eps_list = params.budget()
     for j, eps in enumerate(eps_list):
         for restart in range(params.restarts):
-            live = _pgd_ball(model, x, cls, targeted, live, out, params, (eps, norm), seed, (j, restart), keys)
+            live = _pgd_ball(
+                model, x, cls, targeted, live, out, params, (eps, norm), seed, (j, restart), keys
+            )
             if not len(live):
                 return out
     return out

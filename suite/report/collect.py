@@ -96,7 +96,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     """
     sel = select_runs(store, experiment)
     manifest, attacks_spec = sel.manifest, sel.manifest.get("attacks", [])
-    attacks, examples, problems = _attack_frame(store, sel)
+    attacks, examples, problems, commits = _attack_frame(store, sel)
     first = next(iter(sel.chosen.values()), None)
     return ReportData(
         experiment=experiment,
@@ -121,6 +121,8 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         gradient_free=[
             a["name"] for a in attacks_spec if is_gradient_free(a["kind"], a.get("params") or {})
         ],
+        attack_params={a["name"]: dict(a.get("params") or {}) for a in attacks_spec},
+        attack_commits=commits,
         primary=manifest["experiment"].get("primary"),
         equivalence_margin=float(manifest["experiment"].get("equivalence_margin", 0.9)),
         run_seconds=busy_seconds(
@@ -193,11 +195,13 @@ RECORD_COLUMNS = frozenset(
 
 def _attack_frame(
     store: Store, sel: Selection
-) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[str]]:
+) -> tuple[pd.DataFrame, dict[str, np.ndarray], list[str], dict[str, list[str]]]:
     """Every attack's per-sample records of every chosen run, the example images (of the first
-    seed where present, else any seed) by `label/attack`, and a line per record set that could not
-    be read (its run is then incomplete in the report)."""
+    seed where present, else any seed) by `label/attack`, a line per record set that could not
+    be read (its run is then incomplete in the report), and per attack the commits whose code
+    computed its results (a run's own commit where the result predates that tag)."""
     frames, examples, problems = [], {}, []
+    commits: dict[str, set[str]] = {}
     attack_kinds = {a["name"]: a["kind"] for a in sel.manifest.get("attacks", [])}
     first_seed = min(sel.manifest["experiment"]["seeds"])
     for (cond, seed, role), run in sel.chosen.items():
@@ -206,6 +210,8 @@ def _attack_frame(
             result = schema.attack_result(name)
             if schema.result_tag(result) not in run.tags:
                 continue
+            commit = run.tags.get(schema.result_commit(result)) or run.tags.get(schema.COMMIT)
+            commits.setdefault(name, set()).add(commit or "unknown")
             try:
                 rows = store.load_table(run.run_id, schema.attack_records(name))
             except StoreError as exc:  # a broken artifact: this run is incomplete, the rest renders
@@ -233,7 +239,7 @@ def _attack_frame(
     attacks = (
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ATTACK_COLUMNS)
     )
-    return attacks, examples, problems
+    return attacks, examples, problems, {a: sorted(c) for a, c in commits.items()}
 
 
 def _masking_frame(sel: Selection) -> pd.DataFrame:

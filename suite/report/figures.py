@@ -7,6 +7,7 @@ a condition has the same colour in every figure.
 from collections.abc import Sequence
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
@@ -24,8 +25,17 @@ _ATTACK_STYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
 
-def _colors(order: Sequence[str]) -> dict[str, str]:
-    return {c: f"C{i % 10}" for i, c in enumerate(order)}
+def _colors(order: Sequence[str]) -> dict[str, tuple[float, ...]]:
+    """One hue per trained condition (matplotlib's tab20 pairs): its model in the dark shade, its
+    attacked teacher (`condition/teacher`) in the light one, so the two read as a pair."""
+    pairs = matplotlib.colormaps["tab20"].colors
+    bases = list(dict.fromkeys(c.split("/")[0] for c in order))
+    return {c: pairs[(2 * bases.index(c.split("/")[0]) + ("/" in c)) % len(pairs)] for c in order}
+
+
+def _dash(label: str) -> str:
+    """Teachers dashed, every other model solid: told apart without their colour."""
+    return "--" if "/" in label else "-"
 
 
 def training_curves(curves: pd.DataFrame, path: Path, order: Sequence[str]) -> Path:
@@ -77,8 +87,9 @@ def distortion_ecdf(rows: pd.DataFrame, attack: str, path: Path, order: Sequence
                 continue
             finite = np.sort(values[np.isfinite(values)])
             y = np.arange(1, finite.size + 1) / values.size
-            ax.step(np.r_[0, finite], np.r_[0, y], where="post", color=colors[condition])
-            ax.plot([], [], color=colors[condition], label=condition)
+            style = {"color": colors[condition], "linestyle": _dash(condition)}
+            ax.step(np.r_[0, finite], np.r_[0, y], where="post", **style)
+            ax.plot([], [], label=condition, **style)
         ax.set(title=f"{attack}: {NORM_LABELS[norm]}", xlabel=f"{NORM_LABELS[norm]} distortion")
         ax.grid(alpha=0.3)
     axes[0].set(ylabel="fraction misclassified", ylim=(0, 1.02))
@@ -137,7 +148,7 @@ def robust_accuracy_curves(rows: pd.DataFrame, norm: str, path: Path, order: Seq
     ax.grid(alpha=0.3)
     condition_keys = [
         Line2D([], [], color=colors[c], linewidth=6, label=c) for c in dict.fromkeys(shown)
-    ]
+    ]  # teachers: the light shade of their student's hue
     for keys, title, where in (
         (condition_keys, "condition", "outside right upper"),
         (attack_keys, "attack", "outside right lower"),
@@ -192,37 +203,33 @@ def examples_grid(
     return image_grid(rows, path, f"{attack}: same test samples in every condition")
 
 
-def masking_diagnostic(masking: pd.DataFrame, path: Path, order: Sequence[str]) -> Path:
-    """Softmax-attack success vs C&W (logit) success per (condition, seed); flagged in red.
-
-    Far below the diagonal, a softmax-based attack fails where the logit attack succeeds:
-    the sign of saturated softmax outputs masking the gradient.
-    """
-    colors = _colors(order)
-    fig = Figure(figsize=(5, 4.6))
+def primary_forest(primary: pd.DataFrame, path: Path, margin: float, label: str) -> Path:
+    """The answer's figure: per model, its primary-endpoint ratio to its baseline with the
+    seed-level interval (log axis), the per-seed ratios as dots, the equivalence band shaded and
+    the verdict written beside it. `primary` holds the pooled all-digit rows of the primary attack
+    with `per_seed` (each seed's ratio) added."""
+    colors = _colors(list(primary["condition"]))
+    fig = Figure(figsize=(8, 0.45 * len(primary) + 1.4), layout="constrained")
     ax = fig.subplots()
-    ax.plot([0, 100], [0, 100], ":", color="grey", lw=1)
-    for condition in order:
-        rows = masking[masking["condition"] == condition]
-        if rows.empty:
-            continue
-        flagged = rows["flagged"].astype(bool).to_numpy()
-        ax.scatter(
-            rows["cw_success"] * 100,
-            rows["softmax_success"] * 100,
-            color=colors[condition],
-            edgecolors=np.where(flagged, "red", "none"),
-            linewidths=1.5,
-            s=50,
-            label=condition,
-        )
-    ax.set(
-        xlabel="C&W success on logits (%)",
-        ylabel="softmax-attack success (%)",
-        xlim=(-3, 103),
-        ylim=(-3, 103),
-        title="Gradient-masking diagnostic (red edge: flagged)",
+    ax.axvspan(
+        margin, 1 / margin, color="0.9", lw=0, label=f"equivalence [{margin:g}, {1 / margin:.3g}]"
     )
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.axvline(1.0, color="0.4", lw=0.8)
+    rows = list(primary.itertuples())
+    for y, r in enumerate(reversed(rows)):
+        color = colors[r.condition]
+        if np.isfinite(r.ratio_lo) and np.isfinite(r.ratio_hi):
+            ax.plot([r.ratio_lo, r.ratio_hi], [y, y], color=color, lw=2.2, ls=_dash(r.condition))
+        ax.plot([r.ratio], [y], "o", color=color, ms=7)
+        seeds = [v for v in (r.per_seed if isinstance(r.per_seed, list) else []) if v > 0]
+        ax.plot(seeds, [y] * len(seeds), "|", color="0.2", ms=9, alpha=0.7)
+        ax.annotate(
+            str(r.verdict).split(" (")[0], (1.01, y), xycoords=("axes fraction", "data"),
+            va="center", fontsize=8,
+        )  # fmt: skip
+    ax.set_yticks(range(len(rows)), [f"{r.condition} vs {r.baseline}" for r in reversed(rows)])
+    ax.set_xscale("log")
+    ax.set_xlabel(f"{label}: ratio to the baseline (log scale; > 1: harder to attack)")
+    ax.grid(alpha=0.3, axis="x")
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1), frameon=False)
     return save(fig, path)

@@ -2,27 +2,26 @@
 or does it only hide its gradient?
 
 Each check asks whether an attack that does not follow the model's softmax gradient finds
-adversarials that the softmax-gradient attack (PGD, else FGSM) missed — "black-box attacks beat
-white-box attacks", the sign of masked gradients of Athalye, Carlini & Wagner (2018, §3.1):
+adversarials, inside the same budget, that the softmax-gradient attack (PGD, else FGSM) missed —
+"black-box attacks beat white-box attacks", the sign of masked gradients of Athalye, Carlini &
+Wagner (2018, §3.1):
 
-- logit: C&W on the logits against the softmax attack, per seed (the run's own diagnostic,
-  `masking.flagged`: the softmax attack succeeds on under half as many digits);
-- transfer: adversarials crafted on another model (Carlini & Wagner 2017, §VIII) that lie within
-  the softmax attack's largest ε, against that attack at that ε;
-- gradient-free: Square (Andriushchenko et al. 2020), at the largest ε both attacks ran, against
-  the softmax attack at that ε.
+- margin: a fixed-budget attack on another loss (AutoAttack: APGD-T on the DLR margin) at the
+  largest ε both ran;
+- gradient-free: Square (Andriushchenko et al. 2020) at the largest ε both ran;
+- transfer: adversarials crafted on another model (Carlini & Wagner 2017, §VIII; high-confidence
+  ones where the manifest asks for κ > 0) that lie within the softmax attack's largest ε, the
+  target's own budget.
 
-The transfer and gradient-free checks pair (seed, digit) rows of the clean-correct digits and ask,
-with a one-sided exact McNemar test, whether the other attack alone fools more digits than the
-softmax attack alone. Each such digit is a proof: an adversarial exists inside the budget where
-the white-box attack found none. Like the logit check, a check flags masking only when the gap is
-also large — the softmax attack succeeds on under half as many digits (`MASKING_RATIO`) — since a
-white-box attack with a short budget that misses a few digits Square finds (PGD-20 at 95.7% vs
-Square at 100% on the undistilled model of the seed study) is weak, not masked. Pure pandas and
-scipy on the report's frames.
+Every check is at a matched budget: an attack without a bound (C&W) always succeeds, so comparing
+it with a bounded one would call real robustness masking. Each pairs the (seed, digit) rows of the
+clean-correct digits and asks, with a one-sided exact McNemar test, whether the other attack alone
+fools more digits than the softmax attack alone. Each such digit is a proof: an adversarial exists
+inside the budget where the white-box attack found none. A check flags masking only when the gap
+is also large — the softmax attack succeeds on under half as many digits (`MASKING_RATIO`) — since
+a white-box attack that misses a few digits another finds is weak, not masked
+(`suite.report.soundness` checks PGD's strength). Pure pandas and scipy on the report's frames.
 """
-
-import math
 
 import numpy as np
 import pandas as pd
@@ -35,8 +34,11 @@ from suite.report.frames import attack_kinds, attack_norm
 
 _KEYS = ["seed", *stats.PAIR_KEYS]  # a (seed, digit[, target]) row, as the paired tests pair them
 
+CHECKS = ("margin", "gradient_free", "transfer")
 COLUMNS = [
-    "condition", "softmax_attack", "seeds", "logit_flagged_seeds",
+    "condition", "softmax_attack", "seeds",
+    "margin_attack", "margin_eps", "softmax_success_at_margin_eps", "margin_success",
+    "margin_only", "softmax_only_margin", "margin_p", "margin_flagged",
     "transfer_attack", "transfer_source", "transfer_eps", "softmax_success_at_transfer_eps",
     "transfer_success", "transfer_only", "softmax_only_transfer", "transfer_p", "transfer_flagged",
     "gradient_free_attack", "gradient_free_eps", "softmax_success_at_gradient_free_eps",
@@ -45,9 +47,9 @@ COLUMNS = [
 ]  # fmt: skip
 
 MASKED, CLEAR, INCOMPLETE = "masking", "no masking found", "incomplete"
-"""Verdicts: a check flagged the condition; all three ran and none did; some did not run. The
-transfer check does not apply to the transfer's own source (its adversarials are the direct
-attack's), so there two checks suffice."""
+"""Verdicts: a check flagged the condition; the transfer check and at least one matched-budget
+check (margin, gradient-free) ran and none flagged it; otherwise incomplete. The transfer check
+does not apply to the transfer's own source (its adversarials are the direct attack's)."""
 
 
 def softmax_attack(direct: pd.DataFrame) -> str | None:
@@ -60,7 +62,6 @@ def softmax_attack(direct: pd.DataFrame) -> str | None:
 
 
 def three_way(
-    masking: pd.DataFrame,
     direct: pd.DataFrame,
     transfer: pd.DataFrame,
     gradient_free: list[str],
@@ -69,15 +70,18 @@ def three_way(
     alpha: float,
 ) -> pd.DataFrame:
     """One row per condition (in `order`): the three checks and the verdict (module docstring).
-    `direct` and `transfer` are the report's per-digit attack rows, `masking` its per-seed
-    diagnostic, `budgets` each fixed-budget attack's ε list. Empty without a softmax attack."""
+    `direct` and `transfer` are the report's per-digit attack rows, `budgets` each fixed-budget
+    attack's ε list, `gradient_free` the attacks that use no gradient. Empty without a softmax
+    attack."""
     soft = softmax_attack(direct)
     if soft is None or not budgets.get(soft):
         return pd.DataFrame(columns=COLUMNS)
     soft_rows = direct[direct["attack"] == soft]
     norm = attack_norm(str(soft_rows["attack_kind"].iloc[0]), soft_rows)
-    free = next((a for a in gradient_free if a in set(direct["attack"])), None)
-    free_eps = _largest_common(budgets.get(free or "", []), budgets[soft])
+    matched = {
+        "gradient_free": _matched(direct, gradient_free, budgets, soft, norm, free=True),
+        "margin": _matched(direct, gradient_free, budgets, soft, norm, free=False),
+    }
     moved = transfer["attack"].drop_duplicates().tolist() if not transfer.empty else []
     moved_name = moved[0] if moved else None
     source = (
@@ -90,24 +94,22 @@ def three_way(
         mine = soft_rows[soft_rows["condition"] == condition]
         if mine.empty:
             continue
-        flags = masking[masking["condition"] == condition]["flagged"].astype(bool)
         row: dict[str, object] = {
             "condition": condition,
             "softmax_attack": soft,
             "seeds": int(mine["seed"].nunique()),
-            "logit_flagged_seeds": int(flags.sum()) if len(flags) else math.nan,
         }
         if condition != source:
             row |= _transfer_check(mine, transfer, moved_name, condition, norm, max(budgets[soft]))
         row["transfer_source"] = source
-        if free is not None and free_eps is not None:
-            other = direct[(direct["attack"] == free) & (direct["condition"] == condition)]
-            row |= _prefixed(
-                "gradient_free", free, free_eps, _paired(mine, other, free_eps, free_eps, None)
-            )
+        for check, (other, eps) in matched.items():
+            if other is None or eps is None:
+                continue
+            theirs = direct[(direct["attack"] == other) & (direct["condition"] == condition)]
+            row |= _prefixed(check, other, eps, _paired(mine, theirs, eps, eps, None))
         out.append(row)
     table = pd.DataFrame(out).reindex(columns=COLUMNS)
-    for check in ("transfer", "gradient_free"):
+    for check in CHECKS:
         soft_rate = table[f"softmax_success_at_{check}_eps"].astype(float)
         other_rate = table[f"{check}_success"].astype(float)
         table[f"{check}_flagged"] = (table[f"{check}_p"] < alpha) & (
@@ -115,6 +117,29 @@ def three_way(
         )
     table["verdict"] = [_verdict(r) for r in table.itertuples()]
     return table
+
+
+def _matched(
+    direct: pd.DataFrame,
+    gradient_free: list[str],
+    budgets: dict[str, list[float]],
+    soft: str,
+    norm: str,
+    free: bool,
+) -> tuple[str | None, float | None]:
+    """The first fixed-budget attack of `norm` that does not follow the softmax gradient and is
+    (`free`) or is not gradient-free, with the largest ε it shares with `soft`; (None, None)."""
+    kinds = attack_kinds(direct)
+    for attack, kind in kinds.items():
+        if attack == soft or kind in SOFTMAX_KINDS or (attack in gradient_free) != free:
+            continue
+        if not attack_kind(kind).fixed_budget:
+            continue
+        rows = direct[direct["attack"] == attack]
+        eps = _largest_common(budgets.get(attack, []), budgets[soft])
+        if attack_norm(kind, rows) == norm and eps is not None:
+            return attack, eps
+    return None, None
 
 
 def _transfer_check(
@@ -193,17 +218,11 @@ def _largest_common(a: list[float], b: list[float]) -> float | None:
 
 
 def _verdict(row) -> str:
-    """MASKED if the transfer or gradient-free check flags the condition, or the logit check flags
-    it on a majority of seeds; CLEAR if all three ran (the transfer's source: the other two) and
-    none did; INCOMPLETE otherwise."""
-    logit = row.logit_flagged_seeds
-    logit_ran = not (isinstance(logit, float) and math.isnan(logit))
-    if (
-        bool(row.transfer_flagged)
-        or bool(row.gradient_free_flagged)
-        or (logit_ran and logit > row.seeds / 2)
-    ):
+    """MASKED if any check flags the condition; CLEAR if the transfer check (or, on the transfer's
+    source, none is needed) and at least one matched-budget check ran and none flagged it;
+    INCOMPLETE otherwise."""
+    if any(bool(getattr(row, f"{check}_flagged")) for check in CHECKS):
         return MASKED
     transfer_ran = not pd.isna(row.transfer_p) or row.condition == row.transfer_source
-    ran = [logit_ran, transfer_ran, not pd.isna(row.gradient_free_p)]
-    return CLEAR if all(ran) else INCOMPLETE
+    matched_ran = not pd.isna(row.margin_p) or not pd.isna(row.gradient_free_p)
+    return CLEAR if transfer_ran and matched_ran else INCOMPLETE

@@ -23,13 +23,16 @@ _FACES = {
 BODY_PT = 9.5
 TABLE_PT = 7.5
 _MAX_IMAGE_HEIGHT = 0.62  # of the printable page height, so a figure and its caption fit
-_MIN_TABLE_PT = 6.0
+_MIN_TABLE_PT = 4.5  # a wide table shrinks to this before any word would break
 _CELL_PADDING_MM = 2.5
 _WRAP_CELLS_LONGER_THAN = 20  # characters; longer cells wrap rather than widen their column
 _BREAK_AFTER = re.compile(r"(?<=\w[-/_])(?=\w)")
 """Where a table cell's long name may wrap (a zero-width space there): after a hyphen, slash or
 underscore inside a word, so "t100/teacher" wraps as "t100/" "teacher", never mid-word as
 "t100/teach" "er", and a minus sign stays on its number ("-0.21")."""
+_KEEP_TOGETHER = re.compile(r"(?<=[\d%]) (?=\[)|(?<=\d), (?=[-+]?\d)|(?<=\d) (?=pp\b)")
+"""Spaces a line must not break at (a no-break space there): between an estimate and its interval
+and inside the interval, "0.942 [0.80, 1.16]", and before a unit, "+1.5 pp"."""
 _NEW_PAGE_BELOW = 0.7  # a section starting lower on the page starts on the next one
 _STYLES = {
     "h1": TextStyle(font_size_pt=17, color=(0, 0, 0), t_margin=2, b_margin=0.4),
@@ -79,6 +82,7 @@ def _html(markdown: str, base_dir: Path, pdf: FPDF) -> str:
             if child.type == "image":
                 _size_image(child, base_dir, pdf)
             elif in_table and child.type in ("text", "code_inline"):
+                child.content = _KEEP_TOGETHER.sub("\u00a0", child.content)
                 child.content = _BREAK_AFTER.sub("\u200b", child.content)
     md.add_render_rule("table_open", _table_open)
     md.add_render_rule("table_close", lambda *a: "</table></font>")
@@ -109,7 +113,8 @@ def _size_table(tokens: list[Token], start: int, pdf: FPDF) -> None:
             column = 0
         elif token.type in ("th_open", "td_open"):
             text = tokens[j + 1].content if tokens[j + 1].type == "inline" else ""
-            words = _BREAK_AFTER.sub(" ", text).split()
+            text = _KEEP_TOGETHER.sub("\u00a0", text)
+            words = _BREAK_AFTER.sub(" ", text).split(" ")
             word_mm = max(map(pdf.get_string_width, words), default=0.0)
             if token.type == "th_open":
                 headers.append(token)

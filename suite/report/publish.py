@@ -53,36 +53,24 @@ def headline(output: ReportOutput, data: ReportData) -> tuple[str, pd.DataFrame]
         or c.startswith(("success rate", "ratio, all digits"))
     ]
     table = summary[columns].copy()
-    flags = _masking(data, output.masking_checks)
+    flags = _masking(output.masking_checks)
     table.insert(len(table.columns), "gradient masking flag", table["condition"].map(flags))
     return attack, table
 
 
-def _masking(data: ReportData, checks: pd.DataFrame) -> dict[str, str]:
-    """Per condition: the three-way masking verdict with the checks that flagged it where the
-    transfer and gradient-free checks ran (`suite.report.masking`), else the logit check alone."""
-    if data.masking.empty:
-        logit: dict[str, str] = {}
-    else:
-        flags = data.masking.groupby("condition")["flagged"].agg(["sum", "count"])
-        logit = {
-            c: (f"yes ({int(r['sum'])}/{int(r['count'])} seeds)" if r["sum"] else "no")
-            for c, r in flags.iterrows()
-        }
-    out = dict(logit)  # conditions without a three-way row keep the logit check's flag
+def _masking(checks: pd.DataFrame) -> dict[str, str]:
+    """Per condition: the three-way masking verdict with what each matched-budget check found
+    (`suite.report.masking`)."""
+    names = {"margin": "margin", "gradient_free": "gradient-free", "transfer": "transfer"}
+    out = {}
     for r in checks.itertuples():
-        parts = [f"logit {logit.get(r.condition, 'not run')}"]
-        if r.condition == r.transfer_source:
-            parts.append("transfer: its source")
+        parts = ["transfer: its source"] if r.condition == r.transfer_source else []
         parts += [
-            f"{name} {'flagged' if flagged else 'clear'}"
-            for name, p, flagged in (
-                ("transfer", r.transfer_p, r.transfer_flagged),
-                ("Square", r.gradient_free_p, r.gradient_free_flagged),
-            )
-            if not pd.isna(p)
+            f"{label} {'flagged' if getattr(r, f'{check}_flagged') else 'clear'}"
+            for check, label in names.items()
+            if not pd.isna(getattr(r, f"{check}_p"))
         ]
-        out[r.condition] = f"{r.verdict} ({'; '.join(parts)})"
+        out[r.condition] = f"{r.verdict} ({'; '.join(parts)})" if parts else str(r.verdict)
     return out
 
 

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from suite.attacks import NORM_TOLERANCE
+
 _BOOTSTRAP_CELLS = 2_000_000
 PAIR_KEYS = ["sample_index", "target"]
 
@@ -376,9 +378,31 @@ def encoded_distortion(rows: pd.DataFrame, norm: str) -> np.ndarray:
     return np.where(~clean_correct, 0.0, np.where(success, value, np.inf))
 
 
-def fooled(rows: pd.DataFrame) -> np.ndarray:
-    """Per row 1.0 where the digit ends misclassified (attack succeeded, or misclassified clean:
-    the standard robust-accuracy denominator is every attacked digit), else 0.0."""
+def fooled(rows: pd.DataFrame, eps: float | None = None) -> np.ndarray:
+    """Per row 1.0 where the digit ends misclassified (attack succeeded, within ε where `eps` is
+    given, or misclassified clean: the standard robust-accuracy denominator is every attacked
+    digit), else 0.0."""
     clean_correct = rows["clean_correct"].to_numpy(dtype=bool)
     success = rows["success"].to_numpy(dtype=bool)
+    if eps is not None:
+        success = success & (rows["eps"].to_numpy(dtype=float) <= eps + NORM_TOLERANCE)
     return np.where(clean_correct, success.astype(float), 1.0)
+
+
+def robust_difference(
+    base_fooled: np.ndarray,
+    other_fooled: np.ndarray,
+    seeds: np.ndarray,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Robust accuracy of other minus baseline over paired (seed, digit) rows, with a two-level
+    bootstrap interval (seeds, then digits within seed) of the mean paired difference, so the
+    interval carries the seed-to-seed variation."""
+    d = (np.asarray(base_fooled, float) - np.asarray(other_fooled, float)).ravel()
+    if d.size == 0:
+        return float("nan"), float("nan"), float("nan")
+    seeds = np.asarray(seeds).ravel()
+    groups = [d[seeds == s] for s in np.unique(seeds)]
+    lo, hi = two_level_bootstrap_ci(groups, np.nanmean, alpha=alpha, seed=seed)
+    return float(d.mean()), lo, hi

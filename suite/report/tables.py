@@ -206,6 +206,11 @@ SEED_COLUMNS = [
 ratio_hi/p."""
 
 
+FIXED_COLUMNS = ["eps", "robust_base", "robust_other", "diff", "diff_lo", "diff_hi"]
+"""Columns of a fixed-budget row: its ε, both models' robust accuracy over the paired rows, and
+their difference (other − baseline) with a two-level bootstrap interval (seeds, then digits)."""
+
+
 def comparisons(
     attacks: pd.DataFrame,
     baselines: dict[str, str],
@@ -214,95 +219,125 @@ def comparisons(
     seed: int,
     primary: str | None = None,
     margin: float = 0.9,
+    budgets: dict[str, list[float]] | None = None,
+    unsound: dict[tuple[str, str], str] | None = None,
 ) -> pd.DataFrame:
-    """Every condition against its own baseline, per attack and digit subset, pooled over seeds
-    and per seed.
+    """Every condition against its own baseline, per attack (fixed-budget attacks: per ε of their
+    grid) and digit subset, pooled over seeds and per seed.
 
     Pairs are the same (seed, digit) under both models. Minimal attacks: `paired_comparison`
     on the log distortion ratios, per seed; the pooled row pools the per-seed Hodges–Lehmann
     estimates with seeds as the unit (`stats.seed_pooled`), its ratio and interval being that
-    pooling's (the digit-level pooled estimate is kept as `digit_ratio*`). Fixed-budget attacks:
-    `mcnemar_comparison` on robustness. Subsets: every attacked digit, and the digits both models
-    classified correctly when clean.
+    pooling's (the digit-level pooled estimate is kept as `digit_ratio*`). Fixed-budget attacks,
+    at each ε of `budgets` (else of their rows): `mcnemar_comparison` on robustness over every
+    (seed, digit) pair, and the robust-accuracy difference with its seed-level interval
+    (FIXED_COLUMNS). Subsets: every attacked digit, and the digits both models classified
+    correctly when clean.
     Only the primary endpoint (`primary`, all digits, pooled) gives verdicts: Holm adjusts within
     that family, and `stats.primary_verdict` words it (more robust, less robust, equivalent inside
     [margin, 1/margin], inconclusive). Every other pooled row is "secondary" (its estimate and
-    unadjusted p, no verdict), or "not testable" where every pair ties (both models at 0% or 100%
-    robust). `attacks` holds the best-of attacks too (`with_best_of`); conditions in `blocked`
-    (`no_verdict`), or whose baseline is, are tested but get no verdict.
+    unadjusted p, no verdict); "not testable at ε" where both models are at 0% or 100% robust
+    accuracy or every pair ties; "not used: …" where `unsound` gives the (attack, condition) a
+    reason (`suite.report.soundness`). `attacks` holds the best-of attacks too (`with_best_of`);
+    conditions in `blocked` (`no_verdict`), or whose baseline is, are tested but get no verdict.
     """
+    budgets, unsound = budgets or {}, unsound or {}
     rows: list[dict] = []
     levels: list[stats.SeedPooled | None] = []  # beside each row: its seed-level pooling, if any
     for attack, kind in attack_kinds(attacks).items():
         mine = attacks[attacks["attack"] == attack]
         fixed = is_fixed_budget(mine)
         value = "fooled" if fixed else attack_norm(kind)
-        mine = mine.assign(
-            _v=stats.fooled(mine) if fixed else stats.encoded_distortion(mine, value)
-        )
-        for condition, baseline in baselines.items():
-            pairs = _pairs(mine, baseline, condition)
-            if pairs.empty:
-                continue
-            for subset in SUBSETS:
-                chosen = pairs if subset == SUBSETS[0] else pairs[pairs["both_correct"]]
-                per_seed = []
-                for s, g in chosen.groupby("seed"):
-                    result = _compare(g, fixed, False, alpha, seed)
-                    if result.n_pairs:
-                        per_seed.append(
-                            {"attack": attack, "norm": value, "condition": condition}
-                            | {"baseline": baseline, "subset": subset, "scope": f"seed {s}"}
-                            | vars(result)
-                        )
-                result = _compare(chosen, fixed, True, alpha, seed)
-                if result.n_pairs == 0:
+        grid = (budgets.get(attack) or sorted(mine["eps"].dropna().unique())) if fixed else [None]
+        for eps in grid:
+            valued = mine.assign(
+                _v=stats.fooled(mine, eps) if fixed else stats.encoded_distortion(mine, value)
+            )
+            head = {"attack": attack, "norm": value, "eps": np.nan if eps is None else eps}
+            for condition, baseline in baselines.items():
+                pairs = _pairs(valued, baseline, condition)
+                if pairs.empty:
                     continue
-                pooled = (
-                    {"attack": attack, "norm": value, "condition": condition}
-                    | {"baseline": baseline, "subset": subset, "scope": "pooled"}
-                    | vars(result)
-                )
-                level = None if fixed else _seed_level(per_seed, alpha)
-                if level is not None:
-                    pooled |= _level_columns(level)
-                    if np.isfinite(level.estimate):  # seeds as the unit: their interval
-                        pooled |= {
-                            f"digit_{k}": pooled[k] for k in ("ratio", "ratio_lo", "ratio_hi", "p")
-                        }
-                        pooled |= {
-                            "ratio": float(np.exp(level.estimate)),
-                            "ratio_lo": float(np.exp(level.lo)),
-                            "ratio_hi": float(np.exp(level.hi)),
-                            "p": level.p,
-                        }
-                rows += [pooled, *per_seed]
-                levels += [level] + [None] * len(per_seed)
-    columns = ["attack", "norm", "condition", "baseline", "subset", "scope"]
-    columns += list(stats.PairedResult.__dataclass_fields__) + SEED_COLUMNS
+                for subset in SUBSETS:
+                    chosen = pairs if subset == SUBSETS[0] else pairs[pairs["both_correct"]]
+                    found = _subset_rows(
+                        chosen, fixed, head | {"condition": condition, "baseline": baseline,
+                                               "subset": subset}, alpha, seed
+                    )  # fmt: skip
+                    rows += found[0]
+                    levels += found[1]
+    columns = ["attack", "norm", "eps", "condition", "baseline", "subset", "scope"]
+    columns += list(stats.PairedResult.__dataclass_fields__) + FIXED_COLUMNS[1:] + SEED_COLUMNS
     table = pd.DataFrame(rows, columns=columns)
     reasons = [
         blocked.get(c) or _baseline_reason(blocked.get(b), b)
         for c, b in zip(table["condition"], table["baseline"], strict=True)
+    ]
+    unused = [
+        unsound.get((a, c), "") for a, c in zip(table["attack"], table["condition"], strict=True)
     ]
     is_pooled = table["scope"] == "pooled"
     family = (
         is_pooled
         & (table["subset"] == SUBSETS[0])
         & (table["attack"] == primary)
-        & pd.Series([r is None for r in reasons], index=table.index, dtype=bool)
-    )
+        & pd.Series([r is None and not u for r, u in zip(reasons, unused, strict=True)],
+                    index=table.index, dtype=bool)
+    )  # fmt: skip
     table["p_adj"] = np.nan
     table.loc[family, "p_adj"] = stats.holm_bonferroni(table.loc[family, "p"].to_numpy())
     table["verdict"] = [
-        _verdict(table.loc[i], level, reason, bool(family[i]), margin, alpha)
+        _verdict(table.loc[i], level, reason or unused[i] or None, bool(family[i]), margin, alpha)
         for i, level, reason in zip(table.index, levels, reasons, strict=True)
     ]
     table["seeds"] = [
-        "" if level is None or v.startswith("no verdict") else _heterogeneity(level)
+        "" if level is None or not _has_verdict(v) else _heterogeneity(level)
         for level, v in zip(levels, table["verdict"], strict=True)
     ]
     return table
+
+
+def _subset_rows(
+    chosen: pd.DataFrame, fixed: bool, head: dict[str, object], alpha: float, seed: int
+) -> tuple[list[dict], list[stats.SeedPooled | None]]:
+    """The pooled row and the per-seed rows of one (attack, ε, condition, subset), each with its
+    seed-level pooling (None where there is none); nothing where no pair remains."""
+    per_seed = []
+    for s, g in chosen.groupby("seed"):
+        result = _compare(g, fixed, alpha, seed)
+        if result.n_pairs:
+            per_seed.append(head | {"scope": f"seed {s}"} | vars(result) | _robust(g, fixed))
+    result = _compare(chosen, fixed, alpha, seed)
+    if result.n_pairs == 0:
+        return [], []
+    pooled = head | {"scope": "pooled"} | vars(result) | _robust(chosen, fixed, alpha, seed)
+    level = None if fixed else _seed_level(per_seed, alpha)
+    if level is not None:
+        pooled |= _level_columns(level)
+        if np.isfinite(level.estimate):  # seeds as the unit: their interval
+            pooled |= {f"digit_{k}": pooled[k] for k in ("ratio", "ratio_lo", "ratio_hi", "p")}
+            pooled |= {
+                "ratio": float(np.exp(level.estimate)),
+                "ratio_lo": float(np.exp(level.lo)),
+                "ratio_hi": float(np.exp(level.hi)),
+                "p": level.p,
+            }
+    return [pooled, *per_seed], [level] + [None] * len(per_seed)
+
+
+def _robust(
+    pairs: pd.DataFrame, fixed: bool, alpha: float | None = None, seed: int = 0
+) -> dict[str, float]:
+    """A fixed-budget row's robust accuracies and their difference (the interval only for a pooled
+    row, `alpha` given); nothing for a minimal attack."""
+    if not fixed:
+        return {}
+    b, o = pairs["_v_base"].to_numpy(float), pairs["_v_other"].to_numpy(float)
+    out = {"robust_base": float(1 - b.mean()), "robust_other": float(1 - o.mean())}
+    if alpha is None:
+        return out | {"diff": out["robust_other"] - out["robust_base"]}
+    diff, lo, hi = stats.robust_difference(b, o, pairs["seed"].to_numpy(), alpha, seed)
+    return out | {"diff": diff, "diff_lo": lo, "diff_hi": hi}
 
 
 def _seed_level(per_seed: list[dict], alpha: float) -> stats.SeedPooled:
@@ -341,17 +376,29 @@ def _verdict(
     margin: float,
     alpha: float,
 ) -> str:
+    if reason and reason.startswith("not used"):
+        return reason if row["scope"] == "pooled" else ""
     if reason:
         return f"no verdict: {reason}"
     if row["scope"] != "pooled":
         return ""
-    if row["test"] == "mcnemar" and row["n_other_larger"] == 0 and row["n_base_larger"] == 0:
-        return "not testable: every digit ties (both models equally fooled)"
+    if row["test"] == "mcnemar":
+        at = f"not testable at ε {row['eps']:g}"
+        for value in (0.0, 1.0):
+            if row["robust_base"] == value and row["robust_other"] == value:
+                return f"{at}: both models at {100 * value:.0f}% robust accuracy"
+        if row["n_other_larger"] == 0 and row["n_base_larger"] == 0:
+            return f"{at}: every pair ties"
     if not primary:
         return "secondary"
     if level is None:
         return "inconclusive (a fixed-budget primary endpoint has no seed-level pooling)"
     return stats.primary_verdict(level, row["p_adj"], margin, alpha)
+
+
+def _has_verdict(verdict: str) -> bool:
+    """Whether a row's verdict is a statement about the data (its heterogeneity is shown)."""
+    return not verdict.startswith(("no verdict", "not used", "not testable"))
 
 
 def _heterogeneity(level: stats.SeedPooled) -> str:
@@ -380,17 +427,15 @@ def _pairs(rows: pd.DataFrame, baseline: str, condition: str) -> pd.DataFrame:
     return pairs
 
 
-def _compare(
-    pairs: pd.DataFrame, fixed: bool, pooled: bool, alpha: float, seed: int
-) -> stats.PairedResult:
-    digit = pairs.groupby(stats.PAIR_KEYS, dropna=False).ngroup().to_numpy()  # target may be NaN
+def _compare(pairs: pd.DataFrame, fixed: bool, alpha: float, seed: int) -> stats.PairedResult:
+    """McNemar on robustness over the (seed, digit) pairs (fixed budget); else the Wilcoxon on
+    log ratios, one value per digit (the median of its per-seed log ratios)."""
     if fixed:
-        b, o = pairs["_v_base"], pairs["_v_other"]
-        if pooled:
-            b, o = b.groupby(digit).median(), o.groupby(digit).median()
-        return stats.mcnemar_comparison(b.to_numpy(), o.to_numpy(), alpha=alpha, seed=seed)
+        b, o = pairs["_v_base"].to_numpy(), pairs["_v_other"].to_numpy()
+        return stats.mcnemar_comparison(b, o, alpha=alpha, seed=seed)
+    digit = pairs.groupby(stats.PAIR_KEYS, dropna=False).ngroup().to_numpy()  # target may be NaN
     d = stats.log_ratios(pairs["_v_base"].to_numpy(), pairs["_v_other"].to_numpy())
-    return stats.paired_comparison(stats.pooled_log_ratios(d, digit) if pooled else d, alpha)
+    return stats.paired_comparison(stats.pooled_log_ratios(d, digit), alpha)
 
 
 def summary_table(
@@ -468,3 +513,36 @@ def transfer_matrix(transfer: pd.DataFrame, order: list[str]) -> pd.DataFrame:
             row[condition] = cell
         out.append(row)
     return pd.DataFrame(out, columns=["attack", "source", *order])
+
+
+PRIMARY_COLUMNS = [
+    "condition", "baseline", "test_acc", "attacked_correct", "attacked_rows", "seeds_k", "ratio",
+    "ratio_lo", "ratio_hi", "p_adj", "verdict", "heterogeneity", "per_seed",
+]  # fmt: skip
+
+
+def primary_table(
+    compared: pd.DataFrame, primary: str | None, attacked: pd.Series, attacks: pd.DataFrame
+) -> pd.DataFrame:
+    """The answer's table: per compared model, its clean test accuracy (`attacked_accuracy`: the
+    whole test split, mean over seeds), the share of its attacked (seed, digit) rows classified
+    correctly clean (with that denominator), and the primary endpoint's pooled all-digit effect
+    with its seed-level interval, adjusted p, verdict and heterogeneity; `per_seed` lists each
+    seed's own ratio (for the figure)."""
+    rows = compared[
+        (compared["attack"] == primary)
+        & (compared["subset"] == SUBSETS[0])
+        & compared["scope"].str.startswith(("pooled", "seed "))
+    ]
+    mine = attacks[attacks["attack"] == primary]
+    out = []
+    for r in rows[rows["scope"] == "pooled"].itertuples():
+        seeds = rows[(rows["condition"] == r.condition) & (rows["scope"] != "pooled")]
+        attacked_rows = mine[mine["condition"] == r.condition]
+        out.append(
+            [r.condition, r.baseline, attacked.get(r.condition, np.nan),
+             attacked_rows["clean_correct"].astype(bool).mean(), len(attacked_rows),
+             int(r.k) if pd.notna(r.k) else seeds["scope"].nunique(), r.ratio, r.ratio_lo,
+             r.ratio_hi, r.p_adj, r.verdict, r.seeds, seeds["ratio"].astype(float).tolist()]
+        )  # fmt: skip
+    return pd.DataFrame(out, columns=PRIMARY_COLUMNS)
