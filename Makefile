@@ -35,9 +35,8 @@ SUITE ?= $(BIN)/suite
 STUDY ?= seed-study
 results: $(if $(filter $(BIN)/suite,$(SUITE)),$(STAMP))
 	$(SUITE) data download mnist --root data
-	start=$$(date +%s); \
-	MLFLOW_DISABLE_TELEMETRY=true $(SUITE) run manifests/$(STUDY).toml && \
-	MLFLOW_DISABLE_TELEMETRY=true $(SUITE) publish manifests/$(STUDY).toml --started $$start
+	MLFLOW_DISABLE_TELEMETRY=true $(SUITE) run manifests/$(STUDY).toml
+	MLFLOW_DISABLE_TELEMETRY=true $(SUITE) publish manifests/$(STUDY).toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check suite tests bench

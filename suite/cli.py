@@ -412,24 +412,29 @@ def publish(
     readme: Annotated[
         Path, typer.Option(help="README whose results block receives the headline")
     ] = Path("README.md"),
-    started: Annotated[
-        float | None, typer.Option(help="Unix time the run began (for the recorded wall time)")
-    ] = None,
+    allow_mixed: Annotated[
+        bool,
+        typer.Option(
+            "--allow-mixed",
+            help="Publish even where one attack's results were made by commits that changed its code",
+        ),
+    ] = False,
 ) -> None:
     """Publish an experiment: its report in results/<experiment> with a README of how it was made
-    (commands, commit, device, wall time, data), and its headline in the top-level README.
+    (commands, commits, device, compute time, data), and its answer in the top-level README.
     `make results` calls this after `suite run`; the published files are never edited by hand."""
-    import time
     from datetime import UTC, datetime
 
     from suite.console import console, say
     from suite.manifest import load_manifest
+    from suite.provenance import attack_sources, code_changed
     from suite.report.collect import collect
     from suite.report.paths import add_written, report_dir
     from suite.report.publish import (
         Provenance,
         headline,
         incomplete,
+        mixed_commits,
         readme_section,
         results_readme,
         splice,
@@ -447,12 +452,24 @@ def publish(
     text = readme.read_text(encoding="utf-8")
     splice(text, "")  # no markers: fail before anything is written
     data = collect(Store(read_only=True), name)
+    kinds = {a.name: a.kind for a in spec.attacks}
+    mixed = mixed_commits(
+        {a: c for a, c in data.attack_commits.items() if a in kinds},
+        lambda attack, a, b: code_changed(a, b, attack_sources(kinds[attack])),
+    )
+    if mixed and not allow_mixed:
+        attack, found = next(iter(mixed.items()))
+        raise SuiteError(
+            f"{manifest}: attack {attack!r} has results made by commits {', '.join(found)}, "
+            f"between which its code changed; rerun it (`suite run {manifest}` after removing "
+            "those results) or pass --allow-mixed to publish them side by side"
+        )
     output = render_report(data, out_dir)
     attack, table = headline(output, data)
     provenance = Provenance(
         manifest=str(manifest),
         commit=git_commit(),
-        wall_seconds=None if started is None else time.time() - started,
+        attack_commits=data.attack_commits,
         run_seconds=data.run_seconds,
         runs=int((data.accuracy["status"] == "FINISHED").sum()),
         device=_device_description(spec.experiment.device),
@@ -466,10 +483,11 @@ def publish(
     )
     missing = incomplete(data)
     (out_dir / "README.md").write_text(
-        results_readme(attack, table, output.conclusion, provenance, missing), encoding="utf-8"
+        results_readme(attack, table, output.answer, output.conclusion, provenance, missing),
+        encoding="utf-8",
     )
     add_written(out_dir, ["README.md"])
-    section = readme_section(attack, table, output.conclusion, out_dir.as_posix(), missing)
+    section = readme_section(attack, table, output.answer, out_dir.as_posix(), missing)
     readme.write_text(splice(text, section), encoding="utf-8")
     say(f"published {name!r} in {out_dir}/ and its headline in {readme}")
     if missing:

@@ -12,13 +12,17 @@ from suite.attacks.diagnostics import saturated_fraction, softmax_gradient_norms
 from suite.attacks.targets import choose_targets, rows_per_sample
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-KINDS = {"cw-l2", "cw-linf", "cw-l0", "ddn", "fmn", "pgd-linf", "pgd-l2", "fgsm", "autoattack"}
+KINDS = {
+    "cw-l2", "cw-linf", "cw-l0", "ddn", "fmn", "fmn-linf", "pgd-linf", "pgd-l2", "fgsm",
+    "autoattack",
+}  # fmt: skip
 SMALL = {
     "cw-l2": {"binary_steps": 3, "max_iterations": 50},
     "cw-linf": {"max_iterations": 20},
     "cw-l0": {"max_iterations": 20},
     "ddn": {"steps": 20},
     "fmn": {"steps": 20},
+    "fmn-linf": {"steps": 20},
     "pgd-linf": {"steps": 5, "eps": [0.1, 0.3]},
     "pgd-l2": {"steps": 5, "eps": [1.0, 3.0]},
     "fgsm": {"eps": [0.1, 0.3]},
@@ -70,6 +74,7 @@ def test_every_kind_has_forbidding_params_with_defaults():
         ("cw-l2", {"target_mode": "nearest"}, "'random', 'next', 'least-likely' or 'all'"),
         ("cw-l2", {"lr_warmup": 20}, 'lr_warmup set: add lr_schedule = "cosine"'),
         ("pgd-linf", {"eps": []}, "at least 1 item"),
+        ("pgd-linf", {"restarts": 2, "random_start": False}, "restarts > 1 needs random_start"),
         ("pgd-l2", {"eps": [1.0, -0.5]}, "greater than 0"),
         ("fgsm", {"steps": 3}, "Extra inputs"),
     ],

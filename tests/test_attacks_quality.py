@@ -234,3 +234,22 @@ def test_every_minimal_norm_l2_attack_survives_defensive_distillation(t100_stude
     # the student does mask gradients: DDN on the paper's cross-entropy fails where C&W wins
     ce = attack("ddn", t100_student, data, n=n, steps=200, loss="ce").records
     assert ce["success"].to_numpy()[cw_won].mean() < 0.5
+
+
+def test_pgd_restarts_only_add_rows_and_keep_the_first_starts_draws(trained_tiny, mnist5k_splits):
+    """A restart runs only on the rows the earlier starts left robust, from a new random start:
+    with 10 starts PGD fools a superset of what one start fools, the rows one start fooled get the
+    very same image, and a restarted row costs one more start's gradients."""
+    x, y = mnist5k_splits.test.x[:60], mnist5k_splits.test.y[:60]
+    data = (x, y, np.arange(60))
+    kw = {"eps": [0.08], "steps": 1, "step_size": 1.0}  # one step: the start decides
+    one = attack("pgd-linf", trained_tiny, data, n=60, **kw)
+    ten = attack("pgd-linf", trained_tiny, data, n=60, restarts=10, **kw)
+    first, more = one.records["success"].to_numpy(), ten.records["success"].to_numpy()
+    assert (more >= first).all() and more.sum() > first.sum()
+    assert torch.equal(
+        ten.x_adv[torch.from_numpy(first.copy())], one.x_adv[torch.from_numpy(first.copy())]
+    )
+    evals = ten.records["grad_evals"].to_numpy()
+    attacked = one.records["clean_correct"].to_numpy() & ~first
+    assert (evals[attacked] > 1).all() and (evals[attacked] <= 10).all()

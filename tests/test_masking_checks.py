@@ -88,9 +88,7 @@ def test_transfers_outside_the_budget_prove_nothing_and_agreement_clears():
 
 
 def test_without_a_gradient_free_attack_the_verdict_is_incomplete():
-    direct, transfer, budgets = _study(
-        square_t100=5, transfer_linf=0.45, with_square=False
-    )
+    direct, transfer, budgets = _study(square_t100=5, transfer_linf=0.45, with_square=False)
     table = three_way(direct, transfer, [], budgets, ["base", "t100"], 0.05)
     t100 = table.set_index("condition").loc["t100"]
     assert pd.isna(t100["gradient_free_p"]) and t100["verdict"] == INCOMPLETE
@@ -203,3 +201,99 @@ def test_a_gain_under_a_secondary_attack_is_never_a_verdict_or_a_robustness_clai
     assert "on this run's defensive distillation: cannot be checked" in text
     assert "Models trained only on synthetic or coreset images" in text
     assert "`dm` -4.0 pp, ratio 0.780 [0.780, 0.780] (less robust)" in text
+
+
+def _records(model, kind, params, x, y, idx, condition, attack, source=None):
+    """A real attack on `model` as the report's per-digit rows (one seed)."""
+    from suite.attacks import ATTACK_PARAMS, run_attack
+
+    rec = run_attack(kind, ATTACK_PARAMS[kind](**params), model, x, y, idx, seed=0).records
+    rec = rec.assign(condition=condition, seed=0, attack=attack, attack_kind=kind, target=pd.NA)
+    if source is not None:
+        rec["source"] = source
+    rec["target"] = rec["target"].astype("Int64")
+    return rec
+
+
+def test_real_adversarial_training_is_not_masking_and_real_defensive_distillation_is(
+    trained_tiny, mnist5k_splits
+):
+    """Issue 25, item 7, on real models: a tiny net adversarially trained at ε 0.1 resists PGD
+    about as well as it resists AutoAttack's APGD-T and Square inside that ε (no masking); a
+    T = 100 defensively distilled one resists PGD only (masking). Transfers: high-confidence C&W
+    adversarials of the plain net."""
+    import torch
+    import torch.nn.functional as F
+    from conftest import torch_threads
+
+    from suite.adversarial_training import PGDTraining, adversarial_batch
+    from suite.models import build_model
+    from suite.training import Recipe, fit
+
+    splits = mnist5k_splits
+    xtr, ytr = splits.train.x, splits.train.y
+    recipe = Recipe(epochs=2, batch_size=64, optimizer="adam", lr=3e-3)
+    with torch_threads(1):
+        torch.manual_seed(0)
+        adv = build_model("tiny", dropout=0.0)
+        s = PGDTraining(eps=0.1, steps=2, step_size=0.75)
+        fit(adv, xtr, ytr, ytr, recipe, seed=0,
+            batch_loss=lambda m, x, t, y: adversarial_batch(m, x, y, s))  # fmt: skip
+        torch.manual_seed(0)
+        teacher = build_model("tiny", dropout=0.0)
+        fit(teacher, xtr, ytr, ytr, recipe, seed=0, temperature=100.0)
+        with torch.inference_mode():
+            soft = F.softmax(teacher(xtr) / 100.0, dim=1)
+        torch.manual_seed(0)
+        student = build_model("tiny", dropout=0.0)
+        fit(student, xtr, soft, ytr, recipe, seed=0, temperature=100.0)
+        idx = np.arange(0, 1000, 25)
+        x, y = splits.test.x[idx], splits.test.y[idx]
+        fixed = {"eps": [0.1]}
+        aa = {"version": "custom", "attacks": ["apgd-ce", "apgd-t"], "iterations": 20, **fixed}
+        square = {"version": "custom", "attacks": ["square"], "square_queries": 300, **fixed}
+        direct, transfer = [], []
+        for name, model in (("plain", trained_tiny), ("adv", adv), ("t100", student.eval())):
+            direct += [
+                _records(model, "pgd-linf", {"steps": 40, "step_size": 0.0625, **fixed}, x, y,
+                         idx, name, "pgd"),
+                _records(model, "autoattack", aa, x, y, idx, name, "aa"),
+                _records(model, "autoattack", square, x, y, idx, name, "square"),
+            ]  # fmt: skip
+        moved = run_attack_transfer(trained_tiny, [adv, student], x, y, idx)
+        transfer = pd.concat(moved, ignore_index=True)
+    direct = pd.concat(direct, ignore_index=True)
+    budgets = {"pgd": [0.1], "aa": [0.1], "square": [0.1]}
+    table = three_way(direct, transfer, ["square"], budgets, ["plain", "adv", "t100"], 0.05)
+    rows = table.set_index("condition")
+    assert rows.loc["adv", "verdict"] == CLEAR, rows.loc["adv"].to_dict()
+    assert rows.loc["t100", "verdict"] == MASKED, rows.loc["t100"].to_dict()
+    assert rows.loc["t100", "margin_flagged"]
+
+
+def run_attack_transfer(source, targets, x, y, idx):
+    """C&W L2 adversarials of `source` at κ = 5 (high confidence), evaluated on each target model:
+    the report's transfer rows (success and the perturbation's L∞ norm)."""
+    import torch
+
+    from suite.attacks import ATTACK_PARAMS, run_attack
+
+    p = ATTACK_PARAMS["cw-l2"](binary_steps=4, max_iterations=100, initial_const=0.1, lr=0.1,
+                               confidence=5.0)  # fmt: skip
+    made = run_attack("cw-l2", p, source, x, y, idx, seed=0)
+    linf = (made.x_adv - x).flatten(1).abs().amax(1).numpy()
+    out = [made.records.assign(condition="plain", linf=linf)]
+    for name, model in zip(("adv", "t100"), targets, strict=True):
+        with torch.inference_mode():
+            clean = model(x).argmax(1).numpy()
+            fooled = model(made.x_adv).argmax(1).numpy() != y.numpy()
+        out.append(
+            pd.DataFrame({"sample_index": idx, "clean_correct": clean == y.numpy(),
+                          "success": fooled & made.records["success"].to_numpy(), "linf": linf})
+            .assign(condition=name)
+        )  # fmt: skip
+    for frame in out:
+        frame["seed"], frame["attack"], frame["attack_kind"] = 0, "moved", "cw-l2"
+        frame["source"], frame["target"], frame["eps"] = "plain", pd.NA, np.nan
+        frame["target"] = frame["target"].astype("Int64")
+    return out

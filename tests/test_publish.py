@@ -24,50 +24,61 @@ def test_headline_is_best_of_l2_where_several_l2_attacks_ran(tmp_path):
     data = study_data()  # C&W L2 and DDN on the same digits
     attack, table = headline(render_report(data, tmp_path / "r", formats=("md",)), data)
     assert attack == "best-l2"
-    rows = table.set_index("condition")
+    rows = table.set_index("model")
     assert rows.loc["t100-e20", "baseline"] == "base-e20"
     assert rows.loc["t100-e20", "verdict"].startswith("more robust")
     assert "no verdict" in rows.loc["dm", "verdict"]
 
 
-def test_headline_falls_back_to_cw_and_shows_the_masking_flag(tmp_path):
-    data = synthetic_data()  # one C&W L2 attack; the distilled condition is flagged on both seeds
-    attack, table = headline(render_report(data, tmp_path / "r", formats=("md",)), data)
+def test_headline_falls_back_to_cw_and_the_readme_leads_with_the_answer(tmp_path):
+    data = synthetic_data()  # one C&W L2 attack
+    output = render_report(data, tmp_path / "r", formats=("md",))
+    attack, table = headline(output, data)
     assert attack == "cw-l2"
-    flags = table.set_index("condition")["gradient masking flag"]
-    assert flags["defensive-t50"] == "yes (2/2 seeds)" and flags["standard"] == "no"
+    assert list(table["model"]) == ["defensive-t50"] and "gradient masking" in table
     text = results_readme(
         attack,
         table,
+        output.answer,
         "Conclusion.",
         Provenance(
             manifest="m.toml",
             commit="abc123",
-            wall_seconds=90.0,
             run_seconds=1_500.0,
             runs=6,
             device="CPU",
             data_source="mnist-5k: x",
             generated="now",
             commands=("make results",),
+            attack_commits={"cw-l2": ["abc123", "def456"]},
         ),
         [],
     )
-    assert "`abc123`" in text and "1.5 min" in text and "| defensive-t50 |" in text
-    assert (
-        "compute time in the store: 25.0 min during which at least one of the 6 finished model runs"
-        in text
-    )
+    lines = text.splitlines()
+    assert lines[0] == "# Does distillation make a neural network harder to attack? (`m.toml`)"
+    assert lines[2] == "## Answer" and lines[4].startswith("Does distillation make")
+    assert text.index("| defensive-t50 |") < text.index("## How it was made")
+    assert "![primary endpoint per model](figures/primary.png)" in text
+    assert "  - `cw-l2`: `abc123`, `def456`" in text
+    # one compute-time figure, one definition
+    assert text.count(" min") == 1 and "compute time: 25.0 min, the time during which" in text
     assert "Incomplete" not in text
+
+
+def test_publishing_refuses_an_attack_whose_code_changed_between_its_results_commits():
+    from suite.report.publish import mixed_commits
+
+    commits = {"pgd": ["aaa", "bbb"], "cw": ["aaa", "ccc"], "ddn": ["aaa"], "fmn": ["x-dirty", "y"]}
+    changed = {("pgd", "aaa", "bbb")}
+    mixed = mixed_commits(commits, lambda attack, a, b: (attack, a, b) in changed)
+    assert mixed == {"pgd": ["aaa", "bbb"], "fmn": ["x-dirty", "y"]}  # dirty: code unknown
 
 
 def test_a_report_with_unfinished_runs_says_so_at_the_top():
     data = synthetic_data()  # defensive-t50 seed 2 was never run
     missing = incomplete(data)
     assert any("defensive-t50 seed 2" in m for m in missing)
-    section = readme_section(
-        "cw-l2", pd.DataFrame({"condition": ["x"]}), "C.", "results/s", missing
-    )
+    section = readme_section("cw-l2", pd.DataFrame({"model": ["x"]}), "C.", "results/s", missing)
     lines = section.splitlines()
     assert lines[0] == START and lines[1].startswith(
         f"**Incomplete: {len(missing)} run(s) of the manifest are not finished** — rerun `make results`"
@@ -142,23 +153,23 @@ def test_conclusion_names_the_positive_control_and_whether_it_was_detected(detec
     )
 
 
-def test_headline_masking_column_gives_the_three_way_verdict_where_it_ran(tmp_path):
+def test_headline_masking_column_gives_the_three_way_verdict(tmp_path):
     import dataclasses
 
     import pandas as pd
 
     from suite.report.masking import COLUMNS, MASKED
 
-    data = synthetic_data()  # the logit check flags defensive-t50 on both seeds
+    data = synthetic_data()
     output = render_report(data, tmp_path / "r", formats=("md",))
     checks = pd.DataFrame(
         [{"condition": "defensive-t50", "transfer_p": 1e-6, "transfer_flagged": True,
-          "gradient_free_p": float("nan"), "gradient_free_flagged": False, "verdict": MASKED}],
+          "margin_p": 0.5, "margin_flagged": False, "gradient_free_p": float("nan"),
+          "gradient_free_flagged": False, "verdict": MASKED}],
     ).reindex(columns=COLUMNS)  # fmt: skip
     _, table = headline(dataclasses.replace(output, masking_checks=checks), data)
-    flags = table.set_index("condition")["gradient masking flag"]
-    assert flags["defensive-t50"] == "masking (logit yes (2/2 seeds); transfer flagged)"
-    assert flags["standard"] == "no"  # no three-way row for it: the logit check's flag
+    flags = table.set_index("model")["gradient masking"]
+    assert flags["defensive-t50"] == "masking (margin clear; transfer flagged)"
 
 
 def test_conclusion_speaks_from_the_primary_endpoint_and_names_the_secondary_attacks():
@@ -179,7 +190,7 @@ def test_conclusion_speaks_from_the_primary_endpoint_and_names_the_secondary_att
     assert (
         "under the primary endpoint best-l2, L2 ratio (Hodges–Lehmann) 1.60 [1.40, 1.80] "
         "(seed-level interval, adjusted p 0.0010): inconclusive; secondary, without a verdict: "
-        "cw-l2, ddn; not testable (every digit ties): pgd." in text
+        "cw-l2, ddn; not testable at some ε (both models equally fooled): pgd." in text
     )
     # the control ran no primary-endpoint comparison: said so, and its cw-l2 gives no verdict
     assert "`adv` (adversarial, against `base`): 95.0% test accuracy (-3.0 pp); no primary" in text

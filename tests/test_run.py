@@ -322,7 +322,7 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     assert not (workdir / "results").exists()
     readme.write_text(f"# x\n\n{START}\nstale block\n{END}\n\nafter\n")
     for _ in range(2):  # a second publish replaces the first, in the folder and in the README
-        done = runner.invoke(app, ["publish", "m.toml", "--started", "0"])
+        done = runner.invoke(app, ["publish", "m.toml"])
         assert done.exit_code == 0, done.output
     out = workdir / "results" / "tiny-e2e"
     assert (out / "report.md").is_file() and (out / "report.pdf").is_file()

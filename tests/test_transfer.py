@@ -124,7 +124,7 @@ def test_transfer_rows_pair_by_sample_index_and_need_the_source(tmp_path, monkey
 
     report = render_report(collect(store, "transfer-e2e"), tmp_path / "report", formats=("md",))
     text = report.markdown.read_text(encoding="utf-8")
-    assert "## Transfer attacks" in text and "## Attack: cw-from-base" not in text
+    assert ". Transfer attacks\n" in text and ". Attack: cw-from-base" not in text
     lines = text.splitlines()
     head = lines.index("| evaluated on | cw-from-base (from base) |")
     cells = dict(
@@ -136,7 +136,7 @@ def test_transfer_rows_pair_by_sample_index_and_need_the_source(tmp_path, monkey
     assert cells["other"].startswith(f"{100 * moved_rate:.1f}% (")
 
     # the three masking checks, from the store: Square is known as gradient-free by its settings
-    assert "## Gradient masking: three checks" in text
+    assert ". Gradient masking: three checks\n" in text
     checks = pd.read_csv(report.out_dir / "tables" / "masking_checks.csv").set_index("condition")
     assert set(checks.index) == {"base", "other"} and (checks["softmax_attack"] == "pgd").all()
     assert checks["gradient_free_attack"].eq("square").all()

@@ -92,18 +92,19 @@ def _effects(mine: pd.DataFrame, primary: str | None) -> str:
         + (f"; {esc(head.seeds)}" if head.seeds else "")
     )
     others = mine[mine["attack"] != head.attack]
-    untestable = [
-        esc(a)
-        for a, v in zip(others["attack"], others["verdict"], strict=True)
-        if v.startswith("not testable")
-    ]
-    secondary = [
-        esc(a) for a, v in zip(others["attack"], others["verdict"], strict=True) if v == "secondary"
-    ]
+    def named(keep) -> list[str]:
+        found = [a for a, v in zip(others["attack"], others["verdict"], strict=True) if keep(v)]
+        return [esc(a) for a in dict.fromkeys(found)]  # an attack at several ε is named once
+
+    secondary = named(lambda v: v == "secondary")
+    untestable = named(lambda v: v.startswith("not testable"))
+    unused = named(lambda v: v.startswith("not used"))
     if secondary:
         text += f"; secondary, without a verdict: {', '.join(secondary)}"
     if untestable:
-        text += f"; not testable (every digit ties): {', '.join(untestable)}"
+        text += f"; not testable at some ε (both models equally fooled): {', '.join(untestable)}"
+    if unused:
+        text += f"; not used (unsound on this model): {', '.join(unused)}"
     return text
 
 

@@ -35,6 +35,7 @@ from suite.report.paths import check_replaceable, mark, swap_in
 from suite.report.pdf import markdown_to_pdf
 
 FORMATS = ("md", "pdf")
+EXAMPLE_MODELS_PER_FIGURE = 4  # an example grid's rows stay large enough to read on a page
 PER_DIGIT_COLUMNS = [
     "condition", "kind", "seed", "attack", "attack_kind", "sample_index", "target", "label",
     "clean_pred", "clean_correct", "success", "l0", "l2", "linf", "eps",
@@ -500,13 +501,18 @@ def _attack_figures(f: _Frames, a: _Attack, files: _Files) -> list[str]:
             figures.distortion_boxplot(a.rows, a.name, a.norm, files.png(f"box_{a.slug}"), f.order),
             f"{a.name}: {NORM_LABELS[a.norm]} distortion per (seed, digit) row, successes only.",
         )
-    if any(key.endswith(f"/{a.name}") for key in f.data.examples):
+    present = [c for c in f.order if f"{c}/{a.name}" in f.data.examples]
+    groups = [
+        present[i : i + EXAMPLE_MODELS_PER_FIGURE]
+        for i in range(0, len(present), EXAMPLE_MODELS_PER_FIGURE)
+    ]
+    for i, models in enumerate(groups):
+        name = f"examples_{a.slug}" + (f"_{i + 1}" if i else "")
+        part = f" ({i + 1} of {len(groups)})" if len(groups) > 1 else ""
         md += files.figure(
-            figures.examples_grid(
-                f.data.examples, a.name, files.png(f"examples_{a.slug}"), f.order
-            ),
-            f"{a.name}: clean images, then per condition the adversarial image and the "
-            "perturbation (red +, blue −, one colour scale for all).",
+            figures.examples_grid(f.data.examples, a.name, files.png(name), models),
+            f"{a.name}{part}: clean images, then per condition the adversarial image and the "
+            "perturbation (red +, blue −, one colour scale per figure).",
         )
     return md
 
@@ -583,7 +589,7 @@ def _accuracy_md(acc: pd.DataFrame) -> list[str]:
             "val accuracy (mean ± sd)": [
                 mean_sd(m, s) for m, s in zip(acc["val_mean"], acc["val_sd"], strict=True)
             ],
-            "test accuracy (mean ± sd)": [
+            "test accuracy, whole test split (mean ± sd)": [
                 mean_sd(m, s) for m, s in zip(acc["test_mean"], acc["test_sd"], strict=True)
             ],
         }
@@ -639,7 +645,7 @@ def _summary_display(summary: pd.DataFrame, fixed: bool, level: str) -> pd.DataF
     if summary.empty:
         return summary
     norm = NORM_LABELS[summary["norm"].iloc[0]]
-    ratio = "robust-accuracy ratio" if fixed else "ratio"
+    ratio = "robust-accuracy ratio at the smallest ε" if fixed else "ratio"
     verdicts = [
         v + (f", {s}" if isinstance(s, str) and s else "")
         for v, s in zip(summary["verdict"], summary["seeds"], strict=True)
@@ -648,7 +654,7 @@ def _summary_display(summary: pd.DataFrame, fixed: bool, level: str) -> pd.DataF
         {
             "condition": summary["condition"],
             "baseline": summary["baseline"],
-            "test accuracy": summary["test_acc"].map(pct),
+            "test accuracy (whole test split)": summary["test_acc"].map(pct),
             f"success rate [{level} CI]": [
                 f"{pct(r)} [{100 * lo:.1f}, {100 * hi:.1f}]"
                 for r, lo, hi in summary[["success_rate", "success_lo", "success_hi"]].itertuples(
@@ -865,8 +871,11 @@ def _method_md(alpha: float, primary: str | None, margin: float) -> list[str]:
         "samples. The effect is the Hodges–Lehmann estimate of the ratio (median of Walsh "
         "averages of d, exponentiated) with its distribution-free CI, and the matched-pairs "
         "rank-biserial r, whose sign is the side the test measures.",
-        "- Fixed-budget attacks: exact McNemar test on robustness at the budget (a digit "
-        "misclassified clean is not robust), robust accuracy over all attacked digits.",
+        "- Fixed-budget attacks, at every ε of their grid: exact McNemar test on robustness within "
+        "that ε over every (seed, digit) pair (a digit misclassified clean is not robust), and "
+        "the robust-accuracy difference with a two-level bootstrap interval (seeds, then digits "
+        "within seed). Where both models are at 0% (or both at 100%) robust accuracy, or every "
+        "pair ties, the comparison is not testable at that ε.",
         "- Seeds are the unit of inference. Each seed's Hodges–Lehmann log ratio and its "
         "standard error (from its interval) are pooled by a DerSimonian–Laird random-effects "
         "model with the Hartung–Knapp–Sidik–Jonkman variance and a t(k − 1) reference (IntHout, "
@@ -878,9 +887,15 @@ def _method_md(alpha: float, primary: str | None, margin: float) -> list[str]:
         f"adjusts within that family. More / less robust: Holm-adjusted p < {alpha:g} with every "
         "seed on the estimate's side; equivalent: the (1 − 2α) interval of the ratio inside "
         f"[{margin:g}, {1 / margin:.3g}] (two one-sided tests); otherwise inconclusive. Every "
-        "other attack is secondary: its estimate and unadjusted p, no verdict. A fixed-budget "
-        "comparison where every digit ties is not testable. A condition whose run failed, or "
+        "other attack is secondary: its estimate and unadjusted p, no verdict. A condition "
+        "whose run failed, or "
         "whose clean accuracy is below its floor, is tested but gets no verdict.",
+        "- Only sound attacks speak: an attack gives no verdict for a model (\"not used\", with "
+        "the reason) where it is single-step, where the masking checks flag the model and the "
+        "attack follows its softmax gradient, where PGD's settings are under Madry et al.'s "
+        "budget or PGD fools fewer digits than AutoAttack's APGD-CE on the baseline, or where on "
+        "the baseline it fools more than one point fewer digits than the strongest attack of its "
+        "norm and budget.",
         "- Best-of attacks: where two or more minimal attacks of one norm ran, `best-<norm>` "
         "takes per (seed, digit) the smallest distortion any of them found.",
         "- Intervals: rates and medians by a two-level percentile bootstrap (2,000 resamples, "

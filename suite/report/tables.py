@@ -469,7 +469,7 @@ def summary_table(
                 (compared["condition"] == condition)
                 & (compared["scope"] == "pooled")
                 & (compared["subset"] == subset)
-            ]
+            ].sort_values("eps")  # a fixed-budget attack: its smallest ε (all are in comparisons)
             for key in ("ratio", "ratio_lo", "ratio_hi", "p_adj", "verdict", "seeds"):
                 row[prefix + key] = c[key].iloc[0] if len(c) else np.nan
         if not isinstance(row["verdict"], str):

@@ -1,0 +1,135 @@
+"""Issue 25's verdict rules on synthetic per-digit data: every ε of a fixed-budget attack tested,
+"not testable" where both models sit at 0% or 100%, only sound attacks speak (single-step,
+masked, weaker on the baseline: "not used"), PGD's strength checked by its settings and against
+APGD-CE."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from suite.report import soundness, tables
+from suite.report.masking import COLUMNS, MASKED
+
+N, SEEDS = 50, (0, 1, 2, 3, 4)
+
+
+def _fixed(condition, attack, kind, first_eps, component=""):
+    """Fixed-budget rows: `first_eps[s, i]` is the smallest ε that fooled digit i of seed s (NaN:
+    none did)."""
+    out = []
+    for s, seed in enumerate(SEEDS):
+        for i in range(N):
+            e = first_eps[s, i]
+            out.append({"condition": condition, "seed": seed, "attack": attack,
+                        "attack_kind": kind, "sample_index": i, "target": pd.NA,
+                        "clean_correct": True, "success": not np.isnan(e), "eps": e,
+                        "l2": np.nan, "linf": e,
+                        "component": "" if np.isnan(e) else component})  # fmt: skip
+    frame = pd.DataFrame(out)
+    frame["target"] = frame["target"].astype("Int64")
+    return frame
+
+
+def _eps(fooled_at: dict[float, int]) -> np.ndarray:
+    """Per seed: the first `k` digits fooled at ε (cumulative counts by ε), the rest never."""
+    out = np.full((len(SEEDS), N), np.nan)
+    for eps, k in sorted(fooled_at.items(), reverse=True):
+        out[:, :k] = eps
+    return out
+
+
+BUDGETS = {"pgd": [0.1, 0.2, 0.3], "aa": [0.1, 0.2, 0.3], "fgsm": [0.1, 0.2, 0.3]}
+
+
+def test_fixed_budget_attacks_are_compared_at_every_eps_and_floor_ties_are_not_testable():
+    attacks = pd.concat([
+        _fixed("base", "aa", "autoattack", _eps({0.1: 5, 0.2: 30, 0.3: N})),
+        _fixed("dm", "aa", "autoattack", _eps({0.1: 20, 0.2: 45, 0.3: N})),
+    ], ignore_index=True)  # fmt: skip
+    table = tables.comparisons(
+        attacks, {"dm": "base"}, {}, 0.05, 0, budgets={"aa": [0.1, 0.2, 0.3]}
+    )
+    pooled = table[(table["scope"] == "pooled") & (table["subset"] == "all digits")]
+    rows = pooled.set_index("eps")
+    assert list(rows.index) == [0.1, 0.2, 0.3]
+    assert rows.loc[0.1, "robust_base"] == pytest.approx(0.9)
+    assert rows.loc[0.1, "robust_other"] == pytest.approx(0.6)
+    assert rows.loc[0.1, "diff"] == pytest.approx(-0.3)
+    assert rows.loc[0.1, "diff_lo"] <= -0.3 <= rows.loc[0.1, "diff_hi"]
+    assert rows.loc[0.1, "n_base_larger"] == 15 * len(SEEDS) and rows.loc[0.1, "p"] < 1e-6
+    assert rows.loc[0.1, "verdict"] == "secondary"
+    # at 0.3 every digit of both models is fooled: a tie at the floor is no evidence either way
+    assert rows.loc[0.3, "verdict"] == "not testable at ε 0.3: both models at 0% robust accuracy"
+    assert np.isnan(rows.loc[0.3, "p"])
+
+
+def _masked_checks(condition: str) -> pd.DataFrame:
+    return pd.DataFrame([{"condition": condition, "verdict": MASKED}]).reindex(columns=COLUMNS)
+
+
+def test_single_step_masked_and_weaker_attacks_give_no_verdict():
+    """An FGSM-only "gain" (issue 25: DM grouped as more robust under FGSM alone) is not used; PGD on
+    a model the masking checks flag is not used there; an attack that on the baseline fools 10
+    points fewer digits than AutoAttack at the same ε is not used for any model."""
+    attacks = pd.concat([
+        _fixed("base", "aa", "autoattack", _eps({0.1: 10, 0.2: 40, 0.3: N}), "apgd-ce"),
+        _fixed("base", "pgd", "pgd-linf", _eps({0.1: 10, 0.2: 40, 0.3: N - 5})),
+        _fixed("base", "fgsm", "fgsm", _eps({0.1: 10, 0.2: 40, 0.3: N})),
+        _fixed("dm", "aa", "autoattack", _eps({0.1: 30, 0.3: N}), "apgd-ce"),
+        _fixed("dm", "pgd", "pgd-linf", _eps({0.1: 30, 0.3: N})),
+        _fixed("dm", "fgsm", "fgsm", _eps({0.1: 2, 0.2: 5})),
+        _fixed("t100", "aa", "autoattack", _eps({0.3: N}), "apgd-t"),
+        _fixed("t100", "pgd", "pgd-linf", _eps({0.3: 2})),
+        _fixed("t100", "fgsm", "fgsm", _eps({0.3: 2})),
+    ], ignore_index=True)  # fmt: skip
+    baselines = {"dm": "base", "t100": "base"}
+    params = {"pgd": {"eps": [0.1, 0.2, 0.3], "steps": 40, "step_size": 0.0625, "restarts": 2}}
+    strength = soundness.pgd_strength(attacks, baselines, BUDGETS, params)
+    unsound = soundness.unsound(attacks, baselines, BUDGETS, _masked_checks("t100"), strength)
+    assert unsound[("fgsm", "dm")] == "not used: single-step"
+    # PGD misses 5 of 50 digits at 0.3 that APGD-CE fools on the baseline: 90% vs 100%
+    assert unsound[("pgd", "dm")] == (
+        "not used: weaker than APGD-CE on the baseline (90.0% vs 100.0% at ε 0.3)"
+    )
+    assert unsound[("pgd", "t100")].startswith("not used: gradient masked on this model")
+    assert ("aa", "dm") not in unsound and ("aa", "t100") not in unsound
+    table = tables.comparisons(attacks, baselines, {}, 0.05, 0, budgets=BUDGETS, unsound=unsound)
+    pooled = table[(table["scope"] == "pooled") & (table["subset"] == "all digits")]
+    dm_fgsm = pooled[(pooled["condition"] == "dm") & (pooled["attack"] == "fgsm")]
+    assert set(dm_fgsm["verdict"]) == {"not used: single-step"}
+    assert not pooled[pooled["attack"] == "fgsm"]["p_adj"].notna().any()
+
+    # a weaker attack of the same norm and budget: Square at 80% where AutoAttack fools 100%
+    weak = pd.concat([
+        attacks[attacks["attack"] == "aa"],
+        _fixed("base", "square", "autoattack", _eps({0.3: 40})),
+        _fixed("dm", "square", "autoattack", _eps({0.3: 45})),
+    ], ignore_index=True)  # fmt: skip
+    budgets = {"aa": [0.1, 0.2, 0.3], "square": [0.3]}
+    found = soundness.unsound(weak, {"dm": "base"}, budgets, pd.DataFrame(columns=COLUMNS),
+                              soundness.pgd_strength(weak, {"dm": "base"}, budgets, {}))  # fmt: skip
+    assert found[("square", "dm")] == (
+        "not used: weaker than aa on the baseline (80.0% vs 100.0% at ε 0.3)"
+    )
+
+
+def test_pgd_that_travels_one_eps_is_flagged_and_madrys_budget_is_not():
+    assert soundness.pgd_settings_problem("pgd-linf", {"steps": 20, "step_size": 0.05}) == (
+        "under-budgeted: travels 1 ε (< 2.5 ε), 20 steps (< 40), no random restart"
+    )
+    at_budget = {"steps": 40, "step_size": 0.0625, "restarts": 2}
+    assert soundness.pgd_settings_problem("pgd-linf", at_budget) == ""
+    assert soundness.pgd_settings_problem("fgsm", {}) == ""  # single-step: its own rule
+    attacks = pd.concat([
+        _fixed("base", "aa", "autoattack", _eps({0.1: 10, 0.3: N}), "apgd-ce"),
+        _fixed("base", "pgd", "pgd-linf", _eps({0.1: 10, 0.3: N})),
+        _fixed("dm", "pgd", "pgd-linf", _eps({0.1: 10, 0.3: N})),
+    ], ignore_index=True)  # fmt: skip
+    short = {"pgd": {"eps": [0.1, 0.3], "steps": 20, "step_size": 0.05}}
+    budgets = {"pgd": [0.1, 0.3], "aa": [0.1, 0.3]}
+    strength = soundness.pgd_strength(attacks, {"dm": "base"}, budgets, short)
+    assert strength["flagged"].all()
+    assert (strength["pgd_success"] == strength["apgd_ce_success"]).all()  # as strong, yet flagged
+    unsound = soundness.unsound(attacks, {"dm": "base"}, budgets, pd.DataFrame(columns=COLUMNS),
+                                strength)  # fmt: skip
+    assert unsound[("pgd", "dm")].startswith("not used: under-budgeted: travels 1 ε")
