@@ -176,6 +176,20 @@ def test_pdf_contains_the_conclusion(rendered):
     assert sum(len(page.images) for page in reader.pages) == len(rendered.figures)
 
 
+def test_pdf_page_one_holds_the_answer_and_no_table_cell_breaks_an_effect(rendered):
+    """Issue 25, item 9: the question, the answer and its table on page 1; an effect and its
+    interval never split across lines inside a table cell (no-break spaces), cells never broken
+    mid-word (a wide table shrinks instead)."""
+    reader = PdfReader(rendered.pdf)
+    first = reader.pages[0].extract_text()
+    assert "Answer" in first and "Does distillation make a network harder to attack?" in first
+    assert "primary effect" in first
+    lines = [line for page in reader.pages for line in page.extract_text().splitlines()]
+    for cell in rendered.primary["primary effect [95% seed-level CI]"]:
+        assert any(cell in line.replace("\u00a0", " ") for line in lines), cell
+    assert not any(re.search(r"\b(undistille|wilcoxo|teache)$", line) for line in lines)
+
+
 def test_rerender_replaces_and_leaves_no_temp_dirs(tmp_path):
     out = tmp_path / "report"
     first = render_report(synthetic_data(masking=False), out, formats=("md",))

@@ -133,3 +133,33 @@ def test_pgd_that_travels_one_eps_is_flagged_and_madrys_budget_is_not():
     unsound = soundness.unsound(attacks, {"dm": "base"}, budgets, pd.DataFrame(columns=COLUMNS),
                                 strength)  # fmt: skip
     assert unsound[("pgd", "dm")].startswith("not used: under-budgeted: travels 1 ε")
+
+
+def test_the_literature_paragraph_names_both_benchmarks_and_answers_them_with_this_runs_numbers():
+    from suite.report.frames import ReportData
+    from suite.report.literature import literature
+
+    attacks = pd.concat([
+        _fixed("base", "aa", "autoattack", _eps({0.1: 5, 0.3: N})),
+        _fixed("dm", "aa", "autoattack", _eps({0.1: 20, 0.3: N})),
+        _fixed("base", "pgd", "pgd-linf", _eps({0.1: 5, 0.3: N})),
+        _fixed("dm", "pgd", "pgd-linf", _eps({0.1: 20, 0.3: N})),
+    ], ignore_index=True)  # fmt: skip
+    budgets = {"aa": [0.1, 0.3], "pgd": [0.1, 0.3]}
+    compared = tables.comparisons(attacks, {"dm": "base"}, {}, 0.05, 0, budgets=budgets)
+    accuracy = pd.DataFrame(
+        [["base", "standard"], ["dm", "synthetic"]], columns=["condition", "kind"]
+    )
+    data = ReportData(
+        experiment="x", setup={}, baselines={"dm": "base"}, accuracy=accuracy,
+        curves=pd.DataFrame(), attacks=attacks, masking=pd.DataFrame(),
+    )  # fmt: skip
+    text = literature(data, compared, ["base", "dm"])
+    assert "DD-RobustBench (Wu et al. 2024" in text and "BEARD (Zhou et al. 2024)" in text
+    # AutoAttack before PGD among attacks at as many ε; 60% vs 90% robust at ε 0.1
+    assert "Under aa (robust accuracy" in text and "ε 0.1: `dm` 60.0% vs 90.0%" in text
+    no_synthetic = ReportData(
+        experiment="x", setup={}, baselines={}, accuracy=accuracy.iloc[:1],
+        curves=pd.DataFrame(), attacks=attacks, masking=pd.DataFrame(),
+    )  # fmt: skip
+    assert literature(no_synthetic, compared, ["base"]) == ""
