@@ -28,7 +28,7 @@ from pydantic import (
 from suite.adversarial_training import PGDTraining
 from suite.attacks import ATTACK_PARAMS
 from suite.data import DATASETS
-from suite.distill import METHOD_PARAMS, RECIPES, EvalRecipe
+from suite.distill import METHOD_PARAMS, RANDOM_METHOD, REAL_IMAGE_METHODS, RECIPES, EvalRecipe
 from suite.distill.common import DSAStrategy
 from suite.errors import ManifestError
 from suite.limits import MAX_EPOCHS, MAX_STEPS
@@ -427,6 +427,24 @@ def baselines(
         if chosen is not None:
             out[cond["name"]] = chosen
     return out
+
+
+def same_size_controls(conditions: list[dict[str, Any]], model_arch: str = "") -> dict[str, str]:
+    """Each synthetic condition that learns its images (not a real-image coreset) → the condition
+    that trains on the same number of random real images per class on the same architecture (the
+    compression control of dataset distillation), where the manifest has one. Works on the JSON
+    form of the conditions, as `baselines` does."""
+
+    def key(c: dict[str, Any]) -> tuple[object, object]:
+        return c.get("ipc"), c.get("arch") or model_arch
+
+    synthetic = [c for c in conditions if c["kind"] == "synthetic"]
+    controls = {key(c): c["name"] for c in reversed(synthetic) if c.get("method") == RANDOM_METHOD}
+    return {
+        c["name"]: controls[key(c)]
+        for c in synthetic
+        if c.get("method") not in REAL_IMAGE_METHODS and key(c) in controls
+    }
 
 
 # ---- loading, overrides, hashing -------------------------------------------------------------

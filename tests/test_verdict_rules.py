@@ -3,6 +3,8 @@
 masked, weaker on the baseline: "not used"), PGD's strength checked by its settings and against
 APGD-CE."""
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -163,3 +165,62 @@ def test_the_literature_paragraph_names_both_benchmarks_and_answers_them_with_th
         curves=pd.DataFrame(), attacks=attacks, masking=pd.DataFrame(),
     )  # fmt: skip
     assert literature(no_synthetic, compared, ["base"]) == ""
+
+
+def _minimal(condition, attack, l2):
+    """Minimal-L2 rows: `l2[s, i]` per seed and digit (every digit fooled)."""
+    out = [
+        {"condition": condition, "seed": seed, "attack": attack, "attack_kind": "cw-l2",
+         "sample_index": i, "target": pd.NA, "clean_correct": True, "success": True,
+         "eps": np.nan, "l2": float(l2[s, i]), "linf": np.nan, "l0": np.nan}
+        for s, seed in enumerate(SEEDS) for i in range(N)
+    ]  # fmt: skip
+    frame = pd.DataFrame(out)
+    frame["target"] = frame["target"].astype("Int64")
+    return frame
+
+
+def test_a_learned_set_is_judged_against_its_same_size_real_control_too():
+    """Issue 26, item 3 (the compression control): DM as far below the full-data model as 10
+    random real images per class are is "less robust" against the full data and "equivalent" to
+    its same-size control: training on 100 images, not distillation."""
+    from suite.manifest import same_size_controls
+    from suite.report.conclusion import answer
+    from suite.report.frames import ReportData
+
+    conditions = [
+        {"name": "base", "kind": "standard"},
+        {"name": "dm", "kind": "synthetic", "method": "dm", "ipc": 10},
+        {"name": "dm1", "kind": "synthetic", "method": "dm", "ipc": 1},
+        {"name": "random", "kind": "synthetic", "method": "random", "ipc": 10},
+        {"name": "herding", "kind": "synthetic", "method": "herding", "ipc": 10},
+    ]
+    assert same_size_controls(conditions) == {"dm": "random"}  # no random set at ipc 1
+    rng = np.random.default_rng(0)
+    base = rng.lognormal(0.5, 0.3, (len(SEEDS), N))
+    small = base * 0.7 * rng.lognormal(0, 0.02, base.shape)
+    attacks = pd.concat(
+        [_minimal("base", "cw", base), _minimal("dm", "cw", small * rng.lognormal(0, 0.02, base.shape)),
+         _minimal("random", "cw", small)], ignore_index=True,
+    )  # fmt: skip
+    args = ({}, 0.05, 0)
+    compared = tables.comparisons(attacks, {"dm": "base", "random": "base"}, *args, primary="cw")
+    controlled = tables.comparisons(attacks, {"dm": "random"}, *args, primary="cw")
+    pooled = controlled[(controlled["scope"] == "pooled") & (controlled["subset"] == "all digits")]
+    assert pooled["verdict"].tolist() == ["equivalent"]
+    accuracy = pd.DataFrame(
+        [["base", "standard"], ["dm", "synthetic"], ["random", "synthetic"]],
+        columns=["condition", "kind"],
+    )
+    data = ReportData(
+        experiment="x", setup={}, baselines={"dm": "base", "random": "base"}, accuracy=accuracy,
+        curves=pd.DataFrame(), attacks=attacks, masking=pd.DataFrame(), primary="cw",
+        controls={"dm": "random"},
+    )  # fmt: skip
+    text = answer(
+        data, compared, controlled, ["base", "dm", "random"], pd.DataFrame(columns=COLUMNS), "95%"
+    )
+    assert re.search(r"small synthetic or coreset sets: less robust for `dm` 0\.(69|70)\d", text)
+    assert "Against `random`, as many random real images per class on the same network" in text
+    assert re.search(r"equivalent for `dm` (0\.99|1\.00)\d", text)
+    assert "pooled over 5 training seeds" in text and "provisional" not in text

@@ -22,6 +22,8 @@ from suite.errors import TrainingError
 
 __all__ = [
     "METHOD_PARAMS",
+    "RANDOM_METHOD",
+    "REAL_IMAGE_METHODS",
     "RECIPES",
     "ConvNet",
     "DCParams",
@@ -39,6 +41,8 @@ __all__ = [
 
 _METHODS: dict[str, DistillMethod[Any]] = {m.name: m for m in (DD, DC, DM, RANDOM, HERDING)}
 METHOD_PARAMS: dict[str, type[BaseModel]] = {name: m.params for name, m in _METHODS.items()}
+REAL_IMAGE_METHODS = frozenset({RANDOM.name, HERDING.name})  # coresets: real images, none learned
+RANDOM_METHOD = RANDOM.name  # the same-size control of a learned set
 
 
 def distill_method(method: str) -> DistillMethod[Any]:

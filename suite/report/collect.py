@@ -13,7 +13,7 @@ import pandas as pd
 from suite import schema
 from suite.attacks import FIXED_BUDGET_KINDS, budget_eps, is_gradient_free
 from suite.errors import StoreError
-from suite.manifest import ManifestFieldError, SyntheticEval, baselines
+from suite.manifest import ManifestFieldError, SyntheticEval, baselines, same_size_controls
 from suite.report.frames import ReportData, model_label
 from suite.tracking import Store, StoredRun
 
@@ -123,6 +123,13 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         ],
         attack_params={a["name"]: dict(a.get("params") or {}) for a in attacks_spec},
         attack_commits=commits,
+        controls={
+            c: control
+            for c, control in same_size_controls(
+                manifest.get("conditions", []), manifest.get("model", {}).get("arch", "")
+            ).items()
+            if c in sel.parents and control in sel.parents
+        },
         primary=manifest["experiment"].get("primary"),
         equivalence_margin=float(manifest["experiment"].get("equivalence_margin", 0.9)),
         run_seconds=busy_seconds(

@@ -92,6 +92,7 @@ def _effects(mine: pd.DataFrame, primary: str | None) -> str:
         + (f"; {esc(head.seeds)}" if head.seeds else "")
     )
     others = mine[mine["attack"] != head.attack]
+
     def named(keep) -> list[str]:
         found = [a for a, v in zip(others["attack"], others["verdict"], strict=True) if keep(v)]
         return [esc(a) for a in dict.fromkeys(found)]  # an attack at several ε is named once
@@ -299,14 +300,16 @@ t(k − 1) quantile alone widens it (4.30 at 3 seeds, 2.78 at 5)."""
 def answer(
     data: ReportData,
     compared: pd.DataFrame,
+    controlled: pd.DataFrame,
     order: list[str],
     checks: pd.DataFrame,
     level: str,
 ) -> str:
     """The report's answer in a few sentences, first on its first page: the primary endpoint and
-    its unit of inference, then defensive distillation, models trained on synthetic sets and
-    positive controls, each grouped by verdict with every effect and its seed-level interval, then
-    what limits it (masking, too few seeds)."""
+    its unit of inference, then defensive distillation, models trained on synthetic sets (against
+    the full-data baseline, then against their same-size real control, `controlled`) and positive
+    controls, each grouped by verdict with every effect and its seed-level interval, then what
+    limits it (masking, too few seeds)."""
     kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
     pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
     primary = primary_attack(data, compared["attack"].unique() if "attack" in compared else [])
@@ -336,6 +339,17 @@ def answer(
         found = _by_verdict([c for c in conditions if c in set(rows["condition"])], rows)
         if found:
             sentences.append(f"{name}: {found}.")
+    against = controlled[
+        (controlled["scope"] == "pooled")
+        & (controlled["subset"] == "all digits")
+        & (controlled["attack"] == primary)
+    ]
+    for control, rows_of in against.groupby("baseline", sort=False):
+        found = _by_verdict(list(rows_of["condition"]), rows_of)
+        sentences.append(
+            f"Against {code(control)}, as many random real images per class on the same network "
+            f"(what distillation adds to a small training set): {found}."
+        )
     flagged = checks.loc[checks["verdict"] == MASKED, "condition"].tolist() if len(checks) else []
     if flagged:
         sentences.append(

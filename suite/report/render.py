@@ -146,6 +146,7 @@ class _Frames:
     blocked: dict[str, str]  # `tables.no_verdict`
     primary: str | None  # the primary endpoint, the one attack whose comparisons give verdicts
     compared: pd.DataFrame  # `tables.comparisons`
+    controlled: pd.DataFrame  # the primary endpoint against each learned set's same-size control
     checks: pd.DataFrame  # `masking.three_way`
     strength: pd.DataFrame  # `soundness.pgd_strength`
     unsound: dict[tuple[str, str], str]  # `soundness.unsound`: (attack, model) → why it is not used
@@ -186,6 +187,15 @@ def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
             budgets=data.budgets,
             unsound=unsound,
         ),
+        controlled=tables.comparisons(
+            attacks[attacks["attack"] == primary],
+            data.controls,
+            blocked,
+            alpha,
+            seed,
+            primary=primary,
+            margin=data.equivalence_margin,
+        ),
         checks=checks,
         strength=strength,
         unsound=unsound,
@@ -203,9 +213,15 @@ def _render(
     f = _frames(data, alpha, seed)
     files.table(f.accuracy, "accuracy")
     files.table(f.compared, "comparisons")
-    primary_rows = tables.primary_table(f.compared, f.primary, f.attacked_acc, f.attacks)
+    files.table(f.controlled, "comparisons_same_size_control")
+    primary_rows = tables.primary_table(
+        pd.concat([f.compared, f.controlled], ignore_index=True),
+        f.primary,
+        f.attacked_acc,
+        f.attacks,
+    )
     files.table(primary_rows, "primary")
-    answer = write_answer(f.data, f.compared, f.order, f.checks, f.level)
+    answer = write_answer(f.data, f.compared, f.controlled, f.order, f.checks, f.level)
     md = [f"# Report: {esc(data.experiment)}", "", "## Answer", "", answer, ""]
     md += _primary_md(f, primary_rows, files)
     body = _intro_md(f, files)
@@ -215,6 +231,9 @@ def _render(
         body += section
     body += _robust_accuracy_md(f, files)
     body += _transfer_md(f, files)
+    if not f.controlled.empty:
+        body += ["## Against the same-size real control", "", _CONTROL_NOTE, ""]
+        body += _comparison_md(f.controlled, f.level)
     body += _masking_sections(f, files)
     body += ["## Missing or failed runs", "", *_missing_md(f.data), ""]
     if f.blocked:
@@ -773,6 +792,14 @@ def _estimate_cell(r) -> str:
     return text
 
 
+_CONTROL_NOTE = (
+    "Each learned synthetic set against the condition trained on as many random real images per "
+    "class, on the same network: the compression control, which tells what distillation adds "
+    "from what training on a few images does. The primary endpoint only; Holm adjusts within "
+    "these comparisons, a family of their own."
+)
+
+
 _CHECKS_NOTE = (
     "Does an attack that does not follow the model's softmax gradient fool, inside the same ε, "
     "digits the white-box softmax-gradient attack could not (Athalye et al. 2018, §3.1)? "
@@ -890,12 +917,15 @@ def _method_md(alpha: float, primary: str | None, margin: float) -> list[str]:
         "other attack is secondary: its estimate and unadjusted p, no verdict. A condition "
         "whose run failed, or "
         "whose clean accuracy is below its floor, is tested but gets no verdict.",
-        "- Only sound attacks speak: an attack gives no verdict for a model (\"not used\", with "
+        '- Only sound attacks speak: an attack gives no verdict for a model ("not used", with '
         "the reason) where it is single-step, where the masking checks flag the model and the "
         "attack follows its softmax gradient, where PGD's settings are under Madry et al.'s "
         "budget or PGD fools fewer digits than AutoAttack's APGD-CE on the baseline, or where on "
         "the baseline it fools more than one point fewer digits than the strongest attack of its "
         "norm and budget.",
+        "- Every learned synthetic set is also compared with the condition trained on as many "
+        "random real images per class on the same network (the compression control), under the "
+        "primary endpoint, a family of its own for Holm.",
         "- Best-of attacks: where two or more minimal attacks of one norm ran, `best-<norm>` "
         "takes per (seed, digit) the smallest distortion any of them found.",
         "- Intervals: rates and medians by a two-level percentile bootstrap (2,000 resamples, "
