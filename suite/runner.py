@@ -195,6 +195,7 @@ def run_manifest(
         )
         store.log_dataset(parents[cond.name], data)  # the Dataset column of the collapsed row
         store.log_text(parents[cond.name], schema.MANIFEST, manifest.model_dump_json(indent=2))
+        store.set_tags(parents[cond.name], {schema.MANIFEST_AT: str(time.time_ns())})
     jobs = [
         Job(manifest=resolved, condition=cond.name, kind=cond.kind, seed=seed, force=force)
         for cond in conditions

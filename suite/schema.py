@@ -82,6 +82,7 @@ def metric_key(key: str) -> str:
 # ---- artifacts -------------------------------------------------------------------------------
 
 MANIFEST = "manifest.resolved.json"  # on each parent run: the resolved manifest, as JSON
+MANIFEST_AT = "suite.manifest_ns"  # on each parent run: when `suite run` last logged MANIFEST there
 REPORT_FOLDER = "report"
 GRADIENT_NORMS = "masking/gradient_norms.parquet"
 WEIGHTS = "weights.pt"  # a LoggedModel's state_dict file

@@ -299,3 +299,30 @@ def test_ui_refuses_a_bad_port_or_host_before_printing_a_url(tmp_path, monkeypat
     result = CliRunner().invoke(app, ["ui", *args])
     assert result.exit_code == 2 and len(lines(result.output)) == 1, result.output
     assert expected in result.output and "http://" not in result.output
+
+
+def test_a_report_reads_the_manifest_of_the_latest_run_not_a_dropped_conditions(
+    tmp_path, monkeypatch
+):
+    """A condition dropped from the manifest keeps its parent run and the manifest logged there;
+    the report and the published 'incomplete' list follow the manifest of the latest `suite run`,
+    even where the dropped condition's parent is the newest run."""
+    from suite.report.collect import collect
+    from suite.report.publish import incomplete
+
+    base = [{"name": "base", "kind": "standard"}, {"name": "t5", "kind": "defensive",
+             "temperature": 5}]  # fmt: skip
+    more = [*base, {"name": "t9", "kind": "defensive", "temperature": 9}]
+    small = {"train_samples": 300, "val_samples": 100, "attack_samples": 3}
+    attacks = [{"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 1, "max_iterations": 5}}]
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for kept, only in ((base, []), (more, ["--only", "t9"]), (base, [])):
+        raw = tiny_manifest("dropped", data=small, train={"epochs": 1}, conditions=kept,
+                            attacks=attacks)  # fmt: skip
+        (tmp_path / "m.toml").write_text(to_toml(raw))
+        result = CliRunner().invoke(app, ["run", "m.toml", *only])
+        assert result.exit_code == 0, result.output
+    data = collect(Store(read_only=True), "dropped")
+    assert set(data.baselines) == {"t5"}
+    assert not any("t9" in line for line in incomplete(data))

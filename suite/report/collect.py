@@ -51,7 +51,9 @@ def select_runs(store: Store, experiment: str) -> Selection:
             parents.setdefault(run.tags[schema.CONDITION], run)
     if not parents:
         raise StoreError(f"experiment {experiment!r} has no condition runs; run its manifest first")
-    manifest = _manifest(store, next(iter(parents.values())))
+    # the manifest of the latest `suite run` (a condition it dropped keeps an older parent)
+    newest = max(parents.values(), key=lambda p: _int_tag(p.tags.get(schema.MANIFEST_AT)))
+    manifest = _manifest(store, newest)
     order = [c["name"] for c in manifest.get("conditions", [])] or list(parents)
 
     chosen: dict[RunKey, StoredRun] = {}
@@ -343,6 +345,14 @@ def _check_shape(manifest: dict, run_id: str) -> dict:
             "malformed); rerun the manifest to rebuild it"
         )
     return manifest
+
+
+def _int_tag(value: str | None) -> int:
+    """A tag holding an integer, as one (-1 where absent or not one)."""
+    try:
+        return int(value or "")
+    except ValueError:
+        return -1
 
 
 def _manifest(store: Store, parent: StoredRun) -> dict:

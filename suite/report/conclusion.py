@@ -321,7 +321,8 @@ def answer(
     sentences = [
         f"Does distillation make a network harder to attack? Primary endpoint: {esc(primary)}, "
         f"the ratio of each model's per-digit distortion to its own baseline's on the same "
-        f"digits, pooled over {k} training seeds as the unit of inference ({level} seed-level "
+        f"digits, pooled over {k} training seed{'' if k == 1 else 's'} as the unit of inference "
+        f"({level} seed-level "
         f"intervals; equivalent: inside [{lo:g}, {hi:.3g}])."
     ]
     groups = {
@@ -359,8 +360,8 @@ def answer(
         )
     if k < CLAIM_SEEDS:
         sentences.append(
-            f"With {k} seeds (a claim needs {CLAIM_SEEDS}) the intervals are wide and the verdicts "
-            "provisional."
+            f"With {k} seed{'' if k == 1 else 's'} (a claim needs {CLAIM_SEEDS}) the intervals are "
+            "wide and the verdicts provisional."
         )
     return " ".join(sentences)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import MaxNLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullFormatter
 
 from suite import schema
 from suite.plots import ImageRow, image_grid, save
@@ -21,6 +21,7 @@ from suite.report.formatting import NORM_LABELS
 from suite.report.frames import NORMS, is_fixed_budget
 
 _ROLE_STYLE = {"teacher": "--"}
+_RATIO_TICKS = (0.25, 0.5, 0.7, 0.8, 0.9, 1.0, 1.11, 1.25, 1.5, 2.0, 4.0)  # plain numbers, log axis
 _ATTACK_STYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
@@ -205,8 +206,8 @@ def examples_grid(
 
 def primary_forest(primary: pd.DataFrame, path: Path, margin: float, label: str) -> Path:
     """The answer's figure: per model, its primary-endpoint ratio to its baseline with the
-    seed-level interval (log axis), the per-seed ratios as dots, the equivalence band shaded and
-    the verdict written beside it. `primary` holds the pooled all-digit rows of the primary attack
+    seed-level interval (log axis), the per-seed ratios as ticks, the equivalence band shaded and
+    the verdict in its label. `primary` holds the pooled all-digit rows of the primary attack
     with `per_seed` (each seed's ratio) added."""
     colors = _colors(list(primary["condition"]))
     fig = Figure(figsize=(8, 0.45 * len(primary) + 1.4), layout="constrained")
@@ -223,12 +224,14 @@ def primary_forest(primary: pd.DataFrame, path: Path, margin: float, label: str)
         ax.plot([r.ratio], [y], "o", color=color, ms=7)
         seeds = [v for v in (r.per_seed if isinstance(r.per_seed, list) else []) if v > 0]
         ax.plot(seeds, [y] * len(seeds), "|", color="0.2", ms=9, alpha=0.7)
-        ax.annotate(
-            str(r.verdict).split(" (")[0], (1.01, y), xycoords=("axes fraction", "data"),
-            va="center", fontsize=8,
-        )  # fmt: skip
-    ax.set_yticks(range(len(rows)), [f"{r.condition} vs {r.baseline}" for r in reversed(rows)])
+    ax.set_yticks(
+        range(len(rows)),
+        [f"{r.condition} vs {r.baseline}: {str(r.verdict).split(' (')[0]}" for r in reversed(rows)],
+    )
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(_RATIO_TICKS))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(f"{label}: ratio to the baseline (log scale; > 1: harder to attack)")
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1), frameon=False)
