@@ -30,9 +30,9 @@ _BREAK_AFTER = re.compile(r"(?<=\w[-/_])(?=\w)")
 """Where a table cell's long name may wrap (a zero-width space there): after a hyphen, slash or
 underscore inside a word, so "t100/teacher" wraps as "t100/" "teacher", never mid-word as
 "t100/teach" "er", and a minus sign stays on its number ("-0.21")."""
-_KEEP_TOGETHER = re.compile(r"(?<=[\d%]) (?=\[)|(?<=\d,) (?=[-+]?\d)|(?<=\d) (?=pp\b)")
+_KEEP_TOGETHER = re.compile(r"(?<=<) (?=\d)|(?<=[\d%p]) (?=\[)|(?<=\d,) (?=[-+]?[\d.]+\])|(?<=\d) (?=pp\b)")
 """Spaces a line must not break at (a no-break space there): between an estimate and its interval
-and inside the interval, "0.942 [0.80, 1.16]", and before a unit, "+1.5 pp"."""
+and inside the interval, "0.942 [0.80, 1.16]", "+1.5 pp [+0.2, +2.8]", and before a unit."""
 _NEW_PAGE_BELOW = 0.7  # a section starting lower on the page starts on the next one
 _STYLES = {
     "h1": TextStyle(font_size_pt=17, color=(0, 0, 0), t_margin=2, b_margin=0.4),
@@ -98,11 +98,14 @@ def _table_open(_renderer: object, tokens: list[Token], idx: int, *_: object) ->
 
 
 def _size_table(tokens: list[Token], start: int, pdf: FPDF) -> None:
-    """Size each column to its longest cell (long cells wrap, headers at their longest word),
-    the table to its columns, and shrink the font a little where even that does not fit."""
+    """Size each column to its longest cell (long cells wrap, headers at their longest word) and
+    the table to its columns. Where that is wider than the page, wrapped columns give up width
+    first, down to their longest unbreakable word; only where even those do not fit does the font
+    shrink (never below `_MIN_TABLE_PT`), so no word is broken inside a cell."""
     pdf.set_font("dejavu", size=TABLE_PT)
     wrap_mm = pdf.get_string_width("x" * _WRAP_CELLS_LONGER_THAN)
-    widths: list[float] = []
+    wanted: list[float] = []  # per column: the text width it would like, at TABLE_PT
+    least: list[float] = []  # per column: its longest unbreakable word, at TABLE_PT
     headers: list[Token] = []
     column = 0
     for j in range(start + 1, len(tokens)):
@@ -112,30 +115,48 @@ def _size_table(tokens: list[Token], start: int, pdf: FPDF) -> None:
         if token.type == "tr_open":
             column = 0
         elif token.type in ("th_open", "td_open"):
-            text = tokens[j + 1].content if tokens[j + 1].type == "inline" else ""
+            inline = tokens[j + 1]  # its children hold the text as printed (escapes undone)
+            text = (
+                "".join(c.content for c in inline.children or []) if inline.type == "inline" else ""
+            )
             text = _KEEP_TOGETHER.sub("\u00a0", text)
             words = _BREAK_AFTER.sub(" ", text).split(" ")
-            word_mm = max(map(pdf.get_string_width, words), default=0.0)
+            bold = 1.1 if token.type == "th_open" else 1.0
+            word_mm = bold * max(map(pdf.get_string_width, words), default=0.0)
             if token.type == "th_open":
                 headers.append(token)
-                need = 1.1 * max(word_mm, min(pdf.get_string_width(text), wrap_mm / 2))  # bold
+                want = max(word_mm, bold * min(pdf.get_string_width(text), wrap_mm / 2))
             else:
                 token.attrSet("align", "left")  # fpdf2 would justify wrapped cells
-                need = max(min(pdf.get_string_width(text), wrap_mm), word_mm)
-            need += _CELL_PADDING_MM
-            if column < len(widths):
-                widths[column] = max(widths[column], need)
-            else:
-                widths.append(need)
+                want = max(min(pdf.get_string_width(text), wrap_mm), word_mm)
+            if column == len(wanted):
+                wanted.append(0.0)
+                least.append(0.0)
+            wanted[column] = max(wanted[column], want)
+            least[column] = max(least[column], word_mm)
             column += 1
+    text_mm, scale = _fit(wanted, least, pdf.epw - _CELL_PADDING_MM * len(wanted))
+    widths = [w + _CELL_PADDING_MM for w in text_mm]
     total = sum(widths)
     tokens[start].attrSet("width", f"{min(100.0, 100 * total / pdf.epw):.1f}%")
-    tokens[start].attrSet(
-        "data-pt", f"{max(_MIN_TABLE_PT, min(1.0, pdf.epw / total) * TABLE_PT):.2f}"
-    )
+    tokens[start].attrSet("data-pt", f"{scale * TABLE_PT:.2f}")
     for token, width in zip(headers, widths, strict=False):
         token.attrSet("width", f"{100 * width / total:.1f}%")
     pdf.set_font("dejavu", size=BODY_PT)
+
+
+def _fit(wanted: list[float], least: list[float], room: float) -> tuple[list[float], float]:
+    """Column text widths within `room` (mm) and the font scale they assume: the wanted widths
+    where they fit; else each between its least and wanted width, in proportion; else the least
+    widths at the font scale that makes them fit (at least `_MIN_TABLE_PT`)."""
+    if sum(wanted) <= room:
+        return wanted, 1.0
+    spare = sum(wanted) - sum(least)
+    if sum(least) <= room:
+        give = (room - sum(least)) / spare if spare > 0 else 0.0
+        return [lo + (w - lo) * give for w, lo in zip(wanted, least, strict=True)], 1.0
+    scale = max(_MIN_TABLE_PT / TABLE_PT, room / sum(least))
+    return [lo * scale for lo in least], scale
 
 
 def _size_image(token: Token, base_dir: Path, pdf: FPDF) -> None:
