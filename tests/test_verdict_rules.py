@@ -224,3 +224,4 @@ def test_a_learned_set_is_judged_against_its_same_size_real_control_too():
     assert "Against `random`, as many random real images per class on the same network" in text
     assert re.search(r"equivalent for `dm` (0\.99|1\.00)\d", text)
     assert "pooled over 5 training seeds" in text and "provisional" not in text
+    assert text.endswith("would find real robustness here.")  # no adversarially trained control

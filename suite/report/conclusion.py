@@ -358,6 +358,11 @@ def answer(
             "the same ε fool what the softmax-gradient attack cannot, so no softmax-gradient "
             "result speaks for them."
         )
+    if not groups["Positive controls (adversarial training)"]:
+        sentences.append(
+            "No positive control (an adversarially trained model) ran in this study, so it does "
+            "not show that the instrument would find real robustness here."
+        )
     if k < CLAIM_SEEDS:
         sentences.append(
             f"With {k} seed{'' if k == 1 else 's'} (a claim needs {CLAIM_SEEDS}) the intervals are "
