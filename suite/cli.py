@@ -423,73 +423,17 @@ def publish(
     """Publish an experiment: its report in results/<experiment> with a README of how it was made
     (commands, commits, device, compute time, data), and its answer in the top-level README.
     `make results` calls this after `suite run`; the published files are never edited by hand."""
-    from datetime import UTC, datetime
-
     from suite.console import console, say
     from suite.manifest import load_manifest
-    from suite.provenance import attack_sources, code_changed
-    from suite.report.collect import collect
-    from suite.report.paths import add_written, report_dir
-    from suite.report.publish import (
-        Provenance,
-        headline,
-        incomplete,
-        mixed_commits,
-        readme_section,
-        results_readme,
-        splice,
-    )
-    from suite.report.render import render_report
-    from suite.tracking import Store, git_commit
+    from suite.report.paths import report_dir
+    from suite.report.publish import publish_study
 
     spec = load_manifest(manifest)
-    name = spec.experiment.name
-    out_dir = report_dir(name, out, reports=Path("results"))
-    if not readme.is_file():
-        raise SuiteError(
-            f"{readme}: no such file; pass --readme PATH to a README with results markers"
-        )
-    text = readme.read_text(encoding="utf-8")
-    splice(text, "")  # no markers: fail before anything is written
-    data = collect(Store(read_only=True), name)
-    kinds = {a.name: a.kind for a in spec.attacks}
-    mixed = mixed_commits(
-        {a: c for a, c in data.attack_commits.items() if a in kinds},
-        lambda attack, a, b: code_changed(a, b, attack_sources(kinds[attack])),
+    out_dir = report_dir(spec.experiment.name, out, reports=Path("results"))
+    missing = publish_study(
+        manifest, spec, out_dir, readme, _device_description(spec.experiment.device), allow_mixed
     )
-    if mixed and not allow_mixed:
-        attack, found = next(iter(mixed.items()))
-        raise SuiteError(
-            f"{manifest}: attack {attack!r} has results made by commits {', '.join(found)}, "
-            f"between which its code changed; rerun it (`suite run {manifest}` after removing "
-            "those results) or pass --allow-mixed to publish them side by side"
-        )
-    output = render_report(data, out_dir)
-    attack, table = headline(output, data)
-    provenance = Provenance(
-        manifest=str(manifest),
-        commit=git_commit(),
-        attack_commits=data.attack_commits,
-        run_seconds=data.run_seconds,
-        runs=int((data.accuracy["status"] == "FINISHED").sum()),
-        device=_device_description(spec.experiment.device),
-        data_source=f"{spec.data.dataset}: {data.setup.get('data_source', 'unknown')}",
-        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        commands=(
-            "make results",
-            f"# which runs: suite run {manifest}",
-            f"suite publish {manifest}",
-        ),
-    )
-    missing = incomplete(data)
-    (out_dir / "README.md").write_text(
-        results_readme(attack, table, output.answer, output.conclusion, provenance, missing),
-        encoding="utf-8",
-    )
-    add_written(out_dir, ["README.md"])
-    section = readme_section(attack, table, output.answer, out_dir.as_posix(), missing)
-    readme.write_text(splice(text, section), encoding="utf-8")
-    say(f"published {name!r} in {out_dir}/ and its headline in {readme}")
+    say(f"published {spec.experiment.name!r} in {out_dir}/ and its answer in {readme}")
     if missing:
         console.print(
             f"[yellow]incomplete: {len(missing)} run(s) not finished[/yellow] (listed at the top "

@@ -30,7 +30,9 @@ _BREAK_AFTER = re.compile(r"(?<=\w[-/_])(?=\w)")
 """Where a table cell's long name may wrap (a zero-width space there): after a hyphen, slash or
 underscore inside a word, so "t100/teacher" wraps as "t100/" "teacher", never mid-word as
 "t100/teach" "er", and a minus sign stays on its number ("-0.21")."""
-_KEEP_TOGETHER = re.compile(r"(?<=<) (?=\d)|(?<=[\d%p]) (?=\[)|(?<=\d,) (?=[-+]?[\d.]+\])|(?<=\d) (?=pp\b)")
+_KEEP_TOGETHER = re.compile(
+    r"(?<=<) (?=\d)|(?<=[\d%p]) (?=\[)|(?<=\d,) (?=[-+]?[\d.]+\])|(?<=\d) (?=pp\b)"
+)
 """Spaces a line must not break at (a no-break space there): between an estimate and its interval
 and inside the interval, "0.942 [0.80, 1.16]", "+1.5 pp [+0.2, +2.8]", and before a unit."""
 _NEW_PAGE_BELOW = 0.7  # a section starting lower on the page starts on the next one

@@ -8,14 +8,21 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pandas as pd
 
 from suite.attacks import LOGIT_L2_KIND
 from suite.errors import SuiteError
+from suite.manifest import Manifest
+from suite.provenance import attack_sources, code_changed
+from suite.report.collect import collect
 from suite.report.formatting import esc, md_table
 from suite.report.frames import ReportData, primary_attack
-from suite.report.render import ReportOutput
+from suite.report.paths import add_written
+from suite.report.render import ReportOutput, render_report
+from suite.tracking import Store, git_commit
 
 START = "<!-- results:start (written by `make results`; do not edit) -->"
 END = "<!-- results:end -->"
@@ -37,6 +44,60 @@ class Provenance:
 
 
 QUESTION = "Does distillation make a neural network harder to attack?"
+
+
+def publish_study(
+    manifest: Path, spec: Manifest, out_dir: Path, readme: Path, device: str, allow_mixed: bool
+) -> list[str]:
+    """Render the experiment of `spec` from the default store into `out_dir` with its README and
+    splice its answer into `readme`; returns the runs still unfinished. Refuses, before writing
+    anything, a README without results markers and an attack whose results were made by commits
+    that changed its code (unless `allow_mixed`)."""
+    if not readme.is_file():
+        raise SuiteError(
+            f"{readme}: no such file; pass --readme PATH to a README with results markers"
+        )
+    text = readme.read_text(encoding="utf-8")
+    splice(text, "")  # no markers: fail before anything is written
+    data = collect(Store(read_only=True), spec.experiment.name)
+    kinds = {a.name: a.kind for a in spec.attacks}
+    mixed = mixed_commits(
+        {a: c for a, c in data.attack_commits.items() if a in kinds},
+        lambda attack, a, b: code_changed(a, b, attack_sources(kinds[attack])),
+    )
+    if mixed and not allow_mixed:
+        attack, found = next(iter(mixed.items()))
+        raise SuiteError(
+            f"{manifest}: attack {attack!r} has results made by commits {', '.join(found)}, "
+            f"between which its code changed; rerun it (`suite run {manifest}` after removing "
+            "those results) or pass --allow-mixed to publish them side by side"
+        )
+    output = render_report(data, out_dir)
+    attack, table = headline(output, data)
+    provenance = Provenance(
+        manifest=str(manifest),
+        commit=git_commit(),
+        attack_commits=data.attack_commits,
+        run_seconds=data.run_seconds,
+        runs=int((data.accuracy["status"] == "FINISHED").sum()),
+        device=device,
+        data_source=f"{spec.data.dataset}: {data.setup.get('data_source', 'unknown')}",
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        commands=(
+            "make results",
+            f"# which runs: suite run {manifest}",
+            f"suite publish {manifest}",
+        ),
+    )
+    missing = incomplete(data)
+    (out_dir / "README.md").write_text(
+        results_readme(attack, table, output.answer, output.conclusion, provenance, missing),
+        encoding="utf-8",
+    )
+    add_written(out_dir, ["README.md"])
+    section = readme_section(attack, table, output.answer, out_dir.as_posix(), missing)
+    readme.write_text(splice(text, section), encoding="utf-8")
+    return missing
 
 
 def headline(output: ReportOutput, data: ReportData) -> tuple[str, pd.DataFrame]:
