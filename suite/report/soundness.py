@@ -101,8 +101,9 @@ def unsound(
     strength: pd.DataFrame,
 ) -> dict[tuple[str, str], str]:
     """(attack, model) → why that attack gives no verdict for that model (the module's rules);
-    models are the conditions compared with a baseline (`baselines`), attacks those of `attacks`
-    (direct and best-of). A rule on the baseline applies to every model compared with it."""
+    models are the conditions compared with a baseline (`baselines`) that were attacked, attacks
+    those of `attacks` (direct and best-of). A rule on the baseline applies to every model
+    compared with it."""
     kinds = attack_kinds(attacks)
     masked = (
         set(checks.loc[checks["verdict"] == MASKED, "condition"]) if not checks.empty else set()
@@ -114,9 +115,12 @@ def unsound(
     }
     flagged = strength[strength["flagged"].astype(bool)] if not strength.empty else strength
     reasons: dict[tuple[str, str], str] = {}
+    attacked = set(attacks["condition"]) if "condition" in attacks else set()
     for attack, kind in kinds.items():
         entry = attack_kind(kind) if best_of_norm(kind) is None else None
         for model, base in baselines.items():
+            if model not in attacked:
+                continue
             why = ""
             if entry is not None and entry.single_step:
                 why = "not used: single-step"
