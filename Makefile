@@ -19,8 +19,9 @@ demo: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/suite run manifests/quick.toml
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/suite report quick
 
+# one pytest worker per core, one torch thread each (two threads per core spin against each other)
 test: $(STAMP)
-	OMP_NUM_THREADS=1 MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python -m pytest -q -n auto
 
 bench: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/train_throughput.py
