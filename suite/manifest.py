@@ -122,6 +122,7 @@ UNHASHED_AT = {
     "lr_schedule": "constant",
     "lr_final": 0.1,  # C&W L2's cosine schedule: never change these two defaults, or results
     "lr_warmup": 100,  # stored with them would be taken for the new ones
+    "restarts": 1,  # PGD's random restarts: one start is the PGD that ran before the setting existed
 }
 
 

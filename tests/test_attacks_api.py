@@ -341,3 +341,14 @@ def test_cw_loops_read_the_device_only_every_sync_every_iterations(
     assert (found.grad_evals > 2 * SYNC_EVERY).all()  # each sample ran through several syncs
     assert model.forwards > 2 * SYNC_EVERY
     assert model.reads_at and {i % SYNC_EVERY for i in model.reads_at} == {0}
+
+
+def test_pgd_with_one_start_hashes_as_the_pgd_from_before_restarts_existed():
+    """`restarts = 1` is PGD as it ran before the setting existed (same draws, same images), so its
+    results stored then stay reusable: the setting at 1 is left out of the hash."""
+    from suite.manifest import config_hash
+
+    params = ATTACK_PARAMS["pgd-linf"](eps=[0.1, 0.3], steps=40, step_size=0.0625)
+    before = {k: v for k, v in params.model_dump(mode="json").items() if k != "restarts"}
+    assert config_hash(params) == config_hash(before)
+    assert config_hash(params.model_copy(update={"restarts": 2})) != config_hash(before)
