@@ -112,7 +112,7 @@ BASELINE_HELP = (
     "the standard condition this one is compared with; default: the one trained for the same "
     "epochs (a defensive student's epochs, train.epochs for a synthetic condition)"
 )
-REPORT_ONLY_FIELDS = frozenset({"baseline"})  # how results are compared, not how models are trained
+REPORT_ONLY_FIELDS = frozenset({"baseline", "ensemble"})  # how results are compared, not made
 # settings added after results were cached, with the value that means "as before": at that value
 # they are left out of the config hash, so earlier results stay reusable
 UNHASHED_AT = {
@@ -275,6 +275,11 @@ class AttackBase(Strict):
     source: Name | None = Field(
         default=None,
         description="transfer: craft on this condition's model (same seed), evaluate on every model",
+    )
+    ensemble: bool = Field(
+        default=True,
+        description="a minimal attack joins its norm's best-of; false: reported on its own (e.g. "
+        "another paper's protocol)",
     )
 
 

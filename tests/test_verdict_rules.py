@@ -225,3 +225,45 @@ def test_a_learned_set_is_judged_against_its_same_size_real_control_too():
     assert re.search(r"equivalent for `dm` (0\.99|1\.00)\d", text)
     assert "pooled over 5 training seeds" in text and "provisional" not in text
     assert text.endswith("would find real robustness here.")  # no adversarially trained control
+
+
+def test_an_attack_kept_out_of_the_ensemble_is_reported_on_its_own():
+    """`ensemble = false` (another paper's protocol, e.g. BEARD's C&W at a fixed c): the attack is
+    compared and shown like any other but never joins its norm's best-of, and the literature
+    paragraph quotes its success and ratios; the setting changes no result's hash."""
+    from tiny_manifests import tiny_manifest
+
+    from suite.manifest import config_hash, validate_manifest
+    from suite.report.frames import ReportData
+    from suite.report.literature import literature
+
+    rng = np.random.default_rng(1)
+    base = rng.lognormal(0.5, 0.3, (len(SEEDS), N))
+    weak = _minimal("base", "c1", base * 3)
+    weak["success"] = np.arange(len(weak)) % 2 == 0  # a fixed-c C&W fails on half the digits
+    attacks = pd.concat([
+        _minimal("base", "cw", base), _minimal("dm", "cw", base * 0.7),
+        _minimal("base", "ddn", base * 1.01), _minimal("dm", "ddn", base * 0.71),
+        weak, _minimal("dm", "c1", base * 3).assign(success=False),
+    ], ignore_index=True)  # fmt: skip
+    best = tables.with_best_of(attacks, ["c1"])
+    members = best[best["attack"] == "best-l2"]
+    assert len(members) == 2 * len(SEEDS) * N and set(members["l2"]) <= set(attacks.loc[
+        attacks["attack"].isin(["cw", "ddn"]), "l2"])  # fmt: skip
+    compared = tables.comparisons(best, {"dm": "base"}, {}, 0.05, 0, primary="best-l2")
+    accuracy = pd.DataFrame(
+        [["base", "standard"], ["dm", "synthetic"]], columns=["condition", "kind"]
+    )
+    data = ReportData(
+        experiment="x", setup={}, baselines={"dm": "base"}, accuracy=accuracy,
+        curves=pd.DataFrame(), attacks=attacks, masking=pd.DataFrame(), outside_ensemble=["c1"],
+    )  # fmt: skip
+    text = literature(data, compared, ["base", "dm"])
+    assert (
+        "Under c1, run as that protocol and kept out of the best-of, the attack fools `base` 50.0%, `dm` 0.0%"
+        in text
+    )
+    spec = validate_manifest(tiny_manifest("e", attacks=[
+        {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 1}, "ensemble": False}
+    ]), "m.toml").attacks[0]  # fmt: skip
+    assert config_hash(spec) == config_hash(spec.model_copy(update={"ensemble": True}))

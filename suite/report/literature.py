@@ -11,7 +11,7 @@ import math
 import pandas as pd
 
 from suite.attacks import SOFTMAX_KINDS
-from suite.report.formatting import code, esc, pct
+from suite.report.formatting import ci, code, esc, pct
 from suite.report.frames import ReportData, attack_kinds
 
 BENCHMARKS = (
@@ -45,6 +45,7 @@ def literature(data: ReportData, compared: pd.DataFrame, order: list[str]) -> st
         & compared["eps"].notna()
         & compared["condition"].isin(synthetic)
     ]
+    text += _protocols(data, compared, synthetic)
     strongest = _strongest(fixed, attack_kinds(data.attacks))
     if strongest is None:
         return text + " No fixed-ε attack ran on those models here."
@@ -65,6 +66,31 @@ def literature(data: ReportData, compared: pd.DataFrame, order: list[str]) -> st
         "decision boundary; the same-size real-image coresets show whether distillation or the "
         "small training set is the cause."
     )
+
+
+def _protocols(data: ReportData, compared: pd.DataFrame, synthetic: list[str]) -> str:
+    """A sentence per attack the manifest keeps out of the best-of (another paper's protocol, such
+    as BEARD's fixed-c C&W): its success on each model's clean-correct digits and its ratio for the
+    synthetic-set models, beside the primary endpoint's; "" where none ran."""
+    pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
+    out = ""
+    for attack in [a for a in data.outside_ensemble if a in set(pooled["attack"])]:
+        rows = data.attacks[data.attacks["attack"] == attack]
+        correct = rows[rows["clean_correct"].astype(bool)]
+        success = correct["success"].astype(bool).groupby(correct["condition"]).mean()
+        bases = {data.baselines.get(c) for c in synthetic} - {None}
+        shown = [c for c in [*sorted(bases), *synthetic] if c in success.index]
+        rates = ", ".join(f"{code(c)} {pct(success[c])}" for c in shown)
+        mine = pooled[(pooled["attack"] == attack) & pooled["condition"].isin(synthetic)]
+        ratios = "; ".join(
+            f"{code(r.condition)} {ci(r.ratio, r.ratio_lo, r.ratio_hi)} ({esc(r.verdict)})"
+            for r in mine.itertuples()
+        )
+        out += (
+            f" Under {esc(attack)}, run as that protocol and kept out of the best-of, the attack "
+            f"fools {rates} of the clean-correct digits; its distortion ratios: {ratios}."
+        )
+    return out
 
 
 def _strongest(fixed: pd.DataFrame, kinds: dict[str, str]) -> str | None:

@@ -162,7 +162,7 @@ def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
     order = tables.condition_order(data)
     attacked_acc = tables.attacked_accuracy(data.accuracy)
     blocked = tables.no_verdict(data, attacked_acc)
-    attacks = tables.with_best_of(direct)
+    attacks = tables.with_best_of(direct, data.outside_ensemble)
     primary = primary_attack(data, attack_kinds(attacks))
     checks = masking.three_way(direct, transfer, data.gradient_free, data.budgets, order, alpha)
     strength = soundness.pgd_strength(attacks, data.baselines, data.budgets, data.attack_params)
@@ -503,7 +503,7 @@ def _attack_section(f: _Frames, a: _Attack, files: _Files) -> tuple[list[str], p
 
 def _best_of_md(f: _Frames, a: _Attack, files: _Files) -> list[str]:
     """Which member attack found each digit's smallest distortion, for a best-of attack."""
-    wins = tables.best_of_wins(f.attacks, a.name, f.order)
+    wins = tables.best_of_wins(f.attacks, a.name, f.order, f.data.outside_ensemble)
     files.table(wins, f"wins_{a.slug}")
     return [_best_of_intro(a.norm, wins), "", *_wins_md(wins), ""]
 

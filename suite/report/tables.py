@@ -4,6 +4,8 @@ Numeric DataFrames (formatting is render.py's job), so they can be written as CS
 transfer matrix holds its cells as the report shows them.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
@@ -34,15 +36,18 @@ def condition_order(data: ReportData) -> list[str]:
     return [c for c in seen if c in bases] + [c for c in seen if c not in bases]
 
 
-def with_best_of(attacks: pd.DataFrame) -> pd.DataFrame:
+def with_best_of(attacks: pd.DataFrame, outside: Sequence[str] = ()) -> pd.DataFrame:
     """The attack frame plus, per norm that two or more minimal-norm attacks ran in, the rows of
     a derived attack `best-<norm>`: per (condition, seed, digit) the row of the attack that found
-    the smallest distortion (the digit's worst case over the attacks that ran on it).
+    the smallest distortion (the digit's worst case over the attacks that ran on it). Attacks in
+    `outside` (the manifest's `ensemble = false`) stay out of it.
 
     Minimal-norm means not a fixed-budget kind (`suite.attacks.FIXED_BUDGET_KINDS`); the norm
     is the kind's (`attack_norm`).
     """
-    minimal = attacks[~attacks["attack_kind"].isin(FIXED_BUDGET_KINDS)]
+    minimal = attacks[
+        ~attacks["attack_kind"].isin(FIXED_BUDGET_KINDS) & ~attacks["attack"].isin(list(outside))
+    ]
     derived = []
     for norm, group in minimal.groupby(minimal["attack_kind"].map(attack_norm), sort=False):
         if group["attack"].nunique() < 2:
@@ -54,15 +59,18 @@ def with_best_of(attacks: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([attacks, *derived], ignore_index=True) if derived else attacks
 
 
-def best_of_wins(attacks: pd.DataFrame, best: str, order: list[str]) -> pd.DataFrame:
+def best_of_wins(
+    attacks: pd.DataFrame, best: str, order: list[str], outside: Sequence[str] = ()
+) -> pd.DataFrame:
     """Each member attack's share of the digits it won in the ensemble `best` ('best-l2'):
     (seed, digit) rows where it found the smallest distortion, over rows some attack fooled
-    (ties count for every attack that reached the minimum)."""
+    (ties count for every attack that reached the minimum); `outside` are not members."""
     norm = attack_norm(best)
     members = attacks[
         ~attacks["attack_kind"].isin(FIXED_BUDGET_KINDS)
         & (attacks["attack_kind"].map(attack_norm) == norm)
         & (attacks["attack"] != best)
+        & ~attacks["attack"].isin(list(outside))
     ].copy()
     members["_value"] = stats.encoded_distortion(members, norm)
     keys = ["condition", *_ROW_KEYS]
