@@ -207,9 +207,7 @@ def _within(rows: pd.DataFrame, eps: float) -> pd.Series:
 def _fooled(rows: pd.DataFrame, eps: float, fixed: bool, norm: str) -> pd.Series:
     """Rows fooled within ε: a fixed-budget attack at ε (any ε where `eps` is ∞), a minimal one with
     its distortion in `norm` at most ε."""
+    if fixed and not math.isinf(eps):
+        return _within(rows, eps)
     hit = rows["success"].astype(bool)
-    if math.isinf(eps):
-        return hit
-    if fixed:
-        return hit & (rows["eps"] <= eps + NORM_TOLERANCE)
-    return hit & (rows[norm] <= eps + NORM_TOLERANCE)
+    return hit if math.isinf(eps) else hit & (rows[norm] <= eps + NORM_TOLERANCE)

@@ -537,11 +537,7 @@ def primary_table(
     correctly clean (with that denominator), and the primary endpoint's pooled all-digit effect
     with its seed-level interval, adjusted p, verdict and heterogeneity; `per_seed` lists each
     seed's own ratio (for the figure)."""
-    rows = compared[
-        (compared["attack"] == primary)
-        & (compared["subset"] == SUBSETS[0])
-        & compared["scope"].str.startswith(("pooled", "seed "))
-    ]
+    rows = compared[(compared["attack"] == primary) & (compared["subset"] == SUBSETS[0])]
     mine = attacks[attacks["attack"] == primary]
     out = []
     for r in rows[rows["scope"] == "pooled"].itertuples():
