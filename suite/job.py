@@ -51,6 +51,7 @@ class Context:
             weight_decay=t.weight_decay,
             lr_decay_epochs=tuple(t.lr_decay_epochs),
             lr_decay=t.lr_decay,
+            precision=t.precision,
         )
 
     def place(self, model: nn.Module) -> nn.Module:

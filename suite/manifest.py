@@ -54,6 +54,11 @@ class ExperimentSpec(Strict):
     name: Name
     seeds: list[Seed] = Field(min_length=1, max_length=1000)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = Field(
+        default=True,
+        description="run networks through torch.compile where that pays (DM at 200 iterations or "
+        "more): the same results, faster; false runs everything eagerly",
+    )
     attack_seed: Seed = Field(
         default=0, description="draws the attacked test subset, once per experiment"
     )
@@ -106,6 +111,13 @@ class TrainSpec(Strict):
         default_factory=list, max_length=100
     )
     lr_decay: float = Field(default=0.1, gt=0, le=1)
+    precision: Literal["fp32", "bf16"] = Field(
+        default="fp32",
+        description="bf16: forward and loss under bfloat16 autocast in channels-last memory "
+        "(float32 weights and optimiser; evaluation and attacks stay float32). Trains the "
+        "standard, defensive, adversarial and ARD models; a synthetic set's model follows its "
+        "own recipe",
+    )
 
 
 BASELINE_HELP = (
@@ -123,6 +135,8 @@ UNHASHED_AT = {
     "lr_final": 0.1,  # C&W L2's cosine schedule: never change these two defaults, or results
     "lr_warmup": 100,  # stored with them would be taken for the new ones
     "restarts": 1,  # PGD's random restarts: one start is the PGD that ran before the setting existed
+    "real_bf16": False,  # DM's real embedding in float32: DM as it ran before the setting existed
+    "precision": "fp32",  # training in float32: training as it ran before the setting existed
 }
 
 

@@ -29,6 +29,7 @@ class Recipe:
     weight_decay: float = 0.0
     lr_decay_epochs: tuple[int, ...] = ()
     lr_decay: float = 0.1
+    precision: str = "fp32"  # or "bf16": mixed precision, see `fit`
 
 
 BatchLoss = Callable[
@@ -131,6 +132,12 @@ def fit(
     targets, labels) -> (logits, loss)` replaces the loss for objectives that change the inputs
     (adversarial training); train accuracy is then taken on the logits it returns.
 
+    With `recipe.precision == "bf16"` each batch's forward and loss (and `batch_loss`'s own attack
+    steps) run under bfloat16 autocast with the model and data in channels-last memory, where
+    oneDNN's bfloat16 kernels run (on CPUs with AMX) several times faster; weights, gradients and
+    the optimiser stay float32 (mixed precision, as Wong et al. 2020 trained). The model is
+    returned in the default memory format, so evaluation and attacks run it in float32 as before.
+
     The (small) training set is copied to the model's device once, and each batch's loss and
     correct count stay there until the epoch ends: on a GPU the loop never waits for the host
     within an epoch. A NaN/inf loss therefore raises TrainingError at the end of its epoch, naming
@@ -139,6 +146,9 @@ def fit(
     device = model_device(model)
     model.train()
     x, targets, labels = (t.to(device, non_blocking=True) for t in (x, targets, labels))
+    mixed = recipe.precision == "bf16"
+    if mixed:
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(list(model.parameters()), recipe)
     generator = torch.Generator().manual_seed(seed)
     n_batches = math.ceil(len(x) / recipe.batch_size)
@@ -152,11 +162,13 @@ def fit(
         correct = torch.zeros(n_batches, dtype=torch.long, device=device)
         order = torch.randperm(len(x), generator=generator).to(device, non_blocking=True)
         for b, idx in enumerate(order.split(recipe.batch_size)):
-            if batch_loss is None:
-                logits = model(x[idx])
-                loss = distillation_loss(logits, targets[idx], temperature)
-            else:
-                logits, loss = batch_loss(model, x[idx], targets[idx], labels[idx])
+            xb = x[idx].contiguous(memory_format=torch.channels_last) if mixed else x[idx]
+            with torch.autocast(device.type, torch.bfloat16, enabled=mixed):
+                if batch_loss is None:
+                    logits = model(xb)
+                    loss = distillation_loss(logits.float(), targets[idx], temperature)
+                else:
+                    logits, loss = batch_loss(model, xb, targets[idx], labels[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -181,6 +193,8 @@ def fit(
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
+    if mixed:
+        model.to(memory_format=torch.contiguous_format)
     model.eval()
     return history
 
