@@ -11,6 +11,13 @@ fresh models per set (the papers: 20 models × 5 sets). Prints one JSON document
     python bench/distill_quality.py --dataset mnist-5k --methods random,herding,dm,dc --ipc 1,10
     python bench/distill_quality.py --methods random --ipc 10 --arch convnet,cw-mnist --eval-models 2
 
+`--convergence 0,100,300,1000` is the convergence mode: one DM run per --ipc (full MNIST from
+--root by default, `--batch-real` real images per class, the paper's 256), its set evaluated on
+every --arch at each listed iteration, with the seconds per DM iteration of each stretch and the
+gain per doubling of the iterations (a curve has flattened where that gain is under 0.3 points).
+
+    python bench/distill_quality.py --convergence 0,100,300,1000,3000 --ipc 1,10,50 --dataset mnist
+
 Per architecture, mnist-5k, the random real set of ten images per class of seed 0, fresh models of
 seeds 0 and 1 (2026-11-26, 2 shared CPU cores, one torch thread). Command:
 `python bench/distill_quality.py --methods random --ipc 10 --seed 0 --arch ARCH` plus the options:
@@ -51,6 +58,7 @@ DC ipc 10 256 s (1,000 iterations ≈ 70 h) — DC at ipc 10 is a GPU job.
 import argparse
 import dataclasses
 import json
+import math
 import shlex
 import statistics
 import sys
@@ -76,6 +84,8 @@ from suite.distill import (
     dsa,
     train_on_synthetic,
 )
+from suite.distill.common import RealData, initial_images
+from suite.distill.dm import dm_iterations
 from suite.models import build_model
 
 METHODS = ("random", "herding", "dd", "dc", "dsa", "dm")
@@ -246,6 +256,89 @@ def run_one(splits, dataset: str, method: str, ipc: int, args) -> list[dict]:
     return rows
 
 
+def convergence(splits, dataset: str, ipc: int, args) -> list[dict]:
+    """One DM run at `ipc`, its set evaluated at each iteration of --convergence (0: the random
+    real images it starts from): one row per (checkpoint, arch) with the accuracy, the seconds per
+    DM iteration since the previous checkpoint (evaluation not counted) and the gain per doubling
+    of the iterations from it."""
+    checkpoints = sorted(set(args.convergence))
+    params = DMParams(
+        iterations=max(max(checkpoints), 1), batch_real=args.batch_real, real_bf16=args.real_bf16
+    )
+    train = splits.train
+
+    def real_data() -> RealData:
+        generator = torch.Generator().manual_seed(args.seed)
+        return RealData(
+            train.x, train.y, torch.device("cpu"), generator, compile=not args.no_compile
+        )
+
+    rows: list[dict] = []
+    clock = {"distill_s": 0.0, "resumed": time.perf_counter(), "it": 0, "at_last": 0.0}
+
+    def checkpoint(it: int, real: RealData, syn: torch.Tensor) -> None:
+        span = it - clock["it"]
+        per_it = (clock["distill_s"] - clock["at_last"]) / span if span > 0 else None
+        result = DistillResult.learned(real, syn.detach().clone(), ipc, [])
+        for arch in args.arch:
+            recipe = dataclasses.replace(RECIPES[arch], **args.recipe)
+            accs = [
+                evaluate(result, splits, arch, recipe, args.seed + k)
+                for k in range(args.eval_models)
+            ]
+            acc = statistics.fmean(accs)
+            before = next(
+                (r for r in reversed(rows) if r["arch"] == arch and 0 < r["iteration"] < it), None
+            )
+            gain = None
+            if before is not None:
+                gain = round((acc - before["test_acc"]) / math.log2(it / before["iteration"]), 2)
+            published = PUBLISHED["mnist"]["dm"].get(ipc) if arch == "convnet" else None
+            row = {
+                "dataset": dataset,
+                "method": "dm",
+                "ipc": ipc,
+                "arch": arch,
+                "iteration": it,
+                "batch_real": args.batch_real,
+                "real_bf16": args.real_bf16,
+                "test_acc": round(acc, 2),
+                "test_accs": [round(a, 2) for a in accs],
+                "gain_per_doubling": gain,
+                "s_per_iteration": None if per_it is None else round(per_it, 3),
+                "distill_s": round(clock["distill_s"], 1),
+                "published": published,
+                "gap": None if published is None else round(acc - published, 2),
+                "status": "ok",
+            }
+            rows.append(row)
+            print("RUN " + json.dumps(row), file=sys.stderr, flush=True)
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            name = f"{dataset}-dm-ipc{ipc}-it{it}-seed{args.seed}.pt"
+            torch.save(
+                {"x_syn": result.x_syn, "y_syn": result.y_syn, "lrs": None}, args.save / name
+            )
+        clock["it"], clock["at_last"] = it, clock["distill_s"]
+
+    if 0 in checkpoints:  # the same draw dm_iterations starts from
+        start_from = real_data()
+        checkpoint(0, start_from, initial_images(start_from, ipc, "real"))
+    real = real_data()
+    clock["resumed"] = time.perf_counter()
+    for it, _, syn in dm_iterations(params, real, ipc, "real"):
+        clock["distill_s"] += time.perf_counter() - clock["resumed"]
+        if it in checkpoints:
+            checkpoint(it, real, syn)
+        elif it % 50 == 0:
+            print(f"  dm ipc={ipc}: iteration {it} ({clock['distill_s']:.0f} s)", file=sys.stderr)
+        if clock["distill_s"] > 60 * args.budget_minutes:
+            print(f"  dm ipc={ipc}: budget spent at iteration {it}", file=sys.stderr, flush=True)
+            break
+        clock["resumed"] = time.perf_counter()
+    return rows
+
+
 def print_table(runs: list[dict]) -> None:
     header = (
         f"{'dataset':<14}{'method':<9}{'ipc':>4}{'arch':>10}{'acc %':>8}{'sd':>6}{'paper %':>9}"
@@ -264,6 +357,24 @@ def print_table(runs: list[dict]) -> None:
             f"{paper:>9}{gap:>7}"
             f"{dist:>11}{ev:>8}  {r['status']}"
         )
+
+
+def print_convergence(runs: list[dict]) -> None:
+    """ipc × iteration → accuracy, the gain per doubling and the seconds per DM iteration."""
+    print(
+        f"{'ipc':>4}{'arch':>10}{'iteration':>11}{'acc %':>8}{'gain/doubling':>15}"
+        f"{'s/iteration':>13}{'paper %':>9}{'gap':>7}"
+    )
+    for r in runs:
+        gain = "-" if r["gain_per_doubling"] is None else f"{r['gain_per_doubling']:+.2f}"
+        per_it = "-" if r["s_per_iteration"] is None else f"{r['s_per_iteration']:.2f}"
+        paper = "-" if r["published"] is None else f"{r['published']:.1f}"
+        gap = "-" if r["gap"] is None else f"{r['gap']:+.2f}"
+        print(
+            f"{r['ipc']:>4}{r['arch']:>10}{r['iteration']:>11}{r['test_acc']:>8.2f}{gain:>15}"
+            f"{per_it:>13}{paper:>9}{gap:>7}"
+        )
+    print("a curve has flattened where the gain per doubling of the iterations is under 0.3 points")
 
 
 def positive_int(text: str) -> int:
@@ -347,6 +458,15 @@ def main() -> None:
         help="override the learned methods' iterations: N for all, or e.g. dm=600,dc=3",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: few iterations/epochs")
+    parser.add_argument(
+        "--convergence",
+        type=lambda t: [int(v) for v in t.split(",")],
+        help="DM iterations to evaluate the set at, e.g. 0,100,300,1000 (the convergence mode)",
+    )
+    parser.add_argument("--root", default="data", help="where full MNIST is (the IDX files)")
+    parser.add_argument("--batch-real", type=int, default=256, help="convergence: real per class")
+    parser.add_argument("--real-bf16", action="store_true", help="convergence: DMParams.real_bf16")
+    parser.add_argument("--no-compile", action="store_true", help="run DM eagerly")
     args = parser.parse_args()
     if args.quick:
         args.recipe["epochs"] = min(args.recipe.get("epochs", 20), 20)
@@ -357,7 +477,12 @@ def main() -> None:
     ipcs = [int(v) for v in args.ipc.split(",")]
     start, runs = time.perf_counter(), []
     for dataset in args.dataset.split(","):
-        splits = load_splits(dataset, None, None, 0 if dataset != "mnist-5k" else 500, 0)
+        root = None if dataset == "mnist-5k" else args.root
+        splits = load_splits(dataset, root, None, 0 if dataset != "mnist-5k" else 500, 0)
+        if args.convergence:
+            for ipc in ipcs:
+                runs.extend(convergence(splits, dataset, ipc, args))
+            continue
         for ipc in ipcs:
             for method in methods:
                 if time.perf_counter() - start > 60 * args.budget_minutes:
@@ -385,7 +510,7 @@ def main() -> None:
     }
     print(json.dumps(report, indent=2))
     print()
-    print_table(runs)
+    (print_convergence if args.convergence else print_table)(runs)
 
 
 if __name__ == "__main__":

@@ -79,6 +79,7 @@ def _distil_and_train(
             seed=seed,
             device=ctx.device,
             on_step=on_step,
+            compile=ctx.manifest.experiment.compile,
         )
     finally:
         task.close()

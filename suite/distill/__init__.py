@@ -63,6 +63,7 @@ def distill(
     seed: int,
     device: torch.device | str = "cpu",
     on_step: StepCallback | None = None,
+    compile: bool = False,
 ) -> DistillResult:
     """Distil (x [N, 1, 28, 28] in [0, 1], y int64 in 0..9) to ipc images per class.
 
@@ -70,12 +71,14 @@ def distill(
     clamped to [0, 1]; `random` and `herding` return training images unchanged (they ignore
     `init`). `on_step(iteration, total_iterations, loss)` follows every iteration. One seed fixes
     every draw (real batches, inits, networks, augmentations): CPU runs repeat bit for bit.
+    `compile` lets a method run its networks through `torch.compile` where that pays (DM).
     """
     entry = distill_method(method)
     if not isinstance(params, entry.params):
         raise TypeError(f"{method} needs {entry.params.__name__}, got {type(params).__name__}")
     _check_data(x, y, ipc)
-    real = RealData(x, y, torch.device(device), torch.Generator().manual_seed(seed))
+    generator = torch.Generator().manual_seed(seed)
+    real = RealData(x, y, torch.device(device), generator, compile=compile)
     report = on_step or (lambda i, n, loss: None)
     return entry.run(params=params, real=real, ipc=ipc, init=init, on_step=report)
 

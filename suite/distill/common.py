@@ -49,12 +49,20 @@ class DistillResult:
 class RealData:
     """The training images standardised by their own pixel mean and std (the papers learn in the
     normalised space), kept on `device`, with seeded sampling by class; `pixels` are the images as
-    given (a coreset returns them unchanged)."""
+    given (a coreset returns them unchanged). `compile` lets a method run its networks through
+    `torch.compile` where that pays (the run's setting, not the method's: results stay the same)."""
 
     def __init__(
-        self, x: torch.Tensor, y: torch.Tensor, device: torch.device, generator: torch.Generator
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        device: torch.device,
+        generator: torch.Generator,
+        *,
+        compile: bool = False,
     ) -> None:
         self.pixels = x
+        self.compile = compile
         self.mean, self.std = x.mean().item(), x.std().item()
         self.x = ((x - self.mean) / self.std).to(device)
         self.y = y.to(device)

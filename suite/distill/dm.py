@@ -7,6 +7,8 @@ L = Σ_c ‖mean ψ(A(x_real_c)) − mean ψ(A(x_syn_c))‖². Only the syntheti
 SGD (momentum 0.5) as in the paper code; the curve logs L / 10.
 """
 
+from collections.abc import Iterator
+
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +25,7 @@ from suite.distill.common import (
     fresh_convnet,
     initial_images,
 )
+from suite.distill.convnet import ConvNet
 from suite.distill.dsa import DEFAULT_STRATEGY
 from suite.limits import MAX_STEPS
 
@@ -39,34 +42,115 @@ class DMParams(BaseModel):
     dsa_strategy: DSAStrategy = DEFAULT_STRATEGY
     net_width: int = Field(default=128, gt=0, le=1024)
     net_depth: int = Field(default=3, ge=1, le=5)
+    real_bf16: bool = Field(
+        default=False,
+        description="embed the real batch under bfloat16 autocast (bench/dm_iteration.py)",
+    )
+
+
+COMPILE_MIN_ITERATIONS = 200
+"""Below this many iterations DM runs eagerly: compiling costs about a minute on a CPU, which a
+few hundred iterations at paper size pay back (bench/dm_iteration.py)."""
 
 
 def run_dm(
     *, params: DMParams, real: RealData, ipc: int, init: Init, on_step: StepCallback
 ) -> DistillResult:
     """Learn ipc·10 standardised images by distribution matching; returns them and the curve."""
+    curve: list[float] = []
+    final = None
+    for it, value, images in dm_iterations(params, real, ipc, init):
+        curve.append(value)
+        on_step(it, params.iterations, value)
+        final = images
+    assert final is not None  # DMParams.iterations > 0
+    return DistillResult.learned(real, final.detach(), ipc, curve)
+
+
+def dm_iterations(
+    params: DMParams, real: RealData, ipc: int, init: Init
+) -> Iterator[tuple[int, float, torch.Tensor]]:
+    """DM's loop, one (iteration, objective / 10, the synthetic images) after each update: the
+    images are the live standardised tensor (clone to keep a snapshot)."""
     syn = initial_images(real, ipc, init).requires_grad_(True)
     optimizer = torch.optim.SGD([syn], lr=params.lr_img, momentum=0.5)
-    curve: list[float] = []
+    compiled = real.compile and params.iterations >= COMPILE_MIN_ITERATIONS
+    matcher = Matcher(params, real, compiled=compiled)
     for it in range(1, params.iterations + 1):
-        net = fresh_convnet(params.net_width, params.net_depth, real).requires_grad_(False)
-        loss = syn.new_zeros(())
-        for c in range(NUM_CLASSES):
-            x_real, x_syn = real.of_class(c, params.batch_real), syn[c * ipc : (c + 1) * ipc]
-            if params.dsa:
-                aug = dsa.sample(params.dsa_strategy, 1, x_real.shape[-1], real.generator)
-                x_real, x_syn = dsa.apply(x_real, aug), dsa.apply(x_syn, aug)
-            with torch.no_grad():
-                target = net.embed(x_real).mean(0)
-            loss = loss + (target - net.embed(x_syn).mean(0)).pow(2).sum()
+        matcher.redraw(real)
+        x_real, x_syn = draw_batches(params, real, syn, ipc)
+        loss = matcher.loss(x_real, x_syn)
         value = loss.item() / NUM_CLASSES
         check_finite("dm", value, it, f"lower lr_img (got {params.lr_img})")
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        curve.append(value)
-        on_step(it, params.iterations, value)
-    return DistillResult.learned(real, syn.detach(), ipc, curve)
+        yield it, value, syn
+
+
+def draw_batches(
+    params: DMParams, real: RealData, syn: torch.Tensor, ipc: int
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """One iteration's per-class real batch and synthetic images, both under that class's DSA draw
+    (drawn in the paper code's order: the class's real batch, then its augmentation)."""
+    reals, syns = [], []
+    for c in range(NUM_CLASSES):
+        x_real, x_syn = real.of_class(c, params.batch_real), syn[c * ipc : (c + 1) * ipc]
+        if params.dsa:
+            aug = dsa.sample(params.dsa_strategy, 1, x_real.shape[-1], real.generator)
+            x_real, x_syn = dsa.apply(x_real, aug), dsa.apply(x_syn, aug)
+        reals.append(x_real)
+        syns.append(x_syn)
+    return reals, syns
+
+
+class Matcher:
+    """DM's objective on one ConvNet that each iteration redraws in place (the paper's fresh
+    random network, the same draw as `fresh_convnet`), so a compiled embedding is built once.
+
+    Each side runs as one batch over all classes, not the paper code's two passes per class: one
+    forward of the real images with no autograd record (under bfloat16 autocast with
+    `params.real_bf16`, class means in float32), one forward and backward of the synthetic ones.
+    `compiled` runs both through `torch.compile` (the real side in channels-last memory, where
+    oneDNN's convolutions are fastest); the sums are the same to float rounding."""
+
+    def __init__(self, params: DMParams, real: RealData, *, compiled: bool) -> None:
+        self.params = params
+        self.net = ConvNet(width=params.net_width, depth=params.net_depth).to(real.device)
+        self.net.requires_grad_(False)
+        self.channels_last = compiled
+        if compiled:
+            self.net = self.net.to(memory_format=torch.channels_last)
+        self._real = (
+            torch.compile(self._embed_real, dynamic=False) if compiled else self._embed_real
+        )
+        self._syn = torch.compile(self.net.embed, dynamic=False) if compiled else self.net.embed
+
+    def redraw(self, real: RealData) -> None:
+        """New random weights, drawn from the run's generator as `fresh_convnet` draws them."""
+        fresh = fresh_convnet(self.params.net_width, self.params.net_depth, real)
+        with torch.no_grad():
+            for mine, new in zip(self.net.parameters(), fresh.parameters(), strict=True):
+                mine.copy_(new)
+
+    def loss(self, x_real: list[torch.Tensor], x_syn: list[torch.Tensor]) -> torch.Tensor:
+        """Σ_c ‖mean ψ(x_real_c) − mean ψ(x_syn_c)‖², differentiable in the synthetic images."""
+        real = torch.cat(x_real)
+        if self.channels_last:
+            real = real.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            target = _class_means(self._real(real).float(), [len(x) for x in x_real])
+        mean_syn = _class_means(self._syn(torch.cat(x_syn)), [len(x) for x in x_syn])
+        return (target - mean_syn).pow(2).sum()
+
+    def _embed_real(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, torch.bfloat16, enabled=self.params.real_bf16):
+            return self.net.embed(x)
+
+
+def _class_means(emb: torch.Tensor, sizes: list[int]) -> torch.Tensor:
+    """[classes, features]: the mean embedding of each class's consecutive rows."""
+    return torch.stack([part.mean(0) for part in emb.split(sizes)])
 
 
 DM = DistillMethod(name="dm", params=DMParams, run=run_dm)
