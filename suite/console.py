@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
@@ -52,26 +53,35 @@ def error_line(message: str) -> None:
 
 HEARTBEAT_S = 60.0
 """Off a terminal, a bar that runs longer than this prints a progress line this often."""
+BEAT_CHECK_S = 5.0
+"""How often, off a terminal, the heartbeat looks for bars that have not moved (one long step,
+such as AutoAttack's batch, never calls `update`)."""
 
 
 class _RichTask:
-    def __init__(self, progress: Progress, task_id) -> None:
-        self._progress, self._id = progress, task_id
+    def __init__(self, progress: Progress, task_id, on_close: Callable[[_RichTask], None]) -> None:
+        self._progress, self._id, self._on_close = progress, task_id, on_close
         self._started = self._said = time.monotonic()
+        self._extra = ""
 
     def update(self, completed: float, total: float | None = None, **info: object) -> None:
         """Move the bar; off a terminal, where no bar is drawn, print where it stands once a
         HEARTBEAT_S, so a log of a long run is never silent for minutes."""
-        extra = "  ".join(f"{k}={v}" for k, v in info.items())
+        self._extra = "  ".join(f"{k}={v}" for k, v in info.items())
         kwargs = {"total": total} if total is not None else {}
-        self._progress.update(self._id, completed=completed, info=extra, **kwargs)
+        self._progress.update(self._id, completed=completed, info=self._extra, **kwargs)
+        self.heartbeat()
+
+    def heartbeat(self) -> None:
+        """Off a terminal, print where the bar stands if it has said nothing for HEARTBEAT_S."""
         now = time.monotonic()
         if not self._progress.console.is_terminal and now - self._said >= HEARTBEAT_S:
             self._said = now
-            self._line("still running:", "after", f"  {extra}" if extra else "")
+            self._line("still running:", "after", f"  {self._extra}" if self._extra else "")
 
     def close(self) -> None:
         """Remove the bar; off a terminal, say in one line that it finished."""
+        self._on_close(self)
         if not self._progress.console.is_terminal:
             self._line("finished", "in")
         self._progress.remove_task(self._id)
@@ -92,9 +102,18 @@ class RichProgress:
 
     def __init__(self, progress: Progress) -> None:
         self._progress = progress
+        self._open: dict[int, _RichTask] = {}
 
     def task(self, description: str, total: float | None) -> _RichTask:
-        return _RichTask(self._progress, self._progress.add_task(description, total=total, info=""))
+        task_id = self._progress.add_task(description, total=total, info="")
+        task = _RichTask(self._progress, task_id, lambda t: self._open.pop(id(t), None))
+        self._open[id(task)] = task
+        return task
+
+    def heartbeat(self) -> None:
+        """Give every open bar its chance to say where it stands (`_RichTask.heartbeat`)."""
+        for task in list(self._open.values()):
+            task.heartbeat()
 
     def log(self, message: str) -> None:
         """One line of literal text above the bars (it names conditions, runs and files)."""
@@ -114,7 +133,23 @@ def live_progress() -> Iterator[RichProgress]:
         console=console,
         transient=True,
     ) as progress:
-        yield RichProgress(progress)
+        bars = RichProgress(progress)
+        if console.is_terminal:
+            yield bars
+            return
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(BEAT_CHECK_S):
+                bars.heartbeat()
+
+        beating = threading.Thread(target=beat, name="suite-heartbeat", daemon=True)
+        beating.start()
+        try:
+            yield bars
+        finally:
+            stop.set()
+            beating.join()
 
 
 def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None = None) -> Table:

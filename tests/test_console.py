@@ -43,3 +43,26 @@ def test_a_long_bar_says_where_it_stands_off_a_terminal_and_never_on_one(monkeyp
             assert len(still) == 2
             assert "still running: t100 seed 0 student: cw-l2 (100/200) after" in still[1]
             assert still[1].endswith("success=97/100")
+
+
+def test_a_bar_stuck_in_one_long_step_still_says_it_runs_off_a_terminal(monkeypatch):
+    """AutoAttack's batch is one call that never moves its bar: the heartbeat thread still prints
+    a "still running" line once a HEARTBEAT_S, and stops when the run ends."""
+    import time
+
+    monkeypatch.setattr(suite.console, "HEARTBEAT_S", 0.2)
+    monkeypatch.setattr(suite.console, "BEAT_CHECK_S", 0.05)
+    out = io.StringIO()
+    monkeypatch.setattr(
+        suite.console, "console", Console(file=out, force_terminal=False, width=160)
+    )
+    with suite.console.live_progress() as progress:
+        task = progress.task("t100 seed 0 model: autoattack", total=200)
+        time.sleep(0.7)  # one long step: no update
+        task.close()
+    still = [line for line in out.getvalue().splitlines() if "still running:" in line]
+    assert len(still) >= 2
+    assert "still running: t100 seed 0 model: autoattack (0/200) after" in still[0]
+    quiet = out.getvalue()
+    time.sleep(0.3)
+    assert out.getvalue() == quiet  # no beat after the run
