@@ -8,11 +8,10 @@ from test_render import study_data, synthetic_data
 
 from suite.errors import SuiteError
 from suite.report.publish import (
-    END,
-    START,
     Provenance,
     headline,
     incomplete,
+    markers,
     readme_section,
     results_readme,
     splice,
@@ -78,24 +77,29 @@ def test_a_report_with_unfinished_runs_says_so_at_the_top():
     data = synthetic_data()  # defensive-t50 seed 2 was never run
     missing = incomplete(data)
     assert any("defensive-t50 seed 2" in m for m in missing)
-    section = readme_section("cw-l2", pd.DataFrame({"model": ["x"]}), "C.", "results/s", missing)
+    section = readme_section(
+        "s", "cw-l2", pd.DataFrame({"model": ["x"]}), "C.", "results/s", missing
+    )
     lines = section.splitlines()
-    assert lines[0] == START and lines[1].startswith(
+    assert lines[0] == markers("s")[0] and lines[1].startswith(
         f"**Incomplete: {len(missing)} run(s) of the manifest are not finished** — rerun `make results`"
     )
     unrun = dataclasses.replace(data, setup={"seeds": [0, 1, 2]}, floors={"standard": 0.5})
     assert "standard seed 2: not run yet" in incomplete(unrun)  # seeds 0 and 1 ran
     done = dataclasses.replace(data, missing=[])
     assert incomplete(done) == [] and "Incomplete" not in readme_section(
-        "cw-l2", pd.DataFrame({"condition": ["x"]}), "C.", "results/s", []
+        "s", "cw-l2", pd.DataFrame({"condition": ["x"]}), "C.", "results/s", []
     )
 
 
-def test_splice_replaces_only_between_the_markers():
-    readme = f"top\n{START}\nold | table\n{END}\nbottom\n"
-    assert splice(readme, f"{START}\nnew\n{END}") == f"top\n{START}\nnew\n{END}\nbottom\n"
-    with pytest.raises(SuiteError, match="no results markers"):
-        splice("top\nbottom\n", "x")
+def test_splice_replaces_only_between_the_study_s_own_markers():
+    """Each study has its own block: publishing one leaves the other's answer as it was."""
+    (a_start, a_end), (b_start, b_end) = markers("a"), markers("b")
+    readme = f"top\n{a_start}\nold a\n{a_end}\nmid\n{b_start}\nold b\n{b_end}\nbottom\n"
+    spliced = splice(readme, f"{b_start}\nnew b\n{b_end}", "b")
+    assert spliced == f"top\n{a_start}\nold a\n{a_end}\nmid\n{b_start}\nnew b\n{b_end}\nbottom\n"
+    with pytest.raises(SuiteError, match="no results markers for c"):
+        splice(readme, "x", "c")
 
 
 def _control_study(adv_verdicts: dict[str, str]):

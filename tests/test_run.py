@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from suite.cli import app
 from suite.manifest import load_manifest
 from suite.progress import NullProgress
-from suite.report.publish import END, START
+from suite.report.publish import markers
 from suite.runner import run_manifest
 from suite.schema import MODEL_ID
 from suite.tracking import Store
@@ -320,7 +320,8 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     no_markers = runner.invoke(app, ["publish", "m.toml"])
     assert no_markers.exit_code == 2 and "README.md has no results markers" in no_markers.output
     assert not (workdir / "results").exists()
-    readme.write_text(f"# x\n\n{START}\nstale block\n{END}\n\nafter\n")
+    start, end = markers("tiny-e2e")
+    readme.write_text(f"# x\n\n{start}\nstale block\n{end}\n\nafter\n")
     for _ in range(2):  # a second publish replaces the first, in the folder and in the README
         done = runner.invoke(app, ["publish", "m.toml"])
         assert done.exit_code == 0, done.output
@@ -330,7 +331,7 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     assert "| t20 | base |" in published and "suite publish m.toml" in published
     assert "mnist-5k: " in published and "CPU, " in published
     top = readme.read_text()
-    assert top.count(START) == 1 and "stale block" not in top and top.endswith("after\n")
+    assert top.count(start) == 1 and "stale block" not in top and top.endswith("after\n")
     assert "| t20 | base |" in top and "results/tiny-e2e/README.md" in top
 
 

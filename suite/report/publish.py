@@ -24,8 +24,13 @@ from suite.report.paths import add_written
 from suite.report.render import ReportOutput, render_report
 from suite.tracking import Store, git_commit
 
-START = "<!-- results:start (written by `make results`; do not edit) -->"
-END = "<!-- results:end -->"
+
+def markers(study: str) -> tuple[str, str]:
+    """The lines between which the top-level README holds `study`'s answer: one block per study."""
+    return (
+        f"<!-- results:{study}:start (written by `make results`; do not edit) -->",
+        f"<!-- results:{study}:end -->",
+    )
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,8 @@ def publish_study(
             f"{readme}: no such file; pass --readme PATH to a README with results markers"
         )
     text = readme.read_text(encoding="utf-8")
-    splice(text, "")  # no markers: fail before anything is written
+    study = spec.experiment.name
+    splice(text, "", study)  # no markers: fail before anything is written
     data = collect(Store(read_only=True), spec.experiment.name)
     kinds = {a.name: a.kind for a in spec.attacks}
     mixed = mixed_commits(
@@ -95,8 +101,8 @@ def publish_study(
         encoding="utf-8",
     )
     add_written(out_dir, ["README.md"])
-    section = readme_section(attack, table, output.answer, out_dir.as_posix(), missing)
-    readme.write_text(splice(text, section), encoding="utf-8")
+    section = readme_section(study, attack, table, output.answer, out_dir.as_posix(), missing)
+    readme.write_text(splice(text, section, study), encoding="utf-8")
     return missing
 
 
@@ -234,12 +240,14 @@ def results_readme(
 
 
 def readme_section(
-    attack: str, table: pd.DataFrame, answer: str, folder: str, missing: list[str]
+    study: str, attack: str, table: pd.DataFrame, answer: str, folder: str, missing: list[str]
 ) -> str:
-    """The top-level README's Results block (between the markers): the answer and its table."""
+    """`study`'s block of the top-level README's Results (between its markers): the answer and
+    its table."""
+    start, end = markers(study)
     return "\n".join(
         [
-            START,
+            start,
             *_incomplete_md(missing),
             f"**{QUESTION}** From [`{folder}`]({folder}/README.md) (primary endpoint "
             f"{esc(attack)}; full report: [`{folder}/report.md`]({folder}/report.md)):",
@@ -247,17 +255,18 @@ def readme_section(
             answer.strip(),
             "",
             *md_table(table),
-            END,
+            end,
         ]
     )
 
 
-def splice(readme: str, section: str) -> str:
-    """`readme` with the text between the results markers replaced by `section`."""
-    pattern = re.compile(re.escape(START) + r".*?" + re.escape(END), re.S)
+def splice(readme: str, section: str, study: str) -> str:
+    """`readme` with the text between `study`'s results markers replaced by `section`."""
+    start, end = markers(study)
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if not pattern.search(readme):
         raise SuiteError(
-            f"README.md has no results markers: add a line {START!r} and a line {END!r} "
-            "where the results belong"
+            f"README.md has no results markers for {study}: add a line {start!r} and a line "
+            f"{end!r} where its results belong"
         )
     return pattern.sub(lambda _: section, readme, count=1)
