@@ -151,6 +151,25 @@ class StandardCondition(Strict):
     arch: Arch | None = Field(default=None, description="overrides model.arch")
 
 
+class MatchedCondition(Strict):
+    """The accuracy-matched control of a model trained on a synthetic set: the standard network
+    trained on the full training split with the manifest's recipe, stopped as soon as its
+    validation accuracy reaches that of `match`'s model of the same seed (checked every
+    `check_every` batches). A synthetic model that is less robust than this one lost more than
+    its lower accuracy explains."""
+
+    name: Name
+    kind: Literal["matched"]
+    match: Name = Field(description="a synthetic condition listed earlier")
+    epochs: int | None = Field(
+        default=None, gt=0, le=MAX_EPOCHS, description="at most this many epochs (train.epochs)"
+    )
+    check_every: int = Field(
+        default=5, ge=1, le=10000, description="batches between validation checks"
+    )
+    baseline: Name | None = Field(default=None, description=BASELINE_HELP)
+
+
 class DefensiveCondition(Strict):
     """Defensive distillation (Papernot et al. 2016): teacher and student at temperature T."""
 
@@ -318,11 +337,13 @@ Condition = Annotated[
     | DefensiveCondition
     | SyntheticCondition
     | AdversarialCondition
-    | ARDCondition,
+    | ARDCondition
+    | MatchedCondition,
     Field(discriminator="kind"),
 ]
 TAGS = {
-    "standard", "defensive", "synthetic", "adversarial", "ard", *METHOD_PARAMS, *ATTACK_PARAMS
+    "standard", "defensive", "synthetic", "adversarial", "ard", "matched", *METHOD_PARAMS,
+    *ATTACK_PARAMS,
 }  # fmt: skip
 
 
@@ -366,6 +387,31 @@ class Manifest(Strict):
                     f"conditions[{i}].teacher",
                     f"no condition listed before this one has that name; name one of {earlier}",
                     cond.teacher,
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _matches_come_first(self) -> "Manifest":
+        """A `matched` control's `match` is a synthetic condition listed earlier, on the same
+        architecture as the manifest's model (the control trains `model.arch`)."""
+        for i, cond in enumerate(self.conditions):
+            if not isinstance(cond, MatchedCondition):
+                continue
+            earlier = {c.name: c for c in self.conditions[:i] if c.kind == "synthetic"}
+            if cond.match not in earlier:
+                raise ManifestFieldError(
+                    f"conditions[{i}].match",
+                    f"no synthetic condition listed before this one has that name; name one of "
+                    f"{sorted(earlier)}",
+                    cond.match,
+                )
+            arch = getattr(earlier[cond.match], "arch", None) or self.model.arch
+            if arch != self.model.arch:
+                raise ManifestFieldError(
+                    f"conditions[{i}].match",
+                    f"{cond.match} trains {arch}, the control trains model.arch "
+                    f"({self.model.arch}); match a condition on {self.model.arch}",
+                    cond.match,
                 )
         return self
 
@@ -446,6 +492,16 @@ def baselines(
                 )
         if chosen is not None:
             out[cond["name"]] = chosen
+    return out
+
+
+def accuracy_matched_controls(conditions: list[dict[str, Any]]) -> dict[str, str]:
+    """Each synthetic condition → its accuracy-matched control (the `matched` condition naming
+    it; the first one where several do). Works on the JSON form of the conditions."""
+    out: dict[str, str] = {}
+    for c in conditions:
+        if c["kind"] == "matched":
+            out.setdefault(c["match"], c["name"])
     return out
 
 

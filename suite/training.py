@@ -122,6 +122,8 @@ def fit(
     on_batch: Callable[[int, int], None] | None = None,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     batch_loss: BatchLoss | None = None,
+    stop: Callable[[nn.Module], bool] | None = None,
+    stop_every: int = 1,
 ) -> list[EpochMetrics]:
     """Train `model` in place, on its own device, for `recipe.epochs`; return per-epoch metrics.
 
@@ -130,7 +132,9 @@ def fit(
     accuracy. `evaluate(model) -> (val_acc, test_acc)` runs after each epoch. The batch order comes
     from a generator seeded with `seed`, so a CPU run repeats bit for bit. `batch_loss(model, x,
     targets, labels) -> (logits, loss)` replaces the loss for objectives that change the inputs
-    (adversarial training); train accuracy is then taken on the logits it returns.
+    (adversarial training); train accuracy is then taken on the logits it returns. `stop(model)`,
+    asked after every `stop_every` batches, ends training at once when it returns True (the
+    accuracy-matched control); the last epoch's metrics then cover the batches it ran.
 
     With `recipe.precision == "bf16"` each batch's forward and loss (and `batch_loss`'s own attack
     steps) run under bfloat16 autocast with the model and data in channels-last memory, where
@@ -161,6 +165,7 @@ def fit(
         losses = torch.zeros(n_batches, device=device)
         correct = torch.zeros(n_batches, dtype=torch.long, device=device)
         order = torch.randperm(len(x), generator=generator).to(device, non_blocking=True)
+        stopped = False
         for b, idx in enumerate(order.split(recipe.batch_size)):
             xb = x[idx].contiguous(memory_format=torch.channels_last) if mixed else x[idx]
             with torch.autocast(device.type, torch.bfloat16, enabled=mixed):
@@ -176,16 +181,22 @@ def fit(
             correct[b] = (logits.argmax(1) == labels[idx]).sum()
             if on_batch is not None:
                 on_batch(b + 1, n_batches)
-        losses = losses.cpu()
+            if stop is not None and (b + 1) % stop_every == 0 and stop(model):
+                stopped = True
+                model.train()
+                break
+        ran = b + 1
+        losses, correct = losses[:ran].cpu(), correct[:ran]
         _check_finite(losses, epoch, recipe.lr)
-        sizes = torch.full((n_batches,), float(recipe.batch_size), dtype=torch.float64)
-        sizes[-1] = len(x) - recipe.batch_size * (n_batches - 1)
+        sizes = torch.full((ran,), float(recipe.batch_size), dtype=torch.float64)
+        sizes[-1] = min(len(x), recipe.batch_size * ran) - recipe.batch_size * (ran - 1)
+        seen = int(sizes.sum())
         val_acc, test_acc = evaluate(model) if evaluate else (math.nan, math.nan)
         model.train()
         metrics = EpochMetrics(
             epoch=epoch,
-            train_loss=float((losses.double() * sizes).sum()) / len(x),
-            train_acc=int(correct.sum()) / len(x),
+            train_loss=float((losses.double() * sizes).sum()) / seen,
+            train_acc=int(correct.sum()) / seen,
             val_acc=val_acc,
             test_acc=test_acc,
             seconds=time.perf_counter() - start,
@@ -193,6 +204,8 @@ def fit(
         history.append(metrics)
         if on_epoch is not None:
             on_epoch(metrics)
+        if stopped:
+            break
     if mixed:
         model.to(memory_format=torch.contiguous_format)
     model.eval()

@@ -151,3 +151,51 @@ def test_every_architecture_has_a_recipe_and_convnet_is_the_distillation_net():
     assert model(x).shape == (3, 10)
     expected = model.net((x - StandardisedConvNet.MEAN) / StandardisedConvNet.STD)
     assert torch.allclose(model(x), expected)
+
+
+def test_the_accuracy_matched_control_stops_at_the_synthetic_models_accuracy(tmp_path):
+    """A `matched` condition trains `model.arch` on the full split and stops at the first check
+    where its validation accuracy reaches the synthetic model's of the same seed: it ends at or
+    above that accuracy, within a few points, well below the fully trained network; the report
+    compares the synthetic model with it in a family of its own and says so in the answer."""
+    from suite.report.collect import collect
+    from suite.report.render import render_report
+
+    raw = copy.deepcopy(MANIFEST)
+    raw["experiment"]["name"] = "matched-e2e"
+    raw["model"]["arch"] = "tiny"
+    raw["train"] = {"dropout": 0.0, "epochs": 3, "batch_size": 32, "optimizer": "adam", "lr": 3e-3}
+    raw["conditions"] = [
+        {"name": "full", "kind": "standard"},
+        {**MANIFEST["conditions"][1], "name": "random2"},
+        {"name": "acc-random2", "kind": "matched", "match": "random2", "check_every": 1},
+    ]
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rows = run_manifest(validate_manifest(raw, "test"), store=store)
+    by = {r.condition: r for r in rows}
+    assert all(r.status == "FINISHED" for r in rows), [r.error for r in rows]
+    goal = by["random2"].val_acc
+    assert goal < by["full"].val_acc - 0.05  # 20 images teach less than 1,000
+    assert goal <= by["acc-random2"].val_acc < goal + 0.08
+    run = store.client.get_run(by["acc-random2"].run_id)
+    assert run.data.params["matched.condition"] == "random2"
+    assert float(run.data.params["matched.val_acc"]) == pytest.approx(goal)
+    batches = store.client.get_metric_history(by["acc-random2"].run_id, "train_loss")
+    assert len(batches) == 1  # stopped within its first epoch
+    data = collect(store, "matched-e2e")
+    assert data.matched == {"random2": "acc-random2"}
+    out = render_report(data, tmp_path / "r", formats=("md",))
+    text = out.markdown.read_text()
+    assert re.search(r"^## A\d+\. Against the accuracy-matched control$", text, re.M)
+    assert "Against `acc-random2`, the full-data network stopped at the same validation" in text
+    assert "Accuracy-matched controls" in out.answer
+
+
+def test_a_matched_control_must_name_an_earlier_synthetic_condition():
+    raw = copy.deepcopy(MANIFEST)
+    raw["conditions"] = [
+        {"name": "acc", "kind": "matched", "match": "dm2"},
+        *MANIFEST["conditions"],
+    ]
+    with pytest.raises(ManifestError, match=r"conditions\[0\]\.match.*no synthetic condition"):
+        validate_manifest(raw, "test")

@@ -1,5 +1,5 @@
 """Conditions: how a model under attack comes to be (undistilled, defensive distillation, synthetic
-data, adversarial training, ARD).
+data, adversarial training, ARD, the accuracy-matched control).
 
 Each kind is one `ConditionKind` entry of CONDITIONS: its manifest settings model and a function
 called `run(ctx=, cond=, seed=, parent_id=) -> list[ModelRun]` that trains (or reuses) the kind's
@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from suite.conditions.adversarial import run_adversarial
 from suite.conditions.ard import run_ard
 from suite.conditions.defensive import run_defensive
+from suite.conditions.matched import run_matched
 from suite.conditions.standard import run_standard
 from suite.conditions.synthetic import run_synthetic
 from suite.job import Context, ModelRun
@@ -21,6 +22,7 @@ from suite.manifest import (
     AdversarialCondition,
     ARDCondition,
     DefensiveCondition,
+    MatchedCondition,
     StandardCondition,
     SyntheticBase,
 )
@@ -40,6 +42,7 @@ CONDITIONS: dict[str, ConditionKind] = {
     "synthetic": ConditionKind(params=SyntheticBase, run=run_synthetic),
     "adversarial": ConditionKind(params=AdversarialCondition, run=run_adversarial),
     "ard": ConditionKind(params=ARDCondition, run=run_ard),
+    "matched": ConditionKind(params=MatchedCondition, run=run_matched),
 }
 
 

@@ -138,13 +138,16 @@ def train_model(
     batch_loss: BatchLoss | None = None,
     epoch_metrics: Callable[[nn.Module], dict[str, float]] | None = None,
     arch: str | None = None,
+    stop: Callable[[nn.Module], bool] | None = None,
+    stop_every: int = 1,
 ) -> tuple[nn.Module, float, float]:
     """Build `arch` (default `model.arch`) from the seed on `ctx.device` and fit it there on the
     training split; log per-epoch curves. The model is returned where it was trained, on
     `ctx.device`.
 
     `batch_loss` replaces the (soft-)label loss (see `training.fit`); `epoch_metrics(model)` adds
-    named values to each epoch's curves (robust validation accuracy)."""
+    named values to each epoch's curves (robust validation accuracy); `stop` and `stop_every` end
+    training early (see `training.fit`)."""
     m = ctx.manifest
     torch.manual_seed(seed)
     model = ctx.place(build_model(arch or m.model.arch, dropout=m.train.dropout))
@@ -187,6 +190,8 @@ def train_model(
             evaluate=evaluate,
             on_batch=on_batch,
             on_epoch=on_epoch,
+            stop=stop,
+            stop_every=stop_every,
         )
     finally:
         task.close()

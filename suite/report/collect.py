@@ -13,7 +13,13 @@ import pandas as pd
 from suite import schema
 from suite.attacks import FIXED_BUDGET_KINDS, budget_eps, is_gradient_free
 from suite.errors import StoreError
-from suite.manifest import ManifestFieldError, SyntheticEval, baselines, same_size_controls
+from suite.manifest import (
+    ManifestFieldError,
+    SyntheticEval,
+    accuracy_matched_controls,
+    baselines,
+    same_size_controls,
+)
 from suite.report.frames import ReportData, model_label
 from suite.tracking import Store, StoredRun
 
@@ -131,6 +137,11 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
             for c, control in same_size_controls(
                 manifest.get("conditions", []), manifest.get("model", {}).get("arch", "")
             ).items()
+            if c in sel.parents and control in sel.parents
+        },
+        matched={
+            c: control
+            for c, control in accuracy_matched_controls(manifest.get("conditions", [])).items()
             if c in sel.parents and control in sel.parents
         },
         primary=manifest["experiment"].get("primary"),

@@ -16,6 +16,9 @@ CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
 CLAIM_ACCURACY_PP = 2.0
 CLAIM_RATIO_BAND = (0.8, 1.25)
 CONTROL_KINDS = frozenset({"adversarial"})
+REFERENCE_KINDS = frozenset({"standard", "matched"})
+"""Not distillation: the full-data network, and the same network stopped at a synthetic model's
+accuracy (its accuracy-matched control)."""
 """Positive controls: trained to be robust, so the instrument must find them more robust."""
 
 
@@ -57,7 +60,9 @@ def conclusion(
         parts.append(sentence + _effects(pooled[pooled["condition"] == condition], primary) + ".")
     trained = [c for c in deltas if "/" not in c]  # attacked teachers are not distilled
     controls = [c for c in trained if kinds.get(c) in CONTROL_KINDS]
-    distilled = [c for c in trained if kinds.get(c, "standard") not in {"standard", *CONTROL_KINDS}]
+    distilled = [
+        c for c in trained if kinds.get(c, "standard") not in {*REFERENCE_KINDS, *CONTROL_KINDS}
+    ]
     answer = [
         _answer(distilled, primary_rows, primary),
         *_control(controls, primary_rows, deltas),
@@ -307,7 +312,8 @@ def answer(
 ) -> str:
     """The report's answer in a few sentences, first on its first page: the primary endpoint and
     its unit of inference, then defensive distillation, models trained on synthetic sets (against
-    the full-data baseline, then against their same-size real control, `controlled`) and positive
+    the full-data baseline, then against their same-size real and accuracy-matched controls,
+    `controlled`) and positive
     controls, each grouped by verdict with every effect and its seed-level interval, then what
     limits it (masking, too few seeds)."""
     kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
@@ -335,6 +341,8 @@ def answer(
         "Positive controls (adversarial training)": [
             c for c in order if kinds.get(c) in CONTROL_KINDS
         ],
+        "Accuracy-matched controls (the full-data network stopped at a synthetic model's "
+        "validation accuracy)": [c for c in order if kinds.get(c) == "matched"],
     }
     for name, conditions in groups.items():
         found = _by_verdict([c for c in conditions if c in set(rows["condition"])], rows)
@@ -347,10 +355,14 @@ def answer(
     ]
     for control, rows_of in against.groupby("baseline", sort=False):
         found = _by_verdict(list(rows_of["condition"]), rows_of)
-        sentences.append(
-            f"Against {code(control)}, as many random real images per class on the same network "
-            f"(what distillation adds to a small training set): {found}."
+        what = (
+            "the full-data network stopped at the same validation accuracy (what the lower "
+            "accuracy alone explains)"
+            if kinds.get(control) == "matched"
+            else "as many random real images per class on the same network (what distillation "
+            "adds to a small training set)"
         )
+        sentences.append(f"Against {code(control)}, {what}: {found}.")
     flagged = checks.loc[checks["verdict"] == MASKED, "condition"].tolist() if len(checks) else []
     if flagged:
         sentences.append(

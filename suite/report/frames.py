@@ -24,7 +24,8 @@ class ReportData:
     `gradient_free` names the attacks that use no gradient of the model (Square); `budgets` maps
     each fixed-budget attack to its ε list, `attack_params` each attack to its manifest settings,
     `attack_commits` to the commits whose code computed its results. `controls` maps each learned
-    synthetic set's condition to its same-size random real-image control (`same_size_controls`);
+    synthetic set's condition to its same-size random real-image control (`same_size_controls`),
+    `matched` each synthetic condition to its accuracy-matched control (`accuracy_matched_controls`);
     `outside_ensemble` names the minimal attacks the manifest keeps out of the best-of.
     `primary` is the attack whose comparison gives the
     verdicts (the manifest's `experiment.primary`), `equivalence_margin` its equivalence band.
@@ -48,6 +49,7 @@ class ReportData:
     attack_params: dict[str, dict[str, object]] = field(default_factory=dict)
     attack_commits: dict[str, list[str]] = field(default_factory=dict)
     controls: dict[str, str] = field(default_factory=dict)
+    matched: dict[str, str] = field(default_factory=dict)
     outside_ensemble: list[str] = field(default_factory=list)
     run_seconds: float = 0.0
     primary: str | None = None  # the manifest's primary endpoint (None: `headline_attack`)

@@ -147,6 +147,9 @@ class _Frames:
     primary: str | None  # the primary endpoint, the one attack whose comparisons give verdicts
     compared: pd.DataFrame  # `tables.comparisons`
     controlled: pd.DataFrame  # the primary endpoint against each learned set's same-size control
+    matched: (
+        pd.DataFrame
+    )  # the primary endpoint against each synthetic set's accuracy-matched control
     checks: pd.DataFrame  # `masking.three_way`
     strength: pd.DataFrame  # `soundness.pgd_strength`
     unsound: dict[tuple[str, str], str]  # `soundness.unsound`: (attack, model) → why it is not used
@@ -196,6 +199,15 @@ def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
             primary=primary,
             margin=data.equivalence_margin,
         ),
+        matched=tables.comparisons(
+            attacks[attacks["attack"] == primary],
+            data.matched,
+            blocked,
+            alpha,
+            seed,
+            primary=primary,
+            margin=data.equivalence_margin,
+        ),
         checks=checks,
         strength=strength,
         unsound=unsound,
@@ -214,14 +226,16 @@ def _render(
     files.table(f.accuracy, "accuracy")
     files.table(f.compared, "comparisons")
     files.table(f.controlled, "comparisons_same_size_control")
+    files.table(f.matched, "comparisons_accuracy_matched")
     primary_rows = tables.primary_table(
-        pd.concat([f.compared, f.controlled], ignore_index=True),
+        pd.concat([f.compared, f.controlled, f.matched], ignore_index=True),
         f.primary,
         f.attacked_acc,
         f.attacks,
     )
     files.table(primary_rows, "primary")
-    answer = write_answer(f.data, f.compared, f.controlled, f.order, f.checks, f.level)
+    against = pd.concat([f.controlled, f.matched], ignore_index=True)
+    answer = write_answer(f.data, f.compared, against, f.order, f.checks, f.level)
     md = [f"# Report: {esc(data.experiment)}", "", "## Answer", "", answer, ""]
     md += _primary_md(f, primary_rows, files)
     body = _intro_md(f, files)
@@ -234,6 +248,9 @@ def _render(
     if not f.controlled.empty:
         body += ["## Against the same-size real control", "", _CONTROL_NOTE, ""]
         body += _comparison_md(f.controlled, f.level)
+    if not f.matched.empty:
+        body += ["## Against the accuracy-matched control", "", _MATCHED_NOTE, ""]
+        body += _comparison_md(f.matched, f.level)
     body += _masking_sections(f, files)
     body += ["## Missing or failed runs", "", *_missing_md(f.data), ""]
     if f.blocked:
@@ -797,6 +814,15 @@ _CONTROL_NOTE = (
     "class, on the same network: the compression control, which tells what distillation adds "
     "from what training on a few images does. The primary endpoint only; Holm adjusts within "
     "these comparisons, a family of their own."
+)
+
+
+_MATCHED_NOTE = (
+    "Each synthetic-set model against the same network trained on the full training split and "
+    "stopped as soon as its validation accuracy reached that model's (the same seed's): what "
+    "lower accuracy alone does to robustness. A synthetic model less robust than its "
+    "accuracy-matched control lost more than its accuracy explains. The primary endpoint only; "
+    "Holm adjusts within these comparisons, a family of their own."
 )
 
 

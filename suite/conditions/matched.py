@@ -1,0 +1,65 @@
+"""The accuracy-matched control of a synthetic-set model (issue 26, item 3): the undistilled
+network on the full training split, stopped as soon as its validation accuracy reaches the
+synthetic model's. It separates "less robust" from "less accurate": a model trained on a distilled
+set that is less robust than this one lost more robustness than its lower accuracy explains."""
+
+from suite import schema
+from suite.conditions.common import cached_training, train_model
+from suite.job import Context, ModelRun
+from suite.manifest import MatchedCondition, ModelSpec, config_hash
+from suite.training import accuracy
+
+
+def run_matched(
+    *, ctx: Context, cond: MatchedCondition, seed: int, parent_id: str
+) -> list[ModelRun]:
+    """Get `cond.match`'s model for this seed through the registry (reused from the store, as it
+    is when listed first), then train (or reuse) `model.arch` on the full training split until its
+    validation accuracy first reaches that model's, checked every `check_every` batches, for at
+    most `epochs` (train.epochs)."""
+    from suite.conditions import run_condition  # the registry lists this module: import it late
+
+    m = ctx.manifest
+    matched_cond = next(c for c in m.conditions if c.name == cond.match)
+    target = run_condition(ctx=ctx, cond=matched_cond, seed=seed, parent_id=parent_id)[-1]
+    goal = target.val_acc
+    epochs = cond.epochs or m.train.epochs
+    cfg = config_hash(
+        "matched", ctx.data_config(), ModelSpec(arch=m.model.arch), m.train, epochs, goal,
+        cond.check_every, seed,
+    )  # fmt: skip
+    val = ctx.data.val
+
+    def reached(model) -> bool:
+        return accuracy(model, val.x, val.y) >= goal
+
+    run = cached_training(
+        ctx,
+        parent_id,
+        condition=cond.name,
+        kind=cond.kind,
+        role=schema.ROLE_MODEL,
+        seed=seed,
+        cfg_hash=cfg,
+        params={
+            **ctx.base_params(),
+            "seed": seed,
+            "train.epochs": epochs,
+            "matched.condition": cond.match,
+            "matched.run_id": target.run_id,
+            "matched.val_acc": goal,
+            "matched.check_every": cond.check_every,
+        },
+        attack=True,
+        train=lambda run_id: train_model(
+            ctx,
+            run_id,
+            f"{cond.name} seed {seed}: train until val acc {goal:.2%} ({cond.match}'s)",
+            seed=seed,
+            targets=ctx.data.train.y,
+            epochs=epochs,
+            stop=reached,
+            stop_every=cond.check_every,
+        ),
+    )
+    return [run]
