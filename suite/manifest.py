@@ -137,6 +137,7 @@ UNHASHED_AT = {
     "restarts": 1,  # PGD's random restarts: one start is the PGD that ran before the setting existed
     "real_bf16": False,  # DM's real embedding in float32: DM as it ran before the setting existed
     "precision": "fp32",  # training in float32: training as it ran before the setting existed
+    "set_seed": None,  # a synthetic set per seed: as sets were made before the setting existed
 }
 
 
@@ -289,6 +290,11 @@ class SyntheticBase(Strict):
     kind: Literal["synthetic"]
     ipc: int = Field(ge=1, le=1000)
     init: Literal["real", "noise"] = "real"
+    set_seed: Seed | None = Field(
+        default=None,
+        description="distil one set with this seed and train every seed's model on it (the set "
+        "is stored and reused); default: each seed distils its own",
+    )
     arch: Arch | None = Field(default=None, description="overrides model.arch")
     eval: SyntheticEval = SyntheticEval()
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)

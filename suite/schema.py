@@ -34,6 +34,11 @@ STUDENT_CONFIG_HASH = "student_config_hash"  # on a teacher: the config hash of 
 
 TEACHER_RUN_ID = "teacher_run_id"  # on a student: the run of the model it learned from
 TEACHER_CONDITION = "teacher_condition"  # on an ARD student: the condition of its teacher
+SET_HASH = (
+    "set_hash"  # on a synthetic model run: its synthetic set's identity, once the set is stored
+)
+SET_FROM = "set_from_run"  # on a synthetic model run whose set was reused: the run that made it
+SYNTHETIC_SET = "synthetic/set.npz"  # the set: x [n, 1, 28, 28] in [0, 1], y, and dd's lrs
 
 ROLE_MODEL = "model"  # the one model of a condition
 ROLE_TEACHER = "teacher"  # a distillation's teacher and student

@@ -340,6 +340,29 @@ class Store:
             digest,
         )
 
+    def find_set_run(
+        self, experiment_id: str, conditions: list[str], set_hash: str, digest: str
+    ) -> "StoredRun | None":
+        """The trusted run (`_newest_trusted`) of any of `conditions` that stored the synthetic set
+        with this identity (tag SET_HASH, set once the set is logged), distilled from data with
+        this digest: the newest one that distilled it, else the newest that reused it; or None."""
+
+        def newest(accept: Callable[[StoredRun], bool]) -> "StoredRun | None":
+            found = [
+                self._newest_trusted(
+                    experiment_id,
+                    condition,
+                    f"tags.`{schema.SET_HASH}` = '{set_hash}'",
+                    accept,
+                    digest,
+                )
+                for condition in conditions
+            ]
+            stored = [run for run in found if run is not None]
+            return max(stored, key=lambda run: run.start_ms or 0, default=None)
+
+        return newest(lambda run: schema.SET_FROM not in run.tags) or newest(lambda run: True)
+
     # ---- the cache protocol: models, attack results, attack batches ----------------------------
 
     @contextmanager

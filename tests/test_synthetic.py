@@ -14,7 +14,7 @@ from suite.errors import ManifestError
 from suite.manifest import validate_manifest
 from suite.models import MODELS, StandardisedConvNet, Tiny, build_model
 from suite.runner import run_manifest
-from suite.schema import ERROR
+from suite.schema import ERROR, SET_FROM, SYNTHETIC_SET
 from suite.tracking import Store
 
 EVAL = {"epochs": 30, "lr": 0.01, "batch_size": 20, "augment": False, "min_test_acc": 0.0}
@@ -67,11 +67,10 @@ def test_synthetic_condition_logs_set_and_model_and_is_reused(tmp_path):
         assert run.data.params["eval.dsa_strategy"] == RECIPES["tiny"].dsa_strategy
         assert isinstance(store.load_model(run.info.run_id), Tiny)
         names = {a.path for a in store.client.list_artifacts(row.run_id, "synthetic")}
-        assert names == {"synthetic/set.pt", "synthetic/grid.png"}
-        local = store.client.download_artifacts(
-            row.run_id, "synthetic/set.pt", str(tmp_path / row.condition)
-        )
-        saved = torch.load(local)
+        assert names == {"synthetic/set.npz", "synthetic/grid.png"}
+        saved = {
+            k: torch.from_numpy(v) for k, v in store.load_arrays(row.run_id, SYNTHETIC_SET).items()
+        }
         assert saved["x"].shape == (20, 1, 28, 28) and saved["y"].bincount().tolist() == [2] * 10
         assert saved["x"].min() >= 0.0 and saved["x"].max() <= 1.0
         assert 0.1 < row.test_acc <= 1.0  # trained on 20 images alone
@@ -199,3 +198,31 @@ def test_a_matched_control_must_name_an_earlier_synthetic_condition():
     ]
     with pytest.raises(ManifestError, match=r"conditions\[0\]\.match.*no synthetic condition"):
         validate_manifest(raw, "test")
+
+
+def test_one_set_serves_every_seed_and_every_condition_that_distils_it_alike(tmp_path):
+    """With `set_seed`, seed 1's model trains on the set seed 0's run distilled (read back from
+    the store, not distilled again), and a second condition that distils alike but trains another
+    recipe reuses it too; the models still differ by their own seeds."""
+    raw = copy.deepcopy(MANIFEST)
+    raw["experiment"].update(name="set-reuse", seeds=[0, 1])
+    dm = {**MANIFEST["conditions"][0], "set_seed": 0}
+    raw["conditions"] = [
+        dm,
+        {**dm, "name": "dm2-long", "eval": {**EVAL, "optimizer": "sgd", "epochs": 40}},
+    ]
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    rows = run_manifest(validate_manifest(raw, "test"), store=store)
+    assert all(r.status == "FINISHED" for r in rows), [r.error for r in rows]
+    [first] = [r for r in rows if r.condition == "dm2" and r.seed == 0]
+    made = store.load_arrays(first.run_id, SYNTHETIC_SET)["x"]
+    assert store.metric_history(first.run_id, "distill_loss")  # distilled here
+    for row in rows:
+        if row is first:
+            continue
+        tags = store.client.get_run(row.run_id).data.tags
+        assert tags[SET_FROM] == first.run_id
+        assert not store.metric_history(row.run_id, "distill_loss")  # not distilled again
+        assert (store.load_arrays(row.run_id, SYNTHETIC_SET)["x"] == made).all()
+    weights = [store.load_model(r.run_id).state_dict() for r in rows if r.condition == "dm2"]
+    assert not all(torch.equal(a, b) for a, b in zip(*[w.values() for w in weights], strict=True))

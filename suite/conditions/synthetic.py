@@ -1,14 +1,13 @@
 """Models trained on a synthetic distilled set alone (dataset distillation) or a real coreset."""
 
 import dataclasses
-import io
 
 import torch
 from torch import nn
 
 from suite import schema
 from suite.conditions.common import cached_training
-from suite.distill import EvalRecipe, distill, train_on_synthetic
+from suite.distill import DistillResult, EvalRecipe, distill, train_on_synthetic
 from suite.errors import TrainingError
 from suite.job import Context, ModelRun
 from suite.manifest import SyntheticCondition, config_hash, flatten
@@ -20,8 +19,10 @@ from suite.training import accuracy
 def run_synthetic(
     *, ctx: Context, cond: SyntheticCondition, seed: int, parent_id: str
 ) -> list[ModelRun]:
-    """Distil `ipc` images per class from the training split, then train the condition's `arch`
-    (default `model.arch`) on them alone with that architecture's recipe."""
+    """Distil `ipc` images per class from the training split (or reuse the stored set with the
+    same identity: method, settings, ipc, init, the data and the set's seed, `set_seed` or the
+    run's), then train the condition's `arch` (default `model.arch`) on them alone with that
+    architecture's recipe."""
     arch = cond.arch or ctx.manifest.model.arch
     recipe = cond.eval.recipe(arch)
     cfg = config_hash("synthetic", ctx.data_config(), arch, dataclasses.asdict(recipe), cond, seed)
@@ -61,36 +62,21 @@ def _distil_and_train(
 ) -> tuple[nn.Module, float, float]:
     store, data = ctx.store, ctx.data
     label = f"{cond.name} seed {seed}: {cond.method} ipc={cond.ipc}"
-    task = ctx.progress.task(label, total=None)
-    curve: list[tuple[int, float]] = []
-
-    def on_step(i: int, total: int, loss: float) -> None:
-        curve.append((i, loss))
-        task.update(i, total=total, loss=f"{loss:.4g}")
-
-    try:
-        result = distill(
-            cond.method,
-            cond.params,
-            data.train.x,
-            data.train.y,
-            ipc=cond.ipc,
-            init=cond.init,
-            seed=seed,
-            device=ctx.device,
-            on_step=on_step,
-            compile=ctx.manifest.experiment.compile,
-        )
-    finally:
-        task.close()
-    for step, loss in curve:
-        store.log_metrics(run_id, {"distill_loss": loss}, step=step)
-    blob = io.BytesIO()
-    torch.save({"x": result.x_syn, "y": result.y_syn, "lrs": result.lrs}, blob)
-    store.log_artifact_bytes(run_id, "synthetic/set.pt", lambda p: p.write_bytes(blob.getvalue()))
-    store.log_artifact_bytes(
-        run_id, "synthetic/grid.png", lambda p: synthetic_grid(result.x_syn, result.y_syn, p)
+    set_seed = seed if cond.set_seed is None else cond.set_seed
+    set_hash = config_hash(
+        "set", ctx.data_config(), cond.method, cond.params, cond.ipc, cond.init, set_seed
     )
+    synthetic = [c.name for c in ctx.manifest.conditions if c.kind == "synthetic"]
+    with store.claim(f"set/{ctx.experiment_id}/{set_hash}/{data.digest}"):
+        source = store.find_set_run(ctx.experiment_id, synthetic, set_hash, data.digest)
+        if source is not None:
+            ctx.progress.log(f"{label}: reusing the set of run {source.run_id}")
+            result = stored_set(store, source.run_id)
+            store.set_tags(run_id, {schema.SET_FROM: source.run_id})
+        else:
+            result = _distil(ctx, cond, label, set_seed, run_id)
+        log_set(store, run_id, result)
+        store.set_tags(run_id, {schema.SET_HASH: set_hash})
 
     torch.manual_seed(seed)
     model = ctx.place(build_model(arch, dropout=recipe.dropout))
@@ -111,6 +97,65 @@ def _distil_and_train(
     store.log_metrics(run_id, {"val_acc": val_acc, "test_acc": test_acc}, step=recipe.epochs)
     check_floor(cond, arch, seed, test_acc)
     return model, val_acc, test_acc
+
+
+def _distil(
+    ctx: Context, cond: SyntheticCondition, label: str, set_seed: int, run_id: str
+) -> DistillResult:
+    """Distil the condition's set from the training split with `set_seed`, with a bar and the
+    objective's curve logged on `run_id`."""
+    data = ctx.data
+    task = ctx.progress.task(label, total=None)
+    curve: list[tuple[int, float]] = []
+
+    def on_step(i: int, total: int, loss: float) -> None:
+        curve.append((i, loss))
+        task.update(i, total=total, loss=f"{loss:.4g}")
+
+    try:
+        result = distill(
+            cond.method,
+            cond.params,
+            data.train.x,
+            data.train.y,
+            ipc=cond.ipc,
+            init=cond.init,
+            seed=set_seed,
+            device=ctx.device,
+            on_step=on_step,
+            compile=ctx.manifest.experiment.compile,
+        )
+    finally:
+        task.close()
+    for step, loss in curve:
+        ctx.store.log_metrics(run_id, {"distill_loss": loss}, step=step)
+    return result
+
+
+def log_set(store, run_id: str, result: DistillResult) -> None:
+    """The set as exact arrays (`schema.SYNTHETIC_SET`, read back without unpickling) and its
+    picture."""
+    arrays = {"x": result.x_syn.numpy(), "y": result.y_syn.numpy()}
+    if result.lrs is not None:
+        arrays["lrs"] = result.lrs.detach().cpu().numpy()
+    store.log_arrays(run_id, schema.SYNTHETIC_SET, arrays)
+    store.log_artifact_bytes(
+        run_id, "synthetic/grid.png", lambda p: synthetic_grid(result.x_syn, result.y_syn, p)
+    )
+
+
+def stored_set(store, run_id: str) -> DistillResult:
+    """The set `log_set` stored on `run_id`, checked to be images in [0, 1] with a label each."""
+    arrays = store.load_arrays(run_id, schema.SYNTHETIC_SET)
+    x, y = torch.from_numpy(arrays["x"]), torch.from_numpy(arrays["y"])
+    if x.dim() != 4 or tuple(x.shape[1:]) != (1, 28, 28) or len(x) != len(y):
+        raise TrainingError(
+            f"run {run_id}: {schema.SYNTHETIC_SET} holds no image set; rerun with --force"
+        )
+    if not torch.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+        raise TrainingError(f"run {run_id}: {schema.SYNTHETIC_SET} has pixels outside [0, 1]")
+    lrs = torch.from_numpy(arrays["lrs"]) if "lrs" in arrays else None
+    return DistillResult(x.float(), y.long(), [], lrs)
 
 
 def check_floor(cond: SyntheticCondition, arch: str, seed: int, test_acc: float) -> None:
