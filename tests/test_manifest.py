@@ -81,7 +81,7 @@ MALFORMED = [
         'kind = "defensive"',
         'kind = "magic"',
         "conditions[1].kind: must be one of 'standard', 'defensive', 'synthetic', 'adversarial', "
-        "'ard' (got 'magic')",
+        "'ard', 'matched' (got 'magic')",
     ),
     ('arch = "tiny"', 'arch = "resnet"', "model.arch: must be one of"),
     ('name = "t"\n', 'name = ""\n', "experiment.name: must not be empty"),
