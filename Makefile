@@ -29,15 +29,19 @@ bench: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/scaling.py
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/distill_quality.py --quick
 
-# The published answer (results/seed-study and the README's Results block), regenerated, never
-# hand-edited. Resumable: finished models and attacks are reused from the store. On a machine with
-# its own CUDA torch: make results SUITE=/path/to/venv/bin/suite (see bench/gpu_env.sh).
+# The published answers (results/<study> and the README's Results blocks), regenerated, never
+# hand-edited: each study's manifest is run, then published. STUDY=<name> picks one. Resumable:
+# finished models and attacks are reused from the store. On a machine with its own CUDA torch:
+# make results SUITE=/path/to/venv/bin/suite STUDY=seed-replication (see bench/gpu_env.sh).
 SUITE ?= $(BIN)/suite
-STUDY ?= seed-study
+STUDIES := defensive-distillation seed-study
+STUDY ?= $(STUDIES)
 results: $(if $(filter $(BIN)/suite,$(SUITE)),$(STAMP))
 	$(SUITE) data download mnist --root data
-	MLFLOW_DISABLE_TELEMETRY=true $(SUITE) run manifests/$(STUDY).toml
-	MLFLOW_DISABLE_TELEMETRY=true $(SUITE) publish manifests/$(STUDY).toml
+	set -e; for study in $(STUDY); do \
+	  MLFLOW_DISABLE_TELEMETRY=true $(SUITE) run manifests/$$study.toml; \
+	  MLFLOW_DISABLE_TELEMETRY=true $(SUITE) publish manifests/$$study.toml; \
+	done
 
 lint: $(STAMP)
 	$(BIN)/ruff check suite tests bench

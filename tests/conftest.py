@@ -5,8 +5,11 @@ import os
 from collections.abc import Iterator
 
 import pytest
+import setuptools  # noqa: F401  (before anything loads the stdlib's distutils; see below)
 import torch
 
+# torch.compile imports setuptools, whose distutils shim refuses to load once a test has pulled in
+# the standard library's distutils; importing setuptools first installs the shim for the session.
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 TEST_DEVICE = os.environ.get("SUITE_TEST_DEVICE", "cpu")
 

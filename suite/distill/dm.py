@@ -7,6 +7,7 @@ L = Σ_c ‖mean ψ(A(x_real_c)) − mean ψ(A(x_syn_c))‖². Only the syntheti
 SGD (momentum 0.5) as in the paper code; the curve logs L / 10.
 """
 
+import warnings
 from collections.abc import Iterator
 
 import torch
@@ -113,19 +114,21 @@ class Matcher:
     of every class (2,560 images at the paper's size) ran slower. The synthetic images of all
     classes run as one forward and backward.
     `compiled` runs both through `torch.compile` (the real side in channels-last memory, where
-    oneDNN's convolutions are fastest); the sums are the same to float rounding."""
+    oneDNN's convolutions are fastest); the sums are the same to float rounding. Compiling is
+    only a speed-up: where it fails (no C++ compiler, a broken toolchain) the matcher warns once
+    and runs eagerly, with the same results."""
 
     def __init__(self, params: DMParams, real: RealData, *, compiled: bool) -> None:
         self.params = params
         self.net = ConvNet(width=params.net_width, depth=params.net_depth).to(real.device)
         self.net.requires_grad_(False)
-        self.channels_last = compiled
+        self.compiled = self.channels_last = compiled
         if compiled:
             self.net = self.net.to(memory_format=torch.channels_last)
-        self._real = (
-            torch.compile(self._embed_real, dynamic=False) if compiled else self._embed_real
-        )
-        self._syn = torch.compile(self.net.embed, dynamic=False) if compiled else self.net.embed
+            self._real = torch.compile(self._embed_real, dynamic=False)
+            self._syn = torch.compile(self.net.embed, dynamic=False)
+        else:
+            self._real, self._syn = self._embed_real, self.net.embed
 
     def redraw(self, real: RealData) -> None:
         """New random weights, drawn from the run's generator as `fresh_convnet` draws them."""
@@ -136,6 +139,21 @@ class Matcher:
 
     def loss(self, x_real: list[torch.Tensor], x_syn: list[torch.Tensor]) -> torch.Tensor:
         """Σ_c ‖mean ψ(x_real_c) − mean ψ(x_syn_c)‖², differentiable in the synthetic images."""
+        if not self.compiled:
+            return self._loss(x_real, x_syn)
+        try:
+            return self._loss(x_real, x_syn)
+        except Exception as exc:  # a failed compilation; eager code raising again is not caught
+            warnings.warn(
+                f"dm: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+                "running eagerly (experiment.compile = false skips the attempt)",
+                stacklevel=2,
+            )
+            self.compiled = False
+            self._real, self._syn = self._embed_real, self.net.embed
+            return self._loss(x_real, x_syn)
+
+    def _loss(self, x_real: list[torch.Tensor], x_syn: list[torch.Tensor]) -> torch.Tensor:
         with torch.no_grad():
             target = torch.stack([self._real(self._layout(x)).float().mean(0) for x in x_real])
         mean_syn = _class_means(self._syn(torch.cat(x_syn)), [len(x) for x in x_syn])

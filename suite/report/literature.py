@@ -2,8 +2,9 @@
 more robust, their protocol as far as their papers and code state it, and which of this report's
 comparisons speaks to theirs (with this run's numbers).
 
-The settings below are what the issue tracker read from the papers and their code (issue 26);
-nothing here is measured by this module.
+The protocols below were read from the benchmarks' code (DD-RobustBench at commit 9e775088,
+BEARD at 1e70313b; `manifests/synthetic.toml` reproduces them beside the suite's attacks); nothing
+here is measured by this module.
 """
 
 import math
@@ -16,13 +17,18 @@ from suite.report.frames import ReportData, attack_kinds
 
 BENCHMARKS = (
     "DD-RobustBench (Wu et al. 2024, arXiv:2403.13322) trains ConvNets on sets distilled by DC, "
-    "DSA, DM, MTT and others and reports their robust accuracy under fixed-ε attacks from "
-    "torchattacks 3.4.0 (FGSM, PGD, C&W and others) against the same network trained on the "
-    "full data",
-    "BEARD (Zhou et al. 2024) does the same with its own attack suite and finds models trained "
-    'on distilled data "consistently" more robust; read from its code, its attacks run on '
-    "normalised tensors that the attack library then clips to [0, 1] (so ε is not the pixel-space "
-    "ε it names), and its C&W uses a fixed c = 1 for 100 steps rather than a search over c",
+    "DSA, DM, MTT and others and reports their robust accuracy over the whole test set under "
+    "torchattacks 3.4.0 fixed-ε attacks run in pixel space (FGSM at 2 to 8/255, PGD of 5 or 10 "
+    "steps of 2/255, AutoAttack at 1 to 4/255 with 10 APGD iterations, and an L∞ PGD on C&W's "
+    "margin loss it calls CW), on CIFAR, TinyImageNet and ImageNet subsets; it publishes no MNIST "
+    "result",
+    "BEARD (Zhou et al. 2024) does the same with torchattacks 3.5.1 and finds models trained on "
+    'distilled data "consistently" more robust; read from its code, its attacks run on normalised '
+    "tensors without telling the library, so ε is in normalised units (its 8/255 is 0.0097 on "
+    "MNIST's pixel scale) and the library's clamp to [0, 1] acts on the normalised image (on "
+    "MNIST it maps every pixel into [0.131, 0.439] before the model sees it), its C&W uses a "
+    "fixed c = 1 for 100 steps rather than a search over c, and its robustness score is relative "
+    "to each model's own clean accuracy; it publishes no MNIST result either",
 )
 
 
