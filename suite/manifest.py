@@ -124,7 +124,11 @@ BASELINE_HELP = (
     "the standard condition this one is compared with; default: the one trained for the same "
     "epochs (a defensive student's epochs, train.epochs for a synthetic condition)"
 )
-REPORT_ONLY_FIELDS = frozenset({"baseline", "ensemble"})  # how results are compared, not made
+REPORT_ONLY_FIELDS = frozenset({"baseline", "ensemble", "protocol"})  # how results are compared
+PROTOCOLS = {
+    "dd-robustbench": "DD-RobustBench's",
+    "beard": "BEARD's",
+}  # another paper's evaluation an attack reproduces (the report's literature section)
 # settings added after results were cached, with the value that means "as before": at that value
 # they are left out of the config hash, so earlier results stay reusable
 UNHASHED_AT = {
@@ -319,6 +323,11 @@ class AttackBase(Strict):
         default=True,
         description="a minimal attack joins its norm's best-of; false: reported on its own (e.g. "
         "another paper's protocol)",
+    )
+    protocol: Literal["dd-robustbench", "beard"] | None = Field(
+        default=None,
+        description="the paper's evaluation this attack reproduces; the report says whether the "
+        "synthetic-set models look more robust under it and under the primary endpoint",
     )
 
 

@@ -267,3 +267,36 @@ def test_an_attack_kept_out_of_the_ensemble_is_reported_on_its_own():
         {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 1}, "ensemble": False}
     ]), "m.toml").attacks[0]  # fmt: skip
     assert config_hash(spec) == config_hash(spec.model_copy(update={"ensemble": True}))
+
+
+def test_under_a_reproduced_protocol_the_paragraph_counts_where_the_synthetic_model_looks_robust():
+    """An attack marked `protocol = "dd-robustbench"` (their tiny-ε PGD): the synthetic-set model
+    holds more digits than the full-data one at that protocol's ε while the primary endpoint finds
+    it less robust; the paragraph says both, per model."""
+    from suite.report.frames import ReportData
+    from suite.report.literature import literature
+
+    rng = np.random.default_rng(3)
+    base_l2 = rng.lognormal(0.3, 0.2, (len(SEEDS), N))
+    attacks = pd.concat([
+        _minimal("base", "cw", base_l2),
+        _minimal("dm", "cw", base_l2 * 0.7),
+        _fixed("base", "ddrb-pgd", "pgd-linf", _eps({0.03: 30})),
+        _fixed("dm", "ddrb-pgd", "pgd-linf", _eps({0.03: 10})),
+    ], ignore_index=True)  # fmt: skip
+    budgets = {"ddrb-pgd": [0.03]}
+    compared = tables.comparisons(
+        attacks, {"dm": "base"}, {}, 0.05, 0, primary="cw", budgets=budgets
+    )
+    accuracy = pd.DataFrame(
+        [["base", "standard"], ["dm", "synthetic"]], columns=["condition", "kind"]
+    )
+    data = ReportData(
+        experiment="x", setup={}, baselines={"dm": "base"}, accuracy=accuracy,
+        curves=pd.DataFrame(), attacks=attacks, masking=pd.DataFrame(),
+        protocols={"ddrb-pgd": "dd-robustbench"},
+    )  # fmt: skip
+    text = literature(data, compared, ["base", "dm"])
+    assert "Under DD-RobustBench's protocol as reproduced here (ddrb-pgd;" in text
+    assert "`dm` holds more digits than `base` at 1, fewer at 0, as many at 0 of its 1" in text
+    assert "(under the primary endpoint less robust 0.7" in text

@@ -132,6 +132,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         attack_params={a["name"]: dict(a.get("params") or {}) for a in attacks_spec},
         attack_commits=commits,
         outside_ensemble=[a["name"] for a in attacks_spec if a.get("ensemble", True) is False],
+        protocols={a["name"]: a["protocol"] for a in attacks_spec if a.get("protocol")},
         controls={
             c: control
             for c, control in same_size_controls(

@@ -26,7 +26,8 @@ class ReportData:
     `attack_commits` to the commits whose code computed its results. `controls` maps each learned
     synthetic set's condition to its same-size random real-image control (`same_size_controls`),
     `matched` each synthetic condition to its accuracy-matched control (`accuracy_matched_controls`);
-    `outside_ensemble` names the minimal attacks the manifest keeps out of the best-of.
+    `outside_ensemble` names the minimal attacks the manifest keeps out of the best-of, `protocols`
+    maps an attack to the paper whose evaluation it reproduces (`dd-robustbench`, `beard`).
     `primary` is the attack whose comparison gives the
     verdicts (the manifest's `experiment.primary`), `equivalence_margin` its equivalence band.
     `examples[f"{condition}/{attack}"]` is `[k, 3, 28, 28]` (clean, adversarial, perturbation)
@@ -51,6 +52,7 @@ class ReportData:
     controls: dict[str, str] = field(default_factory=dict)
     matched: dict[str, str] = field(default_factory=dict)
     outside_ensemble: list[str] = field(default_factory=list)
+    protocols: dict[str, str] = field(default_factory=dict)
     run_seconds: float = 0.0
     primary: str | None = None  # the manifest's primary endpoint (None: `headline_attack`)
     equivalence_margin: float = 0.9

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from suite.attacks import SOFTMAX_KINDS
+from suite.manifest import PROTOCOLS
 from suite.report.formatting import ci, code, esc, pct
 from suite.report.frames import ReportData, attack_kinds
 
@@ -52,6 +53,7 @@ def literature(data: ReportData, compared: pd.DataFrame, order: list[str]) -> st
         & compared["condition"].isin(synthetic)
     ]
     text += _protocols(data, compared, synthetic)
+    text += _under_their_protocols(data, compared, synthetic)
     strongest = _strongest(fixed, attack_kinds(data.attacks))
     if strongest is None:
         return text + " No fixed-ε attack ran on those models here."
@@ -97,6 +99,50 @@ def _protocols(data: ReportData, compared: pd.DataFrame, synthetic: list[str]) -
             f"fools {rates} of the clean-correct digits; its distortion ratios: {ratios}."
         )
     return out
+
+
+def _under_their_protocols(data: ReportData, compared: pd.DataFrame, synthetic: list[str]) -> str:
+    """Per reproduced protocol (`data.protocols`) and synthetic-set model: at how many of the
+    protocol's (fixed-ε attack, ε) points it holds more digits than its full-data baseline, fewer,
+    or as many (McNemar, unadjusted p < 0.05), beside its primary-endpoint verdict; "" where no
+    attack reproduces a protocol."""
+    pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
+    primary = pooled[pooled["verdict"].map(_is_verdict)]
+    out = ""
+    for protocol in dict.fromkeys(data.protocols.values()):
+        attacks = [a for a, p in data.protocols.items() if p == protocol]
+        rows = pooled[pooled["attack"].isin(attacks) & pooled["eps"].notna()]
+        items = []
+        for condition in [c for c in synthetic if c in set(rows["condition"])]:
+            mine = rows[rows["condition"] == condition]
+            clear = mine["p"] < 0.05
+            more = int((clear & (mine["robust_other"] > mine["robust_base"])).sum())
+            fewer = int((clear & (mine["robust_other"] < mine["robust_base"])).sum())
+            head = primary[primary["condition"] == condition]
+            ours = (
+                "no primary-endpoint verdict"
+                if head.empty
+                else f"under the primary endpoint {esc(head.iloc[0].verdict)} "
+                f"{ci(head.iloc[0].ratio, head.iloc[0].ratio_lo, head.iloc[0].ratio_hi)}"
+            )
+            items.append(
+                f"{code(condition)} holds more digits than {code(mine.iloc[0].baseline)} at "
+                f"{more}, fewer at {fewer}, as many at {len(mine) - more - fewer} of its "
+                f"{len(mine)} (attack, ε) points ({ours})"
+            )
+        if items:
+            names = ", ".join(esc(a) for a in attacks)
+            out += (
+                f" Under {PROTOCOLS.get(protocol, esc(protocol))} protocol as reproduced here "
+                f"({names}; McNemar, unadjusted p < 0.05): {'; '.join(items)}."
+            )
+    return out
+
+
+def _is_verdict(verdict: object) -> bool:
+    """A primary-endpoint verdict (not "secondary", "not testable …", "not used …")."""
+    text = str(verdict)
+    return not (text == "secondary" or text.startswith(("not testable", "not used")))
 
 
 def _strongest(fixed: pd.DataFrame, kinds: dict[str, str]) -> str | None:
