@@ -87,7 +87,9 @@ class _RichTask:
         self._progress.remove_task(self._id)
 
     def _line(self, state: str, since: str, tail: str = "") -> None:
-        task = self._progress._tasks[self._id]
+        task = self._progress._tasks.get(self._id)
+        if task is None:  # closed by the main thread while the heartbeat looked at it
+            return
         done = f"{task.completed:g}" + ("" if task.total is None else f"/{task.total:g}")
         self._progress.console.print(
             f"{time.strftime('%H:%M:%S')} {state} {task.description} ({done}) {since} "

@@ -33,6 +33,24 @@ def run_matched(
     def reached(model) -> bool:
         return accuracy(model, val.x, val.y) >= goal
 
+    def train(run_id: str):
+        model, val_acc, test_acc = train_model(
+            ctx,
+            run_id,
+            f"{cond.name} seed {seed}: train until val acc {goal:.2%} ({cond.match}'s)",
+            seed=seed,
+            targets=ctx.data.train.y,
+            epochs=epochs,
+            stop=reached,
+            stop_every=cond.check_every,
+        )
+        if val_acc < goal:
+            ctx.progress.log(
+                f"warning: {cond.name} seed {seed}: {epochs} epochs reached {val_acc:.2%} "
+                f"validation accuracy, below {cond.match}'s {goal:.2%}; raise epochs to match it"
+            )
+        return model, val_acc, test_acc
+
     run = cached_training(
         ctx,
         parent_id,
@@ -51,15 +69,6 @@ def run_matched(
             "matched.check_every": cond.check_every,
         },
         attack=True,
-        train=lambda run_id: train_model(
-            ctx,
-            run_id,
-            f"{cond.name} seed {seed}: train until val acc {goal:.2%} ({cond.match}'s)",
-            seed=seed,
-            targets=ctx.data.train.y,
-            epochs=epochs,
-            stop=reached,
-            stop_every=cond.check_every,
-        ),
+        train=train,
     )
     return [run]
