@@ -61,6 +61,7 @@ def test_source_names_a_condition_and_an_unset_one_keeps_earlier_hashes(tmp_path
     before = direct.model_dump(mode="json")
     before.pop("source")  # the attack as hashed before transfer attacks existed
     before.pop("ensemble")  # and before the best-of could leave an attack out (report-only)
+    before.pop("protocol")  # and before an attack could name another paper's protocol (report-only)
     later = ("abort_failing", "abort_converged", "lr_schedule", "lr_final", "lr_warmup")
     for name in later:  # and before C&W's budget savers and learning-rate schedule
         before["params"].pop(name)
