@@ -129,29 +129,50 @@ def failed_row(job: Job, error: str) -> Row:
 def local_executor(
     jobs: list[Job], uri: str, experiment_id: str, parents: dict[str, str], progress: Progress
 ) -> list[list[Row]]:
-    """In this process, one job after another (the default)."""
+    """In this process, one job after another (the default). Each job's line estimates the time
+    left from the mean wall time of the jobs this process computed (reused ones take seconds)."""
     results = []
+    computed: list[float] = []
     for done, job in enumerate(jobs, start=1):
+        start = time.monotonic()
         rows = run_job(job, uri, experiment_id, parents[job.condition], progress)
         for row in rows:
             if row.status == "FAILED":
                 progress.log(f"FAILED {job.condition} seed {job.seed}: {row.error}")
-        progress.log(job_done_line(job, rows, done))
+        if not all(r.reused for r in rows):
+            computed.append(time.monotonic() - start)
+        pace = sum(computed) / len(computed) if computed else None
+        progress.log(job_done_line(job, rows, done, pace))
         results.append(rows)
     return results
 
 
-def job_done_line(job: Job, rows: list[Row], done: int) -> str:
+def job_done_line(job: Job, rows: list[Row], done: int, pace: float | None = None) -> str:
     """One line per finished job, counted over the whole run (`done` jobs of its phase are done),
-    with how many are left: what a log of a long run shows."""
+    with how many are left and, given `pace` (seconds per computed job so far), about how long
+    they take if none of them is reused: what a log of a long run shows."""
     done, total = job.earlier + done, max(job.run_total, job.earlier + done)
     status = "failed" if any(r.status == "FAILED" for r in rows) else "finished"
     reused = all(r.reused for r in rows if r.status != "FAILED") and status == "finished"
+    left = total - done
+    eta = (
+        f" (about {duration(left * pace)} at {duration(pace)} per computed job)"
+        if pace is not None and left
+        else ""
+    )
     return (
         f"{time.strftime('%H:%M:%S')} job {done}/{total} {status}: {job.condition} seed {job.seed}"
         + (" (model reused from the store)" if reused else "")
-        + f"; {total - done} left"
+        + f"; {left} left{eta}"
     )
+
+
+def duration(seconds: float) -> str:
+    """`45 s`, `13 min`, `2 h 50 min`: a wall time as a log line says it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
 
 
 def run_manifest(

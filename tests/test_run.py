@@ -365,3 +365,15 @@ def test_job_lines_count_over_the_whole_run_across_phases(workdir):
         "job 3/4 finished: t5 seed 0; 1 left",
         "job 4/4 finished: t5 seed 1; 0 left",
     ]
+
+
+def test_a_job_line_estimates_the_time_left_from_the_computed_jobs_pace():
+    from suite.runner import Job, Row, duration, job_done_line
+
+    job = Job(manifest={}, condition="t50", kind="defensive", seed=1, earlier=5, run_total=15)
+    row = Row(condition="t50", kind="defensive", seed=1, role="student", status="FINISHED")
+    line = job_done_line(job, [row], 1, pace=25 * 60)
+    assert line.endswith("job 6/15 finished: t50 seed 1; 9 left (about 3 h 45 min at 25 min per "
+                         "computed job)")  # fmt: skip
+    assert job_done_line(job, [row], 1).endswith("; 9 left")  # no pace yet: no estimate
+    assert [duration(s) for s in (45, 13 * 60, 170 * 60)] == ["45 s", "13 min", "2 h 50 min"]
