@@ -139,6 +139,18 @@ def _control_study(adv_verdicts: dict[str, str]):
     return data, attacked, compared
 
 
+def test_an_unfinished_positive_control_is_not_called_undetected():
+    """A control whose runs are still going has no verdict: the conclusion says it cannot be
+    judged yet, never that the instrument missed its robustness."""
+    from suite.report.conclusion import conclusion
+
+    verdicts = {"cw-l2": "no verdict: seed 1 RUNNING", "pgd": "secondary"}
+    data, attacked, compared = _control_study(verdicts)
+    text = conclusion(data, attacked, compared, ["base", "t100", "adv"])
+    assert "positive control `adv` (adversarial training) cannot be judged yet" in text
+    assert "did not detect" not in text and "detects robustness" not in text
+
+
 @pytest.mark.parametrize("detected", [True, False])
 def test_conclusion_names_the_positive_control_and_whether_it_was_detected(detected):
     from suite.report.conclusion import conclusion

@@ -194,16 +194,25 @@ def _control(
         verdict = str(mine["verdict"].iloc[0])
         cost = deltas.get(condition, math.nan)
         cost_text = "" if math.isnan(cost) else f", at a clean-accuracy cost of {cost:+.1f} pp"
-        sentences.append(
-            f"The positive control {code(condition)} (adversarial training) comes out more robust "
-            f"under the primary endpoint{cost_text}: the instrument detects robustness where it is "
-            "built in."
-            if verdict.startswith("more robust")
-            else f"The positive control {code(condition)} (adversarial training) is not more "
-            f"robust under the primary endpoint ({esc(verdict)}){cost_text}: the instrument did not "
-            "detect the robustness built into it, so an equivalent or inconclusive verdict "
-            "elsewhere may only show an insensitive instrument."
-        )
+        if verdict.startswith("more robust"):
+            sentences.append(
+                f"The positive control {code(condition)} (adversarial training) comes out more "
+                f"robust under the primary endpoint{cost_text}: the instrument detects robustness "
+                "where it is built in."
+            )
+        elif verdict.startswith("no verdict"):  # unfinished or refused runs: nothing was tested
+            sentences.append(
+                f"The positive control {code(condition)} (adversarial training) cannot be judged "
+                f"yet ({esc(verdict)}), so this report does not show that the instrument would "
+                "detect robustness built into a model."
+            )
+        else:
+            sentences.append(
+                f"The positive control {code(condition)} (adversarial training) is not more "
+                f"robust under the primary endpoint ({esc(verdict)}){cost_text}: the instrument "
+                "did not detect the robustness built into it, so an equivalent or inconclusive "
+                "verdict elsewhere may only show an insensitive instrument."
+            )
     return sentences
 
 
