@@ -324,7 +324,7 @@ class AttackBase(Strict):
         description="a minimal attack joins its norm's best-of; false: reported on its own (e.g. "
         "another paper's protocol)",
     )
-    protocol: Literal["dd-robustbench", "beard"] | None = Field(
+    protocol: Literal[tuple(PROTOCOLS)] | None = Field(  # type: ignore[valid-type]
         default=None,
         description="the paper's evaluation this attack reproduces; the report says whether the "
         "synthetic-set models look more robust under it and under the primary endpoint",

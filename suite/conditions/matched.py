@@ -6,7 +6,7 @@ set that is less robust than this one lost more robustness than its lower accura
 from suite import schema
 from suite.conditions.common import cached_training, train_model
 from suite.job import Context, ModelRun
-from suite.manifest import MatchedCondition, ModelSpec, config_hash
+from suite.manifest import MatchedCondition, config_hash
 from suite.training import accuracy
 
 
@@ -25,7 +25,7 @@ def run_matched(
     goal = target.val_acc
     epochs = cond.epochs or m.train.epochs
     cfg = config_hash(
-        "matched", ctx.data_config(), ModelSpec(arch=m.model.arch), m.train, epochs, goal,
+        "matched", ctx.data_config(), m.model, m.train, epochs, goal,
         cond.check_every, seed,
     )  # fmt: skip
     val = ctx.data.val

@@ -139,11 +139,11 @@ class Matcher:
 
     def loss(self, x_real: list[torch.Tensor], x_syn: list[torch.Tensor]) -> torch.Tensor:
         """Σ_c ‖mean ψ(x_real_c) − mean ψ(x_syn_c)‖², differentiable in the synthetic images."""
-        if not self.compiled:
-            return self._loss(x_real, x_syn)
         try:
             return self._loss(x_real, x_syn)
         except Exception as exc:  # a failed compilation; eager code raising again is not caught
+            if not self.compiled:
+                raise
             warnings.warn(
                 f"dm: torch.compile failed ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                 "running eagerly (experiment.compile = false skips the attempt)",

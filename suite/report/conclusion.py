@@ -16,10 +16,10 @@ CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
 CLAIM_ACCURACY_PP = 2.0
 CLAIM_RATIO_BAND = (0.8, 1.25)
 CONTROL_KINDS = frozenset({"adversarial"})
+"""Positive controls: trained to be robust, so the instrument must find them more robust."""
 REFERENCE_KINDS = frozenset({"standard", "matched"})
 """Not distillation: the full-data network, and the same network stopped at a synthetic model's
 accuracy (its accuracy-matched control)."""
-"""Positive controls: trained to be robust, so the instrument must find them more robust."""
 
 
 def conclusion(
@@ -322,9 +322,8 @@ def answer(
     """The report's answer in a few sentences, first on its first page: the primary endpoint and
     its unit of inference, then defensive distillation, models trained on synthetic sets (against
     the full-data baseline, then against their same-size real and accuracy-matched controls,
-    `controlled`) and positive
-    controls, each grouped by verdict with every effect and its seed-level interval, then what
-    limits it (masking, too few seeds)."""
+    `controlled`) and positive controls, each grouped by verdict with every effect and its
+    seed-level interval, then what limits it (masking, too few seeds)."""
     kinds = data.accuracy.drop_duplicates("condition").set_index("condition")["kind"]
     pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
     primary = primary_attack(data, compared["attack"].unique() if "attack" in compared else [])

@@ -14,7 +14,7 @@ import pandas as pd
 from suite.attacks import SOFTMAX_KINDS
 from suite.manifest import PROTOCOLS
 from suite.report.formatting import ci, code, esc, pct
-from suite.report.frames import ReportData, attack_kinds
+from suite.report.frames import ReportData, attack_kinds, primary_attack
 
 BENCHMARKS = (
     "DD-RobustBench (Wu et al. 2024, arXiv:2403.13322) trains ConvNets on sets distilled by DC, "
@@ -107,7 +107,7 @@ def _under_their_protocols(data: ReportData, compared: pd.DataFrame, synthetic: 
     or as many (McNemar, unadjusted p < 0.05), beside its primary-endpoint verdict; "" where no
     attack reproduces a protocol."""
     pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
-    primary = pooled[pooled["verdict"].map(_is_verdict)]
+    primary = pooled[pooled["attack"] == primary_attack(data, pooled["attack"].unique())]
     out = ""
     for protocol in dict.fromkeys(data.protocols.values()):
         attacks = [a for a, p in data.protocols.items() if p == protocol]
@@ -137,12 +137,6 @@ def _under_their_protocols(data: ReportData, compared: pd.DataFrame, synthetic: 
                 f"({names}; McNemar, unadjusted p < 0.05): {'; '.join(items)}."
             )
     return out
-
-
-def _is_verdict(verdict: object) -> bool:
-    """A primary-endpoint verdict (not "secondary", "not testable …", "not used …")."""
-    text = str(verdict)
-    return not (text == "secondary" or text.startswith(("not testable", "not used")))
 
 
 def _strongest(fixed: pd.DataFrame, kinds: dict[str, str]) -> str | None:

@@ -147,9 +147,7 @@ class _Frames:
     primary: str | None  # the primary endpoint, the one attack whose comparisons give verdicts
     compared: pd.DataFrame  # `tables.comparisons`
     controlled: pd.DataFrame  # the primary endpoint against each learned set's same-size control
-    matched: (
-        pd.DataFrame
-    )  # the primary endpoint against each synthetic set's accuracy-matched control
+    matched: pd.DataFrame  # the primary endpoint against each accuracy-matched control
     checks: pd.DataFrame  # `masking.three_way`
     strength: pd.DataFrame  # `soundness.pgd_strength`
     unsound: dict[tuple[str, str], str]  # `soundness.unsound`: (attack, model) → why it is not used
