@@ -117,6 +117,10 @@ def run(
     only: Annotated[
         list[str] | None, typer.Option(help="Run only this condition (repeatable)")
     ] = None,
+    seed: Annotated[
+        list[int] | None,
+        typer.Option(help="Run only this seed of experiment.seeds (repeatable)"),
+    ] = None,
     executor: Annotated[
         str, typer.Option(help="local: in this process; ray: fan jobs out over Ray")
     ] = "local",
@@ -150,7 +154,9 @@ def run(
         f"[bold]{spec.experiment.name}[/bold] → {escape(redact(tracking_uri()))}", highlight=False
     )
     with live_progress() as progress, interruptible():
-        rows = run_manifest(spec, progress=progress, force=force, only=only, executor=run_jobs)
+        rows = run_manifest(
+            spec, progress=progress, force=force, only=only, seeds=seed, executor=run_jobs
+        )
     norms = {a.name: MINIMAL_NORMS[a.kind] for a in spec.attacks if a.kind in MINIMAL_NORMS}
     print_summary(
         rows, title=f"{spec.experiment.name} ({spec.data.dataset}, {spec.model.arch})", norms=norms

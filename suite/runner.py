@@ -182,9 +182,11 @@ def run_manifest(
     progress: Progress | None = None,
     force: bool = False,
     only: list[str] | None = None,
+    seeds: list[int] | None = None,
     executor: Executor = local_executor,
 ) -> list[Row]:
-    """Run every condition × seed of `manifest` (or only the named conditions) through `executor`.
+    """Run every condition × seed of `manifest` (or only the named conditions and seeds, so that
+    two processes can share one study without computing the same job) through `executor`.
 
     The data are loaded and the store, experiment and parent runs created here, once, before any
     job starts (SQLite table creation races otherwise); parent runs end FAILED if a job failed.
@@ -195,6 +197,12 @@ def run_manifest(
     if unknown:
         raise ManifestError(
             f"--only {', '.join(unknown)}: no such condition; the manifest has {names}"
+        )
+    stray = [seed for seed in seeds or [] if seed not in manifest.experiment.seeds]
+    if stray:
+        raise ManifestError(
+            f"--seed {', '.join(map(str, stray))}: not a seed of the manifest "
+            f"(experiment.seeds = {manifest.experiment.seeds})"
         )
     data = _splits(manifest)  # a data problem is reported before anything is written
     resolve_device(manifest.experiment.device)
@@ -221,6 +229,7 @@ def run_manifest(
         Job(manifest=resolved, condition=cond.name, kind=cond.kind, seed=seed, force=force)
         for cond in conditions
         for seed in manifest.experiment.seeds
+        if not seeds or seed in seeds
     ]
     # transfer sources first: their adversarials must be in the store before the others run
     sources = {a.source for a in manifest.attacks if a.source is not None}
@@ -241,7 +250,9 @@ def run_manifest(
             if any(r.status == "FAILED" for r in rows):
                 outcome[parents[job.condition]] = "FAILED"
         for condition, rows in by_condition.items():
-            store.log_metrics(parents[condition], parent_summary(manifest, rows))
+            if not seeds or set(manifest.experiment.seeds) <= set(seeds):
+                # the collapsed row's mean is over every seed: a --seed run leaves it to a full one
+                store.log_metrics(parents[condition], parent_summary(manifest, rows))
     return [row for rows in results for row in rows]
 
 

@@ -326,3 +326,36 @@ def test_a_report_reads_the_manifest_of_the_latest_run_not_a_dropped_conditions(
     data = collect(Store(read_only=True), "dropped")
     assert set(data.baselines) == {"t5"}
     assert not any("t9" in line for line in incomplete(data))
+
+
+def test_seed_filters_split_a_study_between_processes_without_repeating_a_job(
+    tmp_path, monkeypatch
+):
+    """`suite run --seed` computes only the named seeds, so two processes can share a study; a
+    seed outside experiment.seeds is one line with exit code 2; a later full run reuses both."""
+    from suite import schema
+
+    raw = tiny_manifest(
+        "split", seeds=[0, 1], data={"train_samples": 300, "val_samples": 100, "attack_samples": 3},
+        train={"epochs": 1}, conditions=[{"name": "base", "kind": "standard"}],
+        attacks=[{"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 1, "max_iterations": 5}}],
+    )  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "m.toml").write_text(to_toml(raw))
+    bad = CliRunner().invoke(app, ["run", "m.toml", "--seed", "7"])
+    errors = [line for line in lines(bad.output) if line.startswith("error:")]
+    assert bad.exit_code == 2 and len(errors) == 1, bad.output
+    assert "--seed 7" in errors[0] and "experiment.seeds = [0, 1]" in errors[0]
+    assert not (tmp_path / "mlruns").exists()  # refused before anything was written
+
+    def seeds_run() -> list[str]:
+        store = Store(read_only=True)
+        experiment = store.client.get_experiment_by_name("split").experiment_id
+        runs = store.client.search_runs([experiment], f"tags.`{schema.SEED}` != ''")
+        return sorted(r.data.tags[schema.SEED] for r in runs)
+
+    for seed, expected in (("1", ["1"]), ("0", ["0", "1"]), (None, ["0", "1"])):
+        result = CliRunner().invoke(app, ["run", "m.toml", *(["--seed", seed] if seed else [])])
+        assert result.exit_code == 0, result.output
+        assert seeds_run() == expected  # the full run computed nothing again
