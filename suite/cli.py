@@ -183,10 +183,15 @@ def validate(
             for line in str(exc).splitlines():
                 say(line, err=True)
             continue
-        n_runs = len(spec.conditions) * len(spec.experiment.seeds)
+        n_runs = sum(len(spec.seeds_of(c.name)) for c in spec.conditions)
+        fewer = (
+            ""
+            if n_runs == len(spec.conditions) * len(spec.experiment.seeds)
+            else ", controls fewer"
+        )
         say(
             f"{path}: ok — {len(spec.conditions)} condition(s) × {len(spec.experiment.seeds)} "
-            f"seed(s) = {n_runs} job(s), {len(spec.attacks)} attack(s)"
+            f"seed(s){fewer} = {n_runs} job(s), {len(spec.attacks)} attack(s)"
         )
     if failed:
         raise typer.Exit(2)

@@ -125,6 +125,7 @@ BASELINE_HELP = (
     "epochs (a defensive student's epochs, train.epochs for a synthetic condition)"
 )
 REPORT_ONLY_FIELDS = frozenset({"baseline", "ensemble", "protocol"})  # how results are compared
+UNHASHED_FIELDS = REPORT_ONLY_FIELDS | {"seeds"}  # and which jobs run: neither changes a result
 PROTOCOLS = {
     "dd-robustbench": "DD-RobustBench's",
     "beard": "BEARD's",
@@ -205,6 +206,12 @@ class AdversarialSettings(Strict):
     )
     random_start: bool = True
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)
+    seeds: list[Seed] | None = Field(
+        default=None,
+        min_length=1,
+        description="a subset of experiment.seeds: a costly control may run fewer; its comparisons "
+        "pair on the seeds it has (default: every seed)",
+    )
     eps_warmup_epochs: int = Field(
         default=0,
         ge=0,
@@ -382,6 +389,41 @@ class Manifest(Strict):
                         item.name,
                     )
                 seen[item.name] = i
+        return self
+
+    def seeds_of(self, condition: str) -> list[int]:
+        """The seeds `condition` runs: its own `seeds` where a control sets them, else every one."""
+        cond = next(c for c in self.conditions if c.name == condition)
+        return getattr(cond, "seeds", None) or self.experiment.seeds
+
+    @model_validator(mode="after")
+    def _condition_seeds_are_experiment_seeds(self) -> "Manifest":
+        """A control's own seeds are distinct seeds of the experiment; a transfer source runs every
+        seed (each target needs its source's adversarials), an `ard` student only its teacher's."""
+        for i, cond in enumerate(self.conditions):
+            own = getattr(cond, "seeds", None)
+            if own is None:
+                continue
+            stray = [seed for seed in own if seed not in self.experiment.seeds]
+            if stray or len(set(own)) != len(own):
+                raise ManifestFieldError(
+                    f"conditions[{i}].seeds",
+                    f"must be distinct seeds of experiment.seeds {self.experiment.seeds}",
+                    own,
+                )
+            teacher = getattr(cond, "teacher", None)
+            if teacher is not None and not set(own) <= set(self.seeds_of(teacher)):
+                raise ManifestFieldError(
+                    f"conditions[{i}].seeds", f"its teacher {teacher!r} does not run them all", own
+                )
+        for i, attack in enumerate(self.attacks):
+            known = any(c.name == attack.source for c in self.conditions)
+            if known and self.seeds_of(attack.source) != self.experiment.seeds:
+                raise ManifestFieldError(
+                    f"attacks[{i}].source",
+                    "a transfer source must run every seed of experiment.seeds",
+                    attack.source,
+                )
         return self
 
     @model_validator(mode="after")
@@ -801,7 +843,7 @@ def config_hash(*parts: Any) -> str:
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, BaseModel):  # report-only fields do not change what is trained
-        return _without_unhashed(value.model_dump(mode="json", exclude=set(REPORT_ONLY_FIELDS)))
+        return _without_unhashed(value.model_dump(mode="json", exclude=set(UNHASHED_FIELDS)))
     return copy.deepcopy(value)
 
 

@@ -228,7 +228,7 @@ def run_manifest(
     jobs = [
         Job(manifest=resolved, condition=cond.name, kind=cond.kind, seed=seed, force=force)
         for cond in conditions
-        for seed in manifest.experiment.seeds
+        for seed in manifest.seeds_of(cond.name)
         if not seeds or seed in seeds
     ]
     # transfer sources first: their adversarials must be in the store before the others run
@@ -250,7 +250,7 @@ def run_manifest(
             if any(r.status == "FAILED" for r in rows):
                 outcome[parents[job.condition]] = "FAILED"
         for condition, rows in by_condition.items():
-            if not seeds or set(manifest.experiment.seeds) <= set(seeds):
+            if not seeds or set(manifest.seeds_of(condition)) <= set(seeds):
                 # the collapsed row's mean is over every seed: a --seed run leaves it to a full one
                 store.log_metrics(parents[condition], parent_summary(manifest, rows))
     return [row for rows in results for row in rows]

@@ -232,3 +232,76 @@ def test_matched_baseline_is_the_standard_condition_with_the_same_epochs(tmp_pat
     m = validate_manifest(tomllib.loads(textwrap.dedent(text)), "m.toml")
     raw = [c.model_dump(mode="json") for c in m.conditions]
     assert baselines(raw, m.train.epochs) == {"adv": "std3", "ard": "std5"}
+
+
+def test_a_control_with_its_own_seeds_runs_only_them_and_keeps_its_hash(tmp_path):
+    """`seeds` on a control: the runner makes only those jobs (the standard baseline runs every
+    seed); the setting is left out of the hash, so narrowing a control's seeds reuses its models;
+    the report and the published 'incomplete' list then hold only the seeds the manifest runs."""
+    from suite.report.collect import collect
+    from suite.report.publish import incomplete
+
+    std = {"name": "std", "kind": "standard"}
+    raw = {**E2E, "experiment": {**E2E["experiment"], "name": "own-seeds", "seeds": [0, 1]}}
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    first = run_manifest(validate_manifest(raw | {"conditions": [std, E2E["conditions"][0]]}, "t"),
+                         store=store)  # fmt: skip
+    assert sorted((r.condition, r.seed) for r in first) == [
+        (c, s) for c in ("adv", "std") for s in (0, 1)
+    ]
+    spec = validate_manifest(
+        raw | {"conditions": [std, {**E2E["conditions"][0], "seeds": [1]}]}, "t"
+    )
+    assert spec.seeds_of("std") == [0, 1] and spec.seeds_of("adv") == [1]
+    rows = run_manifest(spec, store=store)
+    assert sorted((r.condition, r.seed) for r in rows) == [("adv", 1), ("std", 0), ("std", 1)]
+    assert all(r.status == "FINISHED" and r.reused for r in rows)
+    data = collect(store, "own-seeds")
+    ran = data.accuracy[data.accuracy["condition"] == "adv"]["seed"].tolist()
+    assert data.seeds_of == {"adv": [1]} and ran == [1] and incomplete(data) == []
+
+
+OWN_SEEDS_BAD = [
+    (
+        {"seeds": [0, 7]},
+        [],
+        "conditions[0].seeds: must be distinct seeds of experiment.seeds [0, 1]",
+    ),
+    (
+        {"seeds": [1, 1]},
+        [],
+        "conditions[0].seeds: must be distinct seeds of experiment.seeds [0, 1]",
+    ),
+    (
+        {"seeds": [1]},
+        [{"name": "ard", "kind": "ard", "teacher": "adv", "seeds": [0]}],
+        "conditions[1].seeds: its teacher 'adv' does not run them all",
+    ),
+    (
+        {"seeds": [1]},
+        [{"name": "std", "kind": "standard"}],
+        "attacks[1].source: a transfer source must run every seed of experiment.seeds",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("adv", "more", "expected"), OWN_SEEDS_BAD, ids=[b[2][:40] for b in OWN_SEEDS_BAD]
+)
+def test_a_controls_own_seeds_are_checked_against_the_experiment_teacher_and_transfers(
+    adv, more, expected
+):
+    from suite.errors import ManifestError
+
+    raw = {
+        **E2E,
+        "experiment": {**E2E["experiment"], "seeds": [0, 1]},
+        "conditions": [{"name": "adv", "kind": "adversarial", **adv}, *more],
+        "attacks": [
+            *E2E["attacks"],
+            {"name": "fgsm-from-adv", "kind": "fgsm", "source": "adv", "params": {"eps": [0.1]}},
+        ],
+    }
+    with pytest.raises(ManifestError) as err:
+        validate_manifest(raw, "m.toml")
+    assert expected in str(err.value)

@@ -61,6 +61,8 @@ def select_runs(store: Store, experiment: str) -> Selection:
     newest = max(parents.values(), key=lambda p: _int_tag(p.tags.get(schema.MANIFEST_AT)))
     manifest = _manifest(store, newest)
     order = [c["name"] for c in manifest.get("conditions", [])] or list(parents)
+    every = manifest["experiment"]["seeds"]
+    asked = {c["name"]: c.get("seeds") or every for c in manifest.get("conditions", [])}
 
     chosen: dict[RunKey, StoredRun] = {}
     missing = []
@@ -76,6 +78,8 @@ def select_runs(store: Store, experiment: str) -> Selection:
                 f"{tags.get(schema.SEED)!r} is not a seed; left out"
             )
             continue
+        if seed not in asked.get(tags[schema.CONDITION], every):
+            continue  # a seed the latest manifest no longer runs is not part of the study
         chosen.setdefault(
             (tags[schema.CONDITION], seed, tags.get(schema.ROLE, schema.ROLE_MODEL)), run
         )
@@ -133,6 +137,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         attack_commits=commits,
         outside_ensemble=[a["name"] for a in attacks_spec if a.get("ensemble", True) is False],
         protocols={a["name"]: a["protocol"] for a in attacks_spec if a.get("protocol")},
+        seeds_of={c["name"]: c["seeds"] for c in manifest.get("conditions", []) if c.get("seeds")},
         controls={
             c: control
             for c, control in same_size_controls(
@@ -345,7 +350,13 @@ def _check_shape(manifest: dict, run_id: str) -> dict:
         "experiment.equivalence_margin": isinstance(experiment, dict)
         and isinstance(experiment.get("equivalence_margin", 0.9), int | float)
         and 0.5 < experiment.get("equivalence_margin", 0.9) < 1,
-        "conditions": table_list("conditions"),
+        "conditions": table_list("conditions")
+        and all(
+            c.get("seeds") is None
+            or isinstance(c["seeds"], list)
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in c["seeds"])
+            for c in manifest.get("conditions", [])
+        ),
         "attacks": table_list("attacks"),
         "data": isinstance(manifest.get("data", {}), dict),
         "train": isinstance(manifest.get("train", {}), dict),

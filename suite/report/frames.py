@@ -28,7 +28,8 @@ class ReportData:
     `matched` each synthetic condition to its accuracy-matched control (`accuracy_matched_controls`);
     `outside_ensemble` names the minimal attacks the manifest keeps out of the best-of, `protocols`
     maps an attack to the paper whose evaluation it reproduces (`dd-robustbench`, `beard`).
-    `primary` is the attack whose comparison gives the
+    `seeds_of` maps a condition that runs fewer seeds than the experiment (a control's own
+    `seeds`) to them. `primary` is the attack whose comparison gives the
     verdicts (the manifest's `experiment.primary`), `equivalence_margin` its equivalence band.
     `examples[f"{condition}/{attack}"]` is `[k, 3, 28, 28]` (clean, adversarial, perturbation)
     for the same k sample indices in every condition. `run_seconds` is the time during which at
@@ -53,6 +54,7 @@ class ReportData:
     matched: dict[str, str] = field(default_factory=dict)
     outside_ensemble: list[str] = field(default_factory=list)
     protocols: dict[str, str] = field(default_factory=dict)
+    seeds_of: dict[str, list[int]] = field(default_factory=dict)
     run_seconds: float = 0.0
     primary: str | None = None  # the manifest's primary endpoint (None: `headline_attack`)
     equivalence_margin: float = 0.9

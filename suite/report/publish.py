@@ -167,7 +167,8 @@ def incomplete(data: ReportData) -> list[str]:
     seeds = data.setup.get("seeds") or []
     ran = set(zip(data.accuracy["condition"], data.accuracy["seed"], strict=True))
     for condition in data.floors:  # every condition of the manifest
-        out += [f"{condition} seed {s}: not run yet" for s in seeds if (condition, s) not in ran]
+        own = data.seeds_of.get(condition, seeds)
+        out += [f"{condition} seed {s}: not run yet" for s in own if (condition, s) not in ran]
     return list(dict.fromkeys(out))
 
 
