@@ -130,6 +130,14 @@ def run(
     gpus_per_job: Annotated[
         float, typer.Option(help="GPUs per job on Ray (may be fractional)")
     ] = 0.0,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the jobs and their predicted time (passes × the bare network's speed, "
+            "measured now); run nothing",
+        ),
+    ] = False,
 ) -> None:
     """Train every condition × seed of MANIFEST (reusing finished runs), attack, and summarise."""
     from rich.markup import escape
@@ -144,6 +152,13 @@ def run(
     if executor not in ("local", "ray"):
         raise SuiteError(f"--executor {executor!r}: choose local or ray")
     spec = load_manifest(manifest, set_ or [])
+    if dry_run:
+        from suite.console import print_estimate
+        from suite.runner import estimate_manifest
+
+        estimates = estimate_manifest(spec, only=only, seeds=seed)
+        print_estimate(estimates, f"{spec.experiment.name}: predicted compute (nothing is run)")
+        return
     if executor == "ray":
         from suite.ray_executor import ray_executor
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 import threading
 import time
@@ -23,9 +24,10 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from suite.report.formatting import NORM_LABELS, fixed, pct
+from suite.report.formatting import NORM_LABELS, duration, fixed, pct
 
 if TYPE_CHECKING:  # the runner imports torch and mlflow: ~30 s on a busy box for `suite data`
+    from suite.cost import JobEstimate
     from suite.report.frames import ReportData
     from suite.report.render import ReportOutput
     from suite.runner import Row
@@ -221,3 +223,38 @@ def print_report_summary(data: ReportData, output: ReportOutput) -> None:
     for path in (output.markdown, output.pdf):
         if path is not None:
             say(f"wrote {path}")
+
+
+def print_estimate(estimates: Sequence[JobEstimate], title: str) -> None:
+    """The dry run's table: each job's parts, their passes and predicted time ("≤" where the loop
+    may stop sooner, "not predicted" where its length depends on the data), and the total."""
+    table = Table(title=plain(title), header_style="bold")
+    for col, justify in (("job", "left"), ("part", "left"), ("passes", "right"), ("time", "right")):
+        table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    unknown = 0
+    for job in estimates:
+        name = f"{job.condition} seed {job.seed}"
+        for work, seconds in zip(job.parts, job.seconds, strict=True):
+            bound = "≤ " if work.bound else ""
+            if seconds is None:
+                unknown += 1
+                passes, shown = "—", "not predicted"
+            else:
+                passes = f"{bound}{work.passes:,.0f}" + (" fwd" if work.grad == "none" else "")
+                shown = f"{bound}{duration(seconds)}"
+            table.add_row(plain(name), plain(work.what), passes, shown)
+            name = ""
+        table.add_row("", "[bold]job[/bold]", "", f"[bold]{duration(job.total)}[/bold]")
+    console.print(table)
+    total = sum(job.total for job in estimates)
+    bounded = sum(
+        s for job in estimates for w, s in zip(job.parts, job.seconds, strict=True)
+        if w.bound and s is not None
+    )  # fmt: skip
+    load, cores = os.getloadavg()[0], os.cpu_count()
+    say(
+        f"predicted: {duration(total)} for {len(estimates)} job(s) in one process, at the bare "
+        f"network's speed measured now (load average {load:.1f} on {cores} cores)"
+        + (f"; {duration(bounded)} of it is the budget of loops that stop early" if bounded else "")
+        + (f"; {unknown} part(s) not predicted (their loops depend on the data)" if unknown else "")
+    )

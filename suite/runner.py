@@ -10,6 +10,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 from suite import schema
 from suite.attacking import attack_model, attack_subset
@@ -21,7 +22,11 @@ from suite.errors import ManifestError, SuiteError
 from suite.job import Context, ModelRun
 from suite.manifest import Manifest, config_hash
 from suite.progress import NullProgress, Progress
+from suite.report.formatting import duration
 from suite.tracking import Store
+
+if TYPE_CHECKING:
+    from suite.cost import JobEstimate
 
 
 @dataclass
@@ -167,12 +172,42 @@ def job_done_line(job: Job, rows: list[Row], done: int, pace: float | None = Non
     )
 
 
-def duration(seconds: float) -> str:
-    """`45 s`, `13 min`, `2 h 50 min`: a wall time as a log line says it."""
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    minutes = round(seconds / 60)
-    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
+def selected_jobs(
+    manifest: Manifest, only: list[str] | None, seeds: list[int] | None
+) -> list[tuple[str, int]]:
+    """(condition, seed) of every job `--only` and `--seed` leave, in the order they run; names
+    that are not in the manifest are one ManifestError."""
+    names = [c.name for c in manifest.conditions]
+    unknown = [name for name in only or [] if name not in names]
+    if unknown:
+        raise ManifestError(
+            f"--only {', '.join(unknown)}: no such condition; the manifest has {names}"
+        )
+    stray = [seed for seed in seeds or [] if seed not in manifest.experiment.seeds]
+    if stray:
+        raise ManifestError(
+            f"--seed {', '.join(map(str, stray))}: not a seed of the manifest "
+            f"(experiment.seeds = {manifest.experiment.seeds})"
+        )
+    return [
+        (cond.name, seed)
+        for cond in manifest.conditions
+        if not only or cond.name in only
+        for seed in manifest.seeds_of(cond.name)
+        if not seeds or seed in seeds
+    ]
+
+
+def estimate_manifest(
+    manifest: Manifest, *, only: list[str] | None = None, seeds: list[int] | None = None
+) -> list["JobEstimate"]:
+    """The jobs `run_manifest` would run and their predicted time (`suite.cost`), from the data
+    split's size and rates measured now; nothing is trained or written."""
+    from suite.cost import estimate
+
+    jobs = selected_jobs(manifest, only, seeds)
+    data = _splits(manifest)
+    return estimate(manifest, jobs, len(data.train.y), resolve_device(manifest.experiment.device))
 
 
 def run_manifest(
@@ -192,18 +227,7 @@ def run_manifest(
     job starts (SQLite table creation races otherwise); parent runs end FAILED if a job failed.
     """
     progress = progress or NullProgress()
-    names = [c.name for c in manifest.conditions]
-    unknown = [name for name in only or [] if name not in names]
-    if unknown:
-        raise ManifestError(
-            f"--only {', '.join(unknown)}: no such condition; the manifest has {names}"
-        )
-    stray = [seed for seed in seeds or [] if seed not in manifest.experiment.seeds]
-    if stray:
-        raise ManifestError(
-            f"--seed {', '.join(map(str, stray))}: not a seed of the manifest "
-            f"(experiment.seeds = {manifest.experiment.seeds})"
-        )
+    selected = selected_jobs(manifest, only, seeds)
     data = _splits(manifest)  # a data problem is reported before anything is written
     resolve_device(manifest.experiment.device)
     store = store or Store()
@@ -225,11 +249,10 @@ def run_manifest(
         store.log_dataset(parents[cond.name], data)  # the Dataset column of the collapsed row
         store.log_text(parents[cond.name], schema.MANIFEST, manifest.model_dump_json(indent=2))
         store.set_tags(parents[cond.name], {schema.MANIFEST_AT: str(time.time_ns())})
+    kinds = {c.name: c.kind for c in conditions}
     jobs = [
-        Job(manifest=resolved, condition=cond.name, kind=cond.kind, seed=seed, force=force)
-        for cond in conditions
-        for seed in manifest.seeds_of(cond.name)
-        if not seeds or seed in seeds
+        Job(manifest=resolved, condition=name, kind=kinds[name], seed=seed, force=force)
+        for name, seed in selected
     ]
     # transfer sources first: their adversarials must be in the store before the others run
     sources = {a.source for a in manifest.attacks if a.source is not None}

@@ -368,7 +368,8 @@ def test_job_lines_count_over_the_whole_run_across_phases(workdir):
 
 
 def test_a_job_line_estimates_the_time_left_from_the_computed_jobs_pace():
-    from suite.runner import Job, Row, duration, job_done_line
+    from suite.report.formatting import duration
+    from suite.runner import Job, Row, job_done_line
 
     job = Job(manifest={}, condition="t50", kind="defensive", seed=1, earlier=5, run_total=15)
     row = Row(condition="t50", kind="defensive", seed=1, role="student", status="FINISHED")

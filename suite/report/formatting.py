@@ -83,3 +83,11 @@ def pvalue(p: float) -> str:
     if p is None or math.isnan(p):
         return "—"
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
+
+
+def duration(seconds: float) -> str:
+    """`45 s`, `13 min`, `2 h 50 min`: a wall time as a log line says it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    minutes = round(seconds / 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60} min"
