@@ -65,6 +65,26 @@ class Tiny(nn.Module):
         return self.net(x)
 
 
+class MLP(nn.Module):
+    """784-100-100-10 with ReLUs: small enough for exact minimal distortions (issue 30)."""
+
+    def __init__(self, dropout: float = 0.0, num_classes: int = 10, width: int = 100) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(28 * 28, width),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Dropout(dropout),
+            nn.Linear(width, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
 class StandardisedConvNet(nn.Module):
     """The ConvNet of dataset distillation (DC, DSA, DM: width 128, depth 3, instance norm) as a
     model under attack: the papers' setting, where the distilled set trains the net it was
@@ -103,6 +123,7 @@ MODELS: dict[str, ModelKind] = {
     for k in (
         ModelKind(name="convnet", build=StandardisedConvNet),
         ModelKind(name="cw-mnist", build=CWMnist),
+        ModelKind(name="mlp", build=MLP),
         ModelKind(name="tiny", build=Tiny),
     )
 }

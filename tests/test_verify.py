@@ -1,0 +1,129 @@
+"""Certified bounds: the networks' affine/ReLU form computes their logits and its transposes are
+adjoints; every bound holds on every sampled point of its ball; a linear classifier gets its exact
+radius; and no attack of the suite finds an adversarial inside a certified radius."""
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from suite.attacks import ATTACK_PARAMS
+from suite.attacks.run import run_attack
+from suite.models import build_model
+from suite.verify.bounds import certified_radius, crown_bounds, interval_bounds
+from suite.verify.network import Affine, linear_form
+from suite.verify.network import forward as form_forward
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.mark.parametrize("arch", ["mlp", "tiny", "cw-mnist"])
+def test_the_linear_form_computes_the_logits_and_its_transposes_are_adjoints(arch):
+    torch.manual_seed(0)
+    model = build_model(arch, dropout=0.5).eval()
+    ops = linear_form(model)
+    x = torch.rand(3, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.allclose(form_forward(ops, x), model(x), atol=1e-5)
+    for op in ops:  # <A, f(x) − f(0)> = <Aᵀ, x> and |W|·r ≥ |f(x + r) − f(x)| for r ≥ 0
+        if not isinstance(op, Affine):
+            continue
+        x = torch.randn(2, *op.in_shape, dtype=torch.float64)
+        a = torch.randn(2, 4, *op.out_shape, dtype=torch.float64)
+        f = _double(op)
+        lhs = (a * (f(x) - op.bias.double()).unsqueeze(1)).flatten(2).sum(2)
+        rhs = (op.transpose(a.float()).double() * x.unsqueeze(1)).flatten(2).sum(2)
+        assert torch.allclose(lhs, rhs, rtol=1e-4, atol=1e-3), type(op)
+        r = torch.rand(2, *op.in_shape)
+        step = (op.forward(x.float() + r) - op.forward(x.float())).abs()
+        assert (step <= op.abs_forward(r) + 1e-4).all()
+
+
+def _double(op: Affine):
+    return lambda x: op.forward(x.float()).double()
+
+
+def test_the_distillation_convnet_is_refused_by_name():
+    with pytest.raises(ValueError, match="instance norm"):
+        linear_form(build_model("convnet", dropout=0.0))
+
+
+def _toy(seed: int) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3)
+    ).double()
+
+
+@pytest.mark.parametrize("crown_units", [0, 10**6])
+def test_every_bound_holds_on_every_sampled_point_of_its_ball(crown_units):
+    """A 201 × 201 grid over each ball (∩ the pixel box) of 2-D toy networks: IBP's output box
+    holds every logit and CROWN's lower bound every margin, with intermediate bounds from IBP
+    (crown_units 0) or from CROWN."""
+    grid = torch.linspace(-1, 1, 201, dtype=torch.float64)
+    square = torch.cartesian_prod(grid, grid)
+    for seed in range(6):
+        net = _toy(seed)
+        ops = linear_form(net, (2,))
+        x = torch.rand(4, 2, dtype=torch.float64)
+        eps = 0.05 + 0.3 * torch.rand(4, dtype=torch.float64)
+        spec = torch.randn(4, 5, 3, dtype=torch.float64)
+        box_lo, box_hi = interval_bounds(ops, (x - eps[:, None]).clamp(0, 1),
+                                         (x + eps[:, None]).clamp(0, 1))[-1]  # fmt: skip
+        for norm in ("linf", "l2"):
+            bound = crown_bounds(ops, x, eps, spec, norm, crown_units=crown_units)
+            for b in range(len(x)):
+                ball = square if norm == "linf" else square[square.norm(dim=1) <= 1]
+                points = (
+                    (x[b] + eps[b] * ball).clamp(0, 1) if norm == "linf" else x[b] + eps[b] * ball
+                )
+                points = points[((points >= 0) & (points <= 1)).all(1)]
+                with torch.no_grad():
+                    out = net(points)
+                assert (bound[b] <= (out @ spec[b].T).min(0).values + 1e-9).all()
+                if norm == "linf":
+                    assert (out >= box_lo[b] - 1e-9).all() and (out <= box_hi[b] + 1e-9).all()
+
+
+def test_a_linear_classifier_gets_its_exact_radius():
+    """No ReLU: CROWN is exact, so the certified radius is min_j m_j / ‖w_y − w_j‖ (dual norm:
+    L1 for L∞, L2 for L2), where the ball stays inside the box."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(2, 3)).double()
+    ops = linear_form(net, (2,))
+    x = 0.4 + 0.2 * torch.rand(64, 2, dtype=torch.float64)
+    with torch.no_grad():
+        labels = net(x).argmax(1)
+    w, b = net[0].weight.detach(), net[0].bias.detach()
+    for norm, dual in (("linf", 1), ("l2", 2)):
+        diffs = w[labels][:, None, :] - w[None, :, :]  # [B, classes, 2]
+        m = (diffs * x[:, None, :]).sum(2) + b[labels][:, None] - b[None, :]
+        size = diffs.norm(p=dual, dim=2)
+        exact = torch.where(size > 0, m / size, torch.inf).min(1).values
+        inside = exact < 0.35  # the ball stays inside [0, 1]²
+        radius = certified_radius(ops, x, labels, norm, steps=40, upper=1.0)
+        assert inside.sum() > 10
+        assert torch.allclose(radius[inside], exact[inside], atol=1e-9)
+
+
+def test_no_attack_finds_an_adversarial_inside_a_certified_radius(trained_tiny, mnist5k_splits):
+    """On the tests' trained conv net and 12 test digits: FMN (L∞) and DDN (L2) at 200 steps
+    never beat the certified radius, searched up to twice what they found; CROWN's radii are
+    more than twice IBP's."""
+    x, y = mnist5k_splits.test.x[:12], mnist5k_splits.test.y[:12]
+    ops = linear_form(trained_tiny)
+    for kind, norm in (("fmn-linf", "linf"), ("ddn", "l2")):
+        found = run_attack(kind, ATTACK_PARAMS[kind](steps=200), trained_tiny, x, y,
+                           np.arange(len(x)), seed=0).records  # fmt: skip
+        ok = torch.as_tensor(
+            found["success"].to_numpy(bool) & found["clean_correct"].to_numpy(bool)
+        )
+        distortion = torch.tensor(found[norm].to_numpy(float), dtype=torch.float32)
+        # the search may go to twice what the attack found: a radius past it would be unsound
+        top = torch.where(
+            ok, 2 * distortion, torch.full_like(distortion, 1.0 if norm == "linf" else 8.0)
+        )
+        crown = certified_radius(ops, x, y, norm, steps=10, upper=top)
+        ibp = certified_radius(ops, x, y, norm, method="ibp", steps=10, upper=top)
+        assert (crown[ok] <= distortion[ok]).all() and (ibp[ok] <= distortion[ok]).all()
+        assert crown[ok].median() > 2 * ibp[ok].median() > 0
