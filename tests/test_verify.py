@@ -11,6 +11,7 @@ from suite.attacks import ATTACK_PARAMS
 from suite.attacks.run import run_attack
 from suite.models import build_model
 from suite.verify.bounds import certified_radius, crown_bounds, interval_bounds
+from suite.verify.exact import minimal_linf
 from suite.verify.network import Affine, linear_form
 from suite.verify.network import forward as form_forward
 
@@ -127,3 +128,53 @@ def test_no_attack_finds_an_adversarial_inside_a_certified_radius(trained_tiny, 
         ibp = certified_radius(ops, x, y, norm, method="ibp", steps=10, upper=top)
         assert (crown[ok] <= distortion[ok]).all() and (ibp[ok] <= distortion[ok]).all()
         assert crown[ok].median() > 2 * ibp[ok].median() > 0
+
+
+def _varied_toy(seed: int) -> nn.Sequential:
+    """A 2-D toy net whose decision regions are small enough for the unit square to hold several."""
+    net = _toy(seed).float()
+    with torch.no_grad():
+        for layer in net[::2]:
+            layer.weight.normal_(0, 3)
+            layer.bias.normal_(0, 3)
+    return net
+
+
+def test_the_exact_minimal_linf_distortion_matches_a_grid_search():
+    """On 2-D toy nets, against the nearest misclassified point of an 801 × 801 grid over the
+    unit square: the program's value lies within one grid step below it, its bracket holds it,
+    and the certified radius lies below it."""
+    grid = torch.cartesian_prod(*[torch.linspace(0, 1, 801, dtype=torch.float64)] * 2)
+    step = 1 / 800
+    compared = 0
+    for seed in range(1, 5):
+        net = _varied_toy(seed)
+        ops = linear_form(net, (2,))
+        with torch.no_grad():
+            regions = net(grid.float()).argmax(1)
+        for x in torch.rand(3, 1, 2, generator=torch.Generator().manual_seed(seed)):
+            with torch.no_grad():
+                label = int(net(x).argmax(1))
+            wrong = regions != label
+            nearest = (grid - x.double()).abs().amax(1)[wrong].min().item() if wrong.any() else None
+            exact = minimal_linf(ops, x, label, eps_max=0.6, tolerance=1e-5)
+            radius = certified_radius(ops, x, torch.tensor([label]), "linf", steps=20).item()
+            if nearest is None or nearest > 0.6:
+                assert exact.status == "none within eps_max" and exact.lower == 0.6
+                continue
+            compared += 1
+            assert exact.solved and exact.lower <= exact.value <= exact.upper
+            assert nearest - step - 1e-4 <= exact.value <= nearest + 1e-4
+            assert radius <= exact.value + 1e-6
+    assert compared >= 6
+
+
+def test_an_exhausted_time_limit_leaves_a_bracket_not_a_value():
+    net = _varied_toy(1)
+    ops = linear_form(net, (2,))
+    x = torch.tensor([[0.3, 0.6]])
+    with torch.no_grad():
+        label = int(net(x).argmax(1))
+    cut = minimal_linf(ops, x, label, eps_max=0.6, floor=0.01, time_limit=1e-9)
+    assert not cut.solved and cut.status == "time limit" and np.isnan(cut.value)
+    assert cut.lower == 0.01 and cut.upper == np.inf

@@ -99,19 +99,18 @@ def first_row_norms(ops: list[Op]) -> Tensor:
     return a.flatten(2).norm(dim=2).view(last.out_shape)
 
 
-def crown_bounds(
+def pre_activation_bounds(
     ops: list[Op],
     x: Tensor,
     eps: Tensor,
-    spec: Tensor,
     norm: Norm,
     crown_units: int = 2048,
     first_norms: Tensor | None = None,
-) -> Tensor:
-    """Lower bounds ([B, S]) on spec·logits over the `norm` ball of radius `eps` (one per row)
-    around `x`, inside the pixel box; `spec` is [B, S, classes]. The first ReLU's bounds are
-    exact without a backward pass: IBP's for L∞, `first_row_norms` (computed here unless given)
-    for L2."""
+) -> list[tuple[Tensor, Tensor]]:
+    """The bounds of the input to each ReLU over the `norm` ball of radius `eps` (one per row)
+    around `x`, inside the pixel box: IBP's, tightened by CROWN where a layer has at most
+    `crown_units` neurons. The first ReLU's bounds are exact without a backward pass: IBP's for
+    L∞, `first_row_norms` (computed here unless given) for L2."""
     lo, hi = _box(x, eps)  # the L2 ball lies inside the L∞ box of the same radius
     boxes = interval_bounds(ops, lo, hi)
     relus: list[tuple[Tensor, Tensor]] = []
@@ -123,12 +122,9 @@ def crown_bounds(
             norms = first_norms if first_norms is not None else first_row_norms(ops)
             centre = forward(ops[:at], x)
             radius = eps.view(-1, *[1] * (centre.dim() - 1)) * norms
-            relus.append(
-                (torch.maximum(ibp_lo, centre - radius), torch.minimum(ibp_hi, centre + radius))
-            )
-        elif (
-            k > 0 and units <= crown_units
-        ):  # tightened by CROWN: the layer's identity and its negation
+            relus.append((torch.maximum(ibp_lo, centre - radius),
+                          torch.minimum(ibp_hi, centre + radius)))  # fmt: skip
+        elif k > 0 and units <= crown_units:  # CROWN on the layer's identity and its negation
             eye = torch.eye(units, dtype=x.dtype, device=x.device)
             rows = torch.cat([eye, -eye]).expand(len(x), -1, -1)
             a, const = _backward(
@@ -141,6 +137,21 @@ def crown_bounds(
             ))  # fmt: skip
         else:  # the first layer under L∞ (IBP is exact there), or a layer too wide
             relus.append((ibp_lo, ibp_hi))
+    return relus
+
+
+def crown_bounds(
+    ops: list[Op],
+    x: Tensor,
+    eps: Tensor,
+    spec: Tensor,
+    norm: Norm,
+    crown_units: int = 2048,
+    first_norms: Tensor | None = None,
+) -> Tensor:
+    """Lower bounds ([B, S]) on spec·logits over the `norm` ball of radius `eps` (one per row)
+    around `x`, inside the pixel box; `spec` is [B, S, classes]."""
+    relus = pre_activation_bounds(ops, x, eps, norm, crown_units, first_norms)
     a, const = _backward(ops, spec, relus)
     return _concretise(a, const, x, eps, norm)
 
