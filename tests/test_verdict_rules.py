@@ -300,3 +300,34 @@ def test_under_a_reproduced_protocol_the_paragraph_counts_where_the_synthetic_mo
     assert "Under DD-RobustBench's protocol as reproduced here (ddrb-pgd;" in text
     assert "`dm` holds more digits than `base` at 1, fewer at 0, as many at 0 of its 1" in text
     assert "(under the primary endpoint less robust 0.7" in text
+
+
+@pytest.mark.parametrize("teacher", [False, True])
+def test_the_answer_names_teachers_only_where_they_were_attacked(teacher):
+    from suite.report.conclusion import answer
+    from suite.report.frames import ReportData
+
+    rng = np.random.default_rng(1)
+    base = rng.lognormal(0.5, 0.3, (len(SEEDS), N))
+    parts = [
+        _minimal("base", "cw", base),
+        _minimal("t9", "cw", base * rng.lognormal(0, 0.05, base.shape)),
+    ]
+    baselines = {"t9": "base"}
+    if teacher:
+        parts.append(_minimal("t9/teacher", "cw", base * rng.lognormal(0, 0.05, base.shape)))
+        baselines["t9/teacher"] = "base"
+    attacks = pd.concat(parts, ignore_index=True)
+    compared = tables.comparisons(attacks, baselines, {}, 0.05, 0, primary="cw")
+    accuracy = pd.DataFrame(
+        [["base", "standard"], ["t9", "defensive"]], columns=["condition", "kind"]
+    )
+    data = ReportData(
+        experiment="x", setup={}, baselines=baselines, accuracy=accuracy, curves=pd.DataFrame(),
+        attacks=attacks, masking=pd.DataFrame(), primary="cw",
+    )  # fmt: skip
+    order = ["base", "t9", *(["t9/teacher"] if teacher else [])]
+    text = answer(data, compared, compared.iloc[:0], order, pd.DataFrame(columns=COLUMNS), "95%")
+    label = "Defensive distillation (students deployed at T = 1, and their teachers): "
+    assert (label in text) is teacher
+    assert teacher or "Defensive distillation (students deployed at T = 1): " in text

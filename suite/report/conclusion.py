@@ -339,10 +339,10 @@ def answer(
         f"({level} seed-level "
         f"intervals; equivalent: inside [{lo:g}, {hi:.3g}])."
     ]
+    defensive = [c for c in order if kinds.get(c.split("/")[0]) == "defensive"]
+    teachers = ", and their teachers" if any("/" in c for c in defensive) else ""
     groups = {
-        "Defensive distillation (students deployed at T = 1, and their teachers)": [
-            c for c in order if kinds.get(c.split("/")[0]) == "defensive"
-        ],
+        f"Defensive distillation (students deployed at T = 1{teachers})": defensive,
         "Models trained only on small synthetic or coreset sets": [
             c for c in order if kinds.get(c) == "synthetic"
         ],
