@@ -259,6 +259,11 @@ def test_a_control_with_its_own_seeds_runs_only_them_and_keeps_its_hash(tmp_path
     data = collect(store, "own-seeds")
     ran = data.accuracy[data.accuracy["condition"] == "adv"]["seed"].tolist()
     assert data.seeds_of == {"adv": [1]} and ran == [1] and incomplete(data) == []
+    from suite.report.render import _asked_seeds
+    from suite.report.tables import accuracy_table
+
+    table = accuracy_table(data.accuracy, ["std", "adv"], _asked_seeds(data, ["std", "adv"]))
+    assert dict(zip(table["condition"], table["seeds_total"], strict=True)) == {"std": 2, "adv": 1}
 
 
 OWN_SEEDS_BAD = [

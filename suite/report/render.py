@@ -181,7 +181,7 @@ def _frames(data: ReportData, alpha: float, seed: int) -> _Frames:
         transfer=transfer,
         attacks=attacks,
         order=order,
-        accuracy=tables.accuracy_table(data.accuracy, order),
+        accuracy=tables.accuracy_table(data.accuracy, order, _asked_seeds(data, order)),
         attacked_acc=attacked_acc,
         blocked=blocked,
         primary=primary,
@@ -593,6 +593,17 @@ def _setup(setup: dict[str, object]) -> list[str]:
         if not inline(values):
             md += [f"**{esc(key)}**", "", *[f"- {esc(v)}" for v in values], ""]
     return md
+
+
+def _asked_seeds(data: ReportData, order: list[str]) -> dict[str, int]:
+    """How many seeds the manifest runs of each condition (a control's own, else every one)."""
+    every = data.setup.get("seeds")
+    count = len(every) if isinstance(every, list) else None
+    return {
+        c: len(data.seeds_of[c]) if c in data.seeds_of else count
+        for c in order
+        if c in data.seeds_of or count is not None
+    }
 
 
 def _accuracy_md(acc: pd.DataFrame) -> list[str]:

@@ -87,8 +87,11 @@ def best_of_wins(
     return pd.DataFrame(out, columns=["condition", "attack", "wins", "fooled_rows", "share"])
 
 
-def accuracy_table(accuracy: pd.DataFrame, order: list[str]) -> pd.DataFrame:
-    """Val/test accuracy mean and sd over finished seeds per (condition, kind, role)."""
+def accuracy_table(
+    accuracy: pd.DataFrame, order: list[str], seeds: dict[str, int] | None = None
+) -> pd.DataFrame:
+    """Val/test accuracy mean and sd over finished seeds per (condition, kind, role), with the
+    seeds the manifest asks of each condition (`seeds`; default: the runs in the store)."""
     rank = {c: i for i, c in enumerate(order)}
     rows = []
     for (condition, kind, role), group in accuracy.groupby(["condition", "kind", "role"]):
@@ -99,7 +102,7 @@ def accuracy_table(accuracy: pd.DataFrame, order: list[str]) -> pd.DataFrame:
                 "kind": kind,
                 "role": role,
                 "seeds_finished": len(done),
-                "seeds_total": len(group),
+                "seeds_total": (seeds or {}).get(condition, len(group)),
                 "val_mean": done["val_acc"].mean(),
                 "val_sd": done["val_acc"].std(ddof=1),
                 "test_mean": done["test_acc"].mean(),
