@@ -18,9 +18,12 @@ it with a bounded one would call real robustness masking. Each pairs the (seed, 
 clean-correct digits and asks, with a one-sided exact McNemar test, whether the other attack alone
 fools more digits than the softmax attack alone. Each such digit is a proof: an adversarial exists
 inside the budget where the white-box attack found none. A check flags masking only when the gap
-is also large — the softmax attack succeeds on under half as many digits (`MASKING_RATIO`) — since
-a white-box attack that misses a few digits another finds is weak, not masked
-(`suite.report.soundness` checks PGD's strength). Pure pandas and scipy on the report's frames.
+is also large — the softmax attack succeeds on under half as many digits (`MASKING_RATIO`) and the
+other attack's success rate is `MASKING_GAP` higher — since a white-box attack that misses a few
+digits another finds is weak, not masked: on adversarially trained models APGD-T's targeted DLR
+loss beats PGD's cross-entropy by a few points of robust accuracy (Croce & Hein 2020), which a
+ratio alone calls masking where both rates are small (`suite.report.soundness` checks PGD's
+strength). Pure pandas and scipy on the report's frames.
 """
 
 import numpy as np
@@ -32,6 +35,8 @@ from suite.attacks.diagnostics import MASKING_RATIO
 from suite.report import stats
 from suite.report.frames import attack_kinds, attack_norm
 
+MASKING_GAP = 0.10
+"""The least difference in success rate (fractions of the clean-correct rows) a check flags."""
 _KEYS = ["seed", *stats.PAIR_KEYS]  # a (seed, digit[, target]) row, as the paired tests pair them
 
 CHECKS = ("margin", "gradient_free", "transfer")
@@ -112,8 +117,10 @@ def three_way(
     for check in CHECKS:
         soft_rate = table[f"softmax_success_at_{check}_eps"].astype(float)
         other_rate = table[f"{check}_success"].astype(float)
-        table[f"{check}_flagged"] = (table[f"{check}_p"] < alpha) & (
-            soft_rate < MASKING_RATIO * other_rate
+        table[f"{check}_flagged"] = (
+            (table[f"{check}_p"] < alpha)
+            & (soft_rate < MASKING_RATIO * other_rate)
+            & (other_rate - soft_rate >= MASKING_GAP)
         )
     table["verdict"] = [_verdict(r) for r in table.itertuples()]
     return table
