@@ -50,6 +50,8 @@ def test_headline_falls_back_to_cw_and_the_readme_leads_with_the_answer(tmp_path
             generated="now",
             commands=("make results",),
             attack_commits={"cw-l2": ["abc123", "def456"]},
+            job_seconds=2_400.0,
+            predicted=(3_000.0, 600.0),
         ),
         [],
     )
@@ -59,8 +61,11 @@ def test_headline_falls_back_to_cw_and_the_readme_leads_with_the_answer(tmp_path
     assert text.index("| defensive-t50 |") < text.index("## How it was made")
     assert "![primary endpoint per model](figures/primary.png)" in text
     assert "  - `cw-l2`: `abc123`, `def456`" in text
-    # one compute-time figure, one definition
-    assert text.count(" min") == 1 and "compute time: 25.0 min, the time during which" in text
+    # wall time with a run open, the jobs' sum, and what the dry run predicted against it
+    assert "compute time: 25.0 min, the time during which" in text
+    assert "summed over jobs, as one process would run them: 40.0 min" in text
+    assert "predicted by `suite run --dry-run`" in text and ": 50.0 min, of which 10.0 min" in text
+    assert "the jobs took 0.80 × the prediction" in text
     assert "Incomplete" not in text
 
 

@@ -330,6 +330,7 @@ def test_report_on_a_tiny_experiment_and_its_errors(workdir):
     published = (out / "README.md").read_text()
     assert "| t20 | base |" in published and "suite publish m.toml" in published
     assert "mnist-5k: " in published and "CPU, " in published
+    assert "summed over jobs" in published and "predicted by `suite run --dry-run`" in published
     top = readme.read_text()
     assert top.count(start) == 1 and "stale block" not in top and top.endswith("after\n")
     assert "| t20 | base |" in top and "results/tiny-e2e/README.md" in top

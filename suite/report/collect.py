@@ -155,7 +155,18 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         run_seconds=busy_seconds(
             [(r.start_ms, r.end_ms) for r in sel.chosen.values() if r.status == "FINISHED"]
         ),
+        job_seconds=_job_seconds(sel),
     )
+
+
+def _job_seconds(sel: Selection) -> float:
+    """The finished runs' open time summed over jobs (condition × seed; a teacher's run and its
+    student's overlap inside one job): the compute of one process running them one at a time."""
+    jobs: dict[tuple[str, int], list[tuple[int | None, int | None]]] = {}
+    for (cond, seed, _), run in sel.chosen.items():
+        if run.status == "FINISHED":
+            jobs.setdefault((cond, seed), []).append((run.start_ms, run.end_ms))
+    return sum(busy_seconds(spans) for spans in jobs.values())
 
 
 def busy_seconds(spans: list[tuple[int | None, int | None]]) -> float:

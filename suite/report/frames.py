@@ -56,6 +56,7 @@ class ReportData:
     protocols: dict[str, str] = field(default_factory=dict)
     seeds_of: dict[str, list[int]] = field(default_factory=dict)
     run_seconds: float = 0.0
+    job_seconds: float = 0.0  # the runs' open time summed per job (one process's compute)
     primary: str | None = None  # the manifest's primary endpoint (None: `headline_attack`)
     equivalence_margin: float = 0.9
 

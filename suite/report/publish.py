@@ -39,13 +39,15 @@ class Provenance:
 
     manifest: str
     commit: str
-    run_seconds: float  # ReportData.run_seconds: the one compute-time figure published
+    run_seconds: float  # ReportData.run_seconds: wall time with a model run open
     runs: int
     device: str
     data_source: str
     generated: str
     commands: tuple[str, ...]
     attack_commits: dict[str, list[str]] = field(default_factory=dict)
+    job_seconds: float = 0.0  # ReportData.job_seconds
+    predicted: tuple[float, float] | None = None  # the dry run's total and its early-stop budgets
 
 
 QUESTION = "Does distillation make a neural network harder to attack?"
@@ -85,6 +87,8 @@ def publish_study(
         commit=git_commit(),
         attack_commits=data.attack_commits,
         run_seconds=data.run_seconds,
+        job_seconds=data.job_seconds,
+        predicted=predicted_compute(spec),
         runs=int((data.accuracy["status"] == "FINISHED").sum()),
         device=device,
         data_source=f"{spec.data.dataset}: {data.setup.get('data_source', 'unknown')}",
@@ -104,6 +108,36 @@ def publish_study(
     section = readme_section(study, attack, table, output.answer, out_dir.as_posix(), missing)
     readme.write_text(splice(text, section, study), encoding="utf-8")
     return missing
+
+
+def predicted_compute(spec: Manifest) -> tuple[float, float] | None:
+    """What `suite run --dry-run` predicts for the whole manifest on this machine now: (total
+    seconds, the part that is the budget of loops that stop early); None where it cannot (the
+    data are not here)."""
+    from suite.runner import estimate_manifest
+
+    try:
+        jobs = estimate_manifest(spec)
+    except SuiteError:
+        return None
+    total = sum(job.total for job in jobs)
+    bounded = sum(
+        s for job in jobs for w, s in zip(job.parts, job.seconds, strict=True)
+        if w.bound and s is not None
+    )  # fmt: skip
+    return total, bounded
+
+
+def _predicted_line(p: Provenance) -> list[str]:
+    if p.predicted is None:
+        return []
+    total, bounded = p.predicted
+    took = f"; the jobs took {p.job_seconds / total:.2f} × the prediction" if total > 0 else ""
+    return [
+        f"- predicted by `suite run --dry-run` (one process at the bare network's speed, measured "
+        f"when publishing): {total / 60:.1f} min, of which {bounded / 60:.1f} min are the budgets "
+        f"of loops that stop early (PGD, AutoAttack), an upper bound{took}"
+    ]
 
 
 def headline(output: ReportOutput, data: ReportData) -> tuple[str, pd.DataFrame]:
@@ -228,7 +262,8 @@ def results_readme(
         f"- compute time: {p.run_seconds / 60:.1f} min, the time during which at least one of the "
         f"{p.runs} finished model runs this report reads was training or being attacked (from the "
         "store, across interruptions and resumed runs; work lost to an interruption is not "
-        "counted)",
+        f"counted); summed over jobs, as one process would run them: {p.job_seconds / 60:.1f} min",
+        *_predicted_line(p),
         f"- data: {esc(p.data_source)}",
         "- commands:",
         "",
