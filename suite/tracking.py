@@ -161,6 +161,19 @@ def git_commit() -> str:
     return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
 
 
+_PROCESS_COMMIT: list[str] = []  # the first `git_commit()` a store of this process read
+
+
+def process_commit() -> str:
+    """The commit of the code this process runs: `git_commit()` as it was when the process first
+    opened a store, by which time the suite's modules are imported. A tree edited later, while a
+    long `suite run` goes on, changes what the file system holds, not what this process runs, so
+    its results keep the commit they were computed by (they were tagged `-dirty` per job)."""
+    if not _PROCESS_COMMIT:
+        _PROCESS_COMMIT.append(git_commit())
+    return _PROCESS_COMMIT[0]
+
+
 class NonFiniteModel(StoreError):
     """A stored model whose weights hold NaN or infinity: never reused (the caller retrains)."""
 
@@ -205,7 +218,7 @@ class Store:
             _check_complete(db, self.shown)
         _check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
-        self.commit = git_commit()
+        self.commit = process_commit()
         if db is not None and not read_only:
             with _creation_lock(db):
                 self.notes += _ensure_sqlite_store(db, self.shown)

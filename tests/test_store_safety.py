@@ -359,3 +359,16 @@ def test_seed_filters_split_a_study_between_processes_without_repeating_a_job(
         result = CliRunner().invoke(app, ["run", "m.toml", *(["--seed", seed] if seed else [])])
         assert result.exit_code == 0, result.output
         assert seeds_run() == expected  # the full run computed nothing again
+
+
+def test_a_process_tags_its_results_with_the_commit_it_started_from(tmp_path, monkeypatch):
+    """Every store a process opens tags results with the commit read when it opened its first:
+    editing the tree during a long run (the commit now reads -dirty) changes nothing it runs."""
+    from suite import tracking
+
+    monkeypatch.setattr(tracking, "_PROCESS_COMMIT", [])
+    monkeypatch.setattr(tracking, "git_commit", lambda: "abc123")
+    first = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    monkeypatch.setattr(tracking, "git_commit", lambda: "abc123-dirty")
+    later = Store(f"sqlite:///{tmp_path / 'a.db'}")
+    assert first.commit == later.commit == "abc123"
