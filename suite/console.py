@@ -247,10 +247,7 @@ def print_estimate(estimates: Sequence[JobEstimate], title: str) -> None:
         table.add_row("", "[bold]job[/bold]", "", f"[bold]{duration(job.total)}[/bold]")
     console.print(table)
     total = sum(job.total for job in estimates)
-    bounded = sum(
-        s for job in estimates for w, s in zip(job.parts, job.seconds, strict=True)
-        if w.bound and s is not None
-    )  # fmt: skip
+    bounded = sum(job.bounded for job in estimates)
     load, cores = os.getloadavg()[0], os.cpu_count()
     say(
         f"predicted: {duration(total)} for {len(estimates)} job(s) in one process, at the bare "

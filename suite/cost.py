@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from suite.attacking import CPU_ATTACK_BATCH
+from suite.attacking import attack_batch_size
 from suite.attacks import ATTACK_PARAMS
 from suite.data import NUM_CLASSES
 from suite.distill import RECIPES
@@ -102,9 +102,11 @@ def _aa_passes(component: str, iterations: int) -> int:
     }[component]
 
 
-def job_parts(manifest: Manifest, condition: str, seed: int, n_train: int) -> list[Work]:
-    """The training (or distillation) and attack passes of `condition`'s job for `seed`, `n_train`
-    being the training digits the data split holds."""
+def job_parts(
+    manifest: Manifest, condition: str, seed: int, n_train: int, device: torch.device
+) -> list[Work]:
+    """The training (or distillation) and attack passes of `condition`'s job for `seed` on
+    `device`, `n_train` being the training digits the data split holds."""
     cond = next(c for c in manifest.conditions if c.name == condition)
     train, digits = manifest.train, manifest.data.attack_samples
     net = getattr(cond, "arch", None) or manifest.model.arch
@@ -141,7 +143,7 @@ def job_parts(manifest: Manifest, condition: str, seed: int, n_train: int) -> li
     for _ in range(attacked):
         for attack in manifest.attacks:
             n = attack.samples or digits
-            batch = attack.batch_size or CPU_ATTACK_BATCH
+            batch = attack_batch_size(attack.batch_size, device, n, rows_per=1)
             work = attack_work(attack.kind, attack.params.model_dump(), n, batch, attack.name, net)
             if attack.source is not None and attack.source != condition:  # crafted on the source
                 work = Work(f"attack {attack.name} (evaluated)", n, work.batch, net, grad="none")
@@ -255,12 +257,17 @@ class JobEstimate:
         """The predicted seconds of the parts that are predicted."""
         return sum(s for s in self.seconds if s is not None)
 
+    @property
+    def bounded(self) -> float:
+        """The part of `total` that is the budget of loops that may stop sooner."""
+        return sum(s for w, s in zip(self.parts, self.seconds, strict=True) if w.bound and s)
+
 
 def estimate(
     manifest: Manifest, jobs: list[tuple[str, int]], n_train: int, device: torch.device
 ) -> list[JobEstimate]:
     """Each (condition, seed) job's parts, timed at the rates measured now on `device`."""
-    parts = {job: job_parts(manifest, job[0], job[1], n_train) for job in jobs}
+    parts = {job: job_parts(manifest, job[0], job[1], n_train, device) for job in jobs}
     keys = {rate_key(w) for ws in parts.values() for w in ws if w.passes is not None}
     rates = measure_rates(keys, device)
     return [JobEstimate(c, s, ws, predict(ws, rates)) for (c, s), ws in parts.items()]

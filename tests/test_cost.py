@@ -16,6 +16,7 @@ from suite.models import build_model
 from suite.training import Recipe, fit
 
 pytestmark = pytest.mark.usefixtures("one_thread")
+CPU = torch.device("cpu")
 
 HAND = [  # (kind, params, passes per digit, an upper bound?)
     ("cw-l2", {"binary_steps": 4, "max_iterations": 100}, 400, False),
@@ -90,7 +91,7 @@ def test_condition_passes_follow_each_recipe():
         ],  # fmt: skip
         attacks,
     )
-    passes = {c: [(w.what, w.passes, w.grad) for w in job_parts(m, c, 1, 600)] for c in
+    passes = {c: [(w.what, w.passes, w.grad) for w in job_parts(m, c, 1, 600, CPU)] for c in
               ("std", "t", "adv")}  # fmt: skip
     digits = m.data.attack_samples
     ddn = ("attack d", 10 * digits, "input")
@@ -104,7 +105,7 @@ def test_condition_passes_follow_each_recipe():
         ("robust validation", 20 * 4 * 2, "input"), ddn,
     ]  # fmt: skip
     first, second = (
-        [(w.what, w.passes, w.grad, w.net) for w in job_parts(m, "dm", s, 600)] for s in (0, 1)
+        [(w.what, w.passes, w.grad, w.net) for w in job_parts(m, "dm", s, 600, CPU)] for s in (0, 1)
     )
     train_on_set = ("train on the set", 20 * 40, "weights", "tiny")
     assert first == [

@@ -60,6 +60,11 @@ class ReportData:
     primary: str | None = None  # the manifest's primary endpoint (None: `headline_attack`)
     equivalence_margin: float = 0.9
 
+    def seeds_for(self, condition: str) -> list[int]:
+        """The seeds the manifest runs of `condition`: its own (`seeds_of`), else every one."""
+        every = self.setup.get("seeds")
+        return self.seeds_of.get(condition, every if isinstance(every, list) else [])
+
 
 _BEST = "best-"
 

@@ -120,12 +120,7 @@ def predicted_compute(spec: Manifest) -> tuple[float, float] | None:
         jobs = estimate_manifest(spec)
     except SuiteError:
         return None
-    total = sum(job.total for job in jobs)
-    bounded = sum(
-        s for job in jobs for w, s in zip(job.parts, job.seconds, strict=True)
-        if w.bound and s is not None
-    )  # fmt: skip
-    return total, bounded
+    return sum(job.total for job in jobs), sum(job.bounded for job in jobs)
 
 
 def _predicted_line(p: Provenance) -> list[str]:
@@ -198,10 +193,9 @@ def incomplete(data: ReportData) -> list[str]:
     out = [*data.missing] + [
         f"{r.condition} seed {r.seed} ({r.role}): {r.status}" for r in failed.itertuples()
     ]
-    seeds = data.setup.get("seeds") or []
     ran = set(zip(data.accuracy["condition"], data.accuracy["seed"], strict=True))
     for condition in data.floors:  # every condition of the manifest
-        own = data.seeds_of.get(condition, seeds)
+        own = data.seeds_for(condition)
         out += [f"{condition} seed {s}: not run yet" for s in own if (condition, s) not in ran]
     return list(dict.fromkeys(out))
 

@@ -596,14 +596,8 @@ def _setup(setup: dict[str, object]) -> list[str]:
 
 
 def _asked_seeds(data: ReportData, order: list[str]) -> dict[str, int]:
-    """How many seeds the manifest runs of each condition (a control's own, else every one)."""
-    every = data.setup.get("seeds")
-    count = len(every) if isinstance(every, list) else None
-    return {
-        c: len(data.seeds_of[c]) if c in data.seeds_of else count
-        for c in order
-        if c in data.seeds_of or count is not None
-    }
+    """How many seeds the manifest runs of each condition (`ReportData.seeds_for`)."""
+    return {c: len(seeds) for c in order if (seeds := data.seeds_for(c))}
 
 
 def _accuracy_md(acc: pd.DataFrame) -> list[str]:

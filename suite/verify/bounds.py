@@ -54,7 +54,7 @@ def _relax(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return lower, upper, intercept
 
 
-def _backward(
+def linear_backward(
     ops: list[Op], spec: Tensor, relus: list[tuple[Tensor, Tensor]]
 ) -> tuple[Tensor, Tensor]:
     """Walk the rows `spec` ([B, S, *output shape of ops]) back through `ops` using the
@@ -95,7 +95,7 @@ def first_row_norms(ops: list[Op]) -> Tensor:
     assert isinstance(last, Affine)
     units = last.bias.numel()
     rows = torch.eye(units, dtype=last.bias.dtype, device=last.bias.device)
-    a, _ = _backward(ops[:at], rows.view(1, units, *last.out_shape), [])
+    a, _ = linear_backward(ops[:at], rows.view(1, units, *last.out_shape), [])
     return a.flatten(2).norm(dim=2).view(last.out_shape)
 
 
@@ -127,7 +127,7 @@ def pre_activation_bounds(
         elif k > 0 and units <= crown_units:  # CROWN on the layer's identity and its negation
             eye = torch.eye(units, dtype=x.dtype, device=x.device)
             rows = torch.cat([eye, -eye]).expand(len(x), -1, -1)
-            a, const = _backward(
+            a, const = linear_backward(
                 ops[:at], rows.reshape(len(x), 2 * units, *ibp_lo.shape[1:]), relus
             )
             bound = _concretise(a, const, x, eps, norm)
@@ -152,7 +152,7 @@ def crown_bounds(
     """Lower bounds ([B, S]) on spec·logits over the `norm` ball of radius `eps` (one per row)
     around `x`, inside the pixel box; `spec` is [B, S, classes]."""
     relus = pre_activation_bounds(ops, x, eps, norm, crown_units, first_norms)
-    a, const = _backward(ops, spec, relus)
+    a, const = linear_backward(ops, spec, relus)
     return _concretise(a, const, x, eps, norm)
 
 

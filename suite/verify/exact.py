@@ -21,7 +21,7 @@ from scipy import sparse
 from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import Tensor
 
-from suite.verify.bounds import crown_bounds, pre_activation_bounds
+from suite.verify.bounds import crown_bounds, linear_backward, pre_activation_bounds
 from suite.verify.network import Affine, Op, ReLU
 
 
@@ -58,12 +58,9 @@ def _matrix(maps: list[Affine]) -> tuple[sparse.csr_matrix, np.ndarray]:
     transpose applied to the identity of its output."""
     out_shape = maps[-1].out_shape
     units = int(np.prod(out_shape))
-    eye = torch.eye(units, dtype=torch.float64).view(1, units, *out_shape)
-    a, bias = eye, torch.zeros(units, dtype=torch.float64)
-    for op in reversed(maps):
-        bias = bias + (a[0] * op.bias.double()).flatten(1).sum(1)
-        a = op.transpose(a.float()).double()
-    return sparse.csr_matrix(a[0].flatten(1).numpy()), bias.numpy()
+    eye = torch.eye(units, dtype=maps[-1].bias.dtype).view(1, units, *out_shape)
+    a, bias = linear_backward(list(maps), eye, [])
+    return sparse.csr_matrix(a[0].flatten(1).double().numpy()), bias[0].double().numpy()
 
 
 def minimal_linf(
