@@ -34,7 +34,7 @@ bench: $(STAMP)
 # finished models and attacks are reused from the store. On a machine with its own CUDA torch:
 # make results SUITE=/path/to/venv/bin/suite STUDY=seed-replication (see bench/gpu_env.sh).
 SUITE ?= $(BIN)/suite
-STUDIES := defensive-distillation seed-study
+STUDIES := defensive-distillation dataset-distillation
 STUDY ?= $(STUDIES)
 results: $(if $(filter $(BIN)/suite,$(SUITE)),$(STAMP))
 	$(SUITE) data download mnist --root data

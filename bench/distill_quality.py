@@ -18,6 +18,9 @@ gain per doubling of the iterations (a curve has flattened where that gain is un
 
     python bench/distill_quality.py --convergence 0,100,300,1000,3000 --ipc 1,10,50 --dataset mnist
 
+`--train-samples` and `--val-samples` cut the split as a manifest's `[data]` does, so that with the
+manifest's settings and `--seed` equal to its `set_seed` the curve is that of the study's own set.
+
 Per architecture, mnist-5k, the random real set of ten images per class of seed 0, fresh models of
 seeds 0 and 1 (2026-11-26, 2 shared CPU cores, one torch thread). Command:
 `python bench/distill_quality.py --methods random --ipc 10 --seed 0 --arch ARCH` plus the options:
@@ -464,6 +467,14 @@ def main() -> None:
         help="DM iterations to evaluate the set at, e.g. 0,100,300,1000 (the convergence mode)",
     )
     parser.add_argument("--root", default="data", help="where full MNIST is (the IDX files)")
+    parser.add_argument(
+        "--train-samples",
+        type=positive_int,
+        help="a stratified subset of the training split, as a manifest's data.train_samples",
+    )
+    parser.add_argument(
+        "--val-samples", type=int, help="held out of training, as data.val_samples (default 0)"
+    )
     parser.add_argument("--batch-real", type=int, default=256, help="convergence: real per class")
     parser.add_argument("--real-bf16", action="store_true", help="convergence: DMParams.real_bf16")
     parser.add_argument("--no-compile", action="store_true", help="run DM eagerly")
@@ -478,7 +489,8 @@ def main() -> None:
     start, runs = time.perf_counter(), []
     for dataset in args.dataset.split(","):
         root = None if dataset == "mnist-5k" else args.root
-        splits = load_splits(dataset, root, None, 0 if dataset != "mnist-5k" else 500, 0)
+        val = args.val_samples if args.val_samples is not None else 500 * (dataset == "mnist-5k")
+        splits = load_splits(dataset, root, args.train_samples, val, 0)
         if args.convergence:
             for ipc in ipcs:
                 runs.extend(convergence(splits, dataset, ipc, args))
