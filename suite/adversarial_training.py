@@ -1,6 +1,6 @@
-"""Adversarial training (Madry et al. 2018; fast FGSM with random start, Wong, Rice & Kolter 2020)
-and Adversarially Robust Distillation (Goldblum, Fowl, Feizi & Goldstein, AAAI 2020), as pure
-per-batch losses that `training.fit` minimises, plus the per-epoch robust-accuracy check.
+"""Adversarial training (Madry et al. 2018, at L∞ or L2; fast FGSM with random start, Wong, Rice &
+Kolter 2020) and Adversarially Robust Distillation (Goldblum, Fowl, Feizi & Goldstein, AAAI 2020),
+as pure per-batch losses that `training.fit` minimises, plus the per-epoch robust-accuracy check.
 
 The inner maximisation here is not `attacks.pgd.pgd`: that attack stops each sample at its first
 misclassification and returns the clean image where it finds none, which is what an attack record
@@ -11,7 +11,8 @@ suite's `pgd-linf` attack, so the curves use the same attack as the report.
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -19,19 +20,30 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from suite.attacks import ATTACK_PARAMS, run_attack
-from suite.attacks.common import ce_and_grad
+from suite.attacks.common import ce_and_grad, rows
+from suite.attacks.pgd import _project, _steepest
 
 
 @dataclass(frozen=True)
 class PGDTraining:
-    """L∞ PGD training examples: `steps` signed-gradient steps of `step_size` × ε from a uniform
-    start in the ε-ball (or from x). One step of 1.25 ε from a random start is Wong et al.'s
-    FGSM-RS; 40 steps of ε/30 (0.01 at ε = 0.3) is Madry et al.'s MNIST setting."""
+    """PGD training examples in the L∞ (or L2) ε-ball: `steps` steepest-ascent steps of
+    `step_size` × ε (signed gradient for L∞, the L2-normalised gradient for L2) from a uniform start
+    in the ball (or from x). One step of 1.25 ε from a random start is Wong et al.'s FGSM-RS; 40
+    steps of ε/30 (0.01 at ε = 0.3) is Madry et al.'s MNIST setting."""
 
     eps: float
     steps: int
     step_size: float
     random_start: bool = True
+    norm: Literal["linf", "l2"] = "linf"
+
+    def identity(self) -> dict[str, object]:
+        """The settings a trained model's config hash and params are made of; `norm` only where it
+        is not L∞, so models trained before L2 training existed keep their hashes."""
+        fields = asdict(self)
+        if self.norm == "linf":
+            del fields["norm"]
+        return fields
 
 
 def eps_schedule(s: PGDTraining, warmup_batches: int) -> Iterator[PGDTraining]:
@@ -43,21 +55,32 @@ def eps_schedule(s: PGDTraining, warmup_batches: int) -> Iterator[PGDTraining]:
 
 
 def pgd_examples(model: nn.Module, x: Tensor, y: Tensor, s: PGDTraining) -> Tensor:
-    """The cross-entropy maximiser within the L∞ ε-ball around `x` (clipped to [0, 1]) after
-    `s.steps` steps, for every sample. The model is attacked in eval mode (the deployed network,
-    no dropout noise in the gradient) and put back in the mode it was in. The random start draws
-    from torch's global generator, which the training seed fixes."""
+    """The cross-entropy maximiser within the `s.norm` ε-ball around `x` (clipped to [0, 1]) after
+    `s.steps` steps, for every sample, with the step and projection of the suite's PGD attack. The
+    model is attacked in eval mode (the deployed network, no dropout noise in the gradient) and put
+    back in the mode it was in. The random start draws from torch's global generator, which the
+    training seed fixes."""
     was_training = model.training
     model.eval()
     x = x.detach()
-    delta = (2 * torch.rand_like(x) - 1) * s.eps if s.random_start else torch.zeros_like(x)
+    delta = _uniform_in_ball(x, s) if s.random_start else torch.zeros_like(x)
     delta = (x + delta).clamp(0, 1) - x
     for _ in range(s.steps):
         _, grad = ce_and_grad(model, x + delta, y, targeted=False)
-        delta = (delta + s.step_size * s.eps * grad.sign()).clamp(-s.eps, s.eps)
+        delta = _project(delta + s.step_size * s.eps * _steepest(grad, s.norm), s.eps, s.norm)
         delta = (x + delta).clamp(0, 1) - x
     model.train(was_training)
     return (x + delta).detach()
+
+
+def _uniform_in_ball(x: Tensor, s: PGDTraining) -> Tensor:
+    """One uniform draw per sample from the `s.norm` ε-ball, from torch's global generator."""
+    if s.norm == "linf":
+        return (2 * torch.rand_like(x) - 1) * s.eps
+    direction = torch.randn_like(x)
+    direction = direction / rows(direction.flatten(1).norm(dim=1).clamp_min(1e-12))
+    radius = torch.rand(len(x), device=x.device) ** (1 / x[0].numel())
+    return s.eps * rows(radius) * direction
 
 
 def adversarial_batch(
@@ -120,11 +143,13 @@ def robust_accuracy(
     *,
     steps: int,
     seed: int,
+    norm: Literal["linf", "l2"] = "linf",
 ) -> float:
-    """Share of `x` classified correctly both clean and under the suite's `pgd-linf` attack at `eps`
-    (`steps` steps of 2.5 ε / steps from a random start), on the model's own device: robust
-    accuracy with every digit in the denominator."""
-    params = ATTACK_PARAMS["pgd-linf"](eps=[eps], steps=steps, step_size=2.5 / steps)
-    records = run_attack("pgd-linf", params, model, x, y, np.arange(len(x)), seed=seed).records
+    """Share of `x` classified correctly both clean and under the suite's `pgd-linf` (or `pgd-l2`)
+    attack at `eps` (`steps` steps of 2.5 ε / steps from a random start), on the model's own device:
+    robust accuracy with every digit in the denominator."""
+    kind = f"pgd-{norm}"
+    params = ATTACK_PARAMS[kind](eps=[eps], steps=steps, step_size=2.5 / steps)
+    records = run_attack(kind, params, model, x, y, np.arange(len(x)), seed=seed).records
     robust = records["clean_correct"].to_numpy(bool) & ~records["success"].to_numpy(bool)
     return float(robust.mean())

@@ -7,3 +7,4 @@ MAX_STEPS = 1_000_000  # iterations of one attack or distillation loop, queries,
 MAX_BINARY_STEPS = 100  # C&W's search over its constant
 MAX_NETS = 1_000  # networks sampled per distillation iteration
 MAX_RESTARTS = 100  # random restarts of a fixed-budget attack
+MAX_L2_RADIUS = 28.0  # √784: the largest L2 distance between two 28 × 28 images in [0, 1]

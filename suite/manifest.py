@@ -31,7 +31,7 @@ from suite.data import DATASETS
 from suite.distill import METHOD_PARAMS, RANDOM_METHOD, REAL_IMAGE_METHODS, RECIPES, EvalRecipe
 from suite.distill.common import DSAStrategy
 from suite.errors import ManifestError
-from suite.limits import MAX_EPOCHS, MAX_STEPS
+from suite.limits import MAX_EPOCHS, MAX_L2_RADIUS, MAX_STEPS
 from suite.models import MODELS
 
 
@@ -189,15 +189,20 @@ class DefensiveCondition(Strict):
 
 
 class AdversarialSettings(Strict):
-    """L∞ PGD examples for training (shared by `adversarial` and `ard`). Defaults: Madry et al.'s
-    MNIST setting, ε = 0.3 and 40 steps of 0.01 (ε/30), from a random start. `method = "fgsm-rs"`
-    is Wong, Rice & Kolter 2020's fast variant: one step of 1.25 ε from a random start."""
+    """PGD examples for training (shared by `adversarial` and `ard`). Defaults: Madry et al.'s
+    MNIST setting, L∞ ε = 0.3 and 40 steps of 0.01 (ε/30), from a random start; `norm = "l2"`
+    trains in the L2 ball instead, the right control for an L2 primary endpoint. `method =
+    "fgsm-rs"` is Wong, Rice & Kolter 2020's fast L∞ variant: one step of 1.25 ε from a random
+    start."""
 
     epochs: int | None = Field(
         default=None, gt=0, le=MAX_EPOCHS, description="overrides train.epochs"
     )
     method: Literal["pgd", "fgsm-rs"] = "pgd"
-    eps: float = Field(default=0.3, gt=0, le=1)
+    norm: Literal["linf", "l2"] = Field(
+        default="linf", description="the ball of the training examples (l2: Madry et al.'s L2 PGD)"
+    )
+    eps: float = Field(default=0.3, gt=0, le=MAX_L2_RADIUS, description="≤ 1 at L∞")
     steps: int | None = Field(
         default=None, ge=1, le=MAX_STEPS, description="pgd: default 40; fgsm-rs: 1"
     )
@@ -231,6 +236,14 @@ class AdversarialSettings(Strict):
             raise ManifestFieldError(
                 "steps", 'fgsm-rs takes exactly one step; use method = "pgd" for more', self.steps
             )
+        if self.method == "fgsm-rs" and self.norm != "linf":
+            raise ManifestFieldError(
+                "norm", 'fgsm-rs is an L∞ method; use method = "pgd" for L2 training', self.norm
+            )
+        if self.norm == "linf" and self.eps > 1:
+            raise ManifestFieldError(
+                "eps", "an L∞ radius above 1 covers the whole pixel box; use ≤ 1", self.eps
+            )
         return self
 
     def pgd_training(self) -> PGDTraining:
@@ -241,6 +254,7 @@ class AdversarialSettings(Strict):
             steps=1 if fast else self.steps or 40,
             step_size=self.step_size or (1.25 if fast else 1 / 30),
             random_start=self.random_start,
+            norm=self.norm,
         )
 
 

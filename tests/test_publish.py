@@ -231,3 +231,22 @@ def test_compute_time_counts_overlapping_and_reopened_runs_once():
     ]
     assert busy_seconds(spans) == 70 * 60
     assert busy_seconds([]) == 0
+
+
+@pytest.mark.parametrize(("norm", "undetected"), [("linf", False), ("l2", True)])
+def test_a_control_trained_in_another_norm_is_not_called_missed_by_an_l2_endpoint(
+    norm, undetected
+):
+    """An L∞-trained control that an L2 primary endpoint does not find more robust tests the
+    instrument only in L∞, and the conclusion says so; an L2-trained one that it misses is a miss."""
+    from dataclasses import replace
+
+    from suite.report.conclusion import conclusion
+
+    data, attacked, compared = _control_study({"cw-l2": "inconclusive", "pgd": "secondary"})
+    data = replace(data, trained_in={"adv": (norm, 0.3 if norm == "linf" else 2.0)})
+    text = conclusion(data, attacked, compared, ["base", "t100", "adv"])
+    radius = "L∞ ball of radius 0.3" if norm == "linf" else "L2 ball of radius 2"
+    assert f"positive control `adv` (adversarial training in the {radius})" in text
+    assert ("did not detect" in text) is undetected
+    assert ("does not test whether the instrument detects L2 robustness" in text) is not undetected

@@ -3,7 +3,6 @@
 
 import math
 from collections.abc import Iterator
-from dataclasses import asdict
 
 import torch
 from torch import nn
@@ -28,7 +27,7 @@ def run_adversarial(
     epochs = cond.epochs or m.train.epochs
     s = cond.pgd_training()
     cfg = config_hash(
-        "adversarial", ctx.data_config(), m.model, m.train, epochs, asdict(s),
+        "adversarial", ctx.data_config(), m.model, m.train, epochs, s.identity(),
         cond.eps_warmup_epochs, cond.val_samples, cond.val_steps, seed,
     )  # fmt: skip
 
@@ -73,7 +72,7 @@ def batch_settings(ctx: Context, cond: AdversarialSettings) -> Iterator[PGDTrain
 
 def adversarial_params(cond: AdversarialSettings) -> dict:
     """The resolved PGD training settings as MLflow params (`adversarial.eps`, ...)."""
-    settings = {"method": cond.method, **asdict(cond.pgd_training())}
+    settings = {"method": cond.method, **cond.pgd_training().identity()}
     return flatten({**settings, "eps_warmup_epochs": cond.eps_warmup_epochs}, "adversarial")
 
 
@@ -88,7 +87,9 @@ def robust_val_metric(ctx: Context, cond: AdversarialSettings, seed: int):
     x, y = val.x[pick], val.y[pick]
 
     def metric(model: nn.Module) -> dict[str, float]:
-        acc = robust_accuracy(model, x, y, cond.eps, steps=cond.val_steps, seed=seed)
+        acc = robust_accuracy(
+            model, x, y, cond.eps, steps=cond.val_steps, seed=seed, norm=cond.norm
+        )
         return {"val_robust_acc": acc}
 
     return metric

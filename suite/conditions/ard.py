@@ -3,8 +3,6 @@ meant to carry robustness. The student, of `model.arch`, is trained on its own P
 the teacher's soft labels at temperature T on the clean inputs; the student is the model attacked.
 """
 
-from dataclasses import asdict
-
 from suite import schema
 from suite.adversarial_training import ard_batch
 from suite.conditions.adversarial import adversarial_params, batch_settings, robust_val_metric
@@ -27,7 +25,7 @@ def run_ard(*, ctx: Context, cond: ARDCondition, seed: int, parent_id: str) -> l
     epochs = cond.epochs or m.train.epochs
     s = cond.pgd_training()
     cfg = config_hash(
-        "ard", teacher.run_id, ctx.data_config(), m.model, m.train, epochs, asdict(s),
+        "ard", teacher.run_id, ctx.data_config(), m.model, m.train, epochs, s.identity(),
         cond.eps_warmup_epochs, cond.alpha, cond.temperature, cond.val_samples, cond.val_steps, seed,
     )  # fmt: skip
 

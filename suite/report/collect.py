@@ -138,6 +138,11 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         outside_ensemble=[a["name"] for a in attacks_spec if a.get("ensemble", True) is False],
         protocols={a["name"]: a["protocol"] for a in attacks_spec if a.get("protocol")},
         seeds_of={c["name"]: c["seeds"] for c in manifest.get("conditions", []) if c.get("seeds")},
+        trained_in={
+            c["name"]: (c.get("norm", "linf"), float(c["eps"]))  # stored before L2: L∞
+            for c in manifest.get("conditions", [])
+            if c.get("kind") in ("adversarial", "ard")
+        },
         controls={
             c: control
             for c, control in same_size_controls(

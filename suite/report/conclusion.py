@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from suite.report.formatting import NORM_LABELS, ci, code, esc, num, pct, pvalue
-from suite.report.frames import ReportData, primary_attack
+from suite.report.frames import ReportData, attack_kinds, attack_norm, primary_attack
 from suite.report.masking import CLEAR, COLUMNS, INCOMPLETE, MASKED
 
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
@@ -65,7 +65,7 @@ def conclusion(
     ]
     answer = [
         _answer(distilled, primary_rows, primary),
-        *_control(controls, primary_rows, deltas),
+        *_control(controls, primary_rows, deltas, data.trained_in, _norm_of(data, primary)),
         *_robust_claims([*distilled, *controls], primary_rows, checks),
         *_masking_caveat(checks),
     ]
@@ -181,11 +181,24 @@ def _robust_claims(conditions: list[str], pooled: pd.DataFrame, checks: pd.DataF
     return sentences
 
 
+def _norm_of(data: ReportData, attack: str | None) -> str | None:
+    """The norm the attack `attack` measures (the primary endpoint's: `best-l2` → l2)."""
+    if attack is None:
+        return None
+    return attack_norm(attack_kinds(data.attacks).get(attack, attack))
+
+
 def _control(
-    controls: list[str], primary_rows: pd.DataFrame, deltas: dict[str, float]
+    controls: list[str],
+    primary_rows: pd.DataFrame,
+    deltas: dict[str, float],
+    trained_in: dict[str, tuple[str, float]],
+    primary_norm: str | None,
 ) -> list[str]:
     """Whether the instrument saw robustness where it was built in: a positive control must come
-    out more robust under the primary endpoint, at the clean-accuracy cost shown beside it."""
+    out more robust under the primary endpoint, at the clean-accuracy cost shown beside it. A
+    control trained in another norm's ball than the primary endpoint measures is said to test the
+    instrument only in its own norm."""
     sentences = []
     for condition in controls:
         mine = primary_rows[primary_rows["condition"] == condition]
@@ -194,21 +207,37 @@ def _control(
         verdict = str(mine["verdict"].iloc[0])
         cost = deltas.get(condition, math.nan)
         cost_text = "" if math.isnan(cost) else f", at a clean-accuracy cost of {cost:+.1f} pp"
+        norm, eps = trained_in.get(condition, (None, math.nan))
+        what = (
+            "adversarial training"
+            if norm is None
+            else f"adversarial training in the {NORM_LABELS[norm]} ball of radius {eps:g}"
+        )
         if verdict.startswith("more robust"):
             sentences.append(
-                f"The positive control {code(condition)} (adversarial training) comes out more "
+                f"The positive control {code(condition)} ({what}) comes out more "
                 f"robust under the primary endpoint{cost_text}: the instrument detects robustness "
                 "where it is built in."
             )
         elif verdict.startswith("no verdict"):  # unfinished or refused runs: nothing was tested
             sentences.append(
-                f"The positive control {code(condition)} (adversarial training) cannot be judged "
+                f"The positive control {code(condition)} ({what}) cannot be judged "
                 f"yet ({esc(verdict)}), so this report does not show that the instrument would "
                 "detect robustness built into a model."
             )
+        elif norm is not None and primary_norm is not None and norm != primary_norm:
+            sentences.append(
+                f"The positive control {code(condition)} ({what}) is not more robust under the "
+                f"primary endpoint ({esc(verdict)}){cost_text}; it was trained against "
+                f"{NORM_LABELS[norm]} perturbations and the primary endpoint measures "
+                f"{NORM_LABELS[primary_norm]} distortion, so it does not test whether the "
+                f"instrument detects {NORM_LABELS[primary_norm]} robustness (a control trained in "
+                f"the {NORM_LABELS[primary_norm]} ball would); its fixed-ε "
+                f"{NORM_LABELS[norm]} results test what it was trained for."
+            )
         else:
             sentences.append(
-                f"The positive control {code(condition)} (adversarial training) is not more "
+                f"The positive control {code(condition)} ({what}) is not more "
                 f"robust under the primary endpoint ({esc(verdict)}){cost_text}: the instrument "
                 "did not detect the robustness built into it, so an equivalent or inconclusive "
                 "verdict elsewhere may only show an insensitive instrument."

@@ -19,6 +19,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from suite.limits import MAX_L2_RADIUS
 from suite.verify.network import Affine, Op, ReLU, forward
 
 Norm = Literal["linf", "l2"]
@@ -202,7 +203,7 @@ def certified_radius(
     one for all; default the largest distortion the pixel box allows) is best an attack's
     distortion, which the true minimum cannot exceed. Misclassified digits get 0."""
     with torch.no_grad():
-        top = (1.0 if norm == "linf" else 28.0) if upper is None else upper
+        top = (1.0 if norm == "linf" else MAX_L2_RADIUS) if upper is None else upper
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
         hi = torch.as_tensor(top, dtype=x.dtype, device=x.device).expand_as(lo).clone()
         correct = forward(ops, x).argmax(1) == labels
