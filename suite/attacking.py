@@ -5,7 +5,6 @@ Results are cached per (model run, config hash): a rerun skips what was logged, 
 """
 
 import math
-from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -28,6 +27,7 @@ from suite.attacks.diagnostics import (
 )
 from suite.attacks.targets import rows_per_sample
 from suite.attacks.transfer import SCALABLE_NORMS, transfer_records
+from suite.cache import cached_result
 from suite.data import NUM_CLASSES
 from suite.devices import model_device
 from suite.errors import StoreError, SuiteError
@@ -115,7 +115,7 @@ def _one_attack(
         )
         return summarize(records)
 
-    return _cached(ctx, run, schema.attack_result(spec.name), cfg, compute)
+    return cached_result(ctx, run, schema.attack_result(spec.name), cfg, compute)
 
 
 def _transfer(
@@ -166,7 +166,7 @@ def _transfer(
         store.log_table(run.run_id, schema.attack_records(name), records)
         return summarize(records)
 
-    return _cached(ctx, run, result, cfg, compute)
+    return cached_result(ctx, run, result, cfg, compute)
 
 
 def _own_median(
@@ -275,33 +275,7 @@ def _masking(
         )
         return result
 
-    return _cached(ctx, run, schema.MASKING, cfg, compute)
-
-
-def _cached(
-    ctx: Context, run: ModelRun, result: str, cfg: str, compute: Callable[[], dict[str, float]]
-) -> dict[str, float]:
-    """Metrics of `result` (`attack.NAME`, `masking`) on `run`: read back when they were saved with
-    config hash `cfg` (`Store.cached_result`), else computed inside the re-opened run and saved —
-    an interrupted attack is redone, a finished one never is, and a concurrent run on the same
-    store waits for it (`Store.claim`) instead of computing it again. Keys are the saved (MLflow-safe)
-    names either way."""
-    store = ctx.store
-
-    def cached() -> dict[str, float] | None:
-        return None if ctx.force else store.cached_result(run.run_id, result, cfg)
-
-    def waiting(holder: str) -> None:
-        ctx.progress.log(
-            f"{run.condition} seed {run.seed}: {holder} is computing {result}; waiting"
-        )
-
-    with store.claim(f"result/{run.run_id}/{result}/{cfg}", waiting):  # computed once per store
-        hit = cached()
-        if hit is not None:
-            return hit
-        with store.active(run.run_id, interrupted="FINISHED"):  # the model stays reusable
-            return store.save_result(run.run_id, result, cfg, compute())
+    return cached_result(ctx, run, schema.MASKING, cfg, compute)
 
 
 def example_array(x: torch.Tensor, x_adv: torch.Tensor, k: int = EXAMPLES) -> np.ndarray:

@@ -170,6 +170,9 @@ def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None 
         table.add_column(
             f"{name}\nsuccess" + (f", median {NORM_LABELS[norm]}" if norm else ""), justify="right"
         )
+    verified = list(dict.fromkeys(name for r in rows for name in r.verified))
+    for name in verified:
+        table.add_column(f"{name}\nmedian bound, solved", justify="right")
     show_masking = any(r.masking for r in rows)
     if show_masking:
         table.add_column("gradient\nmasking")
@@ -189,6 +192,15 @@ def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None 
             if name in norms and name in r.attacks:
                 cell += " " + fixed(s.get(f"median_{norms[name]}", math.nan), 3)
             cells.append(cell if name in r.attacks else "")
+        for name in verified:
+            v = r.verified.get(name)
+            solved = v.get("solved_fraction", math.nan) if v else math.nan
+            cells.append(
+                ""
+                if v is None
+                else fixed(v.get("median_lower", math.nan), 3)
+                + ("" if not solved > 0 else f", {pct(solved, 0)}")
+            )
         if show_masking:
             m = r.masking
             cells.append(Text("yes", "bold red") if m.get("flagged") else ("no" if m else ""))

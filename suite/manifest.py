@@ -33,6 +33,8 @@ from suite.distill.common import DSAStrategy
 from suite.errors import ManifestError
 from suite.limits import MAX_EPOCHS, MAX_L2_RADIUS, MAX_STEPS
 from suite.models import MODELS
+from suite.verify.kinds import VERIFY_PARAMS
+from suite.verify.network import unverifiable
 
 
 class Strict(BaseModel):
@@ -352,6 +354,25 @@ class AttackBase(Strict):
     )
 
 
+class VerifyBase(Strict):
+    """One verification run on every model under attack, on the first `samples` digits of the
+    experiment's shared test subset (`suite.verify.kinds`)."""
+
+    name: Name
+    norm: Literal["linf", "l2"] = "linf"
+    samples: int | None = Field(
+        default=None, gt=0, le=MAX_SAMPLES, description="default: data.attack_samples"
+    )
+
+    @model_validator(mode="after")
+    def _exact_is_linf(self) -> "VerifyBase":
+        if getattr(self, "kind", None) == "exact" and self.norm != "linf":
+            raise ManifestFieldError(
+                "norm", 'the exact solver is L∞ only; use kind = "certified" for L2', self.norm
+            )
+        return self
+
+
 def _tagged(base: type[Strict], tag: str, registry: dict[str, type[BaseModel]]) -> Any:
     """One union member per registry entry: `tag = "<key>"` plus `params` typed by that entry, so
     every params error carries its exact path (`attacks[0].params.max_iterations`)."""
@@ -368,6 +389,7 @@ def _tagged(base: type[Strict], tag: str, registry: dict[str, type[BaseModel]]) 
 
 SyntheticCondition = _tagged(SyntheticBase, "method", METHOD_PARAMS)
 AttackSpec = _tagged(AttackBase, "kind", ATTACK_PARAMS)
+VerifySpec = _tagged(VerifyBase, "kind", VERIFY_PARAMS)
 Condition = Annotated[
     StandardCondition
     | DefensiveCondition
@@ -379,7 +401,7 @@ Condition = Annotated[
 ]
 TAGS = {
     "standard", "defensive", "synthetic", "adversarial", "ard", "matched", *METHOD_PARAMS,
-    *ATTACK_PARAMS,
+    *ATTACK_PARAMS, *VERIFY_PARAMS,
 }  # fmt: skip
 
 
@@ -390,19 +412,44 @@ class Manifest(Strict):
     train: TrainSpec = TrainSpec()
     conditions: list[Condition] = Field(min_length=1)
     attacks: list[AttackSpec] = Field(default_factory=list)
+    verify: list[VerifySpec] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_names(self) -> "Manifest":
-        for table, items in (("conditions", self.conditions), ("attacks", self.attacks)):
-            seen: dict[str, int] = {}
+        """Condition names are unique; attack and verification names are unique among both (their
+        results share one namespace per model run)."""
+        tables = (
+            ("conditions", self.conditions, {}),
+            ("attacks", self.attacks, seen := {}),
+            ("verify", self.verify, seen),
+        )
+        for table, items, used in tables:
             for i, item in enumerate(items):
-                if item.name in seen:
+                if item.name in used:
                     raise ManifestFieldError(
                         f"{table}[{i}].name",
-                        f"duplicate name, already used by {table}[{seen[item.name]}]; names must be unique",
+                        f"duplicate name, already used by {used[item.name]}; names must be unique",
                         item.name,
                     )
-                seen[item.name] = i
+                used[item.name] = f"{table}[{i}]"
+        return self
+
+    @model_validator(mode="after")
+    def _verifiable_models(self) -> "Manifest":
+        """A verification bounds every model under attack: each condition's network must be one
+        bound propagation can walk (not `convnet`)."""
+        if not self.verify:
+            return self
+        for i, cond in enumerate(self.conditions):
+            arch = getattr(cond, "arch", None) or self.model.arch
+            why = unverifiable(arch)
+            if why is not None:
+                raise ManifestFieldError(
+                    "verify",
+                    f"conditions[{i}] ({cond.name}) is a {arch}, which cannot be verified ({why}); "
+                    "drop that condition or the verify tables",
+                    arch,
+                )
         return self
 
     def seeds_of(self, condition: str) -> list[int]:
@@ -510,7 +557,7 @@ class Manifest(Strict):
 
     def attack_subset_size(self) -> int:
         """How many test images the largest attack needs; smaller attacks use a prefix of them."""
-        sizes = [a.samples or self.data.attack_samples for a in self.attacks]
+        sizes = [a.samples or self.data.attack_samples for a in [*self.attacks, *self.verify]]
         return max(sizes, default=self.data.attack_samples)
 
 

@@ -24,6 +24,7 @@ from suite.manifest import Manifest, config_hash
 from suite.progress import NullProgress, Progress
 from suite.report.formatting import duration
 from suite.tracking import Store
+from suite.verifying import verify_model
 
 if TYPE_CHECKING:
     from suite.cost import JobEstimate
@@ -46,6 +47,7 @@ class Row:
     error: str = ""
     attacks: dict[str, dict[str, float]] = field(default_factory=dict)
     masking: dict[str, float] = field(default_factory=dict)
+    verified: dict[str, dict[str, float]] = field(default_factory=dict)  # verification → summary
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,7 @@ def run_job(
         rows = []
         for run in runs:
             attacks, masking = attack_model(ctx, run, subset) if run.attack else ({}, {})
+            verified = verify_model(ctx, run, subset) if run.attack else {}
             rows.append(
                 Row(
                     condition=run.condition,
@@ -112,6 +115,7 @@ def run_job(
                     run_id=run.run_id,
                     attacks=attacks,
                     masking=masking,
+                    verified=verified,
                 )
             )
         return rows

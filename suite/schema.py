@@ -56,12 +56,20 @@ ATTACK = "attack"  # results of attack NAME: metrics `attack.NAME.*`, tag `attac
 MASKING = (
     "masking"  # the gradient-masking diagnostic: metrics `masking.*`, tag `masking.config_hash`
 )
+VERIFY = (
+    "verify"  # results of verification NAME: metrics `verify.NAME.*`, tag `verify.NAME.config_hash`
+)
 MASKING_METRICS = ("saturated_fraction", "softmax_success", "cw_success", "cw_median_l2", "flagged")
 
 
 def attack_result(name: str) -> str:
     """The result name (metric prefix and cache tag stem) of attack `name` on a model run."""
     return f"{ATTACK}.{name}"
+
+
+def verify_result(name: str) -> str:
+    """The result name (metric prefix and cache tag stem) of verification `name` on a model run."""
+    return f"{VERIFY}.{name}"
 
 
 def result_tag(result: str) -> str:
@@ -96,6 +104,11 @@ WEIGHTS = "weights.pt"  # a LoggedModel's state_dict file
 def attack_records(name: str) -> str:
     """Per-sample records of attack `name` (one row per attacked sample or (sample, target))."""
     return f"attacks/{name}.parquet"
+
+
+def verify_records(name: str) -> str:
+    """Per-digit records of verification `name` (`suite.verify.kinds.RECORD_COLUMNS`)."""
+    return f"verify/{name}.parquet"
 
 
 def attack_images(name: str) -> str:

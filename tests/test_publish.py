@@ -234,9 +234,7 @@ def test_compute_time_counts_overlapping_and_reopened_runs_once():
 
 
 @pytest.mark.parametrize(("norm", "undetected"), [("linf", False), ("l2", True)])
-def test_a_control_trained_in_another_norm_is_not_called_missed_by_an_l2_endpoint(
-    norm, undetected
-):
+def test_a_control_trained_in_another_norm_is_not_called_missed_by_an_l2_endpoint(norm, undetected):
     """An L∞-trained control that an L2 primary endpoint does not find more robust tests the
     instrument only in L∞, and the conclusion says so; an L2-trained one that it misses is a miss."""
     from dataclasses import replace

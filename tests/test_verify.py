@@ -3,6 +3,7 @@ adjoints; every bound holds on every sampled point of its ball; a linear classif
 radius; and no attack of the suite finds an adversarial inside a certified radius."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -178,3 +179,103 @@ def test_an_exhausted_time_limit_leaves_a_bracket_not_a_value():
     cut = minimal_linf(ops, x, label, eps_max=0.6, floor=0.01, time_limit=1e-9)
     assert not cut.solved and cut.status == "time limit" and np.isnan(cut.value)
     assert cut.lower == 0.01 and cut.upper == np.inf
+
+
+VERIFY = [
+    {"name": "cert-linf", "kind": "certified", "norm": "linf"},
+    {"name": "cert-l2", "kind": "certified", "norm": "l2", "params": {"method": "crown"}},
+    {
+        "name": "exact",
+        "kind": "exact",
+        "samples": 2,
+        "params": {"time_limit": 4, "tolerance": 1e-3},
+    },
+]
+FMN_LINF = {"name": "fmn-linf", "kind": "fmn-linf", "params": {"steps": 40}}
+
+
+@pytest.fixture(scope="module")
+def verified_store(tmp_path_factory):
+    """One seed of an undistilled MLP attacked by C&W L2 and FMN-L∞ and verified by certified L∞
+    and L2 radii and the exact L∞ solver on its first digits, run through the whole pipeline."""
+    from tiny_manifests import TINY_CW, tiny_manifest
+
+    from suite.manifest import validate_manifest
+    from suite.runner import run_manifest
+    from suite.tracking import Store
+
+    root = tmp_path_factory.mktemp("verified")
+    store = Store(f"sqlite:///{root / 'mlflow.db'}")
+    raw = tiny_manifest("verified", attacks=[TINY_CW, FMN_LINF])
+    raw["model"]["arch"] = "mlp"
+    raw["verify"] = VERIFY
+    rows = run_manifest(validate_manifest(raw, "verified.toml"), store=store)
+    assert {r.status for r in rows} == {"FINISHED"}
+    assert set(rows[0].verified) == {"cert-linf", "cert-l2", "exact"}
+    return store
+
+
+def test_verifications_pair_with_the_attacks_and_no_attack_beats_a_certified_radius(
+    verified_store, tmp_path
+):
+    from suite.report.brackets import brackets, violations
+    from suite.report.collect import collect
+    from suite.report.render import render_report
+
+    data = collect(verified_store, "verified")
+    v = data.verified
+    assert set(v["verification"]) == {"cert-linf", "cert-l2", "exact"}
+    attacked = set(data.attacks["sample_index"])
+    assert set(v["sample_index"]) <= attacked  # the attacks' digits, paired by sample_index
+    assert len(v[v["verification"] == "exact"]) == 2
+    clean = v[v["status"] != "misclassified"]
+    assert (clean["lower"] > 0).all() and (clean["lower"] <= clean["upper"]).all()
+    assert violations(v, data.attacks).empty  # real records of real attacks: sound
+    exact = clean[clean["verification"] == "exact"]
+    fmn = data.attacks[(data.attacks["attack"] == "fmn-linf") & data.attacks["success"]]
+    best = fmn.groupby("sample_index")["linf"].min()
+    cert = clean[clean["verification"] == "cert-linf"].set_index("sample_index")["lower"]
+    assert len(exact) == 2
+    for r in exact.itertuples():  # the bracket: from the certificate up to the attack's best
+        assert cert[r.sample_index] - 1e-9 <= r.lower <= r.upper <= best[r.sample_index] + 1e-6
+        assert not r.solved or r.lower <= r.value <= r.upper
+        assert r.solved or r.status == "time limit"
+    table = brackets(v, data.attacks, ["base"])
+    assert set(table["verification"]) == {"cert-linf", "cert-l2", "exact"}
+    assert (table["violations"] == 0).all()
+    assert (table["median_ratio"] >= 1 - 1e-6).all()  # attacks never below the certificate
+    out = render_report(data, tmp_path / "report", formats=("md",))
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "Bounds on the true minimal distortion" in text and "Soundness check: no attack" in text
+    assert out is not None
+
+
+def test_a_planted_violation_is_reported_as_a_bug():
+    from suite.report.brackets import violations
+
+    keys = {"condition": ["m"], "seed": [0], "sample_index": [7]}
+    verified = pd.DataFrame({**keys, "verification": ["c"], "norm": ["l2"], "lower": [0.5]})
+    attacks = pd.DataFrame({**keys, "attack": ["a"], "success": [True], "l2": [0.4], "linf": [0.1]})
+    found = violations(verified, attacks)
+    assert found[["attack", "distortion", "lower"]].values.tolist() == [["a", 0.4, 0.5]]
+    attacks["l2"] = 0.5  # at the radius itself: not a violation
+    assert violations(verified, attacks).empty
+
+
+def test_a_verification_on_an_unverifiable_network_is_one_line_error(tmp_path):
+    from tiny_manifests import tiny_manifest, to_toml
+    from typer.testing import CliRunner
+
+    from suite.cli import app
+
+    raw = tiny_manifest("bad")
+    raw["conditions"].append({"name": "cn", "kind": "standard", "arch": "convnet"})
+    raw["verify"] = [{"name": "cert", "kind": "certified"}]
+    path = tmp_path / "m.toml"
+    path.write_text(to_toml(raw))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(
+        f"{path}: verify: conditions[1] (cn) is a convnet, which cannot be verified"
+    )

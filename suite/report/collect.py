@@ -22,6 +22,7 @@ from suite.manifest import (
 )
 from suite.report.frames import ReportData, model_label
 from suite.tracking import Store, StoredRun
+from suite.verify.kinds import RECORD_COLUMNS as VERIFY_RECORD_COLUMNS
 
 ATTACK_COLUMNS = [
     "condition", "kind", "seed", "attack", "attack_kind", "sample_index", "label", "target",
@@ -109,6 +110,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     sel = select_runs(store, experiment)
     manifest, attacks_spec = sel.manifest, sel.manifest.get("attacks", [])
     attacks, examples, problems, commits = _attack_frame(store, sel)
+    verified, unread = _verify_frame(store, sel)
     first = next(iter(sel.chosen.values()), None)
     return ReportData(
         experiment=experiment,
@@ -120,7 +122,8 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         attacks=attacks,
         masking=_masking_frame(sel),
         examples=examples,
-        missing=sel.missing + problems,
+        missing=sel.missing + problems + unread,
+        verified=verified,
         floors={
             c["name"]: (c.get("eval") or {}).get("min_test_acc", DEFAULT_ACCURACY_FLOOR)
             for c in manifest.get("conditions", [])
@@ -283,6 +286,37 @@ def _attack_frame(
         pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=ATTACK_COLUMNS)
     )
     return attacks, examples, problems, {a: sorted(c) for a, c in commits.items()}
+
+
+VERIFY_COLUMNS = ["condition", "seed", "verification", "kind", "norm", *VERIFY_RECORD_COLUMNS]
+
+
+def _verify_frame(store: Store, sel: Selection) -> tuple[pd.DataFrame, list[str]]:
+    """Every verification's per-digit records of every chosen run (`suite.verify.kinds`), and a
+    line per record set that could not be read (its run is then incomplete in the report)."""
+    frames, problems = [], []
+    specs = sel.manifest.get("verify", [])
+    for (cond, seed, role), run in sel.chosen.items():
+        for spec in specs:
+            name = spec["name"]
+            if schema.result_tag(schema.verify_result(name)) not in run.tags:
+                continue
+            try:
+                rows = store.load_table(run.run_id, schema.verify_records(name))
+            except StoreError as exc:
+                problems.append(f"{cond} seed {seed} ({role}), verification {name}: {exc}")
+                continue
+            if not set(rows.columns) >= set(VERIFY_RECORD_COLUMNS):
+                problems.append(
+                    f"{cond} seed {seed} ({role}), verification {name}: run {run.run_id}: "
+                    f"{schema.verify_records(name)} lacks columns; left out"
+                )
+                continue
+            head = {"condition": model_label(cond, role), "seed": seed, "verification": name,
+                    "kind": spec["kind"], "norm": spec.get("norm", "linf")}  # fmt: skip
+            frames.append(rows[VERIFY_RECORD_COLUMNS].assign(**head)[VERIFY_COLUMNS])
+    frame = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=VERIFY_COLUMNS)
+    return frame, problems
 
 
 def _masking_frame(sel: Selection) -> pd.DataFrame:

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from suite.models import MLP, CWMnist, StandardisedConvNet, Tiny
+from suite.models import MLP, CWMnist, StandardisedConvNet, Tiny, build_model
 
 
 @dataclass(frozen=True)
@@ -239,3 +239,13 @@ def forward(ops: list[Op], x: Tensor) -> Tensor:
     for op in ops:
         x = x.clamp_min(0) if isinstance(op, ReLU) else op.forward(x)
     return x
+
+
+def unverifiable(arch: str) -> str | None:
+    """Why the registry's `arch` has no linear form (None where it has one), read off a freshly
+    built network: the same check `linear_form` makes on a trained one."""
+    try:
+        linear_form(build_model(arch).eval())
+    except ValueError as exc:
+        return str(exc)
+    return None
