@@ -4,6 +4,7 @@ back by config hash, computed once per store otherwise."""
 from collections.abc import Callable
 
 from suite.job import Context, ModelRun
+from suite.schema import Status
 
 
 def cached_result(
@@ -28,5 +29,5 @@ def cached_result(
         hit = cached()
         if hit is not None:
             return hit
-        with store.active(run.run_id, interrupted="FINISHED"):  # the model stays reusable
+        with store.active(run.run_id, interrupted=Status.FINISHED):  # the model stays reusable
             return store.save_result(run.run_id, result, cfg, compute())

@@ -15,6 +15,7 @@ import typer
 
 from suite import schema
 from suite.errors import ManifestError, StoreError, SuiteError
+from suite.schema import Status
 
 app = typer.Typer(
     help="Does distillation make a neural network harder to attack? Train, attack, track, report.",
@@ -90,7 +91,9 @@ def interruptible() -> Iterator[None]:
         done.set()
         from suite.tracking import end_active_run
 
-        end_active_run("KILLED")  # an interruption that came between a run's opening and its guard
+        end_active_run(
+            Status.KILLED
+        )  # an interruption that came between a run's opening and its guard
         what = "SIGTERM" if isinstance(exc, Terminated) else "Ctrl-C"
         say(
             f"interrupted ({what}): open runs ended KILLED; rerun the same command to resume",
@@ -176,7 +179,7 @@ def run(
     print_summary(
         rows, title=f"{spec.experiment.name} ({spec.data.dataset}, {spec.model.arch})", norms=norms
     )
-    if any(r.status == "FAILED" for r in rows):
+    if any(r.status == Status.FAILED for r in rows):
         raise typer.Exit(1)
 
 

@@ -25,6 +25,7 @@ from rich.table import Table
 from rich.text import Text
 
 from suite.report.formatting import NORM_LABELS, duration, fixed, pct
+from suite.schema import Status
 
 if TYPE_CHECKING:  # the runner imports torch and mlflow: ~30 s on a busy box for `suite data`
     from suite.cost import JobEstimate
@@ -177,7 +178,7 @@ def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None 
     if show_masking:
         table.add_column("gradient\nmasking")
     for r in rows:
-        status = r.status if r.status != "FINISHED" else ("reused" if r.reused else "trained")
+        status = r.status if r.status != Status.FINISHED else ("reused" if r.reused else "trained")
         cells = [
             r.condition,
             str(r.seed),
@@ -204,7 +205,7 @@ def summary_table(rows: Sequence[Row], title: str, norms: dict[str, str] | None 
         if show_masking:
             m = r.masking
             cells.append(Text("yes", "bold red") if m.get("flagged") else ("no" if m else ""))
-        table.add_row(*map(plain, cells), style="red" if r.status == "FAILED" else None)
+        table.add_row(*map(plain, cells), style="red" if r.status == Status.FAILED else None)
     return table
 
 
@@ -212,7 +213,7 @@ def print_summary(rows: Sequence[Row], title: str, norms: dict[str, str] | None 
     """The run's summary table (`summary_table`), then each failure's reason on stderr."""
     console.print(summary_table(rows, title, norms))
     for r in rows:
-        if r.status == "FAILED":
+        if r.status == Status.FAILED:
             err_console.print(
                 f"[red]FAILED[/red] {escape(f'{r.condition} seed {r.seed}: {r.error}')}",
                 highlight=False,

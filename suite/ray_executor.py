@@ -5,6 +5,7 @@ and logs to the same tracking URI, so the results are those of a local run."""
 from suite.errors import SuiteError
 from suite.progress import Progress
 from suite.runner import Executor, Job, Row, failed_row, job_done_line, run_job
+from suite.schema import Status
 
 
 def ray_executor(
@@ -48,7 +49,7 @@ def ray_executor(
                     )
                     results[i] = [failed_row(jobs[i], f"{type(exc).__name__}: {message}")]
                 for row in results[i]:
-                    if row.status == "FAILED":
+                    if row.status == Status.FAILED:
                         progress.log(f"FAILED {row.condition} seed {row.seed}: {row.error}")
                 progress.log(job_done_line(jobs[i], results[i], len(results)))
                 task.update(len(results))

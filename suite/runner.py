@@ -23,6 +23,7 @@ from suite.job import Context, ModelRun
 from suite.manifest import Manifest, config_hash
 from suite.progress import NullProgress, Progress
 from suite.report.formatting import duration
+from suite.schema import Status
 from suite.tracking import Store
 from suite.verifying import verify_model
 
@@ -107,7 +108,7 @@ def run_job(
                     kind=run.kind,
                     seed=job.seed,
                     role=run.role,
-                    status="FINISHED",
+                    status=Status.FINISHED,
                     val_acc=run.val_acc,
                     test_acc=run.test_acc,
                     seconds=run.seconds,
@@ -130,7 +131,7 @@ def failed_row(job: Job, error: str) -> Row:
         kind=job.kind,
         seed=job.seed,
         role="-",
-        status="FAILED",
+        status=Status.FAILED,
         error=error,
     )
 
@@ -146,7 +147,7 @@ def local_executor(
         start = time.monotonic()
         rows = run_job(job, uri, experiment_id, parents[job.condition], progress)
         for row in rows:
-            if row.status == "FAILED":
+            if row.status == Status.FAILED:
                 progress.log(f"FAILED {job.condition} seed {job.seed}: {row.error}")
         if not all(r.reused for r in rows):
             computed.append(time.monotonic() - start)
@@ -161,8 +162,8 @@ def job_done_line(job: Job, rows: list[Row], done: int, pace: float | None = Non
     with how many are left and, given `pace` (seconds per computed job so far), about how long
     they take if none of them is reused: what a log of a long run shows."""
     done, total = job.earlier + done, max(job.run_total, job.earlier + done)
-    status = "failed" if any(r.status == "FAILED" for r in rows) else "finished"
-    reused = all(r.reused for r in rows if r.status != "FAILED") and status == "finished"
+    status = "failed" if any(r.status == Status.FAILED for r in rows) else "finished"
+    reused = all(r.reused for r in rows if r.status != Status.FAILED) and status == "finished"
     left = total - done
     eta = (
         f" (about {duration(left * pace)} at {duration(pace)} per computed job)"
@@ -274,8 +275,8 @@ def run_manifest(
         by_condition: dict[str, list[Row]] = {}
         for job, rows in zip(jobs, results, strict=True):
             by_condition.setdefault(job.condition, []).extend(rows)
-            if any(r.status == "FAILED" for r in rows):
-                outcome[parents[job.condition]] = "FAILED"
+            if any(r.status == Status.FAILED for r in rows):
+                outcome[parents[job.condition]] = Status.FAILED
         for condition, rows in by_condition.items():
             if not seeds or set(manifest.seeds_of(condition)) <= set(seeds):
                 # the collapsed row's mean is over every seed: a --seed run leaves it to a full one
@@ -303,7 +304,7 @@ def parent_summary(manifest: Manifest, rows: list[Row]) -> dict[str, float]:
     """What a condition's collapsed row in the MLflow UI shows: the mean over seeds of its attacked
     models' test accuracy and of the first minimal-norm attack's median distortion, under the same
     metric names as the child rows (`ui_metrics`)."""
-    attacked = [r for r in rows if r.status == "FINISHED" and r.role in schema.ATTACKED_ROLES]
+    attacked = [r for r in rows if r.status == Status.FINISHED and r.role in schema.ATTACKED_ROLES]
     if not attacked:
         return {}
     out = {schema.FINAL_TEST_ACC: sum(r.test_acc for r in attacked) / len(attacked)}

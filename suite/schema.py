@@ -8,6 +8,8 @@ LEVEL_CONDITION, holding MANIFEST), a child run per seed and role (the models), 
 rendered report.
 """
 
+from enum import StrEnum
+
 # ---- tags ------------------------------------------------------------------------------------
 
 LEVEL = "suite.level"  # on parent runs: LEVEL_CONDITION; on report runs: LEVEL_REPORT
@@ -21,6 +23,17 @@ VERSION = "suite_version"
 COMMIT = "git_commit"
 PARENT_RUN_ID = "mlflow.parentRunId"  # MLflow's own tag of a nested run
 RUN_NAME = "mlflow.runName"
+
+
+class Status(StrEnum):
+    """An MLflow run's status as the store writes and reads it (a str: it compares equal to
+    MLflow's own strings)."""
+
+    RUNNING = "RUNNING"
+    FINISHED = "FINISHED"
+    FAILED = "FAILED"
+    KILLED = "KILLED"
+
 
 CONDITION = "condition"
 KIND = "kind"

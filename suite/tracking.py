@@ -37,6 +37,7 @@ from suite.data import DataSplits
 from suite.errors import StoreError
 from suite.models import MODELS, build_model
 from suite.redact import redact
+from suite.schema import Status
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -75,7 +76,7 @@ UI_WORKFLOW = "workflowType=machine_learning"
 UI_VIEW_TAG, UI_VIEW_KEY = "mlflow.sharedViewState.", "suite"  # the runs table's columns
 # a model run whose model is logged holds a usable model when it FINISHED, and while a process has
 # reopened it to attack that model (RUNNING); a FAILED or KILLED one is never reused
-MODEL_DONE = ("FINISHED", "RUNNING")
+MODEL_DONE = (Status.FINISHED, Status.RUNNING)
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 10.0  # a tracking server's health check must answer within this
 
@@ -83,7 +84,7 @@ HEALTH_TIMEOUT_S = 10.0  # a tracking server's health check must answer within t
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4 or IPv6
 
 
-def end_active_run(status: str = "KILLED") -> None:
+def end_active_run(status: str = Status.KILLED) -> None:
     """End MLflow's active run, if one is still open, with `status` (after an interruption: its exit
     hook would otherwise end it FINISHED)."""
     if mlflow.active_run() is not None:
@@ -290,7 +291,7 @@ class Store:
             if tags.get(schema.HOST) != host or not pid.isdigit() or _alive(int(pid)):
                 continue
             self.client.set_tag(run.info.run_id, schema.ERROR, f"process {pid} died while running")
-            self.client.set_terminated(run.info.run_id, "FAILED")
+            self.client.set_terminated(run.info.run_id, Status.FAILED)
             reaped.append(run.info.run_id)
         return reaped
 
@@ -639,7 +640,7 @@ class Store:
         return run_id
 
     @contextmanager
-    def active(self, run_id: str, interrupted: str = "KILLED") -> Iterator[str]:
+    def active(self, run_id: str, interrupted: str = Status.KILLED) -> Iterator[str]:
         """Make `run_id` the active (RUNNING) run; end it FINISHED, `interrupted` on Ctrl-C (a
         finished run reopened to add results passes FINISHED: what it held still stands), FAILED
         on error."""
@@ -652,9 +653,9 @@ class Store:
             raise
         except BaseException as exc:
             self.client.set_tag(run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000])
-            self._end(run_id, "FAILED")
+            self._end(run_id, Status.FAILED)
             raise
-        mlflow.end_run("FINISHED")
+        mlflow.end_run(Status.FINISHED)
 
     def _end(self, run_id: str, status: str) -> None:
         """End `run_id` with `status`: as MLflow's active run where it is one (else MLflow's exit
@@ -671,23 +672,23 @@ class Store:
         each with the status the body put in the yielded dict (default FINISHED), or all KILLED on
         Ctrl-C, FAILED on an exception."""
         for run_id in run_ids:
-            self.client.update_run(run_id, status="RUNNING")
+            self.client.update_run(run_id, status=Status.RUNNING)
             self._claim(run_id)
         outcome: dict[str, str] = {}
         try:
             yield outcome
         except KeyboardInterrupt:
-            self._end_all(run_ids, "KILLED")
+            self._end_all(run_ids, Status.KILLED)
             raise
         except BaseException as exc:
             for run_id in run_ids:
                 self.client.set_tag(
                     run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000]
                 )
-            self._end_all(run_ids, "FAILED")
+            self._end_all(run_ids, Status.FAILED)
             raise
         for run_id in run_ids:
-            self.client.set_terminated(run_id, outcome.get(run_id, "FINISHED"))
+            self.client.set_terminated(run_id, outcome.get(run_id, Status.FINISHED))
 
     def _end_all(self, run_ids: list[str], status: str) -> None:
         for run_id in run_ids:
@@ -823,7 +824,7 @@ class Store:
         for rel in files:
             parent = Path(schema.REPORT_FOLDER, rel).parent.as_posix()
             self.client.log_artifact(run_id, str(folder / rel), parent)
-        self.client.set_terminated(run_id, "FINISHED")
+        self.client.set_terminated(run_id, Status.FINISHED)
         return run_id
 
     def log_text(self, run_id: str, relpath: str, text: str) -> None:

@@ -21,6 +21,7 @@ from suite.manifest import (
     same_size_controls,
 )
 from suite.report.frames import ReportData, model_label
+from suite.schema import Status
 from suite.tracking import Store, StoredRun
 from suite.verify.kinds import RECORD_COLUMNS as VERIFY_RECORD_COLUMNS
 
@@ -85,7 +86,7 @@ def select_runs(store: Store, experiment: str) -> Selection:
             (tags[schema.CONDITION], seed, tags.get(schema.ROLE, schema.ROLE_MODEL)), run
         )
     for (cond, seed, role), run in sorted(chosen.items()):
-        if run.status != "FINISHED":
+        if run.status != Status.FINISHED:
             reason = run.tags.get(schema.ERROR, "")
             missing.append(
                 f"{cond} seed {seed} ({role}): {run.status}" + (f" — {reason}" if reason else "")
@@ -161,7 +162,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         primary=manifest["experiment"].get("primary"),
         equivalence_margin=float(manifest["experiment"].get("equivalence_margin", 0.9)),
         run_seconds=busy_seconds(
-            [(r.start_ms, r.end_ms) for r in sel.chosen.values() if r.status == "FINISHED"]
+            [(r.start_ms, r.end_ms) for r in sel.chosen.values() if r.status == Status.FINISHED]
         ),
         job_seconds=_job_seconds(sel),
     )
@@ -172,7 +173,7 @@ def _job_seconds(sel: Selection) -> float:
     student's overlap inside one job): the compute of one process running them one at a time."""
     jobs: dict[tuple[str, int], list[tuple[int | None, int | None]]] = {}
     for (cond, seed, _), run in sel.chosen.items():
-        if run.status == "FINISHED":
+        if run.status == Status.FINISHED:
             jobs.setdefault((cond, seed), []).append((run.start_ms, run.end_ms))
     return sum(busy_seconds(spans) for spans in jobs.values())
 

@@ -22,6 +22,7 @@ from suite.report.formatting import esc, md_table
 from suite.report.frames import ReportData, primary_attack
 from suite.report.paths import add_written
 from suite.report.render import ReportOutput, render_report
+from suite.schema import Status
 from suite.tracking import Store, git_commit
 
 
@@ -89,7 +90,7 @@ def publish_study(
         run_seconds=data.run_seconds,
         job_seconds=data.job_seconds,
         predicted=predicted_compute(spec),
-        runs=int((data.accuracy["status"] == "FINISHED").sum()),
+        runs=int((data.accuracy["status"] == Status.FINISHED).sum()),
         device=device,
         data_source=f"{spec.data.dataset}: {data.setup.get('data_source', 'unknown')}",
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -189,7 +190,7 @@ def _masking(checks: pd.DataFrame) -> dict[str, str]:
 def incomplete(data: ReportData) -> list[str]:
     """The runs the manifest asks for that are not finished in the store (missing, running or
     failed), one line each: a published report with any of these says so at its top."""
-    failed = data.accuracy[data.accuracy["status"] != "FINISHED"]
+    failed = data.accuracy[data.accuracy["status"] != Status.FINISHED]
     out = [*data.missing] + [
         f"{r.condition} seed {r.seed} ({r.role}): {r.status}" for r in failed.itertuples()
     ]

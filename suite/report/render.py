@@ -33,6 +33,7 @@ from suite.report.frames import (
 from suite.report.literature import literature
 from suite.report.paths import check_replaceable, mark, swap_in
 from suite.report.pdf import markdown_to_pdf
+from suite.schema import Status
 
 FORMATS = ("md", "pdf")
 EXAMPLE_MODELS_PER_FIGURE = 4  # an example grid's rows stay large enough to read on a page
@@ -961,7 +962,7 @@ def _masking_md(masking: pd.DataFrame) -> list[str]:
 
 
 def _missing_md(data: ReportData) -> list[str]:
-    failed = data.accuracy[data.accuracy["status"] != "FINISHED"]
+    failed = data.accuracy[data.accuracy["status"] != Status.FINISHED]
     notes = [*data.missing]
     notes += [
         f"{r.condition} ({r.role}), seed {r.seed}: run status {r.status}"

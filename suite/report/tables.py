@@ -24,6 +24,7 @@ from suite.report.frames import (
     is_fixed_budget,
     model_label,
 )
+from suite.schema import Status
 
 SUBSETS = ("all digits", "both correct")
 _ROW_KEYS = ["seed", *stats.PAIR_KEYS]
@@ -95,7 +96,7 @@ def accuracy_table(
     rank = {c: i for i, c in enumerate(order)}
     rows = []
     for (condition, kind, role), group in accuracy.groupby(["condition", "kind", "role"]):
-        done = group[group["status"] == "FINISHED"]
+        done = group[group["status"] == Status.FINISHED]
         rows.append(
             {
                 "condition": condition,
@@ -119,7 +120,7 @@ def accuracy_table(
 def attacked_accuracy(accuracy: pd.DataFrame) -> pd.Series:
     """Mean test accuracy over finished seeds of the model under attack, per report label
     (a condition, or `condition/teacher` for an attacked teacher)."""
-    done = accuracy[accuracy["status"] == "FINISHED"]
+    done = accuracy[accuracy["status"] == Status.FINISHED]
     label = pd.Series(
         [model_label(c, r) for c, r in zip(done["condition"], done["role"], strict=True)],
         index=done.index,
@@ -136,7 +137,7 @@ def no_verdict(data: ReportData, attacked: pd.Series) -> dict[str, str]:
     reasons: dict[str, str] = {}
     acc = data.accuracy
     for row in acc[
-        (acc["status"] != "FINISHED") & acc["role"].isin(schema.ATTACKED_ROLES)
+        (acc["status"] != Status.FINISHED) & acc["role"].isin(schema.ATTACKED_ROLES)
     ].itertuples():
         error = getattr(row, "error", "") or ""
         reasons.setdefault(
