@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from suite.attacks import ATTACK_PARAMS, run_attack
 from suite.attacks.common import ce_and_grad, rows
-from suite.attacks.pgd import _project, _steepest
+from suite.attacks.pgd import project_to_ball, steepest_direction
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,9 @@ def pgd_examples(model: nn.Module, x: Tensor, y: Tensor, s: PGDTraining) -> Tens
     delta = (x + delta).clamp(0, 1) - x
     for _ in range(s.steps):
         _, grad = ce_and_grad(model, x + delta, y, targeted=False)
-        delta = _project(delta + s.step_size * s.eps * _steepest(grad, s.norm), s.eps, s.norm)
+        delta = project_to_ball(
+            delta + s.step_size * s.eps * steepest_direction(grad, s.norm), s.eps, s.norm
+        )
         delta = (x + delta).clamp(0, 1) - x
     model.train(was_training)
     return (x + delta).detach()

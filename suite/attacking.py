@@ -5,6 +5,7 @@ Results are cached per (model run, config hash): a rerun skips what was logged, 
 """
 
 import math
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -34,6 +35,7 @@ from suite.errors import StoreError, SuiteError
 from suite.job import Context, ModelRun
 from suite.manifest import AttackSpec, config_hash
 from suite.plots import ImageRow, image_grid
+from suite.progress import Task
 
 DEFAULT_SOFTMAX_ATTACK = ("fgsm", {"eps": [0.3]})  # the MNIST convention (Madry et al. 2018)
 EXAMPLES = 8
@@ -208,9 +210,7 @@ def _attack_in_checkpointed_chunks(
             result = run_attack(
                 spec.kind, spec.params, run.model, ctx.data.test.x[part], ctx.data.test.y[part], part,
                 seed=ctx.manifest.experiment.attack_seed, batch_size=rows,
-                on_batch=lambda n, ok, lo=lo * per, base=ok_before: task.update(
-                    lo + n, success=f"{base + ok}/{lo + n}"
-                ),
+                on_batch=_chunk_progress(task, lo * per, ok_before),
             )  # fmt: skip
             store.save_chunk(run.run_id, folder, lo, result.records, result.x_adv.numpy())
             done[lo] = (result.records, result.x_adv)
@@ -221,6 +221,16 @@ def _attack_in_checkpointed_chunks(
         pd.concat([r for r, _ in ordered], ignore_index=True),
         torch.cat([a for _, a in ordered]),
     )
+
+
+def _chunk_progress(task: Task, offset: int, ok_before: int) -> Callable[[int, int], None]:
+    """The progress callback of the batch that starts at row `offset`, after `ok_before` successes
+    of the batches before it."""
+
+    def update(n: int, ok: int) -> None:
+        task.update(offset + n, success=f"{ok_before + ok}/{offset + n}")
+
+    return update
 
 
 def _saved_chunks(

@@ -137,7 +137,9 @@ def _pgd_ball(
             if step == params.steps or not len(live):
                 break
             grad = grad[~won]
-            delta = _project(delta + params.step_size * eps * _steepest(grad, norm), eps, norm)
+            delta = project_to_ball(
+                delta + params.step_size * eps * steepest_direction(grad, norm), eps, norm
+            )
             delta = (xs + delta).clamp(0, 1) - xs
     return live
 
@@ -169,14 +171,14 @@ def fgsm(
     return out
 
 
-def _steepest(grad: Tensor, norm: str) -> Tensor:
+def steepest_direction(grad: Tensor, norm: str) -> Tensor:
     """The unit-norm ascent direction for the given norm."""
     if norm == "linf":
         return grad.sign()
     return grad / rows(grad.flatten(1).norm(dim=1).clamp_min(1e-12))
 
 
-def _project(delta: Tensor, eps: float, norm: str) -> Tensor:
+def project_to_ball(delta: Tensor, eps: float, norm: str) -> Tensor:
     """Nearest point of the ε-ball."""
     if norm == "linf":
         return delta.clamp(-eps, eps)
