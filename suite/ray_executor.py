@@ -4,8 +4,7 @@ and logs to the same tracking URI, so the results are those of a local run."""
 
 from suite.errors import SuiteError
 from suite.progress import Progress
-from suite.runner import Executor, Job, Row, failed_row, job_done_line, run_job
-from suite.schema import Status
+from suite.runner import Executor, Job, Row, failed_row, log_finished, run_job
 
 
 def ray_executor(
@@ -44,14 +43,8 @@ def ray_executor(
                 try:
                     results[i] = ray.get(done[0])
                 except Exception as exc:  # a worker's bug or crash: report it, let the rest finish
-                    message = (
-                        str(exc).strip().splitlines()[-1][:500] if str(exc).strip() else repr(exc)
-                    )
-                    results[i] = [failed_row(jobs[i], f"{type(exc).__name__}: {message}")]
-                for row in results[i]:
-                    if row.status == Status.FAILED:
-                        progress.log(f"FAILED {row.condition} seed {row.seed}: {row.error}")
-                progress.log(job_done_line(jobs[i], results[i], len(results)))
+                    results[i] = [failed_row(jobs[i], exc)]
+                log_finished(progress, jobs[i], results[i], len(results))
                 task.update(len(results))
         finally:
             task.close()

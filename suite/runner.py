@@ -124,8 +124,12 @@ def run_job(
         return [failed_row(job, str(exc))]
 
 
-def failed_row(job: Job, error: str) -> Row:
-    """The one summary row of a job that failed as a whole, with the reason why."""
+def failed_row(job: Job, error: str | BaseException) -> Row:
+    """The one summary row of a job that failed as a whole, with the reason why: a user-fixable
+    error's own message, or an unexpected exception's type and last line (a worker's crash)."""
+    if isinstance(error, BaseException):
+        text = str(error).strip()
+        error = f"{type(error).__name__}: {text.splitlines()[-1][:500] if text else repr(error)}"
     return Row(
         condition=job.condition,
         kind=job.kind,
@@ -134,6 +138,17 @@ def failed_row(job: Job, error: str) -> Row:
         status=Status.FAILED,
         error=error,
     )
+
+
+def log_finished(
+    progress: Progress, job: Job, rows: list[Row], done: int, pace: float | None = None
+) -> None:
+    """What every executor writes when a job ends: a FAILED line per failed row, then the job's
+    done line (`job_done_line`)."""
+    for row in rows:
+        if row.status == Status.FAILED:
+            progress.log(f"FAILED {row.condition} seed {row.seed}: {row.error}")
+    progress.log(job_done_line(job, rows, done, pace))
 
 
 def local_executor(
@@ -146,13 +161,9 @@ def local_executor(
     for done, job in enumerate(jobs, start=1):
         start = time.monotonic()
         rows = run_job(job, uri, experiment_id, parents[job.condition], progress)
-        for row in rows:
-            if row.status == Status.FAILED:
-                progress.log(f"FAILED {job.condition} seed {job.seed}: {row.error}")
         if not all(r.reused for r in rows):
             computed.append(time.monotonic() - start)
-        pace = sum(computed) / len(computed) if computed else None
-        progress.log(job_done_line(job, rows, done, pace))
+        log_finished(progress, job, rows, done, sum(computed) / len(computed) if computed else None)
         results.append(rows)
     return results
 

@@ -379,3 +379,24 @@ def test_a_job_line_estimates_the_time_left_from_the_computed_jobs_pace():
                          "computed job)")  # fmt: skip
     assert job_done_line(job, [row], 1).endswith("; 9 left")  # no pace yet: no estimate
     assert [duration(s) for s in (45, 13 * 60, 170 * 60)] == ["45 s", "13 min", "2 h 50 min"]
+
+
+def test_both_executors_report_a_failed_job_through_one_path():
+    """A worker's crash (Ray) and a user-fixable error (either executor) become the same FAILED
+    row shape and the same two log lines."""
+    from suite.runner import Job, failed_row, log_finished
+
+    class Log:
+        lines: list[str] = []
+
+        def log(self, message: str) -> None:
+            self.lines.append(message)
+
+    job = Job(manifest={}, condition="t50", kind="defensive", seed=2)
+    crash = failed_row(job, RuntimeError("Traceback ...\n  deep inside\nCUDA out of memory"))
+    assert crash.error == "RuntimeError: CUDA out of memory" and crash.status == "FAILED"
+    assert failed_row(job, KeyError()).error == "KeyError: KeyError()"
+    log = Log()
+    log_finished(log, job, [failed_row(job, "training diverged: lower lr")], 1)  # type: ignore[arg-type]
+    assert log.lines[0] == "FAILED t50 seed 2: training diverged: lower lr"
+    assert log.lines[1].endswith("job 1/1 failed: t50 seed 2; 0 left")
