@@ -29,8 +29,8 @@ from torch.nn import functional as F
 from suite.data import NUM_CLASSES, load_splits
 from suite.distill import DMParams
 from suite.distill.common import RealData, fresh_convnet, initial_images
-from suite.distill.convnet import ConvNet
 from suite.distill.dm import Matcher, draw_batches
+from suite.models import ConvNet
 
 
 def paper_loop_loss(net: ConvNet, x_real: list[torch.Tensor], x_syn: list[torch.Tensor]):

@@ -12,13 +12,13 @@ from pydantic import BaseModel
 
 from suite.data import NUM_CLASSES
 from suite.distill.common import DistillMethod, DistillResult, RealData, StepCallback
-from suite.distill.convnet import ConvNet
 from suite.distill.coreset import HERDING, RANDOM, HerdingParams, RandomParams
 from suite.distill.dc import DC, DCParams
 from suite.distill.dd import DD, DDParams
 from suite.distill.dm import DM, DMParams
 from suite.distill.evaluate import RECIPES, EvalRecipe, train_on_synthetic
 from suite.errors import TrainingError
+from suite.models import ConvNet
 
 __all__ = [
     "METHOD_PARAMS",

@@ -9,9 +9,9 @@ import torch
 from pydantic import AfterValidator, BaseModel
 
 from suite.data import NUM_CLASSES
-from suite.distill.convnet import ConvNet
 from suite.distill.dsa import check_strategy
 from suite.errors import TrainingError
+from suite.models import ConvNet
 
 StepCallback = Callable[[int, int, float], None]
 Init = Literal["real", "noise"]

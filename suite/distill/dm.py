@@ -26,9 +26,9 @@ from suite.distill.common import (
     fresh_convnet,
     initial_images,
 )
-from suite.distill.convnet import ConvNet
 from suite.distill.dsa import DEFAULT_STRATEGY
 from suite.limits import MAX_STEPS
+from suite.models import ConvNet
 
 
 class DMParams(BaseModel):
