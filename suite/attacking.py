@@ -28,7 +28,7 @@ from suite.attacks.diagnostics import (
 )
 from suite.attacks.targets import rows_per_sample
 from suite.attacks.transfer import SCALABLE_NORMS, transfer_records
-from suite.cache import cached_result
+from suite.cache import cached_result, find_attacked_run, load_chunks, save_chunk
 from suite.data import NUM_CLASSES
 from suite.devices import model_device
 from suite.errors import StoreError, SuiteError
@@ -133,8 +133,8 @@ def _transfer(
     idx = subset[: spec.samples or ctx.manifest.data.attack_samples]
     source_cfg = config_hash(spec, idx.tolist(), ctx.manifest.experiment.attack_seed)
     store, name, result = ctx.store, spec.name, schema.attack_result(spec.name)
-    source = store.find_attacked_run(
-        ctx.experiment_id, spec.source, run.seed, result, source_cfg, ctx.data.digest
+    source = find_attacked_run(
+        store, ctx.experiment_id, spec.source, run.seed, result, source_cfg, ctx.data.digest
     )
     if source is None:
         raise SuiteError(
@@ -197,7 +197,7 @@ def _attack_in_checkpointed_chunks(
     chunk = attack_batch_size(spec.batch_size, device, len(idx), per)
     folder = schema.checkpoint_folder(spec.name, cfg, chunk)
     rows = chunk if device.type == "cpu" else chunk * per  # a GPU takes a batch's rows at once
-    done = {} if ctx.force else _saved_chunks(store.load_chunks(run.run_id, folder))
+    done = {} if ctx.force else _saved_chunks(load_chunks(store, run.run_id, folder))
     task = ctx.progress.task(
         f"{run.condition} seed {run.seed} {run.role}: {spec.name}", per * len(idx)
     )
@@ -212,7 +212,7 @@ def _attack_in_checkpointed_chunks(
                 seed=ctx.manifest.experiment.attack_seed, batch_size=rows,
                 on_batch=_chunk_progress(task, lo * per, ok_before),
             )  # fmt: skip
-            store.save_chunk(run.run_id, folder, lo, result.records, result.x_adv.numpy())
+            save_chunk(store, run.run_id, folder, lo, result.records, result.x_adv.numpy())
             done[lo] = (result.records, result.x_adv)
     finally:
         task.close()

@@ -294,8 +294,9 @@ def ui(
 ) -> None:
     """Serve the MLflow UI over the suite's store (replaces this process with `mlflow server`),
     opening on the experiment's training runs. The port is checked free before the URL is printed."""
+    from suite.endpoints import check_bindable
     from suite.redact import redact
-    from suite.tracking import Store, artifact_root, check_bindable, ui_url
+    from suite.tracking import Store, artifact_root, ui_url
 
     store = Store(read_only=True)
     check_bindable(host, port)

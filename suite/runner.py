@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from suite import schema
 from suite.attacking import attack_model, attack_subset
 from suite.attacks import MINIMAL_NORMS
+from suite.cache import parent_run
 from suite.conditions import run_condition
 from suite.data import DataSplits, load_splits
 from suite.devices import resolve_device
@@ -259,8 +260,8 @@ def run_manifest(
     parents = {}
     for cond in conditions:
         parent_hash = config_hash(ctx_data, manifest.model, manifest.train, cond)
-        parents[cond.name] = store.parent_run(
-            experiment_id, cond.name, cond.kind, parent_hash, data.digest
+        parents[cond.name] = parent_run(
+            store, experiment_id, cond.name, cond.kind, parent_hash, data.digest
         )
         store.log_dataset(parents[cond.name], data)  # the Dataset column of the collapsed row
         store.log_text(parents[cond.name], schema.MANIFEST, manifest.model_dump_json(indent=2))

@@ -8,16 +8,11 @@ recomputed (the cache protocol: `reusable_model`, `cached_result`/`save_result`,
 FAILED with the reason as a tag.
 """
 
-import fcntl
-import hashlib
 import json
 import logging
 import os
 import pickle
-import re
 import socket
-import sqlite3
-import subprocess
 import tempfile
 import time
 import urllib.parse
@@ -34,10 +29,20 @@ import torch
 from suite import __version__, schema
 from suite.artifacts import regular_file
 from suite.data import DataSplits
+from suite.endpoints import check_reachable
 from suite.errors import StoreError
 from suite.models import MODELS, build_model
+from suite.provenance import process_commit
 from suite.redact import redact
 from suite.schema import Status
+from suite.sqlite_store import (
+    alive,
+    check_complete,
+    creation_lock,
+    ensure_sqlite_store,
+    file_claim,
+    sqlite_file,
+)
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -74,14 +79,6 @@ logging.getLogger("alembic").setLevel(logging.ERROR)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 UI_WORKFLOW = "workflowType=machine_learning"
 UI_VIEW_TAG, UI_VIEW_KEY = "mlflow.sharedViewState.", "suite"  # the runs table's columns
-# a model run whose model is logged holds a usable model when it FINISHED, and while a process has
-# reopened it to attack that model (RUNNING); a FAILED or KILLED one is never reused
-MODEL_DONE = (Status.FINISHED, Status.RUNNING)
-CONNECT_TIMEOUT_S = 5.0
-HEALTH_TIMEOUT_S = 10.0  # a tracking server's health check must answer within this
-
-
-HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4 or IPv6
 
 
 def end_active_run(status: str = Status.KILLED) -> None:
@@ -89,29 +86,6 @@ def end_active_run(status: str = Status.KILLED) -> None:
     hook would otherwise end it FINISHED)."""
     if mlflow.active_run() is not None:
         mlflow.end_run(status)
-
-
-def check_bindable(host: str, port: int) -> None:
-    """StoreError (one line) unless a server can listen on `host`:`port` now: the port in range,
-    the host an address of this machine, the port not taken."""
-    if not 1 <= port <= 65535:
-        raise StoreError(f"--port {port}: not a TCP port; choose one in 1-65535")
-    if not HOST_PATTERN.fullmatch(host):
-        raise StoreError(f"--host {host!r}: not a host name or IP address; e.g. 127.0.0.1")
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise StoreError(f"--host {host!r}: not an address of this machine ({exc})") from None
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
-        try:
-            probe.bind(address)
-        except OSError as exc:
-            raise StoreError(
-                f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc}); "
-                "choose another --port (or stop what holds it)"
-            ) from None
 
 
 def ui_url(host: str, port: int, experiment_id: str) -> str:
@@ -138,41 +112,6 @@ def tracking_uri() -> str:
 def artifact_root() -> str:
     """Where new experiments put artifacts when the store is the local SQLite one."""
     return (default_store_dir() / "artifacts").as_uri()
-
-
-def git_commit() -> str:
-    """The commit of the suite's source tree: SUITE_GIT_COMMIT where set (a copy of the tree with
-    no .git, e.g. on a batch machine), else git's with `-dirty` appended where files under suite/
-    differ from it (the code that ran is then no commit's), or 'unknown' outside a checkout."""
-    if os.environ.get("SUITE_GIT_COMMIT"):
-        return os.environ["SUITE_GIT_COMMIT"][:40]
-    here = Path(__file__).resolve().parent
-    try:
-        head, status = (
-            subprocess.run(args, cwd=here, capture_output=True, text=True, timeout=5)
-            for args in (
-                ["git", "rev-parse", "--short=12", "HEAD"],
-                ["git", "status", "--porcelain", "--untracked-files=no", "--", "."],
-            )
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    if head.returncode != 0:
-        return "unknown"
-    return head.stdout.strip() + ("-dirty" if status.stdout.strip() else "")
-
-
-_PROCESS_COMMIT: list[str] = []  # the first `git_commit()` a store of this process read
-
-
-def process_commit() -> str:
-    """The commit of the code this process runs: `git_commit()` as it was when the process first
-    opened a store, by which time the suite's modules are imported. A tree edited later, while a
-    long `suite run` goes on, changes what the file system holds, not what this process runs, so
-    its results keep the commit they were computed by (they were tagged `-dirty` per job)."""
-    if not _PROCESS_COMMIT:
-        _PROCESS_COMMIT.append(git_commit())
-    return _PROCESS_COMMIT[0]
 
 
 class NonFiniteModel(StoreError):
@@ -214,15 +153,17 @@ class Store:
         self.uri = uri or tracking_uri()
         self.shown = redact(self.uri)  # what is printed, logged, tagged or rendered
         self.notes: list[str] = []  # what opening the store did that a user should hear of
-        db = _sqlite_file(self.uri)
+        db = sqlite_file(self.uri)
         if db is not None and read_only:
-            _check_complete(db, self.shown)
-        _check_reachable(self.uri)
+            check_complete(db, self.shown, schema_head())
+        check_reachable(self.uri)
         mlflow.set_tracking_uri(self.uri)
         self.commit = process_commit()
         if db is not None and not read_only:
-            with _creation_lock(db):
-                self.notes += _ensure_sqlite_store(db, self.shown)
+            with creation_lock(db):
+                self.notes += ensure_sqlite_store(
+                    db, self.shown, schema_head(), _create_sqlite_store
+                )
         try:
             self.client = MlflowClient(self.uri)
             self.client.search_experiments(max_results=1)
@@ -288,192 +229,50 @@ class Store:
         for run in self.client.search_runs([experiment_id], "attributes.status = 'RUNNING'"):
             tags = run.data.tags
             pid = tags.get(schema.PID, "")
-            if tags.get(schema.HOST) != host or not pid.isdigit() or _alive(int(pid)):
+            if tags.get(schema.HOST) != host or not pid.isdigit() or alive(int(pid)):
                 continue
             self.client.set_tag(run.info.run_id, schema.ERROR, f"process {pid} died while running")
             self.client.set_terminated(run.info.run_id, Status.FAILED)
             reaped.append(run.info.run_id)
         return reaped
 
-    def find_run(self, experiment_id: str, tags: dict[str, str], digest: str | None = None):
-        """The newest run of this experiment whose tags equal `tags`, made on data with `digest`
-        (unless None), and whose artifacts live where the experiment puts them, or None."""
-        clauses = [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
-        runs = self.client.search_runs(
-            [experiment_id], " and ".join(clauses), order_by=["attributes.start_time DESC"]
-        )
-        own = self._artifact_home(experiment_id)
-        return next(
-            (
-                r
-                for r in runs
-                if _is_own(r, own) and (digest is None or _run_digest(_stored(r)) == digest)
-            ),
-            None,
-        )
-
-    def find_model_run(
-        self, experiment_id: str, condition: str, config_hash: str, digest: str | None
-    ) -> "StoredRun | None":
-        """A reusable run: tagged with this config hash, made on data with this content digest
-        (`None`: any data — only to tell why nothing matched), its model logged (tag MODEL_ID, set
-        once the weights are stored) and the run FINISHED or RUNNING (another process attacking
-        that model), its artifacts where this experiment keeps them, and a child of one of this
-        experiment's own parent runs of `condition` (a teacher outlives a change to its student's
-        settings, which gives the condition a new parent; an ARD student's teacher is found under
-        the teacher's condition). Anything else in the store — a planted run, a run under a made-up
-        parent, a copy pointing at other artifacts — is not trusted."""
-        return self._newest_trusted(
-            experiment_id,
-            condition,
-            f"tags.`{schema.CONFIG_HASH}` = '{config_hash}'",
-            lambda run: schema.MODEL_ID in run.tags and run.status in MODEL_DONE,
-            digest,
-        )
-
-    def find_attacked_run(
-        self,
-        experiment_id: str,
-        condition: str,
-        seed: int,
-        result: str,
-        config_hash: str,
-        digest: str,
-    ) -> "StoredRun | None":
-        """The newest model under attack of `condition` at `seed` (role model or student) holding
-        `result` (e.g. `schema.attack_result(name)`) computed with `config_hash` on data with this
-        digest — the source of a transfer attack — if it is a child of one of the experiment's own
-        parents of that condition and keeps its artifacts there; else None."""
-        tag = schema.result_tag(result)
-        return self._newest_trusted(
-            experiment_id,
-            condition,
-            f"tags.`{schema.CONDITION}` = '{condition}' and tags.`{schema.SEED}` = '{seed}' "
-            f"and tags.`{tag}` = '{config_hash}'",
-            lambda run: run.tags.get(schema.ROLE) in schema.ATTACKED_ROLES,
-            digest,
-        )
-
-    def find_set_run(
-        self, experiment_id: str, conditions: list[str], set_hash: str, digest: str
-    ) -> "StoredRun | None":
-        """The trusted run (`_newest_trusted`) of any of `conditions` that stored the synthetic set
-        with this identity (tag SET_HASH, set once the set is logged), distilled from data with
-        this digest: the newest one that distilled it, else the newest that reused it; or None."""
-
-        def newest(accept: Callable[[StoredRun], bool]) -> "StoredRun | None":
-            found = [
-                self._newest_trusted(
-                    experiment_id,
-                    condition,
-                    f"tags.`{schema.SET_HASH}` = '{set_hash}'",
-                    accept,
-                    digest,
-                )
-                for condition in conditions
-            ]
-            stored = [run for run in found if run is not None]
-            return max(stored, key=lambda run: run.start_ms or 0, default=None)
-
-        return newest(lambda run: schema.SET_FROM not in run.tags) or newest(lambda run: True)
-
-    # ---- the cache protocol: models, attack results, attack batches ----------------------------
+    # ---- primitives of the reuse protocol (`suite.cache`) -----------------------------------
 
     @contextmanager
     def claim(self, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
         """Hold the claim on `key` (a model's or a result's identity) while the body makes it, so
-        a second process on the same store waits instead of making it again, then finds it made.
-        On a SQLite store the claim is an exclusive lock on a file under `claims/` beside the
-        database (the kernel drops it when its holder dies, `kill -9` included); `waiting(holder)`
-        is called once if another process holds it. A tracking server gives no such lock: there
-        the body runs unclaimed."""
-        db = _sqlite_file(self.uri)
+        a second process on the same store waits instead of making it again (`sqlite_store.file_claim`,
+        a lock file under `claims/` beside the database). A tracking server gives no such lock: there the body
+        runs unclaimed."""
+        db = sqlite_file(self.uri)
         if db is None:
             yield
             return
-        folder = db.parent / "claims"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"
-        with open(path, "a+", encoding="utf-8") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.seek(0)
-                holder = handle.read(200).strip() or "another process"
-                if waiting is not None:
-                    waiting(holder)
-                fcntl.flock(handle, fcntl.LOCK_EX)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"process {os.getpid()} on {socket.gethostname()}")
-            handle.flush()
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_claim(db.parent / "claims", key, waiting):
+            yield
 
-    def reusable_model(
-        self, experiment_id: str, condition: str, config_hash: str, digest: str
-    ) -> ReusedModel | None:
-        """The trusted finished model of `condition` with this config hash, trained on data with
-        this digest (`find_model_run`), loaded on the CPU, or None when it must be trained."""
-        run = self.find_model_run(experiment_id, condition, config_hash, digest)
-        if run is None:
-            return None
-        return ReusedModel(run_id=run.run_id, model=self._load_model(run), metrics=run.metrics)
-
-    def data_changed(
-        self, experiment_id: str, condition: str, config_hash: str, digest: str
-    ) -> str | None:
-        """Why no model with this config hash is reusable when one exists but was made on other
-        data: "run R was trained on data DIGEST"; else None."""
-        run = self.find_model_run(experiment_id, condition, config_hash, None)
-        if run is None or _run_digest(run) == digest:
-            return None
-        return f"run {run.run_id} was trained on data {_run_digest(run) or 'of unknown digest'}"
-
-    def cached_result(self, run_id: str, result: str, config_hash: str) -> dict[str, float] | None:
-        """The metrics of `result` (`attack.NAME`, `masking`) on `run_id`, keyed without the prefix
-        and in MLflow-safe spelling, if they were saved with this config hash; else None."""
-        run = self.client.get_run(run_id)
-        if run.data.tags.get(schema.result_tag(result)) != config_hash:
-            return None
-        prefix = f"{result}."
-        return {
-            k.removeprefix(prefix): v for k, v in run.data.metrics.items() if k.startswith(prefix)
-        }
-
-    def save_result(
-        self, run_id: str, result: str, config_hash: str, metrics: dict[str, float]
-    ) -> dict[str, float]:
-        """Log `metrics` as `result.*` and then tag the commit that made them and the config hash
-        that makes them reusable (that tag last: a result cut short is never read back). Returns
-        them as `cached_result` would."""
-        safe = {schema.metric_key(k): v for k, v in metrics.items()}
-        self.log_metrics(run_id, {schema.result_metric(result, k): v for k, v in safe.items()})
-        self.set_tags(
-            run_id,
-            {schema.result_commit(result): self.commit, schema.result_tag(result): config_hash},
+    def search(self, experiment_id: str, filter_string: str) -> list[StoredRun]:
+        """The runs of the experiment matching MLflow's `filter_string`, newest first, that keep
+        their artifacts where this experiment puts them (`<home>/<run_id>/artifacts`): a run
+        pointing elsewhere was not created by this store for this run and is left out."""
+        own = self._artifact_home(experiment_id)
+        runs = self.client.search_runs(
+            [experiment_id], filter_string, order_by=["attributes.start_time DESC"]
         )
-        return safe
+        return [_stored(run) for run in runs if _is_own(run, own)]
 
-    def save_chunk(
-        self, run_id: str, folder: str, start: int, records: pd.DataFrame, images: np.ndarray
-    ) -> None:
-        """One finished batch of an attack (its records and adversarial images) under `folder`."""
-        self.log_table(run_id, f"{folder}/{start:07d}.parquet", records)
-        self.log_artifact_bytes(run_id, f"{folder}/{start:07d}.npy", lambda p: np.save(p, images))
+    def get(self, run_id: str) -> StoredRun:
+        """Run `run_id` as it is now."""
+        return _stored(self.client.get_run(run_id))
 
-    def load_chunks(self, run_id: str, folder: str) -> dict[int, tuple[pd.DataFrame, np.ndarray]]:
-        """The batches under `folder` that were fully saved (records and images), by first row."""
-        names = {Path(f.path).name for f in self.client.list_artifacts(run_id, folder)}
-        chunks = {}
-        for name in names:
-            stem = name.removesuffix(".parquet")
-            if name.endswith(".parquet") and f"{stem}.npy" in names and stem.isdigit():
-                records = self.load_table(run_id, f"{folder}/{name}")
-                chunks[int(stem)] = (records, self.load_npy(run_id, f"{folder}/{stem}.npy"))
-        return chunks
+    def create_run(self, experiment_id: str, name: str, tags: dict[str, str]) -> str:
+        """A new run named `name` with `tags` and this process's own (`base_tags`); its id."""
+        all_tags = {**tags, **self.base_tags(), schema.RUN_NAME: name}
+        return self.client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+
+    def artifact_names(self, run_id: str, folder: str) -> set[str]:
+        """The file names directly under the run's artifact `folder`."""
+        return {Path(f.path).name for f in self.client.list_artifacts(run_id, folder)}
 
     # ---- reading back (reports, listings) -----------------------------------------------------
 
@@ -558,82 +357,14 @@ class Store:
                 ) from None
             yield regular_file(Path(tmp), PurePosixPath(relpath).name, where)
 
-    def _own_parents(self, experiment_id: str, condition: str) -> set[str]:
-        """Ids of the condition-level runs of `condition` that this experiment created."""
-        own = self._artifact_home(experiment_id)
-        parents = self.client.search_runs(
-            [experiment_id],
-            f"tags.`{schema.LEVEL}` = '{schema.LEVEL_CONDITION}' "
-            f"and tags.`{schema.CONDITION}` = '{condition}'",
-        )
-        return {r.info.run_id for r in parents if _is_own(r, own)}
-
-    def _newest_trusted(
-        self,
-        experiment_id: str,
-        condition: str,
-        filter_string: str,
-        accept: Callable[[StoredRun], bool],
-        digest: str | None,
-    ) -> "StoredRun | None":
-        """The newest run matching `filter_string` that `accept`s, made on data with `digest`
-        (unless None), that is a child of one of this experiment's own parent runs of `condition`
-        and keeps its artifacts where this experiment keeps them; else None. The one trust rule
-        for everything read back for reuse."""
-        own = self._artifact_home(experiment_id)
-        trusted = self._own_parents(experiment_id, condition)
-        runs = self.client.search_runs(
-            [experiment_id], filter_string, order_by=["attributes.start_time DESC"]
-        )
-        return next(
-            (
-                stored
-                for stored in (_stored(run) for run in runs if _is_own(run, own))
-                if accept(stored)
-                and stored.tags.get(schema.PARENT_RUN_ID) in trusted
-                and (digest is None or _run_digest(stored) == digest)
-            ),
-            None,
-        )
-
     def _artifact_home(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).artifact_location.rstrip("/")
-
-    def parent_run(
-        self, experiment_id: str, condition: str, kind: str, cfg_hash: str, digest: str
-    ) -> str:
-        """The condition's parent run: reused when its config hash and data digest match, else
-        created."""
-        tags = {
-            schema.LEVEL: schema.LEVEL_CONDITION,
-            schema.CONDITION: condition,
-            schema.CONFIG_HASH: cfg_hash,
-        }
-        with self.claim(f"parent/{experiment_id}/{condition}/{cfg_hash}/{digest}"):
-            run = self.find_run(experiment_id, tags, digest)
-            if run is not None:
-                return run.info.run_id
-            all_tags = {
-                **tags,
-                **self.base_tags(),
-                schema.DATA_DIGEST: digest,
-                schema.KIND: kind,
-                schema.RUN_NAME: condition,
-            }
-            run = self.client.create_run(experiment_id, tags=all_tags, run_name=condition)
-            return run.info.run_id
 
     def create_child(
         self, experiment_id: str, parent_id: str, name: str, tags: dict[str, str], params: dict
     ) -> str:
         """A new child run under `parent_id` with its tags and flattened params."""
-        all_tags = {
-            **tags,
-            **self.base_tags(),
-            schema.PARENT_RUN_ID: parent_id,
-            schema.RUN_NAME: name,
-        }
-        run_id = self.client.create_run(experiment_id, tags=all_tags, run_name=name).info.run_id
+        run_id = self.create_run(experiment_id, name, {**tags, schema.PARENT_RUN_ID: parent_id})
         items = [Param(k, _param_value(v)) for k, v in params.items()]
         for i in range(0, len(items), 100):
             self.client.log_batch(run_id, params=items[i : i + 100])
@@ -735,9 +466,9 @@ class Store:
         """The model of run `run_id`, rebuilt with `build_model` and filled with its logged weights
         (read with `weights_only=True`: nothing in the store can run code here), in eval mode on the
         CPU. Raises StoreError naming the run when the logged model is not its own plain weights."""
-        return self._load_model(_stored(self.client.get_run(run_id)))
+        return self.load_model_of(self.get(run_id))
 
-    def _load_model(self, run: StoredRun) -> torch.nn.Module:
+    def load_model_of(self, run: StoredRun) -> torch.nn.Module:
         """`load_model` of a run already read (its tags name the model)."""
         run_id, model_id = run.run_id, run.tags.get(schema.MODEL_ID, "")
         where = f"run {run_id} in {self.shown}"
@@ -847,14 +578,6 @@ def _stored(run) -> StoredRun:
     )
 
 
-def _run_digest(run: StoredRun) -> str:
-    """The data digest a run was made on: its DATA_DIGEST tag; for a run logged before that tag
-    existed, the digest of its logged dataset input (the same content hash), if it logged one."""
-    if schema.DATA_DIGEST in run.tags:
-        return run.tags[schema.DATA_DIGEST]
-    return run.dataset_digests[0] if len(run.dataset_digests) == 1 else ""
-
-
 def _is_own(run, artifact_home: str) -> bool:
     """Whether `run` keeps its artifacts where its experiment puts them: `<home>/<run_id>/artifacts`.
     A run whose artifact location points elsewhere was not created by this store for this run."""
@@ -868,164 +591,16 @@ def _is_probability(text: str) -> bool:
         return False
 
 
-def _check_reachable(uri: str) -> None:
-    """Fail within seconds, naming the URI, unless an HTTP tracking server answers its health check:
-    a refused connection, a server that accepts and never answers (HEALTH_TIMEOUT_S), and one that
-    answers 5xx are each one line (MLflow's own client retries for minutes without a word)."""
-    parts = urllib.parse.urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
-        return
-    import requests
-
-    shown = redact(uri)
-    try:
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        host = f"[{parts.hostname}]" if ":" in (parts.hostname or "") else parts.hostname
-        auth = (parts.username, parts.password or "") if parts.username else None
-        url = f"{parts.scheme}://{host}:{port}{parts.path.rstrip('/')}/health"
-        answer = requests.get(
-            url, timeout=(CONNECT_TIMEOUT_S, HEALTH_TIMEOUT_S), auth=auth, allow_redirects=False
-        )
-    except requests.Timeout:
-        raise StoreError(
-            f"MLflow server {shown} accepted the connection but did not answer within "
-            f"{HEALTH_TIMEOUT_S:g} s; check the server or fix MLFLOW_TRACKING_URI"
-        ) from None
-    except (requests.RequestException, ValueError) as exc:
-        raise StoreError(
-            f"MLflow server {shown} is unreachable ({redact(type(exc).__name__)}: "
-            f"{redact(str(exc))[:200]}); start it or fix MLFLOW_TRACKING_URI"
-        ) from None
-    if answer.status_code >= 500:
-        raise StoreError(
-            f"MLflow server {shown} answers HTTP {answer.status_code} to its health check; "
-            "check the server's log or fix MLFLOW_TRACKING_URI"
-        )
-
-
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
-# ---- SQLite store files: complete, or created atomically ---------------------------------------
-
-SQLITE_HEADER = b"SQLite format 3\x00"
-MLFLOW_TABLES = frozenset({"alembic_version", "experiments", "runs"})
-
-
-def _sqlite_file(uri: str) -> Path | None:
-    """The database file of a `sqlite:///` URI, else None (a server, another database)."""
-    return Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
-
-
-@dataclass(frozen=True)
-class _SqliteState:
-    """What a SQLite store file holds: `state` is one of absent, empty (0 bytes), foreign (not a
-    SQLite file), blank (SQLite without tables), other (tables that are not MLflow's), partial
-    (MLflow's tables, schema not at this MLflow's head: half-created or older) or complete."""
-
-    state: str
-    runs: int = 0
-    detail: str = ""
-
-
-def _inspect_sqlite(db: Path) -> _SqliteState:
-    """Read `db` without changing it (opened read-only, never created)."""
-    if not db.exists():
-        return _SqliteState("absent")
-    if not db.is_file():
-        return _SqliteState("foreign", detail="not a regular file")
-    with db.open("rb") as f:
-        header = f.read(len(SQLITE_HEADER))
-    if not header:
-        return _SqliteState("empty")
-    if header != SQLITE_HEADER:
-        return _SqliteState("foreign", detail="not a SQLite database")
-    try:
-        con = sqlite3.connect(f"{db.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            tables = {
-                r[0] for r in con.execute("select name from sqlite_master where type='table'")
-            }
-            if not tables:
-                return _SqliteState("blank")
-            if not tables & MLFLOW_TABLES:
-                return _SqliteState("other", detail=f"tables {', '.join(sorted(tables)[:5])}")
-            runs = con.execute("select count(*) from runs").fetchone()[0] if "runs" in tables else 0
-            version = (
-                con.execute("select version_num from alembic_version").fetchone()
-                if "alembic_version" in tables
-                else None
-            )
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        return _SqliteState("foreign", detail=f"unreadable SQLite ({exc})")
-    head = _schema_head()
-    if tables >= MLFLOW_TABLES and version is not None and version[0] == head:
-        return _SqliteState("complete", runs)
-    found = "no schema version" if version is None else f"schema {version[0]}"
-    return _SqliteState("partial", runs, f"{found}, this MLflow needs {head}")
-
-
-def _schema_head() -> str:
+def schema_head() -> str:
+    """The schema revision this MLflow creates and expects."""
     from mlflow.store.db.utils import _get_latest_schema_revision
 
     return _get_latest_schema_revision()
-
-
-def _check_complete(db: Path, shown: str) -> None:
-    """StoreError unless `db` is a complete MLflow store (what a read-only command may open)."""
-    found = _inspect_sqlite(db)
-    if found.state == "complete":
-        return
-    why = {
-        "absent": f"{db} does not exist",
-        "empty": f"{db} is an empty file",
-        "foreign": f"{db} is {found.detail}",
-        "blank": f"{db} is a SQLite database with no tables",
-        "other": f"{db} holds {found.detail}, not MLflow's",
-        "partial": f"{db} is a half-created or older MLflow store ({found.detail})",
-    }[found.state]
-    fix = (
-        "`suite run FILE` rebuilds a half-created store that holds no runs; an older one with runs "
-        f"needs `mlflow db upgrade {shown}` after a backup"
-        if found.state == "partial"
-        else "check MLFLOW_TRACKING_URI or run `suite run FILE` first"
-    )
-    raise StoreError(f"no MLflow store at {shown} ({why}; left as it is); {fix}")
-
-
-def _ensure_sqlite_store(db: Path, shown: str) -> list[str]:
-    """Make `db` a complete MLflow store for writing (the caller holds the creation lock) and return
-    what was done worth a line. A new store is created in a temporary file and renamed into place,
-    so a crash at any moment leaves either no store or a complete one; an empty file or a table-less
-    database is replaced; a half-created store with no runs is moved aside and rebuilt; a file that
-    is not an MLflow store, or an older one with runs, is refused."""
-    found = _inspect_sqlite(db)
-    if found.state == "complete":
-        return []
-    if found.state in ("foreign", "other"):
-        raise StoreError(
-            f"{db} is {found.detail if found.state == 'foreign' else 'a database with ' + found.detail}"
-            f", not an MLflow store; left as it is; point MLFLOW_TRACKING_URI ({shown}) elsewhere"
-        )
-    if found.state == "partial" and found.runs:
-        raise StoreError(
-            f"MLflow store {shown} holds {found.runs} runs but its schema is not this MLflow's "
-            f"({found.detail}); back it up, then run `mlflow db upgrade {shown}`"
-        )
-    notes = []
-    if found.state == "partial":
-        aside = db.with_name(f"{db.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
-        os.replace(db, aside)
-        notes.append(
-            f"{db} was a half-created MLflow store with no runs ({found.detail}); moved it to "
-            f"{aside.name} and created a new one"
-        )
-    _create_sqlite_store(db)
-    return notes
 
 
 def _create_sqlite_store(db: Path) -> None:
@@ -1033,7 +608,7 @@ def _create_sqlite_store(db: Path) -> None:
     file system). Leftovers of creators that died are removed first."""
     for leftover in db.parent.glob(f".{db.name}.creating-*"):
         pid = leftover.name.removeprefix(f".{db.name}.creating-").split("-")[0]
-        if not pid.isdigit() or not _alive(int(pid)):
+        if not pid.isdigit() or not alive(int(pid)):
             leftover.unlink(missing_ok=True)
     tmp = db.with_name(f".{db.name}.creating-{os.getpid()}")
     tmp.unlink(missing_ok=True)
@@ -1046,30 +621,6 @@ def _create_sqlite_store(db: Path) -> None:
         os.replace(tmp, db)
     finally:
         tmp.unlink(missing_ok=True)
-
-
-@contextmanager
-def _creation_lock(db: Path) -> Iterator[None]:
-    """Serialise first contact with a SQLite store across processes: two processes creating the
-    tables of a new database at once race (mlflow#4123). Read-only callers take no lock (it would
-    be a file written beside the database)."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with open(db.with_name(db.name + ".lock"), "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _now_ms() -> int:

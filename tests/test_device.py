@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from suite.attacking import CPU_ATTACK_BATCH, GPU_ATTACK_ROWS, attack_batch_size, attack_model
+from suite.cache import parent_run
 from suite.conditions.defensive import run_defensive
 from suite.data import load_splits
 from suite.devices import model_device
@@ -79,7 +80,7 @@ def _pipeline(store: Store, experiment: str, device: torch.device):
     d = manifest.data
     data = load_splits(d.dataset, None, d.train_samples, d.val_samples, d.split_seed)
     experiment_id = store.experiment_id(experiment)
-    parent = store.parent_run(experiment_id, "t20", "defensive", "parent", data.digest)
+    parent = parent_run(store, experiment_id, "t20", "defensive", "parent", data.digest)
     ctx = Context(
         manifest=manifest,
         data=data,

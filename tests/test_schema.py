@@ -5,6 +5,7 @@ import pytest
 from tiny_manifests import TINY_CW, tiny_manifest
 
 from suite import schema
+from suite.cache import stored_result
 from suite.manifest import validate_manifest
 from suite.report.collect import collect, select_runs
 from suite.runner import run_manifest
@@ -80,7 +81,7 @@ def test_every_name_the_pipeline_writes_reads_back_through_the_schema(store):
         direct = [TINY_CW["name"], FGSM["name"]]
         for attack in [*direct, TRANSFER["name"]]:
             result = schema.attack_result(attack)
-            cached = store.cached_result(run.run_id, result, tags[schema.result_tag(result)])
+            cached = stored_result(store.get(run.run_id), result, tags[schema.result_tag(result)])
             assert 0.0 <= cached["success_rate"] <= 1.0, attack
             assert (
                 cached["success_rate"] == run.metrics[schema.result_metric(result, "success_rate")]
@@ -97,10 +98,10 @@ def test_every_name_the_pipeline_writes_reads_back_through_the_schema(store):
             folder = schema.checkpoint_folder(attack, cfg, 256)
             assert any(f.startswith(folder + "/") for f in files), folder
         fgsm = schema.attack_result("fgsm")
-        at_eps = store.cached_result(run.run_id, fgsm, tags[schema.result_tag(fgsm)])
+        at_eps = stored_result(store.get(run.run_id), fgsm, tags[schema.result_tag(fgsm)])
         assert schema.metric_key("success_rate@eps=0.3") in at_eps
-        masking = store.cached_result(
-            run.run_id, schema.MASKING, tags[schema.result_tag(schema.MASKING)]
+        masking = stored_result(
+            store.get(run.run_id), schema.MASKING, tags[schema.result_tag(schema.MASKING)]
         )
         assert set(schema.MASKING_METRICS) <= set(masking)
         assert schema.GRADIENT_NORMS in files

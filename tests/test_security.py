@@ -21,6 +21,7 @@ from pypdf import PdfReader
 from tiny_manifests import lines, store_manifest, trained_store, words
 from typer.testing import CliRunner
 
+from suite.cache import find_model_run
 from suite.cli import app
 from suite.tracking import Store
 
@@ -111,12 +112,12 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
     run = child_runs(store, exp_id)[-1]
     parent, cfg = run.data.tags["mlflow.parentRunId"], run.data.tags["config_hash"]
     condition, digest = run.data.tags["condition"], run.data.tags["data_digest"]
-    assert store.find_model_run(exp_id, condition, cfg, digest).run_id == run.info.run_id
-    assert store.find_model_run(exp_id, condition, cfg, "0" * 16) is None  # other data
+    assert find_model_run(store, exp_id, condition, cfg, digest).run_id == run.info.run_id
+    assert find_model_run(store, exp_id, condition, cfg, "0" * 16) is None  # other data
     made_up = store.client.create_run(exp_id, tags={"condition": "base"}).info.run_id
     store.client.set_tag(run.info.run_id, "mlflow.parentRunId", made_up)
     try:
-        assert store.find_model_run(exp_id, condition, cfg, digest) is None
+        assert find_model_run(store, exp_id, condition, cfg, digest) is None
     finally:
         store.client.set_tag(run.info.run_id, "mlflow.parentRunId", parent)
         store.client.delete_run(made_up)
@@ -127,7 +128,7 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
             ("file:///tmp/elsewhere", run.info.run_id),
         )
     try:
-        assert store.find_model_run(exp_id, condition, cfg, digest) is None
+        assert find_model_run(store, exp_id, condition, cfg, digest) is None
     finally:
         with sqlite3.connect(db) as con:
             con.execute(
@@ -136,7 +137,7 @@ def test_reuse_trusts_only_finished_own_children_of_the_conditions_parents(workd
             )
     store.client.update_run(run.info.run_id, status="FAILED")
     try:
-        assert store.find_model_run(exp_id, condition, cfg, digest) is None
+        assert find_model_run(store, exp_id, condition, cfg, digest) is None
     finally:
         store.client.update_run(run.info.run_id, status="FINISHED")
 

@@ -28,7 +28,8 @@ from suite.manifest import validate_manifest
 from suite.progress import NullProgress
 from suite.redact import redact
 from suite.runner import run_manifest
-from suite.tracking import Store, _inspect_sqlite
+from suite.sqlite_store import inspect_sqlite
+from suite.tracking import Store, schema_head
 
 SUITE = str(Path(sys.executable).parent / "suite")
 TINY_CW = {"name": "cw", "kind": "cw-l2", "params": {"binary_steps": 2, "max_iterations": 10}}
@@ -161,7 +162,7 @@ def test_a_first_run_killed_while_creating_its_store_leaves_no_broken_store(tmp_
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-        left = _inspect_sqlite(db).state
+        left = inspect_sqlite(db, schema_head()).state
         assert left in ("absent", "complete"), delay
         states.append(left)
         listed = CliRunner().invoke(app, ["list"], env={"MLFLOW_TRACKING_URI": f"sqlite:///{db}"})
@@ -203,7 +204,7 @@ def test_a_half_created_store_is_refused_by_readers_and_rebuilt_by_a_run(tmp_pat
     assert "half-created" in result.output and "suite run" in result.output
     assert db.read_bytes() == before
     store = Store(f"sqlite:///{db}")
-    assert _inspect_sqlite(db).state == "complete"
+    assert inspect_sqlite(db, schema_head()).state == "complete"
     (aside,) = tmp_path.glob("mlflow.db.broken-*")
     assert aside.read_bytes() == before  # set aside, not deleted
     assert any(aside.name in note for note in store.notes)
@@ -364,11 +365,11 @@ def test_seed_filters_split_a_study_between_processes_without_repeating_a_job(
 def test_a_process_tags_its_results_with_the_commit_it_started_from(tmp_path, monkeypatch):
     """Every store a process opens tags results with the commit read when it opened its first:
     editing the tree during a long run (the commit now reads -dirty) changes nothing it runs."""
-    from suite import tracking
+    from suite import provenance
 
-    monkeypatch.setattr(tracking, "_PROCESS_COMMIT", [])
-    monkeypatch.setattr(tracking, "git_commit", lambda: "abc123")
+    monkeypatch.setattr(provenance, "_PROCESS_COMMIT", [])
+    monkeypatch.setattr(provenance, "git_commit", lambda: "abc123")
     first = Store(f"sqlite:///{tmp_path / 'a.db'}")
-    monkeypatch.setattr(tracking, "git_commit", lambda: "abc123-dirty")
+    monkeypatch.setattr(provenance, "git_commit", lambda: "abc123-dirty")
     later = Store(f"sqlite:///{tmp_path / 'a.db'}")
     assert first.commit == later.commit == "abc123"

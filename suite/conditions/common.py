@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from suite import schema
+from suite.cache import data_changed, reusable_model
 from suite.job import Context, ModelRun
 from suite.models import build_model
 from suite.tracking import NonFiniteModel, ReusedModel
@@ -30,7 +31,7 @@ def cached_training(
     arch: str | None = None,
     dropout: float | None = None,
 ) -> ModelRun:
-    """Reuse the trusted run with this config hash made on this data (`Store.reusable_model`: the
+    """Reuse the trusted run with this config hash made on this data (`cache.reusable_model`: the
     data's content digest is part of a model's identity); else train it in a new child run, saying
     so when the stored model was made on other data.
 
@@ -47,7 +48,7 @@ def cached_training(
         if ctx.force:
             return None
         try:
-            return store.reusable_model(ctx.experiment_id, condition, cfg_hash, digest)
+            return reusable_model(store, ctx.experiment_id, condition, cfg_hash, digest)
         except NonFiniteModel as exc:  # a diverged or tampered model: train a fresh one
             ctx.progress.log(f"warning: {what}: {exc}; retraining")
             return None
@@ -62,7 +63,7 @@ def cached_training(
             changed = (
                 None
                 if ctx.force
-                else store.data_changed(ctx.experiment_id, condition, cfg_hash, digest)
+                else data_changed(store, ctx.experiment_id, condition, cfg_hash, digest)
             )
             if changed:
                 ctx.progress.log(f"{what}: the data changed (now {digest}; {changed}): retraining")

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from suite import schema
+from suite.cache import find_set_run
 from suite.conditions.common import cached_training
 from suite.distill import DistillResult, EvalRecipe, distill, train_on_synthetic
 from suite.errors import TrainingError
@@ -68,7 +69,7 @@ def _distil_and_train(
     )
     synthetic = [c.name for c in ctx.manifest.conditions if c.kind == "synthetic"]
     with store.claim(f"set/{ctx.experiment_id}/{set_hash}/{data.digest}"):
-        source = store.find_set_run(ctx.experiment_id, synthetic, set_hash, data.digest)
+        source = find_set_run(store, ctx.experiment_id, synthetic, set_hash, data.digest)
         if source is not None:
             ctx.progress.log(f"{label}: reusing the set of run {source.run_id}")
             result = stored_set(store, source.run_id)

@@ -16,14 +16,14 @@ import pandas as pd
 from suite.attacks import LOGIT_L2_KIND
 from suite.errors import SuiteError
 from suite.manifest import Manifest
-from suite.provenance import attack_sources, code_changed
+from suite.provenance import attack_sources, code_changed, git_commit
 from suite.report.collect import collect
 from suite.report.formatting import esc, md_table
 from suite.report.frames import ReportData, primary_attack
 from suite.report.paths import add_written
 from suite.report.render import ReportOutput, render_report
 from suite.schema import Status
-from suite.tracking import Store, git_commit
+from suite.tracking import Store
 
 
 def markers(study: str) -> tuple[str, str]:
