@@ -28,9 +28,10 @@ from pathlib import Path
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
+from suite.endpoints import UI_WORKFLOW  # noqa: E402
 from suite.manifest import validate_manifest  # noqa: E402
 from suite.runner import run_manifest  # noqa: E402
-from suite.tracking import UI_WORKFLOW, Store  # noqa: E402
+from suite.tracking import Store  # noqa: E402
 
 MANIFEST = {
     "experiment": {"name": "ui-shot", "seeds": [0], "device": "cpu"},

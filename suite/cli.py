@@ -147,10 +147,10 @@ def run(
 
     from suite.attacks import MINIMAL_NORMS
     from suite.console import console, live_progress, print_summary
+    from suite.endpoints import tracking_uri
     from suite.manifest import load_manifest
     from suite.redact import redact
     from suite.runner import local_executor, run_manifest
-    from suite.tracking import tracking_uri
 
     if executor not in ("local", "ray"):
         raise SuiteError(f"--executor {executor!r}: choose local or ray")
@@ -294,9 +294,9 @@ def ui(
 ) -> None:
     """Serve the MLflow UI over the suite's store (replaces this process with `mlflow server`),
     opening on the experiment's training runs. The port is checked free before the URL is printed."""
-    from suite.endpoints import check_bindable
+    from suite.endpoints import artifact_root, check_bindable, ui_url
     from suite.redact import redact
-    from suite.tracking import Store, artifact_root, ui_url
+    from suite.tracking import Store
 
     store = Store(read_only=True)
     check_bindable(host, port)

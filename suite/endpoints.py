@@ -1,16 +1,25 @@
-"""Addresses checked before anything connects or listens: a tracking server must answer its
-health check within seconds, and `suite ui` must be able to bind its host and port, each failure
-one line naming the address and the fix (MLflow's own client retries for minutes without a word)."""
+"""Where the store and its UI live: the tracking URI (default: SQLite under ./mlruns), the UI's
+address, and the checks made before anything connects or listens: a tracking server must answer
+its health check within seconds, and `suite ui` must be able to bind its host and port, each
+failure one line naming the address and the fix (MLflow's own client retries for minutes)."""
 
+import os
 import re
 import socket
 import urllib.parse
+from pathlib import Path
 
 from suite.errors import StoreError
 from suite.redact import redact
 
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 10.0  # a tracking server's health check must answer within this
+# MLflow 3's UI opens an experiment on its GenAI "Traces" view unless told it holds trained models:
+# the experiment-kind tag, and (3.17's UI, whose GenAI / Model training switch overrides the tag) the
+# workflow in the URL, which the UI then remembers.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+UI_WORKFLOW = "workflowType=machine_learning"
+UI_VIEW_TAG, UI_VIEW_KEY = "mlflow.sharedViewState.", "suite"  # the runs table's columns
 HOST_PATTERN = re.compile(r"[A-Za-z0-9.\-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4 or IPv6
 
 
@@ -70,3 +79,29 @@ def check_reachable(uri: str) -> None:
             f"MLflow server {shown} answers HTTP {answer.status_code} to its health check; "
             "check the server's log or fix MLFLOW_TRACKING_URI"
         )
+
+
+def ui_url(host: str, port: int, experiment_id: str) -> str:
+    """The MLflow UI address that opens `experiment_id` on its training runs, with the columns
+    `Store.show_in_ui` chose."""
+    shown = f"[{host}]" if ":" in host else host
+    return (
+        f"http://{shown}:{port}/#/experiments/{experiment_id}/runs?{UI_WORKFLOW}"
+        f"&viewStateShareKey={UI_VIEW_KEY}"
+    )
+
+
+def default_store_dir() -> Path:
+    """`mlruns/` under the current directory, as an absolute path."""
+    return Path.cwd().resolve() / "mlruns"
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` if set, else an absolute sqlite URI under ./mlruns (a relative one would
+    resolve against whatever directory a later process starts in)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store_dir() / 'mlflow.db'}"
+
+
+def artifact_root() -> str:
+    """Where new experiments put artifacts when the store is the local SQLite one."""
+    return (default_store_dir() / "artifacts").as_uri()

@@ -11,7 +11,6 @@ FAILED with the reason as a tag.
 import json
 import logging
 import os
-import pickle
 import socket
 import tempfile
 import time
@@ -29,9 +28,15 @@ import torch
 from suite import __version__, schema
 from suite.artifacts import regular_file
 from suite.data import DataSplits
-from suite.endpoints import check_reachable
+from suite.endpoints import (
+    EXPERIMENT_KIND,
+    UI_VIEW_KEY,
+    UI_VIEW_TAG,
+    artifact_root,
+    check_reachable,
+    tracking_uri,
+)
 from suite.errors import StoreError
-from suite.models import MODELS, build_model
 from suite.provenance import process_commit
 from suite.redact import redact
 from suite.schema import Status
@@ -43,6 +48,7 @@ from suite.sqlite_store import (
     file_claim,
     sqlite_file,
 )
+from suite.weights import load_weights, save_weights
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
@@ -73,49 +79,12 @@ from mlflow.entities import (  # noqa: E402
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 logging.getLogger("alembic").setLevel(logging.ERROR)
 
-# MLflow 3's UI opens an experiment on its GenAI "Traces" view unless told it holds trained models:
-# the experiment-kind tag, and (3.17's UI, whose GenAI / Model training switch overrides the tag) the
-# workflow in the URL, which the UI then remembers.
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
-UI_WORKFLOW = "workflowType=machine_learning"
-UI_VIEW_TAG, UI_VIEW_KEY = "mlflow.sharedViewState.", "suite"  # the runs table's columns
-
 
 def end_active_run(status: str = Status.KILLED) -> None:
     """End MLflow's active run, if one is still open, with `status` (after an interruption: its exit
     hook would otherwise end it FINISHED)."""
     if mlflow.active_run() is not None:
         mlflow.end_run(status)
-
-
-def ui_url(host: str, port: int, experiment_id: str) -> str:
-    """The MLflow UI address that opens `experiment_id` on its training runs, with the columns
-    `Store.show_in_ui` chose."""
-    shown = f"[{host}]" if ":" in host else host
-    return (
-        f"http://{shown}:{port}/#/experiments/{experiment_id}/runs?{UI_WORKFLOW}"
-        f"&viewStateShareKey={UI_VIEW_KEY}"
-    )
-
-
-def default_store_dir() -> Path:
-    """`mlruns/` under the current directory, as an absolute path."""
-    return Path.cwd().resolve() / "mlruns"
-
-
-def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` if set, else an absolute sqlite URI under ./mlruns (a relative one would
-    resolve against whatever directory a later process starts in)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store_dir() / 'mlflow.db'}"
-
-
-def artifact_root() -> str:
-    """Where new experiments put artifacts when the store is the local SQLite one."""
-    return (default_store_dir() / "artifacts").as_uri()
-
-
-class NonFiniteModel(StoreError):
-    """A stored model whose weights hold NaN or infinity: never reused (the caller retrains)."""
 
 
 @dataclass(frozen=True)
@@ -454,8 +423,7 @@ class Store:
             model_type="pytorch-state-dict",
         )
         with tempfile.TemporaryDirectory() as tmp:
-            state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-            torch.save(state, Path(tmp) / schema.WEIGHTS)
+            save_weights(model, Path(tmp) / schema.WEIGHTS)
             self.client.log_model_artifacts(logged.model_id, tmp)
         self.client.finalize_logged_model(logged.model_id, "READY")
         self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
@@ -482,26 +450,8 @@ class Store:
         if logged.source_run_id != run_id or logged.artifact_location.rstrip("/") != own:
             raise StoreError(f"{where}: its model {model_id} belongs elsewhere; rerun with --force")
         arch, dropout = logged.params.get("arch"), logged.params.get("dropout", "")
-        if arch not in MODELS or not _is_probability(dropout):
-            raise StoreError(f"{where}: unknown model settings {arch!r}, dropout {dropout!r}")
         with self._fetched(logged.artifact_location, schema.WEIGHTS, where) as path:
-            try:
-                state = torch.load(path, map_location="cpu", weights_only=True)
-                model = build_model(arch, dropout=float(dropout))
-                model.load_state_dict(state)
-            except (pickle.UnpicklingError, RuntimeError, ValueError, TypeError, EOFError) as exc:
-                reason = str(exc).splitlines()[0][:120] if str(exc) else type(exc).__name__
-                raise StoreError(
-                    f"{where}: its model is not plain {arch} weights ({reason}); not loaded, "
-                    "rerun with --force to retrain"
-                ) from None
-        bad = [k for k, v in state.items() if v.is_floating_point() and not v.isfinite().all()]
-        if bad:
-            raise NonFiniteModel(
-                f"{where}: its stored weights are not all finite ({bad[0]}"
-                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''}); not reused"
-            )
-        return model.eval()
+            return load_weights(path, arch, dropout, where)
 
     def log_dataset(self, run_id: str, data: DataSplits) -> None:
         """Record the run's data as an MLflow dataset input (name, digest, split sizes), so the
@@ -582,13 +532,6 @@ def _is_own(run, artifact_home: str) -> bool:
     """Whether `run` keeps its artifacts where its experiment puts them: `<home>/<run_id>/artifacts`.
     A run whose artifact location points elsewhere was not created by this store for this run."""
     return run.info.artifact_uri.rstrip("/") == f"{artifact_home}/{run.info.run_id}/artifacts"
-
-
-def _is_probability(text: str) -> bool:
-    try:
-        return 0.0 <= float(text) < 1.0
-    except ValueError:
-        return False
 
 
 def _param_value(value: Any) -> str:

@@ -11,8 +11,9 @@ from suite import schema
 from suite.cache import data_changed, reusable_model
 from suite.job import Context, ModelRun
 from suite.models import build_model
-from suite.tracking import NonFiniteModel, ReusedModel
+from suite.tracking import ReusedModel
 from suite.training import BatchLoss, EpochMetrics, accuracy, fit
+from suite.weights import NonFiniteModel
 
 
 def cached_training(
