@@ -32,8 +32,9 @@ from suite.cache import cached_result, find_attacked_run, load_chunks, save_chun
 from suite.data import NUM_CLASSES
 from suite.devices import model_device
 from suite.errors import StoreError, SuiteError
+from suite.identity import config_hash
 from suite.job import Context, ModelRun
-from suite.manifest import AttackSpec, config_hash
+from suite.manifest import AttackSpec
 from suite.plots import ImageRow, image_grid
 from suite.progress import Task
 

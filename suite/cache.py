@@ -5,15 +5,21 @@ result (an attack's, a verification's, the masking diagnostic's) is read back wh
 tag matches; a concurrent process on the same store waits for the claim instead of computing the
 same thing twice. The store (`suite.tracking`) only reads and writes."""
 
+import math
+import time
 from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import nn
 
 from suite import schema
+from suite.identity import ModelKey
 from suite.job import Context, ModelRun
 from suite.schema import Status
 from suite.tracking import ReusedModel, Store, StoredRun
+from suite.weights import NonFiniteModel
 
 # a model run whose model is logged holds a usable model when it FINISHED, and while a process has
 # reopened it to attack that model (RUNNING); a FAILED or KILLED one is never reused
@@ -239,3 +245,101 @@ def load_chunks(
             records = store.load_table(run_id, f"{folder}/{name}")
             chunks[int(stem)] = (records, store.load_npy(run_id, f"{folder}/{stem}.npy"))
     return chunks
+
+
+def cached_training(
+    ctx: Context,
+    parent_id: str,
+    key: ModelKey,
+    train: Callable[[str], tuple[nn.Module, float, float]],
+    *,
+    attack: bool,
+    tags: dict[str, str] | None = None,
+    arch: str | None = None,
+    dropout: float | None = None,
+) -> ModelRun:
+    """The model of `key`: the trusted run with its hash made on this data (`reusable_model`: the
+    data's content digest is part of a model's identity), else trained by `train(run_id) -> (model,
+    val_acc, test_acc)` in a new child run of `parent_id`, saying so when the stored model was made
+    on other data. `train` logs its own curves and returns the model on `ctx.device`; this logs the
+    model (`arch`, `dropout`: default `model.arch`, `train.dropout`), the final metrics and the
+    timing, and marks the run reusable. `attack`: whether the model is attacked."""
+    store, digest = ctx.store, ctx.data.digest
+
+    def reusable() -> ReusedModel | None:
+        if ctx.force:
+            return None
+        try:
+            return reusable_model(store, ctx.experiment_id, key.condition, key.hash, digest)
+        except NonFiniteModel as exc:  # a diverged or tampered model: train a fresh one
+            ctx.progress.log(f"warning: {key.label}: {exc}; retraining")
+            return None
+
+    def waiting(holder: str) -> None:
+        ctx.progress.log(f"{key.label}: {holder} is training it; waiting to reuse it")
+
+    # claimed, so a concurrent run on this store waits for the model and then reuses it
+    with store.claim(f"model/{ctx.experiment_id}/{key.condition}/{key.hash}/{digest}", waiting):
+        reused = reusable()
+        if reused is None:
+            changed = (
+                None
+                if ctx.force
+                else data_changed(store, ctx.experiment_id, key.condition, key.hash, digest)
+            )
+            if changed:
+                ctx.progress.log(
+                    f"{key.label}: the data changed (now {digest}; {changed}): retraining"
+                )
+            run_id, model, final = _train_in_child_run(
+                ctx, parent_id, key, train, tags, arch, dropout
+            )
+    if reused is not None:
+        run_id, model, final = reused.run_id, ctx.place(reused.model), reused.metrics
+    return ModelRun(
+        condition=key.condition,
+        kind=key.kind,
+        role=key.role,
+        seed=key.seed,
+        attack=attack,
+        run_id=run_id,
+        model=model,
+        reused=reused is not None,
+        val_acc=final.get(schema.FINAL_VAL_ACC, math.nan),
+        test_acc=final.get(schema.FINAL_TEST_ACC, math.nan),
+        seconds=final.get(schema.TRAIN_SECONDS, math.nan),
+    )
+
+
+def _train_in_child_run(
+    ctx: Context,
+    parent_id: str,
+    key: ModelKey,
+    train: Callable[[str], tuple[nn.Module, float, float]],
+    tags: dict[str, str] | None,
+    arch: str | None,
+    dropout: float | None,
+) -> tuple[str, nn.Module, dict[str, float]]:
+    """Train in a new child run and log the model and its final metrics: (run id, model, metrics)."""
+    store = ctx.store
+    run_tags = {**key.tags(ctx.data.digest), **(tags or {})}
+    params = key.mlflow_params(ctx.base_params())
+    run_id = store.create_child(ctx.experiment_id, parent_id, key.run_name, run_tags, params)
+    store.log_dataset(run_id, ctx.data)
+    with store.active(run_id):
+        torch.manual_seed(key.seed)
+        start = time.perf_counter()
+        model, val_acc, test_acc = train(run_id)
+        final = {
+            schema.FINAL_VAL_ACC: val_acc,
+            schema.FINAL_TEST_ACC: test_acc,
+            schema.TRAIN_SECONDS: time.perf_counter() - start,
+        }
+        store.log_metrics(run_id, final)
+        store.log_model(
+            run_id,
+            model,
+            arch or ctx.manifest.model.arch,
+            ctx.manifest.train.dropout if dropout is None else dropout,
+        )
+    return run_id, model, final

@@ -4,16 +4,13 @@ Every problem is reported as one line `FILE: field.path: what is wrong (got VALU
 once, before anything is trained or written.
 """
 
-import copy
 import dataclasses
-import hashlib
-import json
 import re
 import tomllib
 import types
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -101,6 +98,10 @@ class ModelSpec(Strict):
 
 
 class TrainSpec(Strict):
+    UNHASHED_AT: ClassVar[dict[str, object]] = {
+        "precision": "fp32"
+    }  # as training ran before it existed
+
     epochs: int = Field(default=10, gt=0, le=MAX_EPOCHS)
     batch_size: int = Field(default=128, gt=0, le=MAX_BATCH)
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -126,26 +127,10 @@ BASELINE_HELP = (
     "the standard condition this one is compared with; default: the one trained for the same "
     "epochs (a defensive student's epochs, train.epochs for a synthetic condition)"
 )
-REPORT_ONLY_FIELDS = frozenset({"baseline", "ensemble", "protocol"})  # how results are compared
-UNHASHED_FIELDS = REPORT_ONLY_FIELDS | {"seeds"}  # and which jobs run: neither changes a result
 PROTOCOLS = {
     "dd-robustbench": "DD-RobustBench's",
     "beard": "BEARD's",
 }  # another paper's evaluation an attack reproduces (the report's literature section)
-# settings added after results were cached, with the value that means "as before": at that value
-# they are left out of the config hash, so earlier results stay reusable
-UNHASHED_AT = {
-    "source": None,
-    "abort_failing": False,
-    "abort_converged": False,
-    "lr_schedule": "constant",
-    "lr_final": 0.1,  # C&W L2's cosine schedule: never change these two defaults, or results
-    "lr_warmup": 100,  # stored with them would be taken for the new ones
-    "restarts": 1,  # PGD's random restarts: one start is the PGD that ran before the setting existed
-    "real_bf16": False,  # DM's real embedding in float32: DM as it ran before the setting existed
-    "precision": "fp32",  # training in float32: training as it ran before the setting existed
-    "set_seed": None,  # a synthetic set per seed: as sets were made before the setting existed
-}
 
 
 class StandardCondition(Strict):
@@ -313,6 +298,10 @@ class SyntheticEval(Strict):
 class SyntheticBase(Strict):
     """A model trained only on a distilled synthetic set (or a real-image coreset baseline)."""
 
+    UNHASHED_AT: ClassVar[dict[str, object]] = {
+        "set_seed": None
+    }  # a set per seed, as sets were made before
+
     name: Name
     kind: Literal["synthetic"]
     ipc: int = Field(ge=1, le=1000)
@@ -329,6 +318,10 @@ class SyntheticBase(Strict):
 
 class AttackBase(Strict):
     """One attack run on every model under attack, on the experiment's shared test subset."""
+
+    UNHASHED_AT: ClassVar[dict[str, object]] = {
+        "source": None
+    }  # a direct attack, as every attack was before transfer
 
     name: Name
     samples: int | None = Field(default=None, gt=0, le=MAX_SAMPLES)
@@ -894,31 +887,6 @@ def _join(parts: list[str | int]) -> str:
     return "".join(
         f"[{p}]" if isinstance(p, int) else (f".{p}" if i else p) for i, p in enumerate(parts)
     )
-
-
-def config_hash(*parts: Any) -> str:
-    """A short stable hash of JSON-able config pieces: equal settings → equal hash on every machine."""
-    blob = json.dumps([_jsonable(p) for p in parts], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):  # report-only fields do not change what is trained
-        return _without_unhashed(value.model_dump(mode="json", exclude=set(UNHASHED_FIELDS)))
-    return copy.deepcopy(value)
-
-
-def _without_unhashed(value: Any) -> Any:
-    """`value` without the UNHASHED_AT settings that hold their "as before" value, at any depth."""
-    if isinstance(value, dict):
-        return {
-            k: _without_unhashed(v)
-            for k, v in value.items()
-            if not (k in UNHASHED_AT and v == UNHASHED_AT[k] and type(v) is type(UNHASHED_AT[k]))
-        }
-    if isinstance(value, list):
-        return [_without_unhashed(v) for v in value]
-    return value
 
 
 def flatten(value: Any, prefix: str = "") -> dict[str, Any]:

@@ -20,8 +20,9 @@ from suite.conditions import run_condition
 from suite.data import DataSplits, load_splits
 from suite.devices import resolve_device
 from suite.errors import ManifestError, SuiteError
+from suite.identity import config_hash
 from suite.job import Context, ModelRun
-from suite.manifest import Manifest, config_hash
+from suite.manifest import Manifest
 from suite.progress import NullProgress, Progress
 from suite.report.formatting import duration
 from suite.schema import Status

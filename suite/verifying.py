@@ -8,8 +8,9 @@ import pandas as pd
 from suite import schema
 from suite.attacks import attack_kind
 from suite.cache import cached_result
+from suite.identity import config_hash
 from suite.job import Context, ModelRun
-from suite.manifest import AttackSpec, VerifySpec, config_hash
+from suite.manifest import AttackSpec, VerifySpec
 from suite.verify.kinds import summarize_verification, verify_digits
 
 VERIFY_BATCH = 16

@@ -259,7 +259,7 @@ def test_cw_savers_save_evaluations_at_no_cost_and_keep_stored_hashes(trained_ti
     adversarial stopped shrinking (`abort_converged`): fewer gradient evaluations, the same
     successes and median L2 within 0.2%; off, the config hash of results stored before the
     options existed is unchanged."""
-    from suite.manifest import config_hash
+    from suite.identity import config_hash
 
     idx = np.arange(40)
     x, y = mnist5k_splits.test.x[idx], mnist5k_splits.test.y[idx]
@@ -346,7 +346,7 @@ def test_cw_loops_read_the_device_only_every_sync_every_iterations(
 def test_pgd_with_one_start_hashes_as_the_pgd_from_before_restarts_existed():
     """`restarts = 1` is PGD as it ran before the setting existed (same draws, same images), so its
     results stored then stay reusable: the setting at 1 is left out of the hash."""
-    from suite.manifest import config_hash
+    from suite.identity import config_hash
 
     params = ATTACK_PARAMS["pgd-linf"](eps=[0.1, 0.3], steps=40, step_size=0.0625)
     before = {k: v for k, v in params.model_dump(mode="json").items() if k != "restarts"}

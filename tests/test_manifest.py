@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from suite.cli import app
 from suite.errors import ManifestError
-from suite.manifest import baselines, config_hash, load_manifest
+from suite.identity import config_hash
+from suite.manifest import baselines, load_manifest
 
 VALID = """
 [experiment]

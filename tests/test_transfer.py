@@ -9,7 +9,8 @@ from tiny_manifests import tiny_manifest, to_toml
 from suite.attacks import ATTACK_PARAMS, run_attack
 from suite.attacks.transfer import scale_perturbations, transfer_records
 from suite.errors import ManifestError
-from suite.manifest import config_hash, load_manifest
+from suite.identity import config_hash
+from suite.manifest import load_manifest
 from suite.report.collect import collect
 from suite.report.render import render_report
 from suite.runner import run_manifest

@@ -233,7 +233,8 @@ def test_an_attack_kept_out_of_the_ensemble_is_reported_on_its_own():
     paragraph quotes its success and ratios; the setting changes no result's hash."""
     from tiny_manifests import tiny_manifest
 
-    from suite.manifest import config_hash, validate_manifest
+    from suite.identity import config_hash
+    from suite.manifest import validate_manifest
     from suite.report.frames import ReportData
     from suite.report.literature import literature
 

@@ -98,7 +98,7 @@ steadier measure, and bench/attack_vs_foolbox.py prints both.
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -138,6 +138,16 @@ class CWL2Params(TargetingParams):
     early abort, off by default because it weakens the attack (module docstring). When on, a
     sample ends its search step when its loss fell by less than 0.1% over the last 50 iterations
     (the paper's code: 0.01% over max_iterations / 10, on the batch's summed loss)."""
+
+    # settings added after results were stored, left out of the hash at their "as before" value:
+    # never change these defaults, or results stored with them would be taken for the new ones
+    UNHASHED_AT: ClassVar[dict[str, object]] = {
+        "abort_failing": False,
+        "abort_converged": False,
+        "lr_schedule": "constant",
+        "lr_final": 0.1,
+        "lr_warmup": 100,
+    }
 
     binary_steps: int = Field(9, ge=1, le=MAX_BINARY_STEPS)
     max_iterations: int = Field(1000, ge=1, le=MAX_STEPS)

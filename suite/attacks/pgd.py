@@ -5,7 +5,7 @@
 its returned image belongs to the smallest ε that succeeded and larger ε cost it nothing.
 """
 
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 import numpy as np
 import torch
@@ -21,6 +21,10 @@ Eps = Annotated[float, Field(gt=0)]
 
 class _PGDParams(TargetingParams):
     """Settings shared by both norms; `travel` is what the report's strength check reads."""
+
+    UNHASHED_AT: ClassVar[dict[str, object]] = {
+        "restarts": 1
+    }  # one start: PGD as it ran before restarts
 
     steps: int = Field(50, ge=1, le=MAX_STEPS)
     step_size: float = Field(0.05, gt=0, description="per-step move, as a fraction of ε")

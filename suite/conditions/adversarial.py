@@ -14,9 +14,11 @@ from suite.adversarial_training import (
     eps_schedule,
     robust_accuracy,
 )
-from suite.conditions.common import cached_training, train_model
+from suite.cache import cached_training
+from suite.conditions.common import train_model
+from suite.identity import ModelKey
 from suite.job import Context, ModelRun
-from suite.manifest import AdversarialCondition, AdversarialSettings, config_hash, flatten
+from suite.manifest import AdversarialCondition, AdversarialSettings, flatten
 
 
 def run_adversarial(
@@ -26,9 +28,13 @@ def run_adversarial(
     m = ctx.manifest
     epochs = cond.epochs or m.train.epochs
     s = cond.pgd_training()
-    cfg = config_hash(
-        "adversarial", ctx.data_config(), m.model, m.train, epochs, s.identity(),
-        cond.eps_warmup_epochs, cond.val_samples, cond.val_steps, seed,
+    key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_MODEL, seed,
+        (
+            "adversarial", ctx.data_config(), m.model, m.train, epochs, s.identity(),
+            cond.eps_warmup_epochs, cond.val_samples, cond.val_steps, seed,
+        ),
+        {**adversarial_params(cond), "train.epochs": epochs},
     )  # fmt: skip
 
     def train(run_id: str):
@@ -44,23 +50,7 @@ def run_adversarial(
             epoch_metrics=robust_val_metric(ctx, cond, seed),
         )
 
-    run = cached_training(
-        ctx,
-        parent_id,
-        condition=cond.name,
-        kind=cond.kind,
-        role=schema.ROLE_MODEL,
-        seed=seed,
-        cfg_hash=cfg,
-        params={
-            **ctx.base_params(),
-            **adversarial_params(cond),
-            "seed": seed,
-            "train.epochs": epochs,
-        },
-        attack=True,
-        train=train,
-    )
+    run = cached_training(ctx, parent_id, key, train, attack=True)
     return [run]
 
 

@@ -5,10 +5,12 @@ the teacher's soft labels at temperature T on the clean inputs; the student is t
 
 from suite import schema
 from suite.adversarial_training import ard_batch
+from suite.cache import cached_training
 from suite.conditions.adversarial import adversarial_params, batch_settings, robust_val_metric
-from suite.conditions.common import cached_training, train_model
+from suite.conditions.common import train_model
+from suite.identity import ModelKey
 from suite.job import Context, ModelRun
-from suite.manifest import ARDCondition, config_hash
+from suite.manifest import ARDCondition
 from suite.training import predict_logits
 
 
@@ -24,9 +26,20 @@ def run_ard(*, ctx: Context, cond: ARDCondition, seed: int, parent_id: str) -> l
     teacher = run_condition(ctx=ctx, cond=teacher_cond, seed=seed, parent_id=parent_id)[-1]
     epochs = cond.epochs or m.train.epochs
     s = cond.pgd_training()
-    cfg = config_hash(
-        "ard", teacher.run_id, ctx.data_config(), m.model, m.train, epochs, s.identity(),
-        cond.eps_warmup_epochs, cond.alpha, cond.temperature, cond.val_samples, cond.val_steps, seed,
+    key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_STUDENT, seed,
+        (
+            "ard", teacher.run_id, ctx.data_config(), m.model, m.train, epochs, s.identity(),
+            cond.eps_warmup_epochs, cond.alpha, cond.temperature, cond.val_samples,
+            cond.val_steps, seed,
+        ),
+        {
+            **adversarial_params(cond),
+            "train.epochs": epochs,
+            "ard.teacher": cond.teacher,
+            "ard.alpha": cond.alpha,
+            "ard.temperature": cond.temperature,
+        },
     )  # fmt: skip
 
     def train(run_id: str):
@@ -45,26 +58,12 @@ def run_ard(*, ctx: Context, cond: ARDCondition, seed: int, parent_id: str) -> l
             epoch_metrics=robust_val_metric(ctx, cond, seed),
         )
 
-    params = {
-        **ctx.base_params(),
-        **adversarial_params(cond),
-        "seed": seed,
-        "train.epochs": epochs,
-        "ard.teacher": cond.teacher,
-        "ard.alpha": cond.alpha,
-        "ard.temperature": cond.temperature,
-    }
     student = cached_training(
         ctx,
         parent_id,
-        condition=cond.name,
-        kind=cond.kind,
-        role=schema.ROLE_STUDENT,
-        seed=seed,
-        cfg_hash=cfg,
-        params=params,
+        key,
+        train,
         attack=True,
         tags={schema.TEACHER_RUN_ID: teacher.run_id, schema.TEACHER_CONDITION: cond.teacher},
-        train=train,
     )
     return [student]

@@ -1,131 +1,15 @@
-"""What the condition kinds share: train a model in a child run, or reuse the stored one."""
+"""What the condition kinds share: train a model from its seed on the training split, with its
+curves logged (reuse is `suite.cache.cached_training`)."""
 
 import math
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from suite import schema
-from suite.cache import data_changed, reusable_model
-from suite.job import Context, ModelRun
+from suite.job import Context
 from suite.models import build_model
-from suite.tracking import ReusedModel
 from suite.training import BatchLoss, EpochMetrics, accuracy, fit
-from suite.weights import NonFiniteModel
-
-
-def cached_training(
-    ctx: Context,
-    parent_id: str,
-    *,
-    condition: str,
-    kind: str,
-    role: str,
-    seed: int,
-    cfg_hash: str,
-    params: dict,
-    attack: bool,
-    train: Callable[[str], tuple[nn.Module, float, float]],
-    tags: dict[str, str] | None = None,
-    arch: str | None = None,
-    dropout: float | None = None,
-) -> ModelRun:
-    """Reuse the trusted run with this config hash made on this data (`cache.reusable_model`: the
-    data's content digest is part of a model's identity); else train it in a new child run, saying
-    so when the stored model was made on other data.
-
-    `train(run_id) -> (model, val_acc, test_acc)` does the work and logs its own curves, returning
-    the model on `ctx.device`; this function logs the model, the final metrics and the timing, and
-    marks the run reusable. Either way the returned model is on `ctx.device`. `arch` and `dropout`
-    (default `model.arch`, `train.dropout`) are the trained model's, logged so it loads back.
-    """
-    store, digest = ctx.store, ctx.data.digest
-    record = {"condition": condition, "kind": kind, "role": role, "seed": seed, "attack": attack}
-    what = f"{condition} seed {seed}" + ("" if role == schema.ROLE_MODEL else f" ({role})")
-
-    def reusable() -> ReusedModel | None:
-        if ctx.force:
-            return None
-        try:
-            return reusable_model(store, ctx.experiment_id, condition, cfg_hash, digest)
-        except NonFiniteModel as exc:  # a diverged or tampered model: train a fresh one
-            ctx.progress.log(f"warning: {what}: {exc}; retraining")
-            return None
-
-    def waiting(holder: str) -> None:
-        ctx.progress.log(f"{what}: {holder} is training it; waiting to reuse it")
-
-    # claimed, so a concurrent run on this store waits for the model and then reuses it
-    with store.claim(f"model/{ctx.experiment_id}/{condition}/{cfg_hash}/{digest}", waiting):
-        reused = reusable()
-        if reused is None:
-            changed = (
-                None
-                if ctx.force
-                else data_changed(store, ctx.experiment_id, condition, cfg_hash, digest)
-            )
-            if changed:
-                ctx.progress.log(f"{what}: the data changed (now {digest}; {changed}): retraining")
-            run_id, model, final = _train_in_child_run(
-                ctx, parent_id, record, cfg_hash, params, train, tags, arch, dropout
-            )
-    if reused is not None:
-        run_id, model, final = reused.run_id, ctx.place(reused.model), reused.metrics
-    return ModelRun(
-        **record,
-        run_id=run_id,
-        model=model,
-        reused=reused is not None,
-        val_acc=final.get(schema.FINAL_VAL_ACC, math.nan),
-        test_acc=final.get(schema.FINAL_TEST_ACC, math.nan),
-        seconds=final.get(schema.TRAIN_SECONDS, math.nan),
-    )
-
-
-def _train_in_child_run(
-    ctx: Context,
-    parent_id: str,
-    record: dict,
-    cfg_hash: str,
-    params: dict,
-    train: Callable[[str], tuple[nn.Module, float, float]],
-    tags: dict[str, str] | None,
-    arch: str | None,
-    dropout: float | None,
-) -> tuple[str, nn.Module, dict[str, float]]:
-    """Train in a new child run and log the model and its final metrics: (run id, model, metrics)."""
-    store, condition, seed, role = ctx.store, record["condition"], record["seed"], record["role"]
-    name = f"{condition}/seed={seed}" + ("" if role == schema.ROLE_MODEL else f"/{role}")
-    run_tags = {
-        schema.CONDITION: condition,
-        schema.KIND: record["kind"],
-        schema.SEED: str(seed),
-        schema.ROLE: role,
-        schema.CONFIG_HASH: cfg_hash,
-        schema.DATA_DIGEST: ctx.data.digest,
-        **(tags or {}),
-    }
-    run_id = store.create_child(ctx.experiment_id, parent_id, name, run_tags, params)
-    store.log_dataset(run_id, ctx.data)
-    with store.active(run_id):
-        torch.manual_seed(seed)
-        start = time.perf_counter()
-        model, val_acc, test_acc = train(run_id)
-        final = {
-            schema.FINAL_VAL_ACC: val_acc,
-            schema.FINAL_TEST_ACC: test_acc,
-            schema.TRAIN_SECONDS: time.perf_counter() - start,
-        }
-        store.log_metrics(run_id, final)
-        store.log_model(
-            run_id,
-            model,
-            arch or ctx.manifest.model.arch,
-            ctx.manifest.train.dropout if dropout is None else dropout,
-        )
-    return run_id, model, final
 
 
 def train_model(

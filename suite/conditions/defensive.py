@@ -9,9 +9,11 @@ import torch
 from torch.nn import functional as F
 
 from suite import schema
-from suite.conditions.common import cached_training, train_model
+from suite.cache import cached_training
+from suite.conditions.common import train_model
+from suite.identity import ModelKey
 from suite.job import Context, ModelRun
-from suite.manifest import DefensiveCondition, config_hash
+from suite.manifest import DefensiveCondition
 from suite.training import predict_logits
 
 
@@ -29,24 +31,21 @@ def run_defensive(
     t = cond.temperature
     teacher_epochs = cond.teacher_epochs or m.train.epochs
     student_epochs = cond.student_epochs or m.train.epochs
-    teacher_hash = config_hash(
-        "teacher", ctx.data_config(), m.model, m.train, t, teacher_epochs, seed
-    )
-    student_hash = config_hash("student", teacher_hash, student_epochs)
-    common = {**ctx.base_params(), "seed": seed, "temperature": t}
-
+    teacher_key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_TEACHER, seed,
+        ("teacher", ctx.data_config(), m.model, m.train, t, teacher_epochs, seed),
+        {"temperature": t, "train.epochs": teacher_epochs},
+    )  # fmt: skip
+    student_key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_STUDENT, seed,
+        ("student", teacher_key.hash, student_epochs),
+        {"temperature": t, "train.epochs": student_epochs},
+    )  # fmt: skip
     teacher = cached_training(
         ctx,
         parent_id,
-        condition=cond.name,
-        kind=cond.kind,
-        role=schema.ROLE_TEACHER,
-        seed=seed,
-        cfg_hash=teacher_hash,
-        params={**common, "train.epochs": teacher_epochs},
-        attack=cond.attack_teacher,
-        tags={schema.STUDENT_CONFIG_HASH: student_hash},
-        train=lambda run_id: train_model(
+        teacher_key,
+        lambda run_id: train_model(
             ctx,
             run_id,
             f"{cond.name} seed {seed}: teacher T={t:g}",
@@ -55,6 +54,8 @@ def run_defensive(
             epochs=teacher_epochs,
             temperature=t,
         ),
+        attack=cond.attack_teacher,
+        tags={schema.STUDENT_CONFIG_HASH: student_key.hash},
     )
 
     def train_student(run_id: str):
@@ -72,15 +73,10 @@ def run_defensive(
     student = cached_training(
         ctx,
         parent_id,
-        condition=cond.name,
-        kind=cond.kind,
-        role=schema.ROLE_STUDENT,
-        seed=seed,
-        cfg_hash=student_hash,
-        params={**common, "train.epochs": student_epochs},
+        student_key,
+        train_student,
         attack=True,
         tags={schema.TEACHER_RUN_ID: teacher.run_id},
-        train=train_student,
     )
     ctx.store.set_tags(teacher.run_id, {"student_run_id": student.run_id})
     return [teacher, student]

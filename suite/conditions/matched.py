@@ -4,9 +4,11 @@ synthetic model's. It separates "less robust" from "less accurate": a model trai
 set that is less robust than this one lost more robustness than its lower accuracy explains."""
 
 from suite import schema
-from suite.conditions.common import cached_training, train_model
+from suite.cache import cached_training
+from suite.conditions.common import train_model
+from suite.identity import ModelKey
 from suite.job import Context, ModelRun
-from suite.manifest import MatchedCondition, config_hash
+from suite.manifest import MatchedCondition
 from suite.training import accuracy
 
 
@@ -24,9 +26,16 @@ def run_matched(
     target = run_condition(ctx=ctx, cond=matched_cond, seed=seed, parent_id=parent_id)[-1]
     goal = target.val_acc
     epochs = cond.epochs or m.train.epochs
-    cfg = config_hash(
-        "matched", ctx.data_config(), m.model, m.train, epochs, goal,
-        cond.check_every, seed,
+    key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_MODEL, seed,
+        ("matched", ctx.data_config(), m.model, m.train, epochs, goal, cond.check_every, seed),
+        {
+            "train.epochs": epochs,
+            "matched.condition": cond.match,
+            "matched.run_id": target.run_id,
+            "matched.val_acc": goal,
+            "matched.check_every": cond.check_every,
+        },
     )  # fmt: skip
     val = ctx.data.val
 
@@ -51,24 +60,5 @@ def run_matched(
             )
         return model, val_acc, test_acc
 
-    run = cached_training(
-        ctx,
-        parent_id,
-        condition=cond.name,
-        kind=cond.kind,
-        role=schema.ROLE_MODEL,
-        seed=seed,
-        cfg_hash=cfg,
-        params={
-            **ctx.base_params(),
-            "seed": seed,
-            "train.epochs": epochs,
-            "matched.condition": cond.match,
-            "matched.run_id": target.run_id,
-            "matched.val_acc": goal,
-            "matched.check_every": cond.check_every,
-        },
-        attack=True,
-        train=train,
-    )
+    run = cached_training(ctx, parent_id, key, train, attack=True)
     return [run]

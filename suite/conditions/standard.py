@@ -1,9 +1,11 @@
 """The undistilled baseline: cross-entropy on hard labels at T = 1."""
 
 from suite import schema
-from suite.conditions.common import cached_training, train_model
+from suite.cache import cached_training
+from suite.conditions.common import train_model
+from suite.identity import ModelKey
 from suite.job import Context, ModelRun
-from suite.manifest import ModelSpec, StandardCondition, config_hash
+from suite.manifest import ModelSpec, StandardCondition
 
 
 def run_standard(
@@ -14,23 +16,16 @@ def run_standard(
     m = ctx.manifest
     epochs = cond.epochs or m.train.epochs
     model = ModelSpec(arch=cond.arch or m.model.arch)
-    cfg = config_hash("standard", ctx.data_config(), model, m.train, epochs, seed)
+    key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_MODEL, seed,
+        ("standard", ctx.data_config(), model, m.train, epochs, seed),
+        {"train.epochs": epochs, "model.arch": model.arch},
+    )  # fmt: skip
     run = cached_training(
         ctx,
         parent_id,
-        condition=cond.name,
-        kind=cond.kind,
-        role=schema.ROLE_MODEL,
-        seed=seed,
-        cfg_hash=cfg,
-        params={
-            **ctx.base_params(),
-            "seed": seed,
-            "train.epochs": epochs,
-            "model.arch": model.arch,
-        },
-        attack=True,
-        train=lambda run_id: train_model(
+        key,
+        lambda run_id: train_model(
             ctx,
             run_id,
             f"{cond.name} seed {seed}: train",
@@ -39,6 +34,7 @@ def run_standard(
             epochs=epochs,
             arch=model.arch,
         ),
+        attack=True,
         arch=model.arch,
     )
     return [run]

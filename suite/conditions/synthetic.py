@@ -6,12 +6,12 @@ import torch
 from torch import nn
 
 from suite import schema
-from suite.cache import find_set_run
-from suite.conditions.common import cached_training
+from suite.cache import cached_training, find_set_run
 from suite.distill import DistillResult, EvalRecipe, distill, train_on_synthetic
 from suite.errors import TrainingError
+from suite.identity import ModelKey, config_hash
 from suite.job import Context, ModelRun
-from suite.manifest import SyntheticCondition, config_hash, flatten
+from suite.manifest import SyntheticCondition, flatten
 from suite.models import build_model
 from suite.plots import ImageRow, image_grid
 from suite.training import accuracy
@@ -26,27 +26,25 @@ def run_synthetic(
     architecture's recipe."""
     arch = cond.arch or ctx.manifest.model.arch
     recipe = cond.eval.recipe(arch)
-    cfg = config_hash("synthetic", ctx.data_config(), arch, dataclasses.asdict(recipe), cond, seed)
-    params = {
-        **ctx.base_params(),
-        **flatten({"method": cond.method, "ipc": cond.ipc, "init": cond.init}),
-        **flatten({**dataclasses.asdict(recipe), "min_test_acc": cond.eval.min_test_acc}, "eval"),
-        **flatten(cond.params, "distill"),
-        "model.arch": arch,
-        "seed": seed,
-    }
+    key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_MODEL, seed,
+        ("synthetic", ctx.data_config(), arch, dataclasses.asdict(recipe), cond, seed),
+        {
+            **flatten({"method": cond.method, "ipc": cond.ipc, "init": cond.init}),
+            **flatten(
+                {**dataclasses.asdict(recipe), "min_test_acc": cond.eval.min_test_acc}, "eval"
+            ),
+            **flatten(cond.params, "distill"),
+            "model.arch": arch,
+        },
+    )  # fmt: skip
     return [
         cached_training(
             ctx,
             parent_id,
-            condition=cond.name,
-            kind=cond.kind,
-            role=schema.ROLE_MODEL,
-            seed=seed,
-            cfg_hash=cfg,
-            params=params,
+            key,
+            lambda run_id: _distil_and_train(ctx, cond, arch, recipe, seed, run_id),
             attack=True,
-            train=lambda run_id: _distil_and_train(ctx, cond, arch, recipe, seed, run_id),
             arch=arch,
             dropout=recipe.dropout,
         )

@@ -9,6 +9,7 @@ SGD (momentum 0.5) as in the paper code; the curve logs L / 10.
 
 import warnings
 from collections.abc import Iterator
+from typing import ClassVar
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,6 +36,9 @@ class DMParams(BaseModel):
     """DM settings; defaults are the paper's (20,000 iterations: hours on a GPU, days on a CPU)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+    UNHASHED_AT: ClassVar[dict[str, object]] = {
+        "real_bf16": False
+    }  # float32 embedding: DM as it ran before
 
     iterations: int = Field(default=20000, gt=0, le=MAX_STEPS)
     lr_img: float = Field(default=1.0, gt=0)
