@@ -68,7 +68,7 @@ def attack_work(kind: str, params: dict, digits: int, batch: int, name: str, net
     bound, grad = False, "input"
     if kind == "cw-l2":
         per_digit = p.binary_steps * p.max_iterations
-        bound = p.abort_early or p.abort_failing or p.abort_converged
+        bound = p.abort_failing
     elif kind in ("ddn", "fmn", "fmn-linf"):
         per_digit = p.steps
     elif kind in ("pgd-linf", "pgd-l2"):
