@@ -1,8 +1,6 @@
-"""Gradient masking from three sources: is a model that resists the softmax-gradient attack robust,
-or does it only hide its gradient?
-
-Each check asks whether an attack that does not follow the model's softmax gradient finds
-adversarials, inside the same budget, that the softmax-gradient attack (PGD, else FGSM) missed —
+"""Gradient masking from three sources: does a model that resists the softmax-gradient attack only
+hide its gradient? Each check asks whether an attack that does not follow that gradient finds
+adversarials, inside the same budget, that the softmax-gradient attack (PGD, else FGSM) missed:
 "black-box attacks beat white-box attacks", the sign of masked gradients of Athalye, Carlini &
 Wagner (2018, §3.1):
 
