@@ -1,32 +1,28 @@
-"""The MLflow store: where runs, models, metrics and per-sample attack records live; the only
-module that talks to MLflow.
-
-Layout and names: `suite.schema`. A run with the same config hash whose model was logged is reused
-instead of retrained, and an attack result whose config-hash tag matches is read back instead of
-recomputed (the cache protocol: `reusable_model`, `cached_result`/`save_result`,
-`load_chunks`/`save_chunk`). Runs never stay RUNNING: an interrupt ends them KILLED, an exception
-FAILED with the reason as a tag.
-"""
+"""Opening the MLflow store (a local SQLite file is created atomically, a server must answer) and
+the runs in it: experiments, search, creation, metrics, tags, datasets and reports."""
 
 import json
-import logging
 import os
 import socket
-import tempfile
 import time
-import urllib.parse
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-import torch
+import mlflow
+import mlflow.artifacts
+from mlflow import MlflowClient
+from mlflow.entities import (
+    Dataset,
+    DatasetInput,
+    InputTag,
+    Metric,
+    Param,
+    RunTag,
+)
 
 from suite import __version__, schema
-from suite.artifacts import regular_file
 from suite.data import DataSplits
 from suite.endpoints import (
     EXPERIMENT_KIND,
@@ -48,36 +44,9 @@ from suite.sqlite_store import (
     file_claim,
     sqlite_file,
 )
-from suite.weights import load_weights, save_weights
-
-os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
-os.environ.setdefault(
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
-)  # its tqdm bars broke one-line errors
-# every request to a tracking server has a deadline: 30 s per try, one retry (MLflow's defaults, 120 s
-# and 7 retries with backoff, keep a command waiting on a dead server for many minutes)
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
-os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-# MLflow prints "View run … at: URL" with the tracking URI's password in it on every run's end
-os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-
-import mlflow  # noqa: E402
-import mlflow.artifacts  # noqa: E402
-from mlflow import MlflowClient  # noqa: E402
-from mlflow.entities import (  # noqa: E402
-    Dataset,
-    DatasetInput,
-    InputTag,
-    LoggedModelOutput,
-    Metric,
-    Param,
-    RunTag,
-)
-
-logging.getLogger("mlflow").setLevel(logging.ERROR)
-logging.getLogger("alembic").setLevel(logging.ERROR)
+from suite.tracking.files import ArtifactFiles
+from suite.tracking.lifecycle import RunLifecycle
+from suite.tracking.runs import StoredRun, _stored
 
 
 def end_active_run(status: str = Status.KILLED) -> None:
@@ -87,31 +56,7 @@ def end_active_run(status: str = Status.KILLED) -> None:
         mlflow.end_run(status)
 
 
-@dataclass(frozen=True)
-class StoredRun:
-    """What the suite reads of one run: plain values, so no caller handles MLflow's entities."""
-
-    run_id: str
-    experiment_id: str
-    status: str
-    tags: dict[str, str]
-    metrics: dict[str, float]
-    params: dict[str, str]
-    start_ms: int | None = None  # Unix time in ms the run started,
-    end_ms: int | None = None  # and last ended (a reopened run ends again); None while it runs
-    dataset_digests: tuple[str, ...] = ()  # digests of the datasets logged as the run's inputs
-
-
-@dataclass(frozen=True)
-class ReusedModel:
-    """A finished model read back from the store (on the CPU) with its run's metrics."""
-
-    run_id: str
-    model: torch.nn.Module
-    metrics: dict[str, float]
-
-
-class Store:
+class Store(RunLifecycle, ArtifactFiles):
     """A handle on one MLflow tracking store, created once by the parent process."""
 
     def __init__(self, uri: str | None = None, *, read_only: bool = False) -> None:
@@ -142,8 +87,6 @@ class Store:
                 f"{redact(str(exc).splitlines()[0][:200]) if str(exc) else ''}); "
                 "check MLFLOW_TRACKING_URI"
             ) from None
-
-    # ---- experiments and runs -------------------------------------------------------------
 
     def experiment_id(self, name: str, create: bool = True) -> str:
         """The id of experiment `name`. With `create` (a run), a missing experiment is created with
@@ -205,8 +148,6 @@ class Store:
             reaped.append(run.info.run_id)
         return reaped
 
-    # ---- primitives of the reuse protocol (`suite.cache`) -----------------------------------
-
     @contextmanager
     def claim(self, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
         """Hold the claim on `key` (a model's or a result's identity) while the body makes it, so
@@ -242,8 +183,6 @@ class Store:
     def artifact_names(self, run_id: str, folder: str) -> set[str]:
         """The file names directly under the run's artifact `folder`."""
         return {Path(f.path).name for f in self.client.list_artifacts(run_id, folder)}
-
-    # ---- reading back (reports, listings) -----------------------------------------------------
 
     def experiments(self) -> list[tuple[str, str]]:
         """(id, name) of every live experiment but MLflow's empty Default."""
@@ -281,51 +220,6 @@ class Store:
         """(step, value) of every logged value of `metric` (per-epoch curves)."""
         return [(m.step, m.value) for m in self.client.get_metric_history(run_id, metric)]
 
-    def load_json(self, run_id: str, relpath: str) -> object:
-        return self._read(run_id, relpath, lambda p: json.loads(p.read_text(encoding="utf-8")))
-
-    def load_npy(self, run_id: str, relpath: str) -> np.ndarray:
-        """A `.npy` artifact; object arrays are refused (unpickling runs code)."""
-        return self._read(run_id, relpath, lambda p: np.load(p, allow_pickle=False))
-
-    def _read(self, run_id: str, relpath: str, parse: Callable[[Path], Any]) -> Any:
-        """`parse(path)` of artifact `relpath` of run `run_id`, read only as a regular file inside
-        the run's artifact folder (`_fetched`); a missing, linked or unparsable artifact is a
-        StoreError naming the run and the file, never a traceback."""
-        artifact_uri, where = self.client.get_run(run_id).info.artifact_uri, f"run {run_id}"
-        with self._fetched(artifact_uri, relpath, where) as path:
-            try:
-                return parse(path)
-            except Exception as exc:  # untrusted bytes: any parser failure is the file's fault
-                reason = str(exc).splitlines()[0][:160] if str(exc) else ""
-                raise StoreError(
-                    f"{where}: artifact {relpath} is unreadable ({type(exc).__name__}"
-                    f"{': ' + reason if reason else ''}); rerun with --force to redo it"
-                ) from None
-
-    @contextmanager
-    def _fetched(self, artifact_uri: str, relpath: str, where: str) -> Iterator[Path]:
-        """A local regular file holding artifact `relpath` of the folder `artifact_uri`: read in
-        place on a local store (`artifacts.regular_file`: no link followed), else downloaded from
-        the server into a temporary folder and checked there."""
-        parts = urllib.parse.urlsplit(artifact_uri)
-        if parts.scheme == "file":
-            yield regular_file(Path(urllib.parse.unquote(parts.path)), relpath, where)
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"{artifact_uri.rstrip('/')}/{relpath}",
-                    dst_path=tmp,
-                    tracking_uri=self.uri,
-                )
-            except Exception as exc:  # the server lost it, or refuses it
-                raise StoreError(
-                    f"{where}: artifact {relpath} cannot be fetched ({type(exc).__name__}); "
-                    "rerun with --force to redo it"
-                ) from None
-            yield regular_file(Path(tmp), PurePosixPath(relpath).name, where)
-
     def _artifact_home(self, experiment_id: str) -> str:
         return self.client.get_experiment(experiment_id).artifact_location.rstrip("/")
 
@@ -339,67 +233,6 @@ class Store:
             self.client.log_batch(run_id, params=items[i : i + 100])
         return run_id
 
-    @contextmanager
-    def active(self, run_id: str, interrupted: str = Status.KILLED) -> Iterator[str]:
-        """Make `run_id` the active (RUNNING) run; end it FINISHED, `interrupted` on Ctrl-C (a
-        finished run reopened to add results passes FINISHED: what it held still stands), FAILED
-        on error."""
-        try:
-            mlflow.start_run(run_id=run_id)
-            self._claim(run_id)
-            yield run_id
-        except KeyboardInterrupt:  # Ctrl-C or SIGTERM, even while the run was being opened
-            self._end(run_id, interrupted)
-            raise
-        except BaseException as exc:
-            self.client.set_tag(run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000])
-            self._end(run_id, Status.FAILED)
-            raise
-        mlflow.end_run(Status.FINISHED)
-
-    def _end(self, run_id: str, status: str) -> None:
-        """End `run_id` with `status`: as MLflow's active run where it is one (else MLflow's exit
-        hook would end it FINISHED), else through the client."""
-        active = mlflow.active_run()
-        if active is not None and active.info.run_id == run_id:
-            mlflow.end_run(status)
-        else:
-            self.client.set_terminated(run_id, status)
-
-    @contextmanager
-    def scope(self, run_ids: list[str]) -> Iterator[dict[str, str]]:
-        """Hold background runs (conditions' parent runs) RUNNING while the body works; then end
-        each with the status the body put in the yielded dict (default FINISHED), or all KILLED on
-        Ctrl-C, FAILED on an exception."""
-        for run_id in run_ids:
-            self.client.update_run(run_id, status=Status.RUNNING)
-            self._claim(run_id)
-        outcome: dict[str, str] = {}
-        try:
-            yield outcome
-        except KeyboardInterrupt:
-            self._end_all(run_ids, Status.KILLED)
-            raise
-        except BaseException as exc:
-            for run_id in run_ids:
-                self.client.set_tag(
-                    run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000]
-                )
-            self._end_all(run_ids, Status.FAILED)
-            raise
-        for run_id in run_ids:
-            self.client.set_terminated(run_id, outcome.get(run_id, Status.FINISHED))
-
-    def _end_all(self, run_ids: list[str], status: str) -> None:
-        for run_id in run_ids:
-            self.client.set_terminated(run_id, status)
-
-    def _claim(self, run_id: str) -> None:
-        """Record which process holds the run, so a later run can tell a dead holder (reap_stale)."""
-        self.set_tags(run_id, {schema.PID: str(os.getpid()), schema.HOST: socket.gethostname()})
-
-    # ---- logging -----------------------------------------------------------------------------
-
     def log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
         """Log many metrics in one call (one SQLite round trip instead of one per metric)."""
         now = _now_ms()
@@ -409,49 +242,6 @@ class Store:
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
         self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
-
-    def log_model(self, run_id: str, model: torch.nn.Module, arch: str, dropout: float) -> str:
-        """Log `model` as weights only (a `state_dict` file, no pickled code) in an MLflow
-        LoggedModel whose params name the architecture; the run lists it as its output model.
-        Returns the model id, also kept in the run's schema.MODEL_ID."""
-        experiment_id = self.client.get_run(run_id).info.experiment_id
-        logged = self.client.create_logged_model(
-            experiment_id,
-            name="model",
-            source_run_id=run_id,
-            params={"arch": arch, "dropout": repr(float(dropout))},
-            model_type="pytorch-state-dict",
-        )
-        with tempfile.TemporaryDirectory() as tmp:
-            save_weights(model, Path(tmp) / schema.WEIGHTS)
-            self.client.log_model_artifacts(logged.model_id, tmp)
-        self.client.finalize_logged_model(logged.model_id, "READY")
-        self.client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, 0)])
-        self.client.set_tag(run_id, schema.MODEL_ID, logged.model_id)
-        return logged.model_id
-
-    def load_model(self, run_id: str) -> torch.nn.Module:
-        """The model of run `run_id`, rebuilt with `build_model` and filled with its logged weights
-        (read with `weights_only=True`: nothing in the store can run code here), in eval mode on the
-        CPU. Raises StoreError naming the run when the logged model is not its own plain weights."""
-        return self.load_model_of(self.get(run_id))
-
-    def load_model_of(self, run: StoredRun) -> torch.nn.Module:
-        """`load_model` of a run already read (its tags name the model)."""
-        run_id, model_id = run.run_id, run.tags.get(schema.MODEL_ID, "")
-        where = f"run {run_id} in {self.shown}"
-        try:
-            logged = self.client.get_logged_model(model_id)
-        except Exception:  # a missing or malformed id: the run was not logged by the suite
-            raise StoreError(
-                f"{where}: its model {model_id!r} does not exist; rerun with --force"
-            ) from None
-        own = f"{self._artifact_home(run.experiment_id)}/models/{model_id}/artifacts"
-        if logged.source_run_id != run_id or logged.artifact_location.rstrip("/") != own:
-            raise StoreError(f"{where}: its model {model_id} belongs elsewhere; rerun with --force")
-        arch, dropout = logged.params.get("arch"), logged.params.get("dropout", "")
-        with self._fetched(logged.artifact_location, schema.WEIGHTS, where) as path:
-            return load_weights(path, arch, dropout, where)
 
     def log_dataset(self, run_id: str, data: DataSplits) -> None:
         """Record the run's data as an MLflow dataset input (name, digest, split sizes), so the
@@ -467,35 +257,6 @@ class Store:
         context = InputTag("mlflow.data.context", "training")
         self.client.log_inputs(run_id, [DatasetInput(dataset, [context])])
 
-    def log_artifact_bytes(self, run_id: str, relpath: str, write) -> None:
-        """Write an artifact through `write(path)` into a temp dir and upload it under `relpath`."""
-        rel = Path(relpath)
-        with tempfile.TemporaryDirectory() as tmp:
-            target = Path(tmp) / rel.name
-            write(target)
-            self.client.log_artifact(
-                run_id, str(target), str(rel.parent) if rel.parent.parts else None
-            )
-
-    def log_table(self, run_id: str, relpath: str, frame: pd.DataFrame) -> None:
-        self.log_artifact_bytes(run_id, relpath, lambda p: frame.to_parquet(p, index=False))
-
-    def load_table(self, run_id: str, relpath: str) -> pd.DataFrame:
-        return self._read(run_id, relpath, pd.read_parquet)
-
-    def log_arrays(self, run_id: str, relpath: str, arrays: dict[str, np.ndarray]) -> None:
-        """Arrays as one compressed `.npz` artifact (np.savez_compressed: exact values)."""
-        self.log_artifact_bytes(run_id, relpath, lambda p: np.savez_compressed(p, **arrays))
-
-    def load_arrays(self, run_id: str, relpath: str) -> dict[str, np.ndarray]:
-        """The arrays of a `.npz` artifact; object arrays are refused (unpickling runs code)."""
-
-        def parse(path: Path) -> dict[str, np.ndarray]:
-            with np.load(path, allow_pickle=False) as data:
-                return {k: data[k] for k in data.files}
-
-        return self._read(run_id, relpath, parse)
-
     def log_report(self, experiment_id: str, folder: Path, files: list[str]) -> str:
         """A `report` run in the experiment holding the rendered files (`files`, relative to
         `folder`; never anything else a user keeps there) as artifacts."""
@@ -507,25 +268,6 @@ class Store:
             self.client.log_artifact(run_id, str(folder / rel), parent)
         self.client.set_terminated(run_id, Status.FINISHED)
         return run_id
-
-    def log_text(self, run_id: str, relpath: str, text: str) -> None:
-        self.log_artifact_bytes(run_id, relpath, lambda p: p.write_text(text, encoding="utf-8"))
-
-
-def _stored(run) -> StoredRun:
-    return StoredRun(
-        run_id=run.info.run_id,
-        experiment_id=run.info.experiment_id,
-        status=run.info.status,
-        tags=dict(run.data.tags),
-        metrics=dict(run.data.metrics),
-        params=dict(run.data.params),
-        start_ms=run.info.start_time,
-        end_ms=run.info.end_time,
-        dataset_digests=tuple(
-            d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])
-        ),
-    )
 
 
 def _is_own(run, artifact_home: str) -> bool:
