@@ -616,17 +616,20 @@ def accuracy_matched_controls(conditions: list[dict[str, Any]]) -> dict[str, str
     return out
 
 
-def same_size_controls(conditions: list[dict[str, Any]], model_arch: str = "") -> dict[str, str]:
+def same_size_controls(
+    conditions: list[dict[str, Any]], model_arch: str = "", method: str = RANDOM_METHOD
+) -> dict[str, str]:
     """Each synthetic condition that learns its images (not a real-image coreset) → the condition
-    that trains on the same number of random real images per class on the same architecture (the
-    compression control of dataset distillation), where the manifest has one. Works on the JSON
-    form of the conditions, as `baselines` does."""
+    that trains on the same number of real images per class chosen by `method` (random: the
+    compression control of dataset distillation; herding: the best same-size real set) on the same
+    architecture, where the manifest has one. Works on the JSON form of the conditions, as
+    `baselines` does."""
 
     def key(c: dict[str, Any]) -> tuple[object, object]:
         return c.get("ipc"), c.get("arch") or model_arch
 
     synthetic = [c for c in conditions if c["kind"] == "synthetic"]
-    controls = {key(c): c["name"] for c in reversed(synthetic) if c.get("method") == RANDOM_METHOD}
+    controls = {key(c): c["name"] for c in reversed(synthetic) if c.get("method") == method}
     return {
         c["name"]: controls[key(c)]
         for c in synthetic

@@ -183,7 +183,8 @@ def _minimal(condition, attack, l2):
 def test_a_learned_set_is_judged_against_its_same_size_real_control_too():
     """Issue 26, item 3 (the compression control): DM as far below the full-data model as 10
     random real images per class are is "less robust" against the full data and "equivalent" to
-    its same-size control: training on 100 images, not distillation."""
+    its same-size control: training on 100 images, not distillation. A herding coreset of the
+    same size is a second same-size control, named as such."""
     from suite.manifest import same_size_controls
     from suite.report.conclusion import answer
     from suite.report.frames import ReportData
@@ -196,18 +197,21 @@ def test_a_learned_set_is_judged_against_its_same_size_real_control_too():
         {"name": "herding", "kind": "synthetic", "method": "herding", "ipc": 10},
     ]
     assert same_size_controls(conditions) == {"dm": "random"}  # no random set at ipc 1
+    assert same_size_controls(conditions, method="herding") == {"dm": "herding"}
     rng = np.random.default_rng(0)
     base = rng.lognormal(0.5, 0.3, (len(SEEDS), N))
     small = base * 0.7 * rng.lognormal(0, 0.02, base.shape)
     attacks = pd.concat(
         [_minimal("base", "cw", base), _minimal("dm", "cw", small * rng.lognormal(0, 0.02, base.shape)),
-         _minimal("random", "cw", small)], ignore_index=True,
+         _minimal("random", "cw", small), _minimal("herding", "cw", small * 0.6)],
+        ignore_index=True,
     )  # fmt: skip
     args = ({}, 0.05, 0)
     compared = tables.comparisons(attacks, {"dm": "base", "random": "base"}, *args, primary="cw")
     controlled = tables.comparisons(attacks, {"dm": "random"}, *args, primary="cw")
     pooled = controlled[(controlled["scope"] == "pooled") & (controlled["subset"] == "all digits")]
     assert pooled["verdict"].tolist() == ["equivalent"]
+    coreset = tables.comparisons(attacks, {"dm": "herding"}, *args, primary="cw")
     accuracy = pd.DataFrame(
         [["base", "standard"], ["dm", "synthetic"], ["random", "synthetic"]],
         columns=["condition", "kind"],
@@ -215,14 +219,16 @@ def test_a_learned_set_is_judged_against_its_same_size_real_control_too():
     data = ReportData(
         experiment="x", setup={}, baselines={"dm": "base", "random": "base"}, accuracy=accuracy,
         curves=pd.DataFrame(), attacks=attacks, masking=pd.DataFrame(), primary="cw",
-        controls={"dm": "random"},
+        controls={"dm": "random"}, coresets={"dm": "herding"},
     )  # fmt: skip
-    text = answer(
-        data, compared, controlled, ["base", "dm", "random"], pd.DataFrame(columns=COLUMNS), "95%"
-    )
+    against = pd.concat([controlled, coreset], ignore_index=True)
+    order = ["base", "dm", "random", "herding"]
+    text = answer(data, compared, against, order, pd.DataFrame(columns=COLUMNS), "95%")
     assert re.search(r"small synthetic or coreset sets: less robust for `dm` 0\.(69|70)\d", text)
     assert "Against `random`, as many random real images per class on the same network" in text
     assert re.search(r"equivalent for `dm` (0\.99|1\.00)\d", text)
+    assert re.search(r"Against `herding`, as many herding-selected real images .*: more robust "
+                     r"for `dm` 1\.[5-8]", text)  # fmt: skip
     assert "pooled over 5 training seeds" in text and "provisional" not in text
     assert text.endswith("would find real robustness here.")  # no adversarially trained control
 

@@ -22,6 +22,7 @@ from suite.models import ConvNet
 
 __all__ = [
     "METHOD_PARAMS",
+    "HERDING_METHOD",
     "RANDOM_METHOD",
     "REAL_IMAGE_METHODS",
     "RECIPES",
@@ -43,6 +44,7 @@ _METHODS: dict[str, DistillMethod[Any]] = {m.name: m for m in (DD, DC, DM, RANDO
 METHOD_PARAMS: dict[str, type[BaseModel]] = {name: m.params for name, m in _METHODS.items()}
 REAL_IMAGE_METHODS = frozenset({RANDOM.name, HERDING.name})  # coresets: real images, none learned
 RANDOM_METHOD = RANDOM.name  # the same-size control of a learned set
+HERDING_METHOD = HERDING.name  # and the best same-size real set
 
 
 def distill_method(method: str) -> DistillMethod[Any]:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from suite import schema
 from suite.attacks import FIXED_BUDGET_KINDS, budget_eps, is_gradient_free
+from suite.distill import HERDING_METHOD
 from suite.errors import StoreError
 from suite.manifest import (
     ManifestFieldError,
@@ -151,6 +152,15 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
             c: control
             for c, control in same_size_controls(
                 manifest.get("conditions", []), manifest.get("model", {}).get("arch", "")
+            ).items()
+            if c in sel.parents and control in sel.parents
+        },
+        coresets={
+            c: control
+            for c, control in same_size_controls(
+                manifest.get("conditions", []),
+                manifest.get("model", {}).get("arch", ""),
+                HERDING_METHOD,
             ).items()
             if c in sel.parents and control in sel.parents
         },

@@ -392,13 +392,21 @@ def answer(
     ]
     for control, rows_of in against.groupby("baseline", sort=False):
         found = _by_verdict(list(rows_of["condition"]), rows_of)
-        what = (
-            "the full-data network stopped at the same validation accuracy (what the lower "
-            "accuracy alone explains)"
-            if kinds.get(control) == "matched"
-            else "as many random real images per class on the same network (what distillation "
-            "adds to a small training set)"
-        )
+        if kinds.get(control) == "matched":
+            what = (
+                "the full-data network stopped at the same validation accuracy (what the lower "
+                "accuracy alone explains)"
+            )
+        elif control in data.coresets.values():
+            what = (
+                "as many herding-selected real images per class on the same network (what "
+                "learning the images adds to choosing them well)"
+            )
+        else:
+            what = (
+                "as many random real images per class on the same network (what distillation "
+                "adds to a small training set)"
+            )
         sentences.append(f"Against {code(control)}, {what}: {found}.")
     flagged = checks.loc[checks["verdict"] == MASKED, "condition"].tolist() if len(checks) else []
     if flagged:

@@ -25,6 +25,7 @@ class ReportData:
     each fixed-budget attack to its ε list, `attack_params` each attack to its manifest settings,
     `attack_commits` to the commits whose code computed its results. `controls` maps each learned
     synthetic set's condition to its same-size random real-image control (`same_size_controls`),
+    `coresets` to its same-size herding coreset,
     `matched` each synthetic condition to its accuracy-matched control (`accuracy_matched_controls`);
     `outside_ensemble` names the minimal attacks the manifest keeps out of the best-of, `protocols`
     maps an attack to the paper whose evaluation it reproduces (`dd-robustbench`, `beard`),
@@ -54,6 +55,7 @@ class ReportData:
     attack_params: dict[str, dict[str, object]] = field(default_factory=dict)
     attack_commits: dict[str, list[str]] = field(default_factory=dict)
     controls: dict[str, str] = field(default_factory=dict)
+    coresets: dict[str, str] = field(default_factory=dict)
     matched: dict[str, str] = field(default_factory=dict)
     outside_ensemble: list[str] = field(default_factory=list)
     protocols: dict[str, str] = field(default_factory=dict)
