@@ -21,41 +21,7 @@ gain per doubling of the iterations (a curve has flattened where that gain is un
 `--train-samples` and `--val-samples` cut the split as a manifest's `[data]` does, so that with the
 manifest's settings and `--seed` equal to its `set_seed` the curve is that of the study's own set.
 
-Per architecture, mnist-5k, the random real set of ten images per class of seed 0, fresh models of
-seeds 0 and 1 (2026-11-26, 2 shared CPU cores, one torch thread). Command:
-`python bench/distill_quality.py --methods random --ipc 10 --seed 0 --arch ARCH` plus the options:
-
-| ARCH | recipe | test acc % (model seeds) | options |
-|---|---|---|---|
-| convnet | papers': SGD 0.01, 300 epochs (RECIPES) | 94.1 (0) | |
-| cw-mnist | papers' SGD recipe, dropout 0.5 (old) | 23.2 (0) | `--recipe optimizer=sgd,lr=0.01,epochs=300` |
-| cw-mnist | Adam 1e-3, 500 epochs, no dropout | 90.4 (0) | `--recipe epochs=500,dropout=0` |
-| cw-mnist | Adam 1e-3, 1,000 epochs, no dropout | 92.1, 92.2 (0, 1) | `--recipe dropout=0 --eval-models 2` |
-| cw-mnist | Adam 1e-3, 1,000 epochs, dropout 0.5 (RECIPES) | 93.1, 93.3 (0, 1) | `--eval-models 2` |
-
-DM ipc 10 on both archs is not in this table: on the shared CPU a DM iteration took 30–46 s.
-
-Measured before the `convnet` arch (the ConvNet on training-set-standardised inputs, SGD recipe)
-on 2 CPU cores (2026-11-25, one process per core, seed 0, 300 evaluation epochs; wall
-times are with 2–4 benchmark processes sharing the cores). Published numbers are full-data ones.
-
-| data | method, ipc 10 | budget | eval DSA | acc % (models) | paper | distil s |
-|---|---|---|---|---|---|---|
-| mnist-5k | random | — | papers' (flip) | 91.77 ± 0.94 (3) | 95.1 | 0 |
-| mnist-5k | random | — | no flip | 94.13 ± 0.21 (3) | 95.1 | 0 |
-| mnist-5k | herding | — | papers' (flip) | 93.7 (1) | 93.7 | 30 |
-| mnist-5k | dm | 200 it | papers' (flip) | 93.7 (1) | 97.5 | 1,664 |
-| mnist-5k | dm | 500 it | papers' (flip) | 93.7 (1) | 97.5 | 1,990 |
-| mnist-5k | dm | 200 it | no flip | 95.93 ± 0.17 (3) | 97.5 | 1,081 |
-| mnist-5k | dm | the same set | papers' (flip) | 94.03 ± 0.42 (3) | 97.5 | — |
-| mnist-5k | dc | 2 it | papers' (flip) | 91.9 (1) | 97.4 | 1,610 |
-| fashion-mnist | random | — | papers' (flip) | 75.81 (1) | 73.8 | 0 |
-| fashion-mnist | herding | — | papers' (flip) | 79.65 (1) | 71.1 | 373 |
-| fashion-mnist | dm | 500 it | papers' (flip) | 81.4 (1) | — | 1,878 |
-| fashion-mnist | dc | 2 it | papers' (flip) | 79.05 (1) | 82.3 | 1,756 |
-
-Iteration costs (2 threads, uncontended): DM ipc 10 2.2 s (papers' 20,000 iterations ≈ 12 h),
-DC ipc 10 256 s (1,000 iterations ≈ 70 h) — DC at ipc 10 is a GPU job.
+What it measured, with the commands: `docs/distillation.md`.
 """
 
 import argparse

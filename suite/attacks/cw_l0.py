@@ -6,18 +6,15 @@ adversarial; then freeze the allowed pixels with the smallest |∇f6| · |δ| (a
 the paper's code does). A solve that fails doubles c, keeping its Adam state; past the largest c
 the sample stops and returns its last success. Frozen pixels equal the clean input exactly.
 
-Warm starts are the paper code's (l0_attack.py, read for issue 17): each shrinking-mask solve
-starts from the previous adversarial with a fresh Adam state, and c carries over. Deviations from
-that code: success is margin < −κ (κ = 0 by default; the code hard-wires a 0.01 margin); a pixel's
+Warm starts are the paper code's (l0_attack.py): each shrinking-mask solve starts from the
+previous adversarial with a fresh Adam state, and c carries over. Deviations from that code:
+success is margin < −κ (κ = 0 by default; the code hard-wires a 0.01 margin); a pixel's
 usefulness is |δ| · |∇f6| as the paper's text says (the code takes the gradient of the whole loss
-in tanh space, which at a success is the distance term alone); and the stall rule below.
+in tanh space, which at a success is the distance term alone); and the stall rule below. Against
+ART and FMN at L0: `bench/attack_vs_art.py`, measurements in `docs/attacks.md`.
 
-Measured on bench/attack_vs_art.py's cw-mnist (20 held-out digits, untargeted): ours fooled 20 of
-20 at a median L0 of 8.5 pixels (6,797 gradient evaluations per digit); without the stall rule
-(a c is given up only after max_iterations) also 20 of 20, at 9.0 pixels for 31,558 evaluations,
-so the rule costs no distortion. FMN at L0 (Pintor et al. 2021; adv-lib 0.2.8, 1,000 steps), an
-independent attack, fooled 20 of 20 at 12.0 pixels. ART 1.20's `CarliniL0Method` freezes one pixel
-per L2 solve (this code ⌈0.3·√changed⌉) and, at its defaults, did not finish 2 digits in 900 s.
+Reference: N. Carlini, D. Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P
+2017; github.com/carlini/nn_robust_attacks (l0_attack.py).
 """
 
 import itertools

@@ -6,16 +6,14 @@ adversarial; then τ ← min(τ, ‖x' − x‖∞) · 0.9 and the sample solves
 doubles c (keeping its Adam state, as the paper's code does); past the largest c the sample stops
 and keeps its last success. Each sample runs its own schedule in one shared batch.
 
-Warm starts are the paper code's (li_attack.py, read for issue 17): each τ solve starts from the
-previous solution with a fresh Adam state, and c carries over from one τ to the next. ART 1.20's
-`CarliniLInfMethod` instead restarts every (τ, c) pair from the clean image and walks c up from
-its initial value at every τ; at its defaults (10 Adam steps per pair) it fooled 0 of 20 digits
-of bench/attack_vs_art.py's cw-mnist (354 gradient evaluations per digit), where ours at its
-defaults fooled all 20 at a median L∞ of 0.1781 (25,036 gradient evaluations per digit).
-A deviation, off by default: the stall rule (`give_up_stalled`, give up a c early). Measured by
-the same bench (20 digits), it costs +1.3% median L∞ (0.1805 vs 0.1781 without it, both 100%
-success) for half the gradient evaluations (12,993 vs 25,036 per digit): above issue 17's 0.2%
-rule. The paper's first-success exit (`abort_early`) stays on.
+Warm starts are the paper code's (li_attack.py): each τ solve starts from the previous solution
+with a fresh Adam state, and c carries over from one τ to the next; the paper's first-success exit
+(`abort_early`) stays on. A deviation, off by default: the stall rule (`give_up_stalled`, give up
+a c early). Against ART's `CarliniLInfMethod` and what the stall rule costs: `bench/attack_vs_art.py`,
+with its measurements in `docs/attacks.md`.
+
+Reference: N. Carlini, D. Wagner, "Towards Evaluating the Robustness of Neural Networks", IEEE S&P
+2017; github.com/carlini/nn_robust_attacks (li_attack.py).
 """
 
 import itertools

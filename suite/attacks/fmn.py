@@ -10,19 +10,13 @@ adversarial it is a linear estimate of the distance to the boundary, ‖δ‖ + 
 
 At L∞ (adv-lib's `norm=float('inf')`): the norm tracked is L∞, the boundary estimate divides the
 margin by the gradient's dual (L1) norm, the step is still along the L2-normalised gradient, and
-δ is clipped into the L∞ ball of radius ε instead of rescaled onto the L2 sphere. It is the
-suite's cheap minimal-L∞ attack (C&W L∞ spends ~25,000 gradients per digit at its defaults).
+δ is clipped into the L∞ ball of radius ε instead of rescaled onto the L2 sphere: the suite's
+cheap minimal-L∞ attack.
 
 One deviation, `boundary_overshoot` (2; 1 is the paper's): before the first adversarial, ε is
-‖δ‖ + 2·|margin| / ‖∇margin‖. The linear estimate approaches the boundary from inside and on some
-digits never crosses it: bench/l2_ensemble_vs_fmn.py's harness (100 digits, 200 steps) found
-nothing on 7% of the digits of cw-mnist and of its T = 100 student with the paper's rule, on none
-with 2, and on the digits both fooled the median L2 differs by +0.001% (mean −0.7%).
-
-Why it is here (issue 17, item 2), on those digits at the seed study's budgets (C&W L2 4 × 100,
-DDN 200 steps): adv-lib's FMN at 200 steps improved the per-digit best of C&W and DDN by more than
-1% on 17 of 100 digits of cw-mnist and 6 of its T = 100 student (mean gain 1.1% and 0.24%); this
-one by more than 1% on 26 and 15 (mean gain 2.4% and 1.1%), fooling all 100 digits of both.
+‖δ‖ + 2·|margin| / ‖∇margin‖, since the linear estimate approaches the boundary from inside and on
+some digits never crosses it. What it and FMN's place in the L2 best-of measured:
+`bench/l2_ensemble_vs_fmn.py`, measurements in `docs/attacks.md`.
 """
 
 import numpy as np
