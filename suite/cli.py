@@ -310,7 +310,7 @@ def ui(
         "--backend-store-uri",
         store.uri,
         "--default-artifact-root",
-        artifact_root(),
+        artifact_root(store.uri),
         "--host",
         host,
         "--port",

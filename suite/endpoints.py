@@ -102,6 +102,9 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store_dir() / 'mlflow.db'}"
 
 
-def artifact_root() -> str:
-    """Where new experiments put artifacts when the store is the local SQLite one."""
-    return (default_store_dir() / "artifacts").as_uri()
+def artifact_root(uri: str) -> str:
+    """Where new experiments of the SQLite store at `uri` put their artifacts: `artifacts/` beside
+    the database file, wherever the command runs (not under the current directory, which put a
+    store's artifacts wherever a command happened to start)."""
+    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    return ((db.parent if db else default_store_dir()) / "artifacts").as_uri()

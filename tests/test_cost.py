@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from suite.attacks import ATTACK_PARAMS
 from suite.cli import app
-from suite.cost import attack_work, estimate, job_parts
+from suite.cost import attack_work, estimate, job_parts, rate_key
 from suite.manifest import validate_manifest
 from suite.models import build_model
 from suite.training import Recipe, fit
@@ -85,7 +85,7 @@ def test_condition_passes_follow_each_recipe():
                 "method": "dm",
                 "ipc": 2,
                 "set_seed": 0,
-                "params": {"iterations": 30, "batch_real": 16},
+                "params": {"iterations": 30, "batch_real": 16, "real_bf16": True},
                 "eval": {"epochs": 40},
             },
         ],  # fmt: skip
@@ -114,6 +114,8 @@ def test_condition_passes_follow_each_recipe():
         train_on_set, (*ddn, "tiny"),
     ]  # fmt: skip
     assert second == [train_on_set, (*ddn, "tiny")]  # the shared set is distilled once
+    real = next(w for w in job_parts(m, "dm", 0, 600, CPU) if w.what == "DM real")
+    assert real.bf16 and rate_key(real)[3]  # timed as it runs: the embedding in bfloat16
 
 
 def test_a_predicted_training_time_is_near_the_measured_one(mnist5k_splits):

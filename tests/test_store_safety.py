@@ -373,3 +373,17 @@ def test_a_process_tags_its_results_with_the_commit_it_started_from(tmp_path, mo
     monkeypatch.setattr(provenance, "git_commit", lambda: "abc123-dirty")
     later = Store(f"sqlite:///{tmp_path / 'a.db'}")
     assert first.commit == later.commit == "abc123"
+
+
+def test_a_stores_artifacts_live_beside_its_database_wherever_the_command_runs(
+    tmp_path, monkeypatch
+):
+    """A store named by MLFLOW_TRACKING_URI keeps new experiments' artifacts in `artifacts/`
+    beside its database, not under the directory a command happens to start in."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    store = Store(f"sqlite:///{tmp_path / 'shared' / 'mlflow.db'}")
+    experiment = store.client.get_experiment(store.experiment_id("beside"))
+    assert experiment.artifact_location == (tmp_path / "shared" / "artifacts").as_uri()
+    assert not (elsewhere / "mlruns").exists()

@@ -113,7 +113,7 @@ class Store(RunLifecycle, ArtifactFiles):
             exp = self.client.get_experiment_by_name(name)
             if exp is not None:
                 return exp.experiment_id
-            location = artifact_root() if self.uri.startswith("sqlite:") else None
+            location = artifact_root(self.uri) if self.uri.startswith("sqlite:") else None
             return self.client.create_experiment(
                 name, artifact_location=location, tags=dict(EXPERIMENT_KIND)
             )
