@@ -1,13 +1,20 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 
 .PHONY: install demo test bench lint clean results
 
-$(STAMP): pyproject.toml constraints.txt
+# the suite alone: what `make demo` needs (a newcomer's first minutes install no test tooling)
+$(BASE): pyproject.toml constraints.txt
 	test -d $(VENV) || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e .
+	touch $(BASE)
+
+# and the test, lint and Ray extras with FMN's reference implementation: tests, benches, studies
+$(STAMP): $(BASE)
 	$(BIN)/pip install -q -c constraints.txt -e '.[test,dev,ray]'
 	# FMN's reference for tests and bench/; its torchvision and visdom serve attacks never loaded
 	$(BIN)/pip install -q --no-deps adv-lib==0.2.8
@@ -15,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/suite run manifests/quick.toml
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/suite report quick
 
