@@ -404,3 +404,29 @@ def test_the_primary_comparisons_are_recomputed_from_the_published_per_digit_rec
     for column in ("ratio", "ratio_lo", "ratio_hi", "p", "p_adj", "i2", "tau"):
         np.testing.assert_allclose(merged[column], merged[f"{column}_again"], rtol=1e-9)
     assert (merged["verdict"].fillna("") == merged["verdict_again"].fillna("")).all()
+
+
+def test_each_training_set_is_held_against_the_papers_number():
+    """Issue 26, item 1: a synthetic set's model states its distance to the published figure for
+    its method and size, with both budgets; a method the papers give no number for says so."""
+    from suite.report.render import _sets_md
+
+    summary = pd.DataFrame(
+        {
+            "condition": ["dm-ipc10", "dd-ipc1"],
+            "test_mean": [0.963, 0.5],
+            "test_sd": [0.001, np.nan],
+        }
+    )
+    data = ReportData(
+        experiment="x", setup={"dataset": "mnist"}, baselines={}, accuracy=pd.DataFrame(),
+        curves=pd.DataFrame(), attacks=pd.DataFrame(), masking=pd.DataFrame(),
+        synthetic_sets={
+            "dm-ipc10": {"method": "dm", "ipc": 10, "iterations": 800, "arch": "cw-mnist"},
+            "dd-ipc1": {"method": "dd", "ipc": 1, "iterations": 50, "arch": "tiny"},
+        },
+    )  # fmt: skip
+    text = "\n".join(_sets_md(data, summary))
+    assert "| dm-ipc10 | dm, 10 | 800 (20,000) | cw-mnist | 96.3% ± 0.1 | 97.5% | -1.2 |" in text
+    assert "| dd-ipc1 | dd, 1 | 50 | tiny | 50.0% | — | — |" in text
+    assert _sets_md(dataclasses.replace(data, synthetic_sets={}), summary) == []

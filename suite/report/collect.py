@@ -126,6 +126,16 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         examples=examples,
         missing=sel.missing + problems + unread,
         verified=verified,
+        synthetic_sets={
+            c["name"]: {
+                "method": c.get("method"),
+                "ipc": c.get("ipc"),
+                "iterations": (c.get("params") or {}).get("iterations"),
+                "arch": c.get("arch") or manifest.get("model", {}).get("arch"),
+            }
+            for c in manifest.get("conditions", [])
+            if c.get("kind") == "synthetic"
+        },
         floors={
             c["name"]: (c.get("eval") or {}).get("min_test_acc", DEFAULT_ACCURACY_FLOOR)
             for c in manifest.get("conditions", [])

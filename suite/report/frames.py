@@ -21,6 +21,7 @@ class ReportData:
     `eps` is NaN except for fixed-budget attacks. `baselines` maps each compared condition (and
     attacked teacher, `condition/teacher`) to the standard condition it is compared with;
     `floors` maps a condition to the clean accuracy below which it gets no verdict;
+    `synthetic_sets` each synthetic condition to its set's method, ipc, iterations and network;
     `gradient_free` names the attacks that use no gradient of the model (Square); `budgets` maps
     each fixed-budget attack to its ε list, `attack_params` each attack to its manifest settings,
     `attack_commits` to the commits whose code computed its results. `controls` maps each learned
@@ -50,6 +51,7 @@ class ReportData:
     examples: dict[str, np.ndarray] = field(default_factory=dict)
     missing: list[str] = field(default_factory=list)
     floors: dict[str, float] = field(default_factory=dict)
+    synthetic_sets: dict[str, dict[str, object]] = field(default_factory=dict)
     gradient_free: list[str] = field(default_factory=list)
     budgets: dict[str, list[float]] = field(default_factory=dict)
     attack_params: dict[str, dict[str, object]] = field(default_factory=dict)
