@@ -169,7 +169,8 @@ def test_conclusion_names_the_positive_control_and_whether_it_was_detected(detec
     assert ("did not detect" in text) is not detected
     # the control is not a distilled condition: only t100 is judged as distillation
     assert (
-        "Distilled conditions against their baselines, under the primary endpoint cw-l2: "
+        "Distilled and small-set conditions against their baselines, under the primary endpoint "
+        "cw-l2: "
         "inconclusive: `t100`." in text
     )
 
