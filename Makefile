@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 BASE := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test bench lint clean results
+.PHONY: install demo test bench docs lint clean results
 
 # the suite alone: what `make demo` needs (a newcomer's first minutes install no test tooling)
 $(BASE): pyproject.toml constraints.txt
@@ -35,6 +35,17 @@ bench: $(STAMP)
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/attack_throughput.py --quick
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/scaling.py
 	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/distill_quality.py --quick
+
+# docs/benchmarks.md, regenerated from what the quick benchmarks measure on this machine (each run
+# recorded as bench/results/NAME.json); the slower ones record the same way by hand:
+# python bench/record.py NAME -- python bench/attack_vs_foolbox.py, then make docs-render
+docs: $(STAMP)
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/record.py train_throughput -- $(BIN)/python bench/train_throughput.py
+	MLFLOW_DISABLE_TELEMETRY=true $(BIN)/python bench/record.py attack_throughput -- $(BIN)/python bench/attack_throughput.py --quick
+	$(MAKE) docs-render
+
+docs-render:
+	$(BIN)/python bench/render_docs.py
 
 # The published answers (results/<study> and the README's Results blocks), regenerated, never
 # hand-edited: each study's manifest is run, then published. STUDY=<name> picks one. Resumable:
