@@ -165,7 +165,7 @@ def _synthetic_parts(cond, net: str, n_train: int, distil: bool) -> list[Work]:
                 p.batch_real,
                 "convnet",
                 grad="none",
-                bf16=p.real_bf16,  # the real embedding under bfloat16 autocast, timed so
+                bf16=p.real_bf16,  # timed under bfloat16 autocast where DM embeds so
             ),  # fmt: skip
         ]
     elif method == "dc":  # per outer loop: real and synthetic gradients per class, then training

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from suite.errors import StoreError
 from suite.redact import redact
+from suite.sqlite_store import sqlite_file
 
 CONNECT_TIMEOUT_S = 5.0
 HEALTH_TIMEOUT_S = 10.0  # a tracking server's health check must answer within this
@@ -106,5 +107,5 @@ def artifact_root(uri: str) -> str:
     """Where new experiments of the SQLite store at `uri` put their artifacts: `artifacts/` beside
     the database file, wherever the command runs (not under the current directory, which put a
     store's artifacts wherever a command happened to start)."""
-    db = Path(uri.removeprefix("sqlite:///")) if uri.startswith("sqlite:///") else None
+    db = sqlite_file(uri)
     return ((db.parent if db else default_store_dir()) / "artifacts").as_uri()

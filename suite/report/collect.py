@@ -5,6 +5,7 @@ manifest's settings; under it the newest run per (seed, role); runs that did not
 in `missing`, never dropped silently), then `collect` builds the frames from them.
 """
 
+from collections.abc import Container
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,6 +112,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     """
     sel = select_runs(store, experiment)
     manifest, attacks_spec = sel.manifest, sel.manifest.get("attacks", [])
+    conditions, arch = manifest.get("conditions", []), manifest.get("model", {}).get("arch", "")
     attacks, examples, problems, commits = _attack_frame(store, sel)
     verified, unread = _verify_frame(store, sel)
     first = next(iter(sel.chosen.values()), None)
@@ -131,9 +133,9 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
                 "method": c.get("method"),
                 "ipc": c.get("ipc"),
                 "iterations": (c.get("params") or {}).get("iterations"),
-                "arch": c.get("arch") or manifest.get("model", {}).get("arch"),
+                "arch": c.get("arch") or arch,
             }
-            for c in manifest.get("conditions", [])
+            for c in conditions
             if c.get("kind") == "synthetic"
         },
         floors={
@@ -158,27 +160,9 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
             for c in manifest.get("conditions", [])
             if c.get("kind") in ("adversarial", "ard")
         },
-        controls={
-            c: control
-            for c, control in same_size_controls(
-                manifest.get("conditions", []), manifest.get("model", {}).get("arch", "")
-            ).items()
-            if c in sel.parents and control in sel.parents
-        },
-        coresets={
-            c: control
-            for c, control in same_size_controls(
-                manifest.get("conditions", []),
-                manifest.get("model", {}).get("arch", ""),
-                HERDING_METHOD,
-            ).items()
-            if c in sel.parents and control in sel.parents
-        },
-        matched={
-            c: control
-            for c, control in accuracy_matched_controls(manifest.get("conditions", [])).items()
-            if c in sel.parents and control in sel.parents
-        },
+        controls=_stored_pairs(same_size_controls(conditions, arch), sel.parents),
+        coresets=_stored_pairs(same_size_controls(conditions, arch, HERDING_METHOD), sel.parents),
+        matched=_stored_pairs(accuracy_matched_controls(conditions), sel.parents),
         primary=manifest["experiment"].get("primary"),
         equivalence_margin=float(manifest["experiment"].get("equivalence_margin", 0.9)),
         run_seconds=busy_seconds(
@@ -440,6 +424,11 @@ def _check_shape(manifest: dict, run_id: str) -> dict:
             "malformed); rerun the manifest to rebuild it"
         )
     return manifest
+
+
+def _stored_pairs(pairs: dict[str, str], parents: Container[str]) -> dict[str, str]:
+    """The (condition → control) pairs of which both have runs in the store."""
+    return {c: control for c, control in pairs.items() if c in parents and control in parents}
 
 
 def _int_tag(value: str | None) -> int:

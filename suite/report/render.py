@@ -662,8 +662,8 @@ def _sets_md(data: ReportData, summary: pd.DataFrame) -> list[str]:
     for name, s in data.synthetic_sets.items():
         method, ipc, its = s["method"], s["ipc"], s["iterations"]
         budget = PAPER_ITERATIONS.get(str(method))
-        mean = float(acc["test_mean"].get(name, math.nan)) if name in acc.index else math.nan
-        sd = float(acc["test_sd"].get(name, math.nan)) if name in acc.index else math.nan
+        mean = float(acc["test_mean"].get(name, math.nan))
+        sd = float(acc["test_sd"].get(name, math.nan))
         paper = papers.get(str(method), {}).get(int(ipc)) if ipc is not None else None
         rows.append(
             {
