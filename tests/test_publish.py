@@ -249,3 +249,38 @@ def test_a_control_trained_in_another_norm_is_not_called_missed_by_an_l2_endpoin
     assert f"positive control `adv` (adversarial training in the {radius})" in text
     assert ("did not detect" in text) is undetected
     assert ("does not test whether the instrument detects L2 robustness" in text) is not undetected
+
+
+@pytest.mark.parametrize(("robust", "expected"), [(9, "within 10 points of it"),
+                                                  (5, "38.4 points below it")])  # fmt: skip
+def test_the_control_is_set_beside_its_methods_published_autoattack_figure(robust, expected):
+    """Issue 26: the positive control's AutoAttack robust accuracy at ε 0.3 is stated beside the
+    published figure of its own training method (Madry et al.'s 88.4% for PGD), and a control more
+    than 10 points below it is called weaker than the method's published model."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from suite.report.conclusion import conclusion
+
+    data, attacked, compared = _control_study({"cw-l2": "more robust"})
+    fooled = [True] * (10 - robust) + [False] * robust
+    rows = pd.DataFrame(
+        {"condition": "adv", "attack": "autoattack", "attack_kind": "autoattack", "norm": "linf",
+         "seed": 0, "sample_index": range(10), "clean_correct": True, "success": fooled,
+         "eps": [0.3 if f else float("nan") for f in fooled]}
+    )  # fmt: skip
+    data = replace(
+        data, setup={"dataset": "mnist"}, attacks=rows, budgets={"autoattack": [0.1, 0.3]},
+        trained_by={"adv": "pgd"},
+    )  # fmt: skip
+    text = conclusion(data, attacked, compared, ["base", "t100", "adv"])
+    assert (
+        f"Under `autoattack` at L∞ ε = 0.3, `adv` keeps {robust * 10:.1f}% of the attacked digits, "
+        "against 88.4% published for PGD adversarial training (Madry et al. 2018)" in text
+    )
+    assert expected in text
+    assert "Under `autoattack`" not in conclusion(
+        replace(data, trained_by={"adv": "fgsm-rs"}, setup={"dataset": "fashion-mnist"}),
+        attacked, compared, ["base", "t100", "adv"],
+    )  # fmt: skip

@@ -160,6 +160,11 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
             for c in manifest.get("conditions", [])
             if c.get("kind") in ("adversarial", "ard")
         },
+        trained_by={
+            c["name"]: str(c.get("method", "pgd"))
+            for c in manifest.get("conditions", [])
+            if c.get("kind") == "adversarial"
+        },
         controls=_stored_pairs(same_size_controls(conditions, arch), sel.parents),
         coresets=_stored_pairs(same_size_controls(conditions, arch, HERDING_METHOD), sel.parents),
         matched=_stored_pairs(accuracy_matched_controls(conditions), sel.parents),

@@ -11,12 +11,15 @@ import pandas as pd
 from suite.report.formatting import NORM_LABELS, ci, code, esc, num, pct, pvalue
 from suite.report.frames import ReportData, attack_kinds, attack_norm, primary_attack
 from suite.report.masking import CLEAR, COLUMNS, INCOMPLETE, MASKED
+from suite.report.references import references_for, robust_accuracy
 
 CLAIM = "distillation changes accuracy by about ±2% and distortion not much"
 CLAIM_ACCURACY_PP = 2.0
 CLAIM_RATIO_BAND = (0.8, 1.25)
 CONTROL_KINDS = frozenset({"adversarial"})
 """Positive controls: trained to be robust, so the instrument must find them more robust."""
+REFERENCE_GAP_PP = 10.0
+"""How far below its method's published robust accuracy a positive control may fall (issue 26)."""
 REFERENCE_KINDS = frozenset({"standard", "matched"})
 """Not distillation: the full-data network, and the same network stopped at a synthetic model's
 accuracy (its accuracy-matched control)."""
@@ -66,6 +69,7 @@ def conclusion(
     answer = [
         _answer(distilled, primary_rows, primary),
         *_control(controls, primary_rows, deltas, data.trained_in, _norm_of(data, primary)),
+        *[_control_reference(data, c) for c in controls],
         *_robust_claims([*distilled, *controls], primary_rows, checks),
         *_masking_caveat(checks),
     ]
@@ -243,6 +247,39 @@ def _control(
                 "verdict elsewhere may only show an insensitive instrument."
             )
     return sentences
+
+
+def _control_reference(data: ReportData, condition: str) -> str:
+    """The control's robust accuracy under AutoAttack at the published point of its training
+    method, and whether it comes within REFERENCE_GAP_PP of it (a control far below its method's
+    published model tests the instrument on weaker robustness than the method builds); '' where
+    the study ran no AutoAttack at that point."""
+    method = data.trained_by.get(condition)
+    dataset = str(data.setup.get("dataset"))
+    for attack, kind in attack_kinds(data.attacks).items():
+        if kind != "autoattack" or attack in data.gradient_free:
+            continue
+        rows = data.attacks[data.attacks["attack"] == attack]
+        norm = attack_norm(kind, rows)
+        points = references_for(dataset, kind, norm, data.budgets.get(attack, []))
+        for point in [p for p in points if p.training == method]:
+            ours = robust_accuracy(rows, [condition], point.eps)
+            if ours.empty:
+                continue
+            gap = 100 * (point.robust - float(ours.iloc[0]))
+            judged = (
+                f"within {REFERENCE_GAP_PP:g} points of it"
+                if gap <= REFERENCE_GAP_PP
+                else f"{gap:.1f} points below it, so the control tests the instrument on weaker "
+                "robustness than its method's published model has"
+            )
+            return (
+                f"Under {code(attack)} at {NORM_LABELS[norm]} ε = {point.eps:g}, "
+                f"{code(condition)} keeps {pct(float(ours.iloc[0]))} of the attacked digits, "
+                f"against {pct(point.robust)} published for {esc(point.method)} (the published "
+                f"reference points, other test digits): {judged}."
+            )
+    return ""
 
 
 def _answer(distilled: list[str], primary_rows: pd.DataFrame, primary: str | None) -> str:

@@ -30,7 +30,8 @@ class ReportData:
     `matched` each synthetic condition to its accuracy-matched control (`accuracy_matched_controls`);
     `outside_ensemble` names the minimal attacks the manifest keeps out of the best-of, `protocols`
     maps an attack to the paper whose evaluation it reproduces (`dd-robustbench`, `beard`),
-    `trained_in` each adversarially trained condition to the (norm, ε) ball it was trained in;
+    `trained_in` each adversarially trained condition to the (norm, ε) ball it was trained in,
+    `trained_by` to its training method (`pgd`, `fgsm-rs`);
     `verified` holds the verifications' per-digit records (`collect.VERIFY_COLUMNS`: a certified
     `lower` bound, the exact `value` where `solved`, the proved `upper`).
     `seeds_of` maps a condition that runs fewer seeds than the experiment (a control's own
@@ -62,6 +63,7 @@ class ReportData:
     outside_ensemble: list[str] = field(default_factory=list)
     protocols: dict[str, str] = field(default_factory=dict)
     trained_in: dict[str, tuple[str, float]] = field(default_factory=dict)
+    trained_by: dict[str, str] = field(default_factory=dict)
     verified: pd.DataFrame = field(default_factory=pd.DataFrame)
     seeds_of: dict[str, list[int]] = field(default_factory=dict)
     run_seconds: float = 0.0

@@ -30,18 +30,19 @@ class Reference:
     norm: str
     eps: float
     source: str
+    training: str | None = None  # the adversarial-training `method` of a condition it publishes
 
 
 REFERENCES = (
     Reference(
         method="PGD adversarial training (Madry et al. 2018)", clean=0.9853, robust=0.8843,
         datasets=("mnist", "mnist-5k"), attack_kind="autoattack", norm="linf", eps=0.3,
-        source=AUTOATTACK_README,
+        source=AUTOATTACK_README, training="pgd",
     ),
     Reference(
         method="FGSM-RS adversarial training (Wong et al. 2020)", clean=0.9850, robust=0.8288,
         datasets=("mnist", "mnist-5k"), attack_kind="autoattack", norm="linf", eps=0.3,
-        source=AUTOATTACK_README,
+        source=AUTOATTACK_README, training="fgsm-rs",
     ),
     Reference(
         method="TRADES (Zhang et al. 2019)", clean=0.9948, robust=0.9276,
