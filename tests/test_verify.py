@@ -2,6 +2,8 @@
 adjoints; every bound holds on every sampled point of its ball; a linear classifier gets its exact
 radius; and no attack of the suite finds an adversarial inside a certified radius."""
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -248,6 +250,22 @@ def test_verifications_pair_with_the_attacks_and_no_attack_beats_a_certified_rad
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Bounds on the true minimal distortion" in text and "Soundness check: no attack" in text
     assert out is not None
+    # a twin of the model as a second condition, its digits marked solved at the bracket's top
+    # (the tiny time limit leaves them open): the exact values get their own comparison
+    twin = {f: pd.concat([getattr(data, f), getattr(data, f).assign(condition="twin")])
+            for f in ("verified", "attacks", "accuracy")}  # fmt: skip
+    is_exact = twin["verified"]["verification"] == "exact"
+    twin["verified"].loc[is_exact, "solved"] = True
+    twin["verified"].loc[is_exact, "value"] = twin["verified"].loc[is_exact, "upper"]
+    render_report(
+        dataclasses.replace(data, **twin, baselines={"twin": "base"}), tmp_path / "twin",
+        formats=("md",),
+    )  # fmt: skip
+    text = (tmp_path / "twin" / "report.md").read_text()
+    assert ". The comparison on exact minimal distortions" in text
+    exact = pd.read_csv(tmp_path / "twin" / "tables" / "comparisons_exact.csv")
+    pooled = exact[(exact["scope"] == "pooled") & (exact["subset"] == "all digits")]
+    assert pooled["n_pairs"].tolist() == [2] and pooled["ratio"].tolist() == [1.0]
 
 
 def test_a_planted_violation_is_reported_as_a_bug():
@@ -279,3 +297,40 @@ def test_a_verification_on_an_unverifiable_network_is_one_line_error(tmp_path):
     assert line.startswith(
         f"{path}: verify: conditions[1] (cn) is a convnet, which cannot be verified"
     )
+
+
+def test_exact_values_are_compared_with_the_attacks_paired_statistics():
+    """Issue 30 item 4: exact minimal distortions enter the same paired comparison as an attack's;
+    a digit proved clean up to eps_max counts as ∞, a misclassified one as 0, and one the solver
+    left open is left out of both models' pairs."""
+    from suite.report import tables
+    from suite.report.brackets import exact_records
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed in (0, 1, 2):
+        for digit in range(12):
+            base = float(rng.uniform(0.05, 0.15))
+            for condition, value in (("base", base), ("t100", 1.5 * base)):
+                status, solved, upper = "optimal", True, value
+                if digit == 10 and condition == "t100":
+                    status, solved, value, upper = "time limit", False, np.nan, 0.4
+                if digit == 11 and condition == "t100":
+                    status, solved, value, upper = "none within eps_max", False, np.nan, np.inf
+                rows.append({"condition": condition, "seed": seed, "verification": "exact",
+                             "kind": "exact", "norm": "linf", "sample_index": digit, "label": 1,
+                             "lower": 0.0, "value": value, "upper": upper, "solved": solved,
+                             "status": status, "seconds": 1.0})  # fmt: skip
+    rows.append({**rows[0], "condition": "base", "verification": "cert", "kind": "certified"})
+    records = exact_records(pd.DataFrame(rows))
+    assert set(records["attack"]) == {"exact"}  # certified radii are bounds, not values
+    assert len(records) == 3 * 24 - 3  # the three open digits of t100 are left out
+    inf_row = records[(records["condition"] == "t100") & (records["sample_index"] == 11)]
+    assert not inf_row["success"].any() and inf_row["clean_correct"].all()
+    compared = tables.comparisons(records, {"t100": "base"}, {}, 0.05, 0)
+    pooled = compared[(compared["scope"] == "pooled") & (compared["subset"] == "all digits")]
+    (row,) = pooled.itertuples()
+    assert row.attack == "exact" and row.verdict == "secondary"
+    assert row.ratio == pytest.approx(1.5, rel=1e-6)
+    assert row.n_pairs == 11  # digits 0-9 and the ∞ one; digit 10 is open under t100
+    assert row.n_other_infinite == 1

@@ -76,3 +76,35 @@ def brackets(verified: pd.DataFrame, attacks: pd.DataFrame, order: list[str]) ->
     frame = pd.DataFrame(rows, columns=BRACKET_COLUMNS)
     rank = {c: i for i, c in enumerate(order)}
     return frame.sort_values("condition", key=lambda s: s.map(rank), kind="stable")
+
+
+EXACT_KIND = "exact"
+"""The attack kind exact minimal distortions are compared under (`exact_records`)."""
+
+
+def exact_records(verified: pd.DataFrame) -> pd.DataFrame:
+    """The exact verifications' per-digit values as attack records, so the same paired statistics
+    compare models on them (issue 30): one pseudo-attack per verification, named after it, whose
+    distortion is the exact minimum where solved; a digit proved clean up to `eps_max` counts as
+    a failed attack (∞, a lower bound like any failed attack's), a misclassified one as 0, and a
+    digit the solver left open (time limit) is left out, so only digits decided in both models
+    pair."""
+    columns = ["condition", "seed", "sample_index", "target", "attack", "attack_kind", "norm",
+               "clean_correct", "success"]  # fmt: skip
+    if verified.empty:
+        return pd.DataFrame(columns=columns)
+    exact = verified[verified["kind"] == EXACT_KIND]
+    solved = exact["solved"].astype(bool)
+    misclassified = exact["status"] == "misclassified"
+    clean_at_max = ~solved & ~misclassified & np.isinf(exact["upper"].astype(float))
+    decided = exact[solved | misclassified | clean_at_max]
+    records = pd.DataFrame({
+        "condition": decided["condition"], "seed": decided["seed"],
+        "sample_index": decided["sample_index"], "target": np.nan,
+        "attack": decided["verification"], "attack_kind": EXACT_KIND, "norm": decided["norm"],
+        "clean_correct": decided["status"] != "misclassified",
+        "success": decided["solved"].astype(bool),
+    })  # fmt: skip
+    for norm in decided["norm"].unique():
+        records[norm] = decided["value"].where(decided["norm"] == norm)
+    return records.reset_index(drop=True)

@@ -259,7 +259,7 @@ def comparisons(
     for attack, kind in attack_kinds(attacks).items():
         mine = attacks[attacks["attack"] == attack]
         fixed = is_fixed_budget(mine)
-        value = "fooled" if fixed else attack_norm(kind)
+        value = "fooled" if fixed else attack_norm(kind, mine)
         grid = (budgets.get(attack) or sorted(mine["eps"].dropna().unique())) if fixed else [None]
         for eps in grid:
             valued = mine.assign(
