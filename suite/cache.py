@@ -247,6 +247,17 @@ def load_chunks(
     return chunks
 
 
+def adopt(store: Store, run_id: str, parent_id: str) -> None:
+    """Move a reused model run of the parent's own condition under `parent_id`: a change to the
+    condition that trains the same models (attack its teacher, a new accuracy floor) gives it a new
+    parent, which the report reads, and its models must be found there. A run of another condition
+    (an ARD student's teacher) stays where it is."""
+    run, parent = store.get(run_id), store.get(parent_id)
+    same = run.tags.get(schema.CONDITION) == parent.tags.get(schema.CONDITION)
+    if same and run.tags.get(schema.PARENT_RUN_ID) != parent_id:
+        store.set_tags(run_id, {schema.PARENT_RUN_ID: parent_id})
+
+
 def cached_training(
     ctx: Context,
     parent_id: str,
@@ -295,6 +306,7 @@ def cached_training(
                 ctx, parent_id, key, train, tags, arch, dropout
             )
     if reused is not None:
+        adopt(store, reused.run_id, parent_id)
         run_id, model, final = reused.run_id, ctx.place(reused.model), reused.metrics
     return ModelRun(
         condition=key.condition,

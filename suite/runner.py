@@ -55,7 +55,9 @@ class Row:
 
 @dataclass(frozen=True)
 class Job:
-    """One condition × seed of a resolved manifest: everything a worker needs, as plain data."""
+    """One condition × seed of a resolved manifest: everything a worker needs, as plain data
+    (`job_manifest`: only the settings the manifest set, so the worker's validation gives back the
+    same model, defaults and which fields were set alike)."""
 
     manifest: dict
     condition: str
@@ -64,6 +66,17 @@ class Job:
     force: bool = False
     earlier: int = 0  # jobs of the run that an earlier phase ran (transfer sources run first)
     run_total: int = 1  # jobs in the whole run, all phases
+
+
+def job_manifest(manifest: Manifest) -> dict:
+    """The manifest as a job carries it: JSON-safe, the fields it set only (a full dump would
+    mark every default as set once a worker validates it again)."""
+    return manifest.model_dump(mode="json", exclude_unset=True)
+
+
+def worker_manifest(job: Job) -> Manifest:
+    """The job's manifest validated again in the worker: the model `job_manifest` was made from."""
+    return Manifest.model_validate(job.manifest)
 
 
 # An executor runs every job and returns each one's rows, in job order.
@@ -79,7 +92,7 @@ def run_job(
 ) -> list[Row]:
     """Train (or reuse) the job's models in child runs of `parent_run_id`, attack them, and
     return their rows; a user-fixable failure (diverged training, ...) becomes a FAILED row."""
-    manifest = Manifest.model_validate(job.manifest)
+    manifest = worker_manifest(job)
     cond = next(c for c in manifest.conditions if c.name == job.condition)
     try:
         data = _splits(manifest)
@@ -256,7 +269,7 @@ def run_manifest(
     store.show_in_ui(experiment_id, ui_metrics(manifest))
     ctx_data = Context.data_config_of(manifest)
 
-    resolved = manifest.model_dump(mode="json")
+    resolved = job_manifest(manifest)
     conditions = [c for c in manifest.conditions if not only or c.name in only]
     parents = {}
     for cond in conditions:

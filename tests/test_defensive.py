@@ -117,3 +117,25 @@ def test_soft_labels_are_tempered_teacher_probabilities():
 
 def test_masking_rule():
     assert is_masking(0.02, 1.0) and not is_masking(0.9, 1.0) and not is_masking(0.0, 0.0)
+
+
+def test_attacking_the_teacher_later_reuses_both_models_and_the_report_finds_them(experiment):
+    """Turning `attack_teacher` on changes the condition's parent (it is part of the condition's
+    settings) but not its models: both are reused, moved under the new parent, and the report
+    reads the student, the teacher and the teacher's new attacks from there."""
+    from suite.report.collect import collect
+
+    manifest, store, rows = experiment
+    raw = {**MANIFEST, "conditions": [dict(c) for c in MANIFEST["conditions"]]}
+    raw["conditions"][1]["attack_teacher"] = True
+    again = by_role(run_manifest(validate_manifest(raw, "test"), store=store))
+    first = by_role(rows)
+    for role in ("teacher", "student"):
+        assert again["t100", role].reused
+        assert again["t100", role].run_id == first["t100", role].run_id
+    data = collect(store, "defensive-e2e")
+    assert "t100: no runs in the store (not run yet)" not in data.missing
+    finished = data.accuracy[data.accuracy["status"] == "FINISHED"]
+    pairs = set(zip(finished["condition"], finished["role"], strict=True))
+    assert {("t100", "student"), ("t100", "teacher")} <= pairs
+    assert {"t100", "t100/teacher"} <= set(data.attacks["condition"])

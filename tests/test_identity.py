@@ -77,3 +77,29 @@ def test_a_model_key_gives_its_hash_params_and_tags_from_one_source():
     tags = key.tags("d1")
     assert tags["config_hash"] == key.hash and tags["seed"] == "2" and tags["data_digest"] == "d1"
     assert (key.label, key.run_name) == ("t100 seed 2 (teacher)", "t100/seed=2/teacher")
+
+
+def _fields_set(model: BaseModel, path: str = "manifest") -> dict[str, set[str]]:
+    """Which fields were set, for `model` and every settings model nested in it."""
+    found = {path: set(model.model_fields_set)}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        items = value if isinstance(value, list) else [value]
+        for i, item in enumerate(items):
+            if isinstance(item, BaseModel):
+                found |= _fields_set(item, f"{path}.{name}[{i}]")
+    return found
+
+
+def test_a_job_gives_its_worker_the_manifest_it_was_made_from():
+    """Issue 29: the worker validates the job's plain-data manifest again and gets the same model,
+    down to which fields each settings model set (a full dump would mark every default as set)."""
+    from suite.runner import Job, job_manifest, worker_manifest
+
+    for path in sorted((ROOT / "manifests").glob("*.toml")):
+        m = load_manifest(path)
+        job = Job(manifest=job_manifest(m), condition=m.conditions[0].name, kind="", seed=0)
+        again = worker_manifest(job)
+        assert again == m, path.name
+        assert _fields_set(again) == _fields_set(m), path.name
+        assert json.loads(json.dumps(job.manifest)) == job.manifest  # plain data for any executor
