@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch import nn
 
+from suite import schema
 from suite.attacking import CPU_ATTACK_BATCH, GPU_ATTACK_ROWS, attack_batch_size, attack_model
 from suite.cache import parent_run
 from suite.conditions.defensive import run_defensive
@@ -124,7 +125,8 @@ def test_models_live_on_the_experiment_device_trained_logged_or_reused(store, de
     teacher, student, ctx = _pipeline(store, f"on-{device.type}", device)
     assert model_device(teacher.model) == device and model_device(student.model) == device
     again = run_defensive(
-        ctx=ctx, cond=ctx.manifest.conditions[0], seed=0, parent_id="unused: both runs are cached"
+        ctx=ctx, cond=ctx.manifest.conditions[0], seed=0,
+        parent_id=store.get(teacher.run_id).tags[schema.PARENT_RUN_ID],  # reuse keeps the parent
     )
     assert all(run.reused and model_device(run.model) == device for run in again)
     x = ctx.data.test.x[:50]
