@@ -125,7 +125,9 @@ def test_models_live_on_the_experiment_device_trained_logged_or_reused(store, de
     teacher, student, ctx = _pipeline(store, f"on-{device.type}", device)
     assert model_device(teacher.model) == device and model_device(student.model) == device
     again = run_defensive(
-        ctx=ctx, cond=ctx.manifest.conditions[0], seed=0,
+        ctx=ctx,
+        cond=ctx.manifest.conditions[0],
+        seed=0,
         parent_id=store.get(teacher.run_id).tags[schema.PARENT_RUN_ID],  # reuse keeps the parent
     )
     assert all(run.reused and model_device(run.model) == device for run in again)
