@@ -140,7 +140,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         },
         floors={
             c["name"]: (c.get("eval") or {}).get("min_test_acc", DEFAULT_ACCURACY_FLOOR)
-            for c in manifest.get("conditions", [])
+            for c in conditions
         },
         budgets={
             a["name"]: budget_eps(a["kind"], a.get("params") or {})
@@ -154,15 +154,15 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         attack_commits=commits,
         outside_ensemble=[a["name"] for a in attacks_spec if a.get("ensemble", True) is False],
         protocols={a["name"]: a["protocol"] for a in attacks_spec if a.get("protocol")},
-        seeds_of={c["name"]: c["seeds"] for c in manifest.get("conditions", []) if c.get("seeds")},
+        seeds_of={c["name"]: c["seeds"] for c in conditions if c.get("seeds")},
         trained_in={
             c["name"]: (c.get("norm", "linf"), float(c["eps"]))  # stored before L2: L∞
-            for c in manifest.get("conditions", [])
+            for c in conditions
             if c.get("kind") in ("adversarial", "ard")
         },
         trained_by={
             c["name"]: str(c.get("method", "pgd"))
-            for c in manifest.get("conditions", [])
+            for c in conditions
             if c.get("kind") == "adversarial"
         },
         controls=_stored_pairs(same_size_controls(conditions, arch), sel.parents),
