@@ -35,26 +35,20 @@ def test_headline_falls_back_to_cw_and_the_readme_leads_with_the_answer(tmp_path
     attack, table = headline(output, data)
     assert attack == "cw-l2"
     assert list(table["model"]) == ["defensive-t50"] and "gradient masking" in table
-    text = results_readme(
-        attack,
-        table,
-        output.answer,
-        "Conclusion.",
-        Provenance(
-            manifest="m.toml",
-            commit="abc123",
-            run_seconds=1_500.0,
-            runs=6,
-            device="CPU",
-            data_source="mnist-5k: x",
-            generated="now",
-            commands=("make results",),
-            attack_commits={"cw-l2": ["abc123", "def456"]},
-            job_seconds=2_400.0,
-            predicted=(3_000.0, 600.0),
-        ),
-        [],
+    provenance = Provenance(
+        manifest="m.toml",
+        commit="abc123",
+        run_seconds=1_500.0,
+        runs=6,
+        device="CPU",
+        data_source="mnist-5k: x",
+        generated="now",
+        commands=("make results",),
+        attack_commits={"cw-l2": ["abc123", "def456"]},
+        job_seconds=2_400.0,
+        predicted=(3_000.0, 600.0),
     )
+    text = results_readme(attack, table, output.answer, "Conclusion.", provenance, [])
     lines = text.splitlines()
     assert lines[0] == "# Does distillation make a neural network harder to attack? (`m.toml`)"
     assert lines[2] == "## Answer" and lines[4].startswith("Does distillation make")
@@ -67,6 +61,11 @@ def test_headline_falls_back_to_cw_and_the_readme_leads_with_the_answer(tmp_path
     assert "predicted by `suite run --dry-run`" in text and ": 50.0 min, of which 10.0 min" in text
     assert "the jobs took 0.80 × the prediction" in text
     assert "Incomplete" not in text
+    assert "--allow-mixed" not in text  # nothing pooled across code changes
+    pooled = dataclasses.replace(provenance, pooled=("cw-l2",))
+    text = results_readme(attack, table, output.answer, "Conclusion.", pooled, [])
+    assert "- pooled with `--allow-mixed`: `cw-l2`, whose code changed" in text
+    assert "`python bench/reproduce_stored.py m.toml --condition C --seed S`" in text
 
 
 def test_publishing_refuses_an_attack_whose_code_changed_between_its_results_commits():

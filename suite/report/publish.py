@@ -49,6 +49,7 @@ class Provenance:
     attack_commits: dict[str, list[str]] = field(default_factory=dict)
     job_seconds: float = 0.0  # ReportData.job_seconds
     predicted: tuple[float, float] | None = None  # the dry run's total and its early-stop budgets
+    pooled: tuple[str, ...] = ()  # attacks pooled by --allow-mixed across changes of their code
 
 
 QUESTION = "Does distillation make a neural network harder to attack?"
@@ -79,7 +80,8 @@ def publish_study(
         raise SuiteError(
             f"{manifest}: attack {attack!r} has results made by commits {', '.join(found)}, "
             f"between which its code changed; rerun it (`suite run {manifest}` after removing "
-            "those results) or pass --allow-mixed to publish them side by side"
+            "those results) or, where `python bench/reproduce_stored.py` shows today's code "
+            "reproduces them, pass --allow-mixed to pool them"
         )
     output = render_report(data, out_dir)
     attack, table = headline(output, data)
@@ -97,8 +99,9 @@ def publish_study(
         commands=(
             "make results",
             f"# which runs: suite run {manifest}",
-            f"suite publish {manifest}",
+            f"suite publish {manifest}" + (" --allow-mixed" if mixed else ""),
         ),
+        pooled=tuple(mixed),
     )
     missing = incomplete(data)
     (out_dir / "README.md").write_text(
@@ -122,6 +125,16 @@ def predicted_compute(spec: Manifest) -> tuple[float, float] | None:
     except SuiteError:
         return None
     return sum(job.total for job in jobs), sum(job.bounded for job in jobs)
+
+
+def _pooled_line(p: Provenance) -> list[str]:
+    if not p.pooled:
+        return []
+    return [
+        f"- pooled with `--allow-mixed`: {', '.join(f'`{esc(a)}`' for a in p.pooled)}, whose code "
+        "changed between the commits above; whether today's code reproduces a stored result is "
+        f"checked by `python bench/reproduce_stored.py {esc(p.manifest)} --condition C --seed S`"
+    ]
 
 
 def _predicted_line(p: Provenance) -> list[str]:
@@ -252,6 +265,7 @@ def results_readme(
         f"- commit of `suite publish`: `{esc(p.commit)}`; the commits whose code computed each "
         "attack's results:",
         *commits,
+        *_pooled_line(p),
         f"- generated: {esc(p.generated)}",
         f"- device: {esc(p.device)}",
         f"- compute time: {p.run_seconds / 60:.1f} min, the time during which at least one of the "
