@@ -9,13 +9,16 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
 from suite import schema
 from suite.errors import ManifestError, StoreError, SuiteError
 from suite.schema import Status
+
+if TYPE_CHECKING:
+    from suite.tracking import Store
 
 app = typer.Typer(
     help="Does distillation make a neural network harder to attack? Train, attack, track, report.",
@@ -159,7 +162,7 @@ def run(
         from suite.console import print_estimate
         from suite.runner import estimate_manifest
 
-        estimates = estimate_manifest(spec, only=only, seeds=seed)
+        estimates = estimate_manifest(spec, only=only, seeds=seed, store=_store_if_any())
         print_estimate(estimates, f"{spec.experiment.name}: predicted compute (nothing is run)")
         return
     if executor == "ray":
@@ -469,6 +472,18 @@ def publish(
             f"[yellow]incomplete: {len(missing)} run(s) not finished[/yellow] (listed at the top "
             f"of {out_dir}/README.md); rerun `make results` to finish them"
         )
+
+
+def _store_if_any() -> "Store | None":
+    """The store a run would use, opened read-only, or None where its SQLite file does not exist
+    yet (a first run: nothing is stored) — a dry run never creates one."""
+    from suite.endpoints import tracking_uri
+    from suite.sqlite_store import sqlite_file
+    from suite.tracking import Store
+
+    uri = tracking_uri()
+    db = sqlite_file(uri)
+    return None if db is not None and not db.exists() else Store(uri, read_only=True)
 
 
 def _device_description(setting: str) -> str:

@@ -240,16 +240,23 @@ def print_report_summary(data: ReportData, output: ReportOutput) -> None:
 
 def print_estimate(estimates: Sequence[JobEstimate], title: str) -> None:
     """The dry run's table: each job's parts, their passes and predicted time ("≤" where the loop
-    may stop sooner, "not predicted" where its length depends on the data), and the total."""
+    may stop sooner, "not predicted" where its length depends on the data, "stored" where the store
+    holds its result, which a run reuses), and the total of what is left."""
     table = Table(title=plain(title), header_style="bold")
     for col, justify in (("job", "left"), ("part", "left"), ("passes", "right"), ("time", "right")):
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
-    unknown = 0
+    unknown = stored = 0
     for job in estimates:
         name = f"{job.condition} seed {job.seed}"
-        for work, seconds in zip(job.parts, job.seconds, strict=True):
+        done = job.stored or (False,) * len(job.parts)
+        for work, seconds, reused in zip(job.parts, job.seconds, done, strict=True):
             bound = "≤ " if work.bound else ""
-            if seconds is None:
+            if reused:
+                stored += 1
+                fwd = " fwd" if work.grad == "none" else ""
+                passes = "—" if work.passes is None else f"{bound}{work.passes:,.0f}{fwd}"
+                shown = "[dim]stored[/dim]"
+            elif seconds is None:
                 unknown += 1
                 passes, shown = "—", "not predicted"
             else:
@@ -257,7 +264,8 @@ def print_estimate(estimates: Sequence[JobEstimate], title: str) -> None:
                 shown = f"{bound}{duration(seconds)}"
             table.add_row(plain(name), plain(work.what), passes, shown)
             name = ""
-        table.add_row("", "[bold]job[/bold]", "", f"[bold]{duration(job.total)}[/bold]")
+        left = "stored" if all(done) else duration(job.total)
+        table.add_row("", "[bold]job[/bold]", "", f"[bold]{left}[/bold]")
     console.print(table)
     total = sum(job.total for job in estimates)
     bounded = sum(job.bounded for job in estimates)
@@ -267,4 +275,5 @@ def print_estimate(estimates: Sequence[JobEstimate], title: str) -> None:
         f"network's speed measured now (load average {load:.1f} on {cores} cores)"
         + (f"; {duration(bounded)} of it is the budget of loops that stop early" if bounded else "")
         + (f"; {unknown} part(s) not predicted (their loops depend on the data)" if unknown else "")
+        + (f"; {stored} part(s) already in the store, not counted" if stored else "")
     )

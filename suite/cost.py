@@ -14,7 +14,7 @@ Issue 27 (`suite run --dry-run`); the attacks' overhead over these bare passes i
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -34,6 +34,7 @@ from suite.manifest import (
     StandardCondition,
 )
 from suite.models import build_model
+from suite.schema import ROLE_TEACHER as TEACHER
 
 AA_COMPONENTS = {
     "standard": ("apgd-ce", "apgd-t", "fab-t", "square"),
@@ -49,7 +50,8 @@ class Work:
     """One part of a job: `passes` samples through `net` (a model registry name) in batches of
     `batch`, with a backward pass to `grad` ("none": forward only), under bfloat16 autocast where
     `bf16`; `bound` where the loop may stop sooner; `passes` None where its length depends on the
-    data."""
+    data. `role` is the model the part makes or attacks (None: the job's model under attack), and
+    `attack` the attack it runs, so that a dry run can tell which parts the store already holds."""
 
     what: str
     passes: float | None
@@ -58,6 +60,8 @@ class Work:
     grad: Grad = "input"
     bound: bool = False
     bf16: bool = False
+    role: str | None = None
+    attack: str | None = None
 
 
 def attack_work(kind: str, params: dict, digits: int, batch: int, name: str, net: str) -> Work:
@@ -116,18 +120,18 @@ def job_parts(
         return Work(what, passes, train.batch_size, net, grad, bound, train.precision == "bf16")
 
     parts: list[Work] = []
-    attacked = 1
+    attacked: list[str | None] = [None]
     if isinstance(cond, StandardCondition):
         parts.append(fit("train", n_train * epochs))
     elif isinstance(cond, MatchedCondition):
         parts.append(fit("train (until matched)", n_train * epochs, bound=True))
     elif isinstance(cond, DefensiveCondition):
         parts += [
-            fit("train teacher", n_train * (cond.teacher_epochs or epochs)),
+            replace(fit("train teacher", n_train * (cond.teacher_epochs or epochs)), role=TEACHER),
             fit("soft labels", n_train, "none"),
             fit("train student", n_train * (cond.student_epochs or epochs)),
         ]
-        attacked += cond.attack_teacher
+        attacked += [TEACHER] if cond.attack_teacher else []
     elif isinstance(cond, AdversarialCondition | ARDCondition):
         steps = cond.pgd_training().steps
         parts += [
@@ -140,14 +144,15 @@ def job_parts(
     else:
         first = cond.set_seed is None or seed == manifest.seeds_of(condition)[0]
         parts += _synthetic_parts(cond, net, n_train, distil=first)
-    for _ in range(attacked):
+    for role in attacked:
         for attack in manifest.attacks:
             n = attack.samples or digits
             batch = attack_batch_size(attack.batch_size, device, n, rows_per=1)
             work = attack_work(attack.kind, attack.params.model_dump(), n, batch, attack.name, net)
             if attack.source is not None and attack.source != condition:  # crafted on the source
                 work = Work(f"attack {attack.name} (evaluated)", n, work.batch, net, grad="none")
-            parts.append(work)
+            of = f" ({role})" if role else ""
+            parts.append(replace(work, what=work.what + of, role=role, attack=attack.name))
     return parts
 
 
@@ -246,22 +251,28 @@ def predict(parts: list[Work], rates: Rates) -> list[float | None]:
 
 @dataclass(frozen=True)
 class JobEstimate:
-    """One job's parts and their predicted seconds."""
+    """One job's parts and their predicted seconds; `stored` marks the parts whose result the
+    store already holds (a run reuses them: they count as no time), empty where nobody looked."""
 
     condition: str
     seed: int
     parts: list[Work]
     seconds: list[float | None]
+    stored: tuple[bool, ...] = ()
+
+    def _left(self) -> list[tuple[Work, float | None]]:
+        done = self.stored or (False,) * len(self.parts)
+        return [(w, s) for w, s, d in zip(self.parts, self.seconds, done, strict=True) if not d]
 
     @property
     def total(self) -> float:
-        """The predicted seconds of the parts that are predicted."""
-        return sum(s for s in self.seconds if s is not None)
+        """The predicted seconds of the parts that are predicted and not stored."""
+        return sum(s for _, s in self._left() if s is not None)
 
     @property
     def bounded(self) -> float:
         """The part of `total` that is the budget of loops that may stop sooner."""
-        return sum(s for w, s in zip(self.parts, self.seconds, strict=True) if w.bound and s)
+        return sum(s for w, s in self._left() if w.bound and s)
 
 
 def estimate(

@@ -72,6 +72,15 @@ class Context:
 
 
 @dataclass
+class Dependency:
+    """The model another condition's models are made from (an ARD teacher, the accuracy-matched
+    control's target): its run and validation accuracy, both part of the dependent's identity."""
+
+    run_id: str
+    val_acc: float
+
+
+@dataclass
 class ModelRun:
     """One trained (or reused) model, on the experiment's device, and where it is logged."""
 

@@ -19,7 +19,7 @@ from suite.cache import parent_run
 from suite.conditions import run_condition
 from suite.data import DataSplits, load_splits
 from suite.devices import resolve_device
-from suite.errors import ManifestError, SuiteError
+from suite.errors import ManifestError, StoreError, SuiteError
 from suite.identity import config_hash
 from suite.job import Context, ModelRun
 from suite.manifest import Manifest
@@ -230,15 +230,31 @@ def selected_jobs(
 
 
 def estimate_manifest(
-    manifest: Manifest, *, only: list[str] | None = None, seeds: list[int] | None = None
+    manifest: Manifest,
+    *,
+    only: list[str] | None = None,
+    seeds: list[int] | None = None,
+    store: Store | None = None,
 ) -> list["JobEstimate"]:
     """The jobs `run_manifest` would run and their predicted time (`suite.cost`), from the data
-    split's size and rates measured now; nothing is trained or written."""
+    split's size and rates measured now; with a `store`, the parts it already holds are marked and
+    count as no time (`suite.stored`). Nothing is trained or written."""
     from suite.cost import estimate
+    from suite.stored import mark_stored
 
     jobs = selected_jobs(manifest, only, seeds)
     data = _splits(manifest)
-    return estimate(manifest, jobs, len(data.train.y), resolve_device(manifest.experiment.device))
+    found = estimate(manifest, jobs, len(data.train.y), resolve_device(manifest.experiment.device))
+    if store is None:
+        return found
+    try:
+        experiment_id = store.experiment_id(manifest.experiment.name, create=False)
+    except StoreError:  # no such experiment yet: nothing is stored
+        return found
+    subset = attack_subset(
+        len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed
+    )
+    return [mark_stored(j, store, experiment_id, manifest, subset, data.digest) for j in found]
 
 
 def run_manifest(

@@ -98,8 +98,8 @@ def test_condition_passes_follow_each_recipe():
     assert passes["std"] == [("train", 1800, "weights"), ddn]
     assert passes["t"] == [
         ("train teacher", 3000, "weights"), ("soft labels", 600, "none"),
-        ("train student", 1800, "weights"), ddn, ddn,  # the teacher is attacked too
-    ]  # fmt: skip
+        ("train student", 1800, "weights"), ddn, ("attack d (teacher)", *ddn[1:]),
+    ]  # fmt: skip  # the teacher is attacked too
     assert passes["adv"] == [
         ("PGD-7 training examples", 600 * 2 * 7, "input"), ("train", 1200, "weights"),
         ("robust validation", 20 * 4 * 2, "input"), ddn,
@@ -155,3 +155,41 @@ def test_dry_run_prints_every_job_and_writes_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.toml"]
     only = CliRunner().invoke(app, ["run", "m.toml", "--dry-run", "--only", "std", "--seed", "1"])
     assert only.exit_code == 0 and "std seed 1" in only.output and "std seed 0" not in only.output
+
+
+def test_a_dry_run_counts_only_what_the_store_does_not_hold(tmp_path):
+    """After a run every part is stored; a changed attack leaves its training stored and its
+    attacks to do; changed training leaves nothing stored; an ARD student's key is found through
+    its stored teacher."""
+    from suite.runner import estimate_manifest, run_manifest
+    from suite.tracking import Store
+
+    raw = tiny_manifest(
+        "dry-stored",
+        conditions=[
+            {"name": "t", "kind": "defensive", "temperature": 5, "attack_teacher": True},
+            {"name": "ard", "kind": "ard", "teacher": "t", "method": "fgsm-rs", "eps": 0.1,
+             "temperature": 5, "val_samples": 20, "epochs": 1},
+        ],
+        attacks=[{"name": "f", "kind": "fgsm", "params": {"eps": [0.1]}}],
+    )  # fmt: skip
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    spec = validate_manifest(raw, "test")
+    before = estimate_manifest(spec, store=store)
+    assert all(not any(job.stored) for job in before) and all(job.total > 0 for job in before)
+    assert [r.status for r in run_manifest(spec, store=store)] == ["FINISHED"] * 3
+
+    after = {job.condition: job for job in estimate_manifest(spec, store=store)}
+    assert all(all(job.stored) and job.total == 0 for job in after.values())
+    assert [w.what for w in after["t"].parts][-2:] == ["attack f", "attack f (teacher)"]
+
+    raw["attacks"][0]["params"]["eps"] = [0.2]  # another attack: the models are reused
+    changed = estimate_manifest(validate_manifest(raw, "test"), store=store)
+    for job in changed:
+        assert [s for w, s in zip(job.parts, job.stored, strict=True) if w.attack] == [False] * (
+            1 + (job.condition == "t")
+        )
+        assert all(s for w, s in zip(job.parts, job.stored, strict=True) if not w.attack)
+    raw["train"]["epochs"] = 3  # other models: the teacher changes, so does its ARD student
+    retrain = estimate_manifest(validate_manifest(raw, "test"), store=store)
+    assert all(not any(job.stored) for job in retrain)

@@ -17,8 +17,26 @@ from suite.adversarial_training import (
 from suite.cache import cached_training
 from suite.conditions.common import train_model
 from suite.identity import ModelKey
-from suite.job import Context, ModelRun
-from suite.manifest import AdversarialCondition, AdversarialSettings, flatten
+from suite.job import Context, Dependency, ModelRun
+from suite.manifest import AdversarialCondition, AdversarialSettings, Manifest, flatten
+
+
+def adversarial_keys(
+    m: Manifest, cond: AdversarialCondition, seed: int, dependency: Dependency | None = None
+) -> list[ModelKey]:
+    """The key of the condition's one model for `seed`."""
+    epochs = cond.epochs or m.train.epochs
+    s = cond.pgd_training()
+    return [
+        ModelKey(
+            cond.name, cond.kind, schema.ROLE_MODEL, seed,
+            (
+                "adversarial", Context.data_config_of(m), m.model, m.train, epochs, s.identity(),
+                cond.eps_warmup_epochs, cond.val_samples, cond.val_steps, seed,
+            ),
+            {**adversarial_params(cond), "train.epochs": epochs},
+        )
+    ]  # fmt: skip
 
 
 def run_adversarial(
@@ -28,14 +46,7 @@ def run_adversarial(
     m = ctx.manifest
     epochs = cond.epochs or m.train.epochs
     s = cond.pgd_training()
-    key = ModelKey(
-        cond.name, cond.kind, schema.ROLE_MODEL, seed,
-        (
-            "adversarial", ctx.data_config(), m.model, m.train, epochs, s.identity(),
-            cond.eps_warmup_epochs, cond.val_samples, cond.val_steps, seed,
-        ),
-        {**adversarial_params(cond), "train.epochs": epochs},
-    )  # fmt: skip
+    (key,) = adversarial_keys(m, cond, seed)
 
     def train(run_id: str):
         each = batch_settings(ctx, cond)

@@ -9,9 +9,37 @@ from suite.cache import cached_training
 from suite.conditions.adversarial import adversarial_params, batch_settings, robust_val_metric
 from suite.conditions.common import train_model
 from suite.identity import ModelKey
-from suite.job import Context, ModelRun
-from suite.manifest import ARDCondition
+from suite.job import Context, Dependency, ModelRun
+from suite.manifest import ARDCondition, Manifest
 from suite.training import predict_logits
+
+
+def ard_keys(
+    m: Manifest, cond: ARDCondition, seed: int, dependency: Dependency | None = None
+) -> list[ModelKey]:
+    """The key of the ARD student for `seed`, made from the teacher's model `dependency` (none
+    without it: the student's identity is its teacher's run)."""
+    if dependency is None:
+        return []
+    epochs = cond.epochs or m.train.epochs
+    s = cond.pgd_training()
+    return [
+        ModelKey(
+            cond.name, cond.kind, schema.ROLE_STUDENT, seed,
+            (
+                "ard", dependency.run_id, Context.data_config_of(m), m.model, m.train, epochs,
+                s.identity(), cond.eps_warmup_epochs, cond.alpha, cond.temperature,
+                cond.val_samples, cond.val_steps, seed,
+            ),
+            {
+                **adversarial_params(cond),
+                "train.epochs": epochs,
+                "ard.teacher": cond.teacher,
+                "ard.alpha": cond.alpha,
+                "ard.temperature": cond.temperature,
+            },
+        )
+    ]  # fmt: skip
 
 
 def run_ard(*, ctx: Context, cond: ARDCondition, seed: int, parent_id: str) -> list[ModelRun]:
@@ -25,22 +53,7 @@ def run_ard(*, ctx: Context, cond: ARDCondition, seed: int, parent_id: str) -> l
 
     teacher = run_condition(ctx=ctx, cond=teacher_cond, seed=seed, parent_id=parent_id)[-1]
     epochs = cond.epochs or m.train.epochs
-    s = cond.pgd_training()
-    key = ModelKey(
-        cond.name, cond.kind, schema.ROLE_STUDENT, seed,
-        (
-            "ard", teacher.run_id, ctx.data_config(), m.model, m.train, epochs, s.identity(),
-            cond.eps_warmup_epochs, cond.alpha, cond.temperature, cond.val_samples,
-            cond.val_steps, seed,
-        ),
-        {
-            **adversarial_params(cond),
-            "train.epochs": epochs,
-            "ard.teacher": cond.teacher,
-            "ard.alpha": cond.alpha,
-            "ard.temperature": cond.temperature,
-        },
-    )  # fmt: skip
+    (key,) = ard_keys(m, cond, seed, Dependency(teacher.run_id, teacher.val_acc))
 
     def train(run_id: str):
         teacher_logits = predict_logits(teacher.model, ctx.data.train.x)

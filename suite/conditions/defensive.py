@@ -12,8 +12,8 @@ from suite import schema
 from suite.cache import cached_training
 from suite.conditions.common import train_model
 from suite.identity import ModelKey
-from suite.job import Context, ModelRun
-from suite.manifest import DefensiveCondition
+from suite.job import Context, Dependency, ModelRun
+from suite.manifest import DefensiveCondition, Manifest
 from suite.training import predict_logits
 
 
@@ -21,6 +21,26 @@ def soft_labels(teacher: torch.nn.Module, x: torch.Tensor, temperature: float) -
     """softmax(teacher logits / T) over `x`, in eval mode (no dropout), computed on the teacher's
     device, returned on the CPU."""
     return F.softmax(predict_logits(teacher, x) / temperature, dim=1)
+
+
+def defensive_keys(
+    m: Manifest, cond: DefensiveCondition, seed: int, dependency: Dependency | None = None
+) -> list[ModelKey]:
+    """The keys of the teacher and of the student made from it, for `seed`."""
+    t = cond.temperature
+    teacher_epochs = cond.teacher_epochs or m.train.epochs
+    student_epochs = cond.student_epochs or m.train.epochs
+    teacher_key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_TEACHER, seed,
+        ("teacher", Context.data_config_of(m), m.model, m.train, t, teacher_epochs, seed),
+        {"temperature": t, "train.epochs": teacher_epochs},
+    )  # fmt: skip
+    student_key = ModelKey(
+        cond.name, cond.kind, schema.ROLE_STUDENT, seed,
+        ("student", teacher_key.hash, student_epochs),
+        {"temperature": t, "train.epochs": student_epochs},
+    )  # fmt: skip
+    return [teacher_key, student_key]
 
 
 def run_defensive(
@@ -31,16 +51,7 @@ def run_defensive(
     t = cond.temperature
     teacher_epochs = cond.teacher_epochs or m.train.epochs
     student_epochs = cond.student_epochs or m.train.epochs
-    teacher_key = ModelKey(
-        cond.name, cond.kind, schema.ROLE_TEACHER, seed,
-        ("teacher", ctx.data_config(), m.model, m.train, t, teacher_epochs, seed),
-        {"temperature": t, "train.epochs": teacher_epochs},
-    )  # fmt: skip
-    student_key = ModelKey(
-        cond.name, cond.kind, schema.ROLE_STUDENT, seed,
-        ("student", teacher_key.hash, student_epochs),
-        {"temperature": t, "train.epochs": student_epochs},
-    )  # fmt: skip
+    teacher_key, student_key = defensive_keys(m, cond, seed)
     teacher = cached_training(
         ctx,
         parent_id,

@@ -7,9 +7,34 @@ from suite import schema
 from suite.cache import cached_training
 from suite.conditions.common import train_model
 from suite.identity import ModelKey
-from suite.job import Context, ModelRun
-from suite.manifest import MatchedCondition
+from suite.job import Context, Dependency, ModelRun
+from suite.manifest import Manifest, MatchedCondition
 from suite.training import accuracy
+
+
+def matched_keys(
+    m: Manifest, cond: MatchedCondition, seed: int, dependency: Dependency | None = None
+) -> list[ModelKey]:
+    """The key of the model stopped at `dependency`'s validation accuracy, for `seed` (none
+    without it: the goal is part of the identity)."""
+    if dependency is None:
+        return []
+    epochs = cond.epochs or m.train.epochs
+    goal = dependency.val_acc
+    return [
+        ModelKey(
+            cond.name, cond.kind, schema.ROLE_MODEL, seed,
+            ("matched", Context.data_config_of(m), m.model, m.train, epochs, goal,
+             cond.check_every, seed),
+            {
+                "train.epochs": epochs,
+                "matched.condition": cond.match,
+                "matched.run_id": dependency.run_id,
+                "matched.val_acc": goal,
+                "matched.check_every": cond.check_every,
+            },
+        )
+    ]  # fmt: skip
 
 
 def run_matched(
@@ -26,17 +51,7 @@ def run_matched(
     target = run_condition(ctx=ctx, cond=matched_cond, seed=seed, parent_id=parent_id)[-1]
     goal = target.val_acc
     epochs = cond.epochs or m.train.epochs
-    key = ModelKey(
-        cond.name, cond.kind, schema.ROLE_MODEL, seed,
-        ("matched", ctx.data_config(), m.model, m.train, epochs, goal, cond.check_every, seed),
-        {
-            "train.epochs": epochs,
-            "matched.condition": cond.match,
-            "matched.run_id": target.run_id,
-            "matched.val_acc": goal,
-            "matched.check_every": cond.check_every,
-        },
-    )  # fmt: skip
+    (key,) = matched_keys(m, cond, seed, Dependency(target.run_id, goal))
     val = ctx.data.val
 
     def reached(model) -> bool:

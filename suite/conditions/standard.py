@@ -4,8 +4,23 @@ from suite import schema
 from suite.cache import cached_training
 from suite.conditions.common import train_model
 from suite.identity import ModelKey
-from suite.job import Context, ModelRun
-from suite.manifest import ModelSpec, StandardCondition
+from suite.job import Context, Dependency, ModelRun
+from suite.manifest import Manifest, ModelSpec, StandardCondition
+
+
+def standard_keys(
+    m: Manifest, cond: StandardCondition, seed: int, dependency: Dependency | None = None
+) -> list[ModelKey]:
+    """The key of the condition's one model for `seed`."""
+    epochs = cond.epochs or m.train.epochs
+    model = ModelSpec(arch=cond.arch or m.model.arch)
+    return [
+        ModelKey(
+            cond.name, cond.kind, schema.ROLE_MODEL, seed,
+            ("standard", Context.data_config_of(m), model, m.train, epochs, seed),
+            {"train.epochs": epochs, "model.arch": model.arch},
+        )
+    ]  # fmt: skip
 
 
 def run_standard(
@@ -16,11 +31,7 @@ def run_standard(
     m = ctx.manifest
     epochs = cond.epochs or m.train.epochs
     model = ModelSpec(arch=cond.arch or m.model.arch)
-    key = ModelKey(
-        cond.name, cond.kind, schema.ROLE_MODEL, seed,
-        ("standard", ctx.data_config(), model, m.train, epochs, seed),
-        {"train.epochs": epochs, "model.arch": model.arch},
-    )  # fmt: skip
+    (key,) = standard_keys(m, cond, seed)
     run = cached_training(
         ctx,
         parent_id,

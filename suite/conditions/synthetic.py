@@ -10,11 +10,33 @@ from suite.cache import cached_training, find_set_run
 from suite.distill import DistillResult, EvalRecipe, distill, train_on_synthetic
 from suite.errors import TrainingError
 from suite.identity import ModelKey, config_hash
-from suite.job import Context, ModelRun
-from suite.manifest import SyntheticCondition, flatten
+from suite.job import Context, Dependency, ModelRun
+from suite.manifest import Manifest, SyntheticCondition, flatten
 from suite.models import build_model
 from suite.plots import ImageRow, image_grid
 from suite.training import accuracy
+
+
+def synthetic_keys(
+    m: Manifest, cond: SyntheticCondition, seed: int, dependency: Dependency | None = None
+) -> list[ModelKey]:
+    """The key of the model trained on the condition's set for `seed`."""
+    arch = cond.arch or m.model.arch
+    recipe = cond.eval.recipe(arch)
+    return [
+        ModelKey(
+            cond.name, cond.kind, schema.ROLE_MODEL, seed,
+            ("synthetic", Context.data_config_of(m), arch, dataclasses.asdict(recipe), cond, seed),
+            {
+                **flatten({"method": cond.method, "ipc": cond.ipc, "init": cond.init}),
+                **flatten(
+                    {**dataclasses.asdict(recipe), "min_test_acc": cond.eval.min_test_acc}, "eval"
+                ),
+                **flatten(cond.params, "distill"),
+                "model.arch": arch,
+            },
+        )
+    ]  # fmt: skip
 
 
 def run_synthetic(
@@ -26,18 +48,7 @@ def run_synthetic(
     architecture's recipe."""
     arch = cond.arch or ctx.manifest.model.arch
     recipe = cond.eval.recipe(arch)
-    key = ModelKey(
-        cond.name, cond.kind, schema.ROLE_MODEL, seed,
-        ("synthetic", ctx.data_config(), arch, dataclasses.asdict(recipe), cond, seed),
-        {
-            **flatten({"method": cond.method, "ipc": cond.ipc, "init": cond.init}),
-            **flatten(
-                {**dataclasses.asdict(recipe), "min_test_acc": cond.eval.min_test_acc}, "eval"
-            ),
-            **flatten(cond.params, "distill"),
-            "model.arch": arch,
-        },
-    )  # fmt: skip
+    (key,) = synthetic_keys(ctx.manifest, cond, seed)
     return [
         cached_training(
             ctx,
