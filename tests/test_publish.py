@@ -227,10 +227,35 @@ def test_compute_time_counts_overlapping_and_reopened_runs_once():
         (5 * minute, 10 * minute),  # a run inside it
         (45 * minute, 60 * minute),  # one overlapping its end
         (90 * minute, 100 * minute),  # resumed after a 30-minute gap
-        (95 * minute, None),  # still running: not counted
     ]
     assert busy_seconds(spans) == 70 * 60
     assert busy_seconds([]) == 0
+
+
+def test_a_run_reopened_days_later_counts_its_open_spans_not_the_days_between(tmp_path):
+    from suite.report.collect import run_spans
+    from suite.tracking import Store, StoredRun
+
+    minute, day = 60_000, 86_400_000
+    legacy = StoredRun(
+        "r", "1", "FINISHED", {}, {}, {}, start_ms=0, end_ms=3 * day + minute,
+        metric_ms=(10 * minute, 20 * minute, 3 * day + 30_000),  # trained; reopened for an attack
+    )  # fmt: skip
+    assert run_spans(legacy, []) == [(0, 20 * minute), (3 * day + 30_000, 3 * day + minute)]
+    # openings recorded since: each counts as logged, the older part before them as above
+    opened = [(3 * day, 60.0), (4 * day, 30.0)]
+    assert run_spans(legacy, opened) == [
+        (0, 20 * minute), (3 * day, 3 * day + minute), (4 * day, 4 * day + 30_000),
+    ]  # fmt: skip
+
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run_id = store.create_run(store.experiment_id("e"), "c", {})
+    for _ in range(2):  # trained, then reopened to add a result
+        with store.active(run_id):
+            pass
+    history = store.metric_history(run_id, "open_seconds")
+    assert len(history) == 2 and all(0 <= seconds < 5 for _, seconds in history)
+    assert len(run_spans(store.get(run_id), history)) == 3  # the run's own start, then 2 openings
 
 
 @pytest.mark.parametrize(("norm", "undetected"), [("linf", False), ("l2", True)])

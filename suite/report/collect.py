@@ -38,6 +38,9 @@ DEFAULT_ACCURACY_FLOOR: float = SyntheticEval.model_fields["min_test_acc"].defau
 
 RunKey = tuple[str, int, str]  # (condition, seed, role)
 
+Span = tuple[int, int]  # (start, end) in ms since the epoch
+LEGACY_GAP_MS = 3_600_000  # no metric for an hour: a run of an older version was idle, not open
+
 
 @dataclass(frozen=True)
 class Selection:
@@ -116,6 +119,7 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
     attacks, examples, problems, commits = _attack_frame(store, sel)
     verified, unread = _verify_frame(store, sel)
     first = next(iter(sel.chosen.values()), None)
+    open_spans = _open_spans(store, sel)
     return ReportData(
         experiment=experiment,
         setup=_setup(manifest, first.tags if first else {}, store.shown)
@@ -170,28 +174,60 @@ def collect(store: Store, experiment: str, baseline: str | None = None) -> Repor
         matched=_stored_pairs(accuracy_matched_controls(conditions), sel.parents),
         primary=manifest["experiment"].get("primary"),
         equivalence_margin=float(manifest["experiment"].get("equivalence_margin", 0.9)),
-        run_seconds=busy_seconds(
-            [(r.start_ms, r.end_ms) for r in sel.chosen.values() if r.status == Status.FINISHED]
-        ),
-        job_seconds=_job_seconds(sel),
+        run_seconds=busy_seconds([s for spans in open_spans.values() for s in spans]),
+        job_seconds=_job_seconds(sel, open_spans),
     )
 
 
-def _job_seconds(sel: Selection) -> float:
+def _open_spans(store: Store, sel: Selection) -> dict[tuple[str, int, str], list[Span]]:
+    """The spans each finished chosen run was open (`run_spans`)."""
+    return {
+        key: run_spans(
+            run,
+            store.metric_history(run.run_id, schema.OPEN_SECONDS)
+            if schema.OPEN_SECONDS in run.metrics
+            else [],
+        )
+        for key, run in sel.chosen.items()
+        if run.status == Status.FINISHED
+    }
+
+
+def run_spans(run: StoredRun, opened: list[tuple[int, float]]) -> list[Span]:
+    """The (start, end) ms spans `run` was open: each recorded opening (`opened`: OPEN_SECONDS'
+    (step = its start in ms, seconds)); before the first, the run's start to its end as MLflow
+    keeps them (which a reopening moves), cut where no metric was logged for LEGACY_GAP_MS, so
+    the days before a run of an older version was reopened do not count as compute."""
+    recorded = [(start, start + round(seconds * 1000)) for start, seconds in opened]
+    first = min((start for start, _ in recorded), default=None)
+    end = run.end_ms if first is None else first
+    if run.start_ms is None or end is None:
+        return recorded
+    marks = [run.start_ms, *(t for t in run.metric_ms if run.start_ms < t < end)]
+    if first is None:
+        marks.append(end)
+    legacy, low = [], marks[0]
+    for before, after in zip(marks, marks[1:], strict=False):
+        if after - before > LEGACY_GAP_MS:
+            legacy.append((low, before))
+            low = after
+    return [*legacy, (low, marks[-1]), *recorded]
+
+
+def _job_seconds(sel: Selection, spans: dict[tuple[str, int, str], list[Span]]) -> float:
     """The finished runs' open time summed over jobs (condition × seed; a teacher's run and its
     student's overlap inside one job): the compute of one process running them one at a time."""
-    jobs: dict[tuple[str, int], list[tuple[int | None, int | None]]] = {}
-    for (cond, seed, _), run in sel.chosen.items():
-        if run.status == Status.FINISHED:
-            jobs.setdefault((cond, seed), []).append((run.start_ms, run.end_ms))
-    return sum(busy_seconds(spans) for spans in jobs.values())
+    jobs: dict[tuple[str, int], list[Span]] = {}
+    for (cond, seed, _), run_spans_ in spans.items():
+        jobs.setdefault((cond, seed), []).extend(run_spans_)
+    return sum(busy_seconds(found) for found in jobs.values())
 
 
-def busy_seconds(spans: list[tuple[int | None, int | None]]) -> float:
+def busy_seconds(spans: list[Span]) -> float:
     """Seconds during which at least one of the (start, end) spans in ms was open: the compute time
     of runs that overlap (a teacher stays open while its student trains) or were reopened."""
     total, reach = 0, None
-    for start, end in sorted((s, e) for s, e in spans if s is not None and e is not None):
+    for start, end in sorted(spans):
         if reach is None or start > reach:
             total, reach = total + (end - start), end
         elif end > reach:

@@ -4,6 +4,7 @@ their jobs work."""
 
 import os
 import socket
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -25,19 +26,31 @@ class RunLifecycle:
     def active(self, run_id: str, interrupted: str = Status.KILLED) -> Iterator[str]:
         """Make `run_id` the active (RUNNING) run; end it FINISHED, `interrupted` on Ctrl-C (a
         finished run reopened to add results passes FINISHED: what it held still stands), FAILED
-        on error."""
+        on error. Each time it was open is logged (`schema.OPEN_SECONDS`), so a run reopened days
+        later does not count the days between as compute."""
+        opened = time.time()
         try:
             mlflow.start_run(run_id=run_id)
             self._claim(run_id)
             yield run_id
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM, even while the run was being opened
+            self._log_open(run_id, opened)
             self._end(run_id, interrupted)
             raise
         except BaseException as exc:
             self.client.set_tag(run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000])
+            self._log_open(run_id, opened)
             self._end(run_id, Status.FAILED)
             raise
+        self._log_open(run_id, opened)
         mlflow.end_run(Status.FINISHED)
+
+    def _log_open(self, run_id: str, opened: float) -> None:
+        """The seconds since `opened` as one value of OPEN_SECONDS, stamped at `opened`."""
+        start_ms = int(opened * 1000)
+        self.client.log_metric(
+            run_id, schema.OPEN_SECONDS, time.time() - opened, timestamp=start_ms, step=start_ms
+        )
 
     def _end(self, run_id: str, status: str) -> None:
         """End `run_id` with `status`: as MLflow's active run where it is one (else MLflow's exit

@@ -18,6 +18,7 @@ class StoredRun:
     start_ms: int | None = None  # Unix time in ms the run started,
     end_ms: int | None = None  # and last ended (a reopened run ends again); None while it runs
     dataset_digests: tuple[str, ...] = ()  # digests of the datasets logged as the run's inputs
+    metric_ms: tuple[int, ...] = ()  # when each metric's latest value was logged, sorted
 
 
 @dataclass(frozen=True)
@@ -42,4 +43,5 @@ def _stored(run) -> StoredRun:
         dataset_digests=tuple(
             d.dataset.digest for d in (run.inputs.dataset_inputs if run.inputs else [])
         ),
+        metric_ms=tuple(sorted({m.timestamp for m in getattr(run.data, "_metric_objs", [])})),
     )
