@@ -127,7 +127,8 @@ def main() -> int:
         results.append(row)
         print(f"{attack.name}: identical={row.get('identical')}", file=sys.stderr, flush=True)
     report = {"manifest": str(args.manifest), "condition": args.condition, "seed": args.seed,
-              "run_id": run.run_id, "results": results}  # fmt: skip
+              "run_id": run.run_id, "baseline": "the stored records and the commit that made them",
+              "results": results}  # fmt: skip
     print(json.dumps(report, indent=1))
     print(
         f"\n{'attack':<16} {'stored by':<14} {'now':<14} {'rows':>5} {'identical':>9}  worst column"
