@@ -52,6 +52,8 @@ def test_headline_falls_back_to_cw_and_the_readme_leads_with_the_answer(tmp_path
     lines = text.splitlines()
     assert lines[0] == "# Does distillation make a neural network harder to attack? (`m.toml`)"
     assert lines[2] == "## Answer" and lines[4].startswith("Does distillation make")
+    # equivalence is judged on the (1 - 2 alpha) interval, not the 95% one the table shows
+    assert "equivalent: the 90% interval, two one-sided tests, inside [0.9, 1.11]" in lines[4]
     assert text.index("| defensive-t50 |") < text.index("## How it was made")
     assert "![primary endpoint per model](figures/primary.png)" in text
     assert "  - `cw-l2`: `abc123`, `def456`" in text

@@ -397,12 +397,14 @@ def answer(
         return "No primary-endpoint comparison ran, so this report gives no answer."
     k = int(rows["k"].max()) if rows["k"].notna().any() else 0
     lo, hi = data.equivalence_margin, 1 / data.equivalence_margin
+    tost = f"{2 * float(level.rstrip('%')) - 100:g}%"  # the (1 − 2α) interval of a (1 − α) level
     sentences = [
         f"Does distillation make a network harder to attack? Primary endpoint: {esc(primary)}, "
         f"the ratio of each model's per-digit distortion to its own baseline's on the same "
         f"digits, pooled over {k} training seed{'' if k == 1 else 's'} as the unit of inference "
         f"({level} seed-level "
-        f"intervals; equivalent: inside [{lo:g}, {hi:.3g}])."
+        f"intervals; equivalent: the {tost} interval, two one-sided tests, inside "
+        f"[{lo:g}, {hi:.3g}])."
     ]
     defensive = [c for c in order if kinds.get(c.split("/")[0]) == "defensive"]
     teachers = ", and their teachers" if any("/" in c for c in defensive) else ""
