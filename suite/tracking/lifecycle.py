@@ -26,20 +26,19 @@ class RunLifecycle:
     def active(self, run_id: str, interrupted: str = Status.KILLED) -> Iterator[str]:
         """Make `run_id` the active (RUNNING) run; end it FINISHED, `interrupted` on Ctrl-C (a
         finished run reopened to add results passes FINISHED: what it held still stands), FAILED
-        on error. Each time it was open is logged (`schema.OPEN_SECONDS`), so a run reopened days
-        later does not count the days between as compute."""
+        on error. Each time it was open and finished is logged (`schema.OPEN_SECONDS`), so a run
+        reopened days later does not count the days between as compute (nor, as before, work an
+        interruption lost)."""
         opened = time.time()
         try:
             mlflow.start_run(run_id=run_id)
             self._claim(run_id)
             yield run_id
         except KeyboardInterrupt:  # Ctrl-C or SIGTERM, even while the run was being opened
-            self._log_open(run_id, opened)
             self._end(run_id, interrupted)
             raise
         except BaseException as exc:
             self.client.set_tag(run_id, schema.ERROR, redact(f"{type(exc).__name__}: {exc}")[:4000])
-            self._log_open(run_id, opened)
             self._end(run_id, Status.FAILED)
             raise
         self._log_open(run_id, opened)
