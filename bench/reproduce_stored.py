@@ -21,13 +21,14 @@ import pandas as pd
 import torch
 
 from suite import schema
-from suite.attacking import CPU_ATTACK_BATCH, attack_subset
+from suite.attacking import attack_batch_size
 from suite.attacks import run_attack
 from suite.data import load_splits
-from suite.identity import config_hash
 from suite.manifest import load_manifest
 from suite.provenance import git_commit
+from suite.runner import attacked_digits
 from suite.schema import Status
+from suite.stored import attack_identity
 from suite.tracking import Store
 
 KEYS = ["sample_index", "target"]  # a record's identity (target only for per-target attacks)
@@ -79,9 +80,7 @@ def main() -> int:
     experiment = store.experiment_id(spec.experiment.name, create=False)
     d = spec.data
     splits = load_splits(d.dataset, d.root, d.train_samples, d.val_samples, d.split_seed)
-    subset = attack_subset(
-        len(splits.test.x), spec.attack_subset_size(), spec.experiment.attack_seed
-    )
+    subset = attacked_digits(spec, splits)
     runs = [
         r
         for r in store.search(
@@ -101,14 +100,13 @@ def main() -> int:
             continue
         if attack.source is not None and attack.source != args.condition:
             continue  # a transfer attack: an evaluation of another model's images
-        idx = subset[: attack.samples or d.attack_samples]
-        cfg = config_hash(attack, idx.tolist(), spec.experiment.attack_seed)
+        idx, cfg = attack_identity(spec, attack, subset)
         result = schema.attack_result(attack.name)
         if run.tags.get(schema.result_tag(result)) != cfg:
             results.append({"attack": attack.name, "status": "not stored with this config"})
             continue
         stored = store.load_table(run.run_id, schema.attack_records(attack.name))
-        chunk = attack.batch_size or CPU_ATTACK_BATCH
+        chunk = attack_batch_size(attack.batch_size, torch.device("cpu"), len(idx), rows_per=1)
         now = []
         for lo in range(0, len(idx), chunk):
             part = idx[lo : lo + chunk]

@@ -248,8 +248,7 @@ def print_estimate(estimates: Sequence[JobEstimate], title: str) -> None:
     unknown = stored = 0
     for job in estimates:
         name = f"{job.condition} seed {job.seed}"
-        done = job.stored or (False,) * len(job.parts)
-        for work, seconds, reused in zip(job.parts, job.seconds, done, strict=True):
+        for work, seconds, reused in zip(job.parts, job.seconds, job.done, strict=True):
             bound = "≤ " if work.bound else ""
             if reused:
                 stored += 1
@@ -264,7 +263,7 @@ def print_estimate(estimates: Sequence[JobEstimate], title: str) -> None:
                 shown = f"{bound}{duration(seconds)}"
             table.add_row(plain(name), plain(work.what), passes, shown)
             name = ""
-        left = "stored" if all(done) else duration(job.total)
+        left = "stored" if all(job.done) else duration(job.total)
         table.add_row("", "[bold]job[/bold]", "", f"[bold]{left}[/bold]")
     console.print(table)
     total = sum(job.total for job in estimates)

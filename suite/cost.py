@@ -260,9 +260,15 @@ class JobEstimate:
     seconds: list[float | None]
     stored: tuple[bool, ...] = ()
 
+    @property
+    def done(self) -> tuple[bool, ...]:
+        """Per part, whether the store holds it (all False where nobody looked)."""
+        return self.stored or (False,) * len(self.parts)
+
     def _left(self) -> list[tuple[Work, float | None]]:
-        done = self.stored or (False,) * len(self.parts)
-        return [(w, s) for w, s, d in zip(self.parts, self.seconds, done, strict=True) if not d]
+        return [
+            (w, s) for w, s, d in zip(self.parts, self.seconds, self.done, strict=True) if not d
+        ]
 
     @property
     def total(self) -> float:

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from suite import schema
 from suite.attacking import attack_model, attack_subset
 from suite.attacks import MINIMAL_NORMS
@@ -107,9 +109,7 @@ def run_job(
             progress=progress or NullProgress(),
             force=job.force,
         )
-        subset = attack_subset(
-            len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed
-        )
+        subset = attacked_digits(manifest, data)
         runs: list[ModelRun] = run_condition(
             ctx=ctx, cond=cond, seed=job.seed, parent_id=parent_run_id
         )
@@ -229,6 +229,13 @@ def selected_jobs(
     ]
 
 
+def attacked_digits(manifest: Manifest, data: DataSplits) -> np.ndarray:
+    """The test-set positions every model of `manifest` is attacked on (`attack_subset`)."""
+    return attack_subset(
+        len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed
+    )
+
+
 def estimate_manifest(
     manifest: Manifest,
     *,
@@ -251,9 +258,7 @@ def estimate_manifest(
         experiment_id = store.experiment_id(manifest.experiment.name, create=False)
     except StoreError:  # no such experiment yet: nothing is stored
         return found
-    subset = attack_subset(
-        len(data.test.x), manifest.attack_subset_size(), manifest.experiment.attack_seed
-    )
+    subset = attacked_digits(manifest, data)
     return [mark_stored(j, store, experiment_id, manifest, subset, data.digest) for j in found]
 
 

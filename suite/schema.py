@@ -63,9 +63,8 @@ ATTACKED_ROLES = (ROLE_MODEL, ROLE_STUDENT)  # the roles that are a condition's 
 FINAL_VAL_ACC = "final_val_acc"
 FINAL_TEST_ACC = "final_test_acc"
 TRAIN_SECONDS = "train_seconds"
-OPEN_SECONDS = (
-    "open_seconds"  # one value per time a run was open: its seconds, stamped at its start
-)
+# one value per time a run was open and finished: its seconds, stamped (and stepped) at its start
+OPEN_SECONDS = "open_seconds"
 CURVE_METRICS = ("val_acc", "test_acc", "train_loss", "train_acc")  # per-epoch histories
 
 ATTACK = "attack"  # results of attack NAME: metrics `attack.NAME.*`, tag `attack.NAME.config_hash`

@@ -14,7 +14,7 @@ from suite.conditions import dependency_of, model_keys
 from suite.cost import JobEstimate, Work
 from suite.identity import ModelKey, config_hash
 from suite.job import Dependency
-from suite.manifest import Condition, Manifest
+from suite.manifest import AttackSpec, Condition, Manifest
 from suite.tracking import Store, StoredRun
 
 
@@ -36,6 +36,15 @@ def stored_models(
         (key, find_model_run(store, experiment_id, cond.name, key.hash, digest))
         for key in model_keys(manifest, cond, seed, dependency)
     ]
+
+
+def attack_identity(
+    manifest: Manifest, spec: AttackSpec, subset: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """The digits a direct attack `spec` runs on (a prefix of `subset`) and the config hash its
+    stored result carries, as `attacking` computes them."""
+    idx = subset[: spec.samples or manifest.data.attack_samples]
+    return idx, config_hash(spec, idx.tolist(), manifest.experiment.attack_seed)
 
 
 def mark_stored(
@@ -61,7 +70,6 @@ def mark_stored(
         tag = run.tags.get(schema.result_tag(schema.attack_result(spec.name)))
         if spec.source is not None and spec.source != job.condition:
             return tag is not None
-        idx = subset[: spec.samples or manifest.data.attack_samples]
-        return tag == config_hash(spec, idx.tolist(), manifest.experiment.attack_seed)
+        return tag == attack_identity(manifest, spec, subset)[1]
 
     return replace(job, stored=tuple(stored(w) for w in job.parts))
