@@ -52,7 +52,7 @@ docs-render:
 # finished models and attacks are reused from the store. On a machine with its own CUDA torch:
 # make results SUITE=/path/to/venv/bin/suite STUDY=seed-replication (see bench/gpu_env.sh).
 SUITE ?= $(BIN)/suite
-STUDIES := defensive-distillation dataset-distillation
+STUDIES := defensive-distillation dataset-distillation exact
 STUDY ?= $(STUDIES)
 results: $(if $(filter $(BIN)/suite,$(SUITE)),$(STAMP))
 	$(SUITE) data download mnist --root data

@@ -21,7 +21,8 @@ from pydantic import BaseModel
 from suite import schema
 
 REPORT_ONLY_FIELDS = frozenset({"baseline", "ensemble", "protocol"})  # how results are compared
-UNHASHED_FIELDS = REPORT_ONLY_FIELDS | {"seeds"}  # and which jobs run: neither changes a result
+# and which jobs run (a control's seeds, a verification's conditions): neither changes a result
+UNHASHED_FIELDS = REPORT_ONLY_FIELDS | {"seeds", "conditions"}
 
 
 def config_hash(*parts: Any) -> str:

@@ -166,12 +166,15 @@ class MatchedCondition(Strict):
 class DefensiveCondition(Strict):
     """Defensive distillation (Papernot et al. 2016): teacher and student at temperature T."""
 
+    UNHASHED_AT: ClassVar[dict[str, object]] = {"arch": None}  # added after results were stored
+
     name: Name
     kind: Literal["defensive"]
     temperature: float = Field(gt=0)
     teacher_epochs: int | None = Field(default=None, gt=0, le=MAX_EPOCHS)
     student_epochs: int | None = Field(default=None, gt=0, le=MAX_EPOCHS)
     attack_teacher: bool = False
+    arch: Arch | None = Field(default=None, description="overrides model.arch (teacher and student)")
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)
 
 
@@ -356,6 +359,12 @@ class VerifyBase(Strict):
     samples: int | None = Field(
         default=None, gt=0, le=MAX_SAMPLES, description="default: data.attack_samples"
     )
+    conditions: list[Name] | None = Field(
+        default=None,
+        min_length=1,
+        description="the conditions whose models it verifies (default: every condition), e.g. the "
+        "exact solver on the small networks only",
+    )
 
     @model_validator(mode="after")
     def _exact_is_linf(self) -> "VerifyBase":
@@ -433,7 +442,19 @@ class Manifest(Strict):
         bound propagation can walk (not `convnet`)."""
         if not self.verify:
             return self
+        names = [c.name for c in self.conditions]
+        for i, spec in enumerate(self.verify):
+            unknown = sorted(set(spec.conditions or []) - set(names))
+            if unknown:
+                raise ManifestFieldError(
+                    f"verify[{i}].conditions",
+                    f"names no condition of this manifest (one of {names})",
+                    unknown[0],
+                )
+        verified = {n for spec in self.verify for n in (spec.conditions or names)}
         for i, cond in enumerate(self.conditions):
+            if cond.name not in verified:
+                continue
             arch = getattr(cond, "arch", None) or self.model.arch
             why = unverifiable(arch)
             if why is not None:

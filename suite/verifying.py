@@ -18,9 +18,12 @@ VERIFY_BATCH = 16
 
 
 def verify_model(ctx: Context, run: ModelRun, subset: np.ndarray) -> dict[str, dict[str, float]]:
-    """Run (or reuse) each manifest verification on `run.model`; each one's summary metrics."""
+    """Run (or reuse) each manifest verification that covers `run`'s condition on `run.model`; each
+    one's summary metrics."""
     out = {}
     for spec in ctx.manifest.verify:
+        if spec.conditions is not None and run.condition not in spec.conditions:
+            continue
         idx = subset[: spec.samples or ctx.manifest.data.attack_samples]
         starts = _linf_attacks(ctx) if spec.kind == "exact" else []
         cfg = config_hash("verify", spec, idx.tolist(), *starts)

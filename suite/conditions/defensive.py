@@ -13,7 +13,7 @@ from suite.cache import cached_training
 from suite.conditions.common import train_model
 from suite.identity import ModelKey
 from suite.job import Context, Dependency, ModelRun
-from suite.manifest import DefensiveCondition, Manifest
+from suite.manifest import DefensiveCondition, Manifest, ModelSpec
 from suite.training import predict_logits
 
 
@@ -30,9 +30,10 @@ def defensive_keys(
     t = cond.temperature
     teacher_epochs = cond.teacher_epochs or m.train.epochs
     student_epochs = cond.student_epochs or m.train.epochs
+    model = ModelSpec(arch=cond.arch or m.model.arch)  # equal to m.model where arch is unset
     teacher_key = ModelKey(
         cond.name, cond.kind, schema.ROLE_TEACHER, seed,
-        ("teacher", Context.data_config_of(m), m.model, m.train, t, teacher_epochs, seed),
+        ("teacher", Context.data_config_of(m), model, m.train, t, teacher_epochs, seed),
         {"temperature": t, "train.epochs": teacher_epochs},
     )  # fmt: skip
     student_key = ModelKey(
@@ -46,8 +47,10 @@ def defensive_keys(
 def run_defensive(
     *, ctx: Context, cond: DefensiveCondition, seed: int, parent_id: str
 ) -> list[ModelRun]:
-    """Train (or reuse) the teacher, then the student on its soft labels; both are logged and linked."""
+    """Train (or reuse) the teacher, then the student, of the condition's `arch` (default
+    `model.arch`), on its soft labels; both are logged and linked."""
     m = ctx.manifest
+    arch = cond.arch or m.model.arch
     t = cond.temperature
     teacher_epochs = cond.teacher_epochs or m.train.epochs
     student_epochs = cond.student_epochs or m.train.epochs
@@ -64,9 +67,11 @@ def run_defensive(
             targets=ctx.data.train.y,
             epochs=teacher_epochs,
             temperature=t,
+            arch=arch,
         ),
         attack=cond.attack_teacher,
         tags={schema.STUDENT_CONFIG_HASH: student_key.hash},
+        arch=arch,
     )
 
     def train_student(run_id: str):
@@ -79,6 +84,7 @@ def run_defensive(
             targets=targets,
             epochs=student_epochs,
             temperature=t,
+            arch=arch,
         )
 
     student = cached_training(
@@ -88,6 +94,7 @@ def run_defensive(
         train_student,
         attack=True,
         tags={schema.TEACHER_RUN_ID: teacher.run_id},
+        arch=arch,
     )
     ctx.store.set_tags(teacher.run_id, {"student_run_id": student.run_id})
     return [teacher, student]

@@ -1,28 +1,42 @@
 """Exact minimal L∞ adversarial distortion by mixed-integer linear programming (the encoding of
-Tjeng, Xiao & Tedrake 2019, MIPVerify), solved by HiGHS through scipy's `milp`.
+Tjeng, Xiao & Tedrake 2019, MIPVerify), solved by HiGHS through its own interface (`highspy`).
 
-Per digit, bisection on ε: at each ε, for each class that CROWN cannot rule out inside the ball,
-a feasibility program asks for an input within ε of the digit (in the pixel box) where that class
-reaches the label's logit, every ReLU encoded exactly (a binary per unstable neuron, big-M from
-its pre-activation bounds over that ball; stable neurons are linear or zero). A feasible program
-is a witness, an infeasible one a proof, so the result is a bracket [largest ε proven clean,
-smallest ε proven adversarial] that closes to `tolerance` when every program is decided.
-Deviations from Tjeng et al.: bisection of feasibility programs instead of one program that
-minimises ε (whose relaxation HiGHS bounded at 0 for a disjunction over classes), and no LP-based
-bound tightening. Issue 30.
+Per digit and per class that CROWN cannot rule out inside the ball of the best distortion known,
+one program minimises the radius t of an input within t of the digit (in the pixel box) where that
+class reaches the label's logit, every ReLU encoded exactly (a binary per unstable neuron, big-M
+from its pre-activation bounds over that ball; stable neurons are linear or zero). Classes run
+from the most reachable; each program's t is capped by the best found so far, whose smaller ball
+gives the next ones tighter bounds. The result is the bracket [smallest dual bound over the
+classes, best witness], solved when it is narrower than `tolerance` (HiGHS's absolute gap).
+Deviations from Tjeng et al.: CROWN bounds instead of LP-tightened ones, and HiGHS's primal
+heuristics off (sub-MIPs took most of the time on MNIST MLPs, `bench/exact_speed.py`). Issue 30.
 """
 
+import os
+import sys
 import time
 from dataclasses import dataclass
+from functools import cache
 
+import highspy
 import numpy as np
 import torch
 from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
 from torch import Tensor
 
 from suite.verify.bounds import crown_bounds, linear_backward, pre_activation_bounds
 from suite.verify.network import Affine, Op, ReLU
+
+HEURISTICS_OFF = {
+    "mip_heuristic_effort": 0.0,
+    **{
+        f"mip_heuristic_run_{name}": False
+        for name in ("rins", "rens", "root_reduced_cost", "zi_round", "shifting",
+                     "feasibility_jump")  # fmt: skip
+    },
+}
+"""HiGHS options that stop it searching for feasible points by sub-MIPs: the per-class programs
+find their witness by branching, and the heuristics cost most of each solve's time."""
 
 
 @dataclass(frozen=True)
@@ -75,59 +89,36 @@ def minimal_linf(
     time_limit: float = 60.0,
 ) -> Exact:
     """The minimal L∞ distortion of one digit `x` ([1, *shape]) in [floor, eps_max] to within
-    `tolerance`, by bisection on ε: at each ε a feasibility program per class CROWN cannot rule
-    out (most reachable first) asks for an input in the ball that the class reaches; the ball's
-    own bounds leave few unstable neurons. `floor` is best the certified radius; `known` the
-    distortion of an adversarial already found (an attack's, checked by the model), which starts
-    the bracket's top and spares the widest, slowest programs. The bracket is [largest ε proven
-    clean, smallest ε proven adversarial]."""
+    `tolerance`: per class CROWN cannot rule out, one program minimising the radius (see the
+    module's docstring). `floor` is best the certified radius; `known` the distortion of an
+    adversarial already found (an attack's, checked by the model), which caps the first ball."""
     start = time.perf_counter()
     blocks = affine_blocks(ops)
-    lo, hi, status = floor, np.inf, "optimal"
-    eps = eps_max
-    if known is not None and floor < known <= eps_max:
-        hi, eps = known, (floor + known) / 2
-        if hi - lo <= tolerance:
-            return Exact(hi, lo, hi, True, "optimal", time.perf_counter() - start)
-    while True:
+    best = known if known is not None and floor < known <= eps_max else eps_max
+    found = best < eps_max or (known is not None and known == eps_max)
+    lower, status = best, "optimal"
+    if best - floor <= tolerance:
+        return Exact(best, floor, best, True, "optimal", time.perf_counter() - start)
+    for target in _reachable(ops, x, label, best):
         left = time_limit - (time.perf_counter() - start)
-        verdict = _adversarial_within(blocks, ops, x, label, eps, left) if left > 0 else None
-        if verdict is None:
-            status = "time limit"
-            break
-        if verdict:
-            hi = eps
-        else:
-            lo = eps
-            if not np.isfinite(hi):  # clean at eps_max itself
-                break
-        if np.isfinite(hi) and hi - lo <= tolerance:
-            break
-        eps = (lo + hi) / 2
-    seconds = time.perf_counter() - start
-    if not np.isfinite(hi) and status == "optimal":
-        return Exact(np.nan, eps_max, np.inf, False, "none within eps_max", seconds)
-    if status == "optimal":
-        return Exact(hi, lo, hi, True, "optimal", seconds)
-    return Exact(np.nan, lo, hi, False, status, seconds)
-
-
-def _adversarial_within(
-    blocks, ops: list[Op], x: Tensor, label: int, eps: float, seconds: float
-) -> bool | None:
-    """Whether some class reaches the label's logit for an input within `eps` of x (None: the
-    time ran out before it was decided)."""
-    start = time.perf_counter()
-    for target in _reachable(ops, x, label, eps):
-        left = seconds - (time.perf_counter() - start)
         if left <= 0:
-            return None
-        res = _solve(blocks, ops, x, label, target, eps, left)
-        if res.status == 0:
-            return True
-        if res.status != 2:  # neither found nor ruled out
-            return None
-    return False
+            lower, status = floor, "time limit"
+            break
+        value, bound, done = _minimise(blocks, ops, x, label, target, floor, best, tolerance, left)
+        if value is not None and value < best:
+            best, found = value, True
+        lower = min(lower, bound)
+        if not done:
+            status = "time limit"
+    seconds = time.perf_counter() - start
+    lower = max(min(lower, best), floor)
+    if not found:
+        if status == "optimal":
+            return Exact(np.nan, eps_max, np.inf, False, "none within eps_max", seconds)
+        return Exact(np.nan, lower, np.inf, False, status, seconds)
+    if status == "optimal" or best - lower <= tolerance:
+        return Exact(best, lower, best, True, "optimal", seconds)
+    return Exact(np.nan, lower, best, False, status, seconds)
 
 
 def _reachable(ops: list[Op], x: Tensor, label: int, eps: float) -> list[int]:
@@ -142,58 +133,110 @@ def _reachable(ops: list[Op], x: Tensor, label: int, eps: float) -> list[int]:
     return [j for j in order if j != label and reach[j] >= 0]
 
 
-def _solve(blocks, ops: list[Op], x: Tensor, label: int, target: int, eps: float, seconds: float):
-    """Is there an input within `eps` of x (in the pixel box) where `target`'s logit reaches
-    `label`'s? HiGHS stops at the first such input (status 0) or proves none (status 2)."""
-    pre = pre_activation_bounds(ops, x, torch.tensor([eps], dtype=x.dtype), "linf")
+def _minimise(
+    blocks, ops: list[Op], x: Tensor, label: int, target: int, floor: float, cap: float,
+    tolerance: float, seconds: float,
+) -> tuple[float | None, float, bool]:  # fmt: skip
+    """The smallest t in [floor, cap] with an input within t of x (in the pixel box) where
+    `target`'s logit reaches `label`'s: (the best t found or None, the proved lower bound, whether
+    the program was decided to `tolerance`). Infeasible: no such input, the bound is `cap`."""
+    model = _program(blocks, ops, x, label, target, floor, cap)
+    _silence_banner()
+    solver = highspy.Highs()
+    solver.setOptionValue("output_flag", False)
+    for name, value in {
+        **HEURISTICS_OFF, "threads": 1, "time_limit": float(seconds), "mip_abs_gap": tolerance,
+        "mip_rel_gap": 0.0,
+    }.items():  # fmt: skip
+        solver.setOptionValue(name, value)
+    solver.passModel(model)
+    solver.run()
+    status = solver.getModelStatus()
+    if status == highspy.HighsModelStatus.kInfeasible:
+        return None, cap, True
+    info = solver.getInfo()
+    has_point = info.primal_solution_status == 2  # kSolutionStatusFeasible
+    value = float(info.objective_function_value) if has_point else None
+    bound = max(float(info.mip_dual_bound), floor) if np.isfinite(info.mip_dual_bound) else floor
+    return value, bound, status == highspy.HighsModelStatus.kOptimal
+
+
+@cache
+def _silence_banner() -> None:
+    """Make the process's first HiGHS instance with standard output closed: its constructor
+    prints a copyright banner from C, into the middle of the progress bars, once per process."""
+    sys.stdout.flush()
+    saved, null = os.dup(1), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(null)
+
+
+def _program(
+    blocks, ops: list[Op], x: Tensor, label: int, target: int, floor: float, cap: float
+) -> "highspy.HighsLp":
+    """The MIPVerify program of one class: columns x, t, then per hidden layer z (pre-activation),
+    a (post-activation) and δ (binary: 1 active, 0 dead, fixed where the ball's bounds decide it),
+    minimising t; the ReLUs' big-M bounds are over the ball of radius `cap`."""
+    pre = pre_activation_bounds(ops, x, torch.tensor([cap], dtype=x.dtype), "linf")
     x0 = x.double().flatten().numpy()
     n0 = len(x0)
-    offsets, total = [], n0  # variables: x, then per hidden layer its a and δ
-    for w, _ in blocks[:-1]:
-        offsets.append(total)
-        total += 2 * w.shape[0]
-    lower, upper, integrality = np.zeros(total), np.zeros(total), np.zeros(total)
-    lower[:n0], upper[:n0] = np.clip(x0 - eps, 0, 1), np.clip(x0 + eps, 0, 1)
-    rows: list[sparse.csr_matrix] = []
-    lo_rhs: list[np.ndarray] = []
-    hi_rhs: list[np.ndarray] = []
-
-    def add(columns: dict[int, sparse.spmatrix], low: np.ndarray, high: np.ndarray) -> None:
-        height, parts, last = len(low), [], 0
-        for col in sorted(columns):
-            if col > last:
-                parts.append(sparse.csr_matrix((height, col - last)))
-            parts.append(sparse.csr_matrix(columns[col]))
-            last = col + columns[col].shape[1]
-        if last < total:
-            parts.append(sparse.csr_matrix((height, total - last)))
-        rows.append(sparse.hstack(parts, format="csr"))
-        lo_rhs.append(low)
-        hi_rhs.append(high)
-
+    t_at, total = n0, n0 + 1
+    col_lo = [np.clip(x0 - cap, 0, 1), [floor]]
+    col_hi = [np.clip(x0 + cap, 0, 1), [cap]]
+    integer = [np.zeros(n0 + 1)]
+    rows: list[tuple[dict[int, sparse.spmatrix | np.ndarray], np.ndarray, np.ndarray]] = []
+    ones = np.ones((n0, 1))
+    rows.append(({0: sparse.identity(n0), t_at: ones}, x0, np.full(n0, np.inf)))  # x + t ≥ x0
+    rows.append(({0: sparse.identity(n0), t_at: -ones}, np.full(n0, -np.inf), x0))  # x − t ≤ x0
     prev = 0
-    for (w, b), (lo_t, hi_t), a_at in zip(blocks[:-1], pre, offsets, strict=True):
+    for (w, b), (lo_t, hi_t) in zip(blocks[:-1], pre, strict=True):
         n = w.shape[0]
-        d_at = a_at + n
+        z, a, d = total, total + n, total + 2 * n
+        total += 3 * n
         lo, hi = lo_t.double().flatten().numpy(), hi_t.double().flatten().numpy()
-        eye, none = sparse.identity(n, format="csr"), np.full(n, -np.inf)
-        upper[a_at:d_at] = np.maximum(hi, 0)
-        integrality[d_at : d_at + n] = 1  # δ: 1 where active, 0 where dead, free where unstable
-        lower[d_at : d_at + n], upper[d_at : d_at + n] = lo >= 0, hi > 0
-        add({a_at: eye, prev: -w}, b, np.full(n, np.inf))  # a ≥ z (and a ≥ 0 by its bound)
+        eye, free, zeros = sparse.identity(n), np.full(n, -np.inf), np.zeros(n)
+        col_lo += [lo, zeros, (lo >= 0).astype(float)]
+        col_hi += [hi, np.maximum(hi, 0), (hi > 0).astype(float)]
+        integer += [zeros, zeros, np.ones(n)]
+        rows.append(({z: eye, prev: -w}, b, b))  # z = W·(previous) + b
+        rows.append(({a: eye, z: -eye}, zeros, np.full(n, np.inf)))  # a ≥ z (a ≥ 0: its bound)
         # a ≤ z − l(1 − δ): equality where active (δ = 1), vacuous where dead (z − l ≥ 0)
-        add({a_at: eye, prev: -w, d_at: -sparse.diags(lo)}, none, b - lo)
-        add({a_at: eye, d_at: -sparse.diags(np.maximum(hi, 0))}, none, np.zeros(n))  # a ≤ uδ
-        prev = a_at
+        rows.append(({a: eye, z: -eye, d: -sparse.diags(lo)}, free, -lo))
+        rows.append(({a: eye, d: -sparse.diags(np.maximum(hi, 0))}, free, zeros))  # a ≤ uδ
+        prev = a
     w_out, b_out = blocks[-1]
-    gap = (w_out[target] - w_out[label]).tocsr()  # o_target − o_label ≥ 0
-    add({prev: gap}, np.array([b_out[label] - b_out[target]]), np.array([np.inf]))
-    return milp(
-        np.zeros(total),
-        integrality=integrality,
-        bounds=Bounds(lower, upper),
-        constraints=LinearConstraint(
-            sparse.vstack(rows, format="csr"), np.concatenate(lo_rhs), np.concatenate(hi_rhs)
-        ),
-        options={"time_limit": seconds},
-    )
+    gap = w_out[target] - w_out[label]  # o_target − o_label ≥ 0
+    rows.append(({prev: gap}, np.array([b_out[label] - b_out[target]]), np.array([np.inf])))
+    matrix = sparse.vstack([_row_block(cols, len(low), total) for cols, low, _ in rows], "csc")
+    lp = highspy.HighsLp()
+    lp.num_col_, lp.num_row_ = total, matrix.shape[0]
+    cost = np.zeros(total)
+    cost[t_at] = 1.0
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, np.concatenate(col_lo), np.concatenate(col_hi)
+    lp.row_lower_ = np.concatenate([low for _, low, _ in rows])
+    lp.row_upper_ = np.concatenate([high for _, _, high in rows])
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_, lp.a_matrix_.index_ = matrix.indptr, matrix.indices
+    lp.a_matrix_.value_ = matrix.data
+    kinds = (highspy.HighsVarType.kContinuous, highspy.HighsVarType.kInteger)
+    lp.integrality_ = [kinds[int(v)] for v in np.concatenate(integer)]
+    return lp
+
+
+def _row_block(columns: dict[int, sparse.spmatrix | np.ndarray], height: int, total: int):
+    """Rows of `height` whose blocks start at the given columns (zero elsewhere), `total` wide."""
+    parts, last = [], 0
+    for col in sorted(columns):
+        block = sparse.csr_matrix(columns[col])
+        if col > last:
+            parts.append(sparse.csr_matrix((height, col - last)))
+        parts.append(block)
+        last = col + block.shape[1]
+    if last < total:
+        parts.append(sparse.csr_matrix((height, total - last)))
+    return sparse.hstack(parts, format="csr")
