@@ -174,7 +174,9 @@ class DefensiveCondition(Strict):
     teacher_epochs: int | None = Field(default=None, gt=0, le=MAX_EPOCHS)
     student_epochs: int | None = Field(default=None, gt=0, le=MAX_EPOCHS)
     attack_teacher: bool = False
-    arch: Arch | None = Field(default=None, description="overrides model.arch (teacher and student)")
+    arch: Arch | None = Field(
+        default=None, description="overrides model.arch (teacher and student)"
+    )
     baseline: Name | None = Field(default=None, description=BASELINE_HELP)
 
 

@@ -31,8 +31,14 @@ HEURISTICS_OFF = {
     "mip_heuristic_effort": 0.0,
     **{
         f"mip_heuristic_run_{name}": False
-        for name in ("rins", "rens", "root_reduced_cost", "zi_round", "shifting",
-                     "feasibility_jump")  # fmt: skip
+        for name in (
+            "rins",
+            "rens",
+            "root_reduced_cost",
+            "zi_round",
+            "shifting",
+            "feasibility_jump",
+        )  # fmt: skip
     },
 }
 """HiGHS options that stop it searching for feasible points by sub-MIPs: the per-class programs
@@ -217,7 +223,11 @@ def _program(
     lp.num_col_, lp.num_row_ = total, matrix.shape[0]
     cost = np.zeros(total)
     cost[t_at] = 1.0
-    lp.col_cost_, lp.col_lower_, lp.col_upper_ = cost, np.concatenate(col_lo), np.concatenate(col_hi)
+    lp.col_cost_, lp.col_lower_, lp.col_upper_ = (
+        cost,
+        np.concatenate(col_lo),
+        np.concatenate(col_hi),
+    )
     lp.row_lower_ = np.concatenate([low for _, low, _ in rows])
     lp.row_upper_ = np.concatenate([high for _, _, high in rows])
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
