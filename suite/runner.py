@@ -8,6 +8,7 @@ runs the same in this process, in a Ray worker, or on another machine logging to
 import functools
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
@@ -169,18 +170,37 @@ def log_finished(
 def local_executor(
     jobs: list[Job], uri: str, experiment_id: str, parents: dict[str, str], progress: Progress
 ) -> list[list[Row]]:
-    """In this process, one job after another (the default). Each job's line estimates the time
-    left from the mean wall time of the jobs this process computed (reused ones take seconds)."""
-    results = []
+    """In this process, one job after another (the default). A job another process on the same
+    store is running is put off to the end, once, so that processes sharing a study split its
+    jobs instead of queueing behind each other (at the end this one waits for it and reuses what
+    it made). Each job's line estimates the time left from the mean wall time of the jobs this
+    process computed (reused ones take seconds)."""
+    store = Store(uri)
+    results: list[list[Row]] = [[] for _ in jobs]
     computed: list[float] = []
-    for done, job in enumerate(jobs, start=1):
-        start = time.monotonic()
-        rows = run_job(job, uri, experiment_id, parents[job.condition], progress)
+    queue, put_off, done = deque(range(len(jobs))), set(), 0
+    while queue:
+        i = queue.popleft()
+        job = jobs[i]
+        key = f"job/{experiment_id}/{job.condition}/{job.seed}/{parents[job.condition]}"
+        waiting = functools.partial(_job_waiting, progress, job)
+        with store.claim(key, waiting, block=i in put_off) as mine:
+            if not mine:
+                put_off.add(i)
+                queue.append(i)
+                continue
+            start = time.monotonic()
+            rows = run_job(job, uri, experiment_id, parents[job.condition], progress)
         if not all(r.reused for r in rows):
             computed.append(time.monotonic() - start)
+        done += 1
         log_finished(progress, job, rows, done, sum(computed) / len(computed) if computed else None)
-        results.append(rows)
+        results[i] = rows
     return results
+
+
+def _job_waiting(progress: Progress, job: Job, holder: str) -> None:
+    progress.log(f"{job.condition} seed {job.seed}: {holder} is running this job; waiting")
 
 
 def job_done_line(job: Job, rows: list[Row], done: int, pace: float | None = None) -> str:

@@ -156,17 +156,21 @@ def alive(pid: int) -> bool:
 
 @contextmanager
 def file_claim(
-    folder: Path, key: str, waiting: Callable[[str], None] | None = None
-) -> Iterator[None]:
+    folder: Path, key: str, waiting: Callable[[str], None] | None = None, *, block: bool = True
+) -> Iterator[bool]:
     """Hold an exclusive lock on `key`'s file under `folder` while the body runs (the kernel drops
     it when its holder dies, `kill -9` included); `waiting(holder)` is called once if another
-    process holds it, and the body then runs after it, so it finds the work made."""
+    process holds it, and the body then runs after it, so it finds the work made. With `block`
+    false the body runs at once, given False, where another process holds it (True: held here)."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.lock"
     with open(path, "a+", encoding="utf-8") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not block:
+                yield False
+                return
             handle.seek(0)
             holder = handle.read(200).strip() or "another process"
             if waiting is not None:
@@ -177,6 +181,6 @@ def file_claim(
         handle.write(f"process {os.getpid()} on {socket.gethostname()}")
         handle.flush()
         try:
-            yield
+            yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)

@@ -400,3 +400,38 @@ def test_both_executors_report_a_failed_job_through_one_path():
     log_finished(log, job, [failed_row(job, "training diverged: lower lr")], 1)  # type: ignore[arg-type]
     assert log.lines[0] == "FAILED t50 seed 2: training diverged: lower lr"
     assert log.lines[1].endswith("job 1/1 failed: t50 seed 2; 0 left")
+
+
+def test_a_job_another_process_runs_is_put_off_and_its_result_kept_in_order(tmp_path, monkeypatch):
+    """Two processes sharing a study split its jobs: a job whose claim is held elsewhere is put
+    off to the end (then waited for), the others run first, and the rows come back in job order."""
+    import threading
+
+    from suite import runner
+    from suite.schema import Status
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    held, release = threading.Event(), threading.Event()
+
+    def other_process() -> None:
+        with Store(uri).claim("job/e/a/0/p"):
+            held.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=other_process)
+    holder.start()
+    held.wait(60)
+    calls = []
+
+    def run_job(job, uri, experiment_id, parent_id, progress):
+        calls.append(job.seed)
+        if job.seed == 2:
+            release.set()
+        return [runner.Row(job.condition, job.kind, job.seed, "model", Status.FINISHED)]
+
+    monkeypatch.setattr(runner, "run_job", run_job)
+    jobs = [runner.Job(manifest={}, condition="a", kind="standard", seed=s) for s in (0, 1, 2)]
+    results = runner.local_executor(jobs, uri, "e", {"a": "p"}, NullProgress())
+    holder.join(60)
+    assert calls == [1, 2, 0]
+    assert [rows[0].seed for rows in results] == [0, 1, 2]

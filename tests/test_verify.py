@@ -334,3 +334,73 @@ def test_exact_values_are_compared_with_the_attacks_paired_statistics():
     assert row.ratio == pytest.approx(1.5, rel=1e-6)
     assert row.n_pairs == 11  # digits 0-9 and the ∞ one; digit 10 is open under t100
     assert row.n_other_infinite == 1
+
+
+def test_a_verification_covers_its_conditions_only_and_a_defensive_condition_trains_its_arch(
+    tmp_path,
+):
+    """`verify.conditions` limits a verification to the models of those conditions, and a defensive
+    condition's `arch` builds its teacher and student as that network (not `model.arch`)."""
+    from tiny_manifests import tiny_manifest
+
+    from suite.manifest import validate_manifest
+    from suite.models import SmallMLP, Tiny
+    from suite.runner import run_manifest
+    from suite.tracking import Store
+
+    store = Store(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    raw = tiny_manifest(
+        "filtered",
+        attacks=[FMN_LINF],
+        conditions=[
+            {"name": "base", "kind": "standard", "arch": "mlp-small"},
+            {"name": "t20", "kind": "defensive", "temperature": 20, "arch": "mlp-small"},
+            {"name": "cnn", "kind": "standard"},
+        ],
+    )
+    raw["data"]["attack_samples"] = 4
+    raw["verify"] = [
+        {"name": "cert", "kind": "certified"},
+        {"name": "exact", "kind": "exact", "conditions": ["t20"], "params": {"time_limit": 4}},
+    ]
+    rows = {
+        (r.condition, r.role): r
+        for r in run_manifest(validate_manifest(raw, "f.toml"), store=store)
+    }
+    assert {r.status for r in rows.values()} == {"FINISHED"}
+    assert set(rows["t20", "student"].verified) == {"cert", "exact"}
+    assert set(rows["base", "model"].verified) == set(rows["cnn", "model"].verified) == {"cert"}
+    assert isinstance(store.load_model(rows["t20", "student"].run_id), SmallMLP)
+    assert isinstance(store.load_model(rows["cnn", "model"].run_id), Tiny)
+    teacher_of = store.get(rows["t20", "student"].run_id).tags["teacher_run_id"]
+    assert isinstance(store.load_model(teacher_of), SmallMLP)
+
+
+def test_a_verification_naming_an_unknown_condition_is_one_line_error(tmp_path):
+    from tiny_manifests import tiny_manifest, to_toml
+    from typer.testing import CliRunner
+
+    from suite.cli import app
+
+    raw = tiny_manifest("bad")
+    raw["verify"] = [{"name": "exact", "kind": "exact", "conditions": ["base", "nope"]}]
+    path = tmp_path / "m.toml"
+    path.write_text(to_toml(raw))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    assert line.startswith(f"{path}: verify[0].conditions: names no condition of this manifest")
+    assert "'nope'" in line or "nope" in line
+
+
+def test_an_unsound_big_m_is_caught_by_the_grid_search(monkeypatch):
+    """A deliberately wrong encoding, ReLU bounds from a ball a tenth the size, makes the program
+    miss adversarials the grid finds: the grid-search test would fail on it."""
+    import suite.verify.exact as exact
+
+    real = exact.pre_activation_bounds
+    monkeypatch.setattr(
+        exact, "pre_activation_bounds", lambda ops, x, eps, norm: real(ops, x, eps / 10, norm)
+    )
+    with pytest.raises(AssertionError):
+        test_the_exact_minimal_linf_distortion_matches_a_grid_search()

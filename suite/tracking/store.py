@@ -149,17 +149,20 @@ class Store(RunLifecycle, ArtifactFiles):
         return reaped
 
     @contextmanager
-    def claim(self, key: str, waiting: Callable[[str], None] | None = None) -> Iterator[None]:
+    def claim(
+        self, key: str, waiting: Callable[[str], None] | None = None, *, block: bool = True
+    ) -> Iterator[bool]:
         """Hold the claim on `key` (a model's or a result's identity) while the body makes it, so
         a second process on the same store waits instead of making it again (`sqlite_store.file_claim`,
-        a lock file under `claims/` beside the database). A tracking server gives no such lock: there the body
-        runs unclaimed."""
+        a lock file under `claims/` beside the database); with `block` false the body is told
+        (False) that another process holds it instead. A tracking server gives no such lock: there
+        the body runs unclaimed (True)."""
         db = sqlite_file(self.uri)
         if db is None:
-            yield
+            yield True
             return
-        with file_claim(db.parent / "claims", key, waiting):
-            yield
+        with file_claim(db.parent / "claims", key, waiting, block=block) as mine:
+            yield mine
 
     def search(self, experiment_id: str, filter_string: str) -> list[StoredRun]:
         """The runs of the experiment matching MLflow's `filter_string`, newest first, that keep
