@@ -51,7 +51,8 @@ class Work:
     `batch`, with a backward pass to `grad` ("none": forward only), under bfloat16 autocast where
     `bf16`; `bound` where the loop may stop sooner; `passes` None where its length depends on the
     data. `role` is the model the part makes or attacks (None: the job's model under attack), and
-    `attack` the attack it runs, so that a dry run can tell which parts the store already holds."""
+    `attack` the attack (`verify` the verification) it runs, so that a dry run can tell which parts
+    the store already holds."""
 
     what: str
     passes: float | None
@@ -62,6 +63,7 @@ class Work:
     bf16: bool = False
     role: str | None = None
     attack: str | None = None
+    verify: str | None = None
 
 
 def attack_work(kind: str, params: dict, digits: int, batch: int, name: str, net: str) -> Work:
@@ -153,6 +155,11 @@ def job_parts(
                 work = Work(f"attack {attack.name} (evaluated)", n, work.batch, net, grad="none")
             of = f" ({role})" if role else ""
             parts.append(replace(work, what=work.what + of, role=role, attack=attack.name))
+        for spec in manifest.verify:  # solver and bisection lengths depend on each digit
+            if spec.conditions is None or condition in spec.conditions:
+                of = f" ({role})" if role else ""
+                what = f"verify {spec.name}{of}"
+                parts.append(Work(what, None, 1, net, "none", role=role, verify=spec.name))
     return parts
 
 

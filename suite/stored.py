@@ -16,6 +16,7 @@ from suite.identity import ModelKey, config_hash
 from suite.job import Dependency
 from suite.manifest import AttackSpec, Condition, Manifest
 from suite.tracking import Store, StoredRun
+from suite.verifying import verify_identity
 
 
 def stored_models(
@@ -51,19 +52,25 @@ def mark_stored(
     job: JobEstimate, store: Store, experiment_id: str, manifest: Manifest, subset: np.ndarray,
     digest: str,
 ) -> JobEstimate:  # fmt: skip
-    """`job` with its `stored` flags: a training part where its model is stored, an attack part
-    where the attacked model holds that attack's result with today's config hash (a transfer
-    attack's hash depends on the source's stored images: any stored result of it counts)."""
+    """`job` with its `stored` flags: a training part where its model is stored, an attack (or
+    verification) part where the attacked model holds that result with today's config hash (a
+    transfer attack's hash depends on the source's stored images: any stored result of it
+    counts)."""
     cond = next(c for c in manifest.conditions if c.name == job.condition)
     models = stored_models(store, experiment_id, manifest, cond, job.seed, digest)
     by_role = {key.role: run for key, run in models}
     attacked = models[-1][1] if models else None
     specs = {a.name: a for a in manifest.attacks}
+    verifications = {v.name: v for v in manifest.verify}
 
     def stored(work: Work) -> bool:
         run = attacked if work.role is None else by_role.get(work.role)
         if run is None:
             return False
+        if work.verify is not None:
+            spec = verifications[work.verify]
+            tag = run.tags.get(schema.result_tag(schema.verify_result(spec.name)))
+            return tag == verify_identity(manifest, spec, subset)[1]
         if work.attack is None:
             return True
         spec = specs[work.attack]

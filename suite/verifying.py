@@ -10,7 +10,7 @@ from suite.attacks import attack_kind
 from suite.cache import cached_result
 from suite.identity import config_hash
 from suite.job import Context, ModelRun
-from suite.manifest import AttackSpec, VerifySpec
+from suite.manifest import AttackSpec, Manifest, VerifySpec
 from suite.verify.kinds import summarize_verification, verify_digits
 
 VERIFY_BATCH = 16
@@ -24,19 +24,27 @@ def verify_model(ctx: Context, run: ModelRun, subset: np.ndarray) -> dict[str, d
     for spec in ctx.manifest.verify:
         if spec.conditions is not None and run.condition not in spec.conditions:
             continue
-        idx = subset[: spec.samples or ctx.manifest.data.attack_samples]
-        starts = _linf_attacks(ctx) if spec.kind == "exact" else []
-        cfg = config_hash("verify", spec, idx.tolist(), *starts)
+        idx, cfg = verify_identity(ctx.manifest, spec, subset)
         out[spec.name] = cached_result(
             ctx, run, schema.verify_result(spec.name), cfg, _computation(ctx, run, spec, idx)
         )
     return out
 
 
-def _linf_attacks(ctx: Context) -> list[AttackSpec]:
+def verify_identity(
+    manifest: Manifest, spec: VerifySpec, subset: np.ndarray
+) -> tuple[np.ndarray, str]:
+    """The digits verification `spec` runs on (a prefix of `subset`) and the config hash its
+    stored result carries (the exact solver's also names the attacks it starts from)."""
+    idx = subset[: spec.samples or manifest.data.attack_samples]
+    starts = _linf_attacks(manifest) if spec.kind == "exact" else []
+    return idx, config_hash("verify", spec, idx.tolist(), *starts)
+
+
+def _linf_attacks(manifest: Manifest) -> list[AttackSpec]:
     """The manifest's own minimal-L∞ attacks (not transfers): where the exact solver starts."""
     return [
-        a for a in ctx.manifest.attacks
+        a for a in manifest.attacks
         if a.source is None and attack_kind(a.kind).minimal_norm == "linf"
     ]  # fmt: skip
 
@@ -45,7 +53,7 @@ def _best_linf(ctx: Context, run: ModelRun, idx: np.ndarray) -> np.ndarray:
     """Per digit of `idx`, the smallest L∞ distortion of a successful adversarial among the
     manifest's minimal-L∞ attacks on `run` (NaN where none succeeded)."""
     best = pd.Series(np.nan, index=idx)
-    for spec in _linf_attacks(ctx):
+    for spec in _linf_attacks(ctx.manifest):
         records = ctx.store.load_table(run.run_id, schema.attack_records(spec.name))
         won = records[records["success"].astype(bool)].groupby("sample_index")["linf"].min()
         best = best.combine(won.reindex(idx), lambda a, b: np.fmin(a, b))
