@@ -103,7 +103,7 @@ def minimal_linf(
     best = known if known is not None and floor < known <= eps_max else eps_max
     found = best < eps_max or (known is not None and known == eps_max)
     lower, status = best, "optimal"
-    if best - floor <= tolerance:
+    if found and best - floor <= tolerance:
         return Exact(best, floor, best, True, "optimal", time.perf_counter() - start)
     for target in _reachable(ops, x, label, best):
         left = time_limit - (time.perf_counter() - start)
