@@ -263,6 +263,12 @@ def test_verifications_pair_with_the_attacks_and_no_attack_beats_a_certified_rad
     )  # fmt: skip
     text = (tmp_path / "twin" / "report.md").read_text()
     assert ". The comparison on exact minimal distortions" in text
+    answer = text.split("## Answer", 1)[1].split("\n## ", 1)[0]  # the proofs are in the answer
+    assert (
+        "on the exact minimal L∞ distortions, the ratio to the baseline is `twin` against "
+        "`base` 1.00" in answer
+    )
+    assert "No attack reported an adversarial inside a certified radius." in answer
     exact = pd.read_csv(tmp_path / "twin" / "tables" / "comparisons_exact.csv")
     pooled = exact[(exact["scope"] == "pooled") & (exact["subset"] == "all digits")]
     assert pooled["n_pairs"].tolist() == [2] and pooled["ratio"].tolist() == [1.0]
