@@ -249,6 +249,9 @@ def test_verifications_pair_with_the_attacks_and_no_attack_beats_a_certified_rad
     out = render_report(data, tmp_path / "report", formats=("md",))
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Bounds on the true minimal distortion" in text and "Soundness check: no attack" in text
+    for norm in ("linf", "l2"):  # the brackets' figure per norm, drawn
+        assert f"(figures/brackets_{norm}.png)" in text
+        assert (tmp_path / "report" / "figures" / f"brackets_{norm}.png").stat().st_size > 5000
     assert out is not None
     # a twin of the model as a second condition, its digits marked solved at the bracket's top
     # (the tiny time limit leaves them open): the exact values get their own comparison

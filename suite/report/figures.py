@@ -236,3 +236,40 @@ def primary_forest(primary: pd.DataFrame, path: Path, margin: float, label: str)
     ax.grid(alpha=0.3, axis="x")
     ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0, 1), frameon=False)
     return save(fig, path)
+
+
+def distortion_brackets(
+    verified: pd.DataFrame, best: pd.Series, norm: str, path: Path, order: Sequence[str]
+) -> Path:
+    """One panel per model: its correctly classified (seed, digit) rows of the `norm`
+    verifications, sorted by the attacks' best distortion `best` (indexed by condition, seed,
+    sample_index), with the certified radius below it, the exact minimum where solved (dots) and
+    the bracket left open by the time limit (grey bars): where the truth lies, digit by digit."""
+    rows = verified[(verified["norm"] == norm) & (verified["status"] != "misclassified")]
+    models = [c for c in order if c in set(rows["condition"])]
+    fig = Figure(figsize=(3.2 * max(len(models), 1), 3.4))
+    axes = np.atleast_1d(fig.subplots(1, max(len(models), 1), sharey=True))
+    keys = ["condition", "seed", "sample_index"]
+    for ax, model in zip(axes, models, strict=False):
+        mine = rows[rows["condition"] == model]
+        attacked = best.reindex(pd.MultiIndex.from_frame(mine[keys].drop_duplicates()))
+        ranked = attacked.sort_values(na_position="last")
+        x = pd.Series(np.arange(len(ranked)), index=ranked.index)
+        ax.plot(x, ranked.to_numpy(), "-", color="k", lw=1, label="attacks' best")
+        for name, group in mine.groupby("verification", sort=False):
+            at = x.reindex(pd.MultiIndex.from_frame(group[keys])).to_numpy()
+            if group["kind"].iloc[0] == "certified":
+                lower = pd.Series(group["lower"].to_numpy(), index=at).sort_index()
+                ax.plot(lower.index, lower.to_numpy(), "-", lw=1, label=f"{name} (certified)")
+                continue
+            solved = group["solved"].astype(bool).to_numpy()
+            ax.plot(at[solved], group["value"].to_numpy()[solved], ".", ms=3, label=f"{name}")
+            found = ranked.reindex(pd.MultiIndex.from_frame(group[keys])).to_numpy(dtype=float)
+            upper = np.fmin(group["upper"].to_numpy(dtype=float), found)  # the truth is below both
+            ax.vlines(at[~solved], group["lower"].to_numpy()[~solved], upper[~solved],
+                      color="0.6", lw=1, label=f"{name}: open bracket")  # fmt: skip
+        ax.set(title=model, xlabel="digit, by the attacks' best")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel(f"{NORM_LABELS[norm]} distortion")
+    axes[0].legend(fontsize=7, loc="upper left")
+    return save(fig, path)

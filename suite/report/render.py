@@ -274,6 +274,16 @@ def _render(
         files.table(bounded, "brackets")
         body += ["## Bounds on the true minimal distortion", "", _BRACKETS_NOTE, ""]
         body += [*_brackets_md(bounded), *_violations_md(bad)]
+        for norm in dict.fromkeys(data.verified["norm"]):
+            body += files.figure(
+                figures.distortion_brackets(
+                    data.verified, brackets.best_found(f.attacks, norm), norm,
+                    files.png(f"brackets_{norm}"), f.order,
+                ),
+                f"Each digit's bracket at {NORM_LABELS[norm]}: the attacks' best above, the "
+                "certified radius below, the exact minimum where the solver closed it (dots) and "
+                "the bracket it left open (grey).",
+            )  # fmt: skip
     if not f.exact.empty:
         files.table(f.exact, "comparisons_exact")
         body += ["## The comparison on exact minimal distortions", "", _EXACT_NOTE, ""]
