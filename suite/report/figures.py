@@ -271,5 +271,6 @@ def distortion_brackets(
         ax.set(title=model, xlabel="digit, by the attacks' best")
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"{NORM_LABELS[norm]} distortion")
-    axes[0].legend(fontsize=7, loc="upper left")
+    fullest = max(axes, key=lambda ax: len(ax.get_legend_handles_labels()[0]))
+    fullest.legend(fontsize=7, loc="upper left")  # where every kind of series is drawn
     return save(fig, path)
