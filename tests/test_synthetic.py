@@ -132,7 +132,7 @@ def test_recipe_defaults_per_architecture_and_overrides():
         (
             "arch",
             "resnet",
-            "conditions[1].arch: must be one of 'convnet', 'cw-mnist', 'mlp' or 'tiny'",
+            "conditions[1].arch: must be one of 'convnet', 'cw-mnist', 'mlp', 'mlp-small' or 'tiny'",
         ),
         ("eval", {"min_test_acc": 1.5}, "conditions[1].eval.min_test_acc: must be <= 1"),
         ("eval", {"optimizer": "rmsprop"}, "conditions[1].eval.optimizer: must be one of"),

@@ -21,7 +21,7 @@ from suite.verify.network import forward as form_forward
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.mark.parametrize("arch", ["mlp", "tiny", "cw-mnist"])
+@pytest.mark.parametrize("arch", ["mlp", "mlp-small", "tiny", "cw-mnist"])
 def test_the_linear_form_computes_the_logits_and_its_transposes_are_adjoints(arch):
     torch.manual_seed(0)
     model = build_model(arch, dropout=0.5).eval()
@@ -249,6 +249,9 @@ def test_verifications_pair_with_the_attacks_and_no_attack_beats_a_certified_rad
     out = render_report(data, tmp_path / "report", formats=("md",))
     text = (tmp_path / "report" / "report.md").read_text()
     assert "Bounds on the true minimal distortion" in text and "Soundness check: no attack" in text
+    records = pd.read_csv(tmp_path / "report" / "tables" / "per_digit_verified.csv.gz")
+    assert set(records["verification"]) == {"cert-linf", "cert-l2", "exact"}  # published
+    assert {"sample_index", "lower", "value", "upper", "solved", "seconds"} <= set(records)
     for norm in ("linf", "l2"):  # the brackets' figure per norm, drawn
         assert f"(figures/brackets_{norm}.png)" in text
         assert (tmp_path / "report" / "figures" / f"brackets_{norm}.png").stat().st_size > 5000

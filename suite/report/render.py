@@ -272,6 +272,7 @@ def _render(
     body += _masking_sections(f, files)
     if not bounded.empty:
         files.table(bounded, "brackets")
+        files.table(data.verified, "per_digit_verified", compressed=True)  # behind the brackets
         body += ["## Bounds on the true minimal distortion", "", _BRACKETS_NOTE, ""]
         body += [*_brackets_md(bounded), *_violations_md(bad)]
         for norm in dict.fromkeys(data.verified["norm"]):
