@@ -147,17 +147,16 @@ def job_parts(
         first = cond.set_seed is None or seed == manifest.seeds_of(condition)[0]
         parts += _synthetic_parts(cond, net, n_train, distil=first)
     for role in attacked:
+        of = f" ({role})" if role else ""
         for attack in manifest.attacks:
             n = attack.samples or digits
             batch = attack_batch_size(attack.batch_size, device, n, rows_per=1)
             work = attack_work(attack.kind, attack.params.model_dump(), n, batch, attack.name, net)
             if attack.source is not None and attack.source != condition:  # crafted on the source
                 work = Work(f"attack {attack.name} (evaluated)", n, work.batch, net, grad="none")
-            of = f" ({role})" if role else ""
             parts.append(replace(work, what=work.what + of, role=role, attack=attack.name))
         for spec in manifest.verify:  # solver and bisection lengths depend on each digit
-            if spec.conditions is None or condition in spec.conditions:
-                of = f" ({role})" if role else ""
+            if spec.covers(condition):
                 what = f"verify {spec.name}{of}"
                 parts.append(Work(what, None, 1, net, "none", role=role, verify=spec.name))
     return parts

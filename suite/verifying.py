@@ -22,7 +22,7 @@ def verify_model(ctx: Context, run: ModelRun, subset: np.ndarray) -> dict[str, d
     one's summary metrics."""
     out = {}
     for spec in ctx.manifest.verify:
-        if spec.conditions is not None and run.condition not in spec.conditions:
+        if not spec.covers(run.condition):
             continue
         idx, cfg = verify_identity(ctx.manifest, spec, subset)
         out[spec.name] = cached_result(

@@ -257,14 +257,15 @@ def distortion_brackets(
         x = pd.Series(np.arange(len(ranked)), index=ranked.index)
         ax.plot(x, ranked.to_numpy(), "-", color="k", lw=1, label="attacks' best")
         for name, group in mine.groupby("verification", sort=False):
-            at = x.reindex(pd.MultiIndex.from_frame(group[keys])).to_numpy()
+            digits = pd.MultiIndex.from_frame(group[keys])
+            at = x.reindex(digits).to_numpy()
             if group["kind"].iloc[0] == "certified":
                 lower = pd.Series(group["lower"].to_numpy(), index=at).sort_index()
                 ax.plot(lower.index, lower.to_numpy(), "-", lw=1, label=f"{name} (certified)")
                 continue
             solved = group["solved"].astype(bool).to_numpy()
             ax.plot(at[solved], group["value"].to_numpy()[solved], ".", ms=3, label=f"{name}")
-            found = ranked.reindex(pd.MultiIndex.from_frame(group[keys])).to_numpy(dtype=float)
+            found = ranked.reindex(digits).to_numpy(dtype=float)
             upper = np.fmin(group["upper"].to_numpy(dtype=float), found)  # the truth is below both
             ax.vlines(at[~solved], group["lower"].to_numpy()[~solved], upper[~solved],
                       color="0.6", lw=1, label=f"{name}: open bracket")  # fmt: skip

@@ -100,8 +100,8 @@ def minimal_linf(
     adversarial already found (an attack's, checked by the model), which caps the first ball."""
     start = time.perf_counter()
     blocks = affine_blocks(ops)
-    best = known if known is not None and floor < known <= eps_max else eps_max
-    found = best < eps_max or (known is not None and known == eps_max)
+    found = known is not None and floor < known <= eps_max
+    best = known if found else eps_max
     lower, status = best, "optimal"
     if found and best - floor <= tolerance:
         return Exact(best, floor, best, True, "optimal", time.perf_counter() - start)
