@@ -182,7 +182,7 @@ def local_executor(
     while queue:
         i = queue.popleft()
         job = jobs[i]
-        key = f"job/{experiment_id}/{job.condition}/{job.seed}/{parents[job.condition]}"
+        key = job_claim(job, experiment_id, parents[job.condition])
         waiting = functools.partial(_job_waiting, progress, job)
         with store.claim(key, waiting, block=i in put_off) as mine:
             if not mine:
@@ -197,6 +197,11 @@ def local_executor(
         log_finished(progress, job, rows, done, sum(computed) / len(computed) if computed else None)
         results[i] = rows
     return results
+
+
+def job_claim(job: Job, experiment_id: str, parent_id: str) -> str:
+    """The key a process holds while it runs `job` (its condition's parent run names its settings)."""
+    return f"job/{experiment_id}/{job.condition}/{job.seed}/{parent_id}"
 
 
 def _job_waiting(progress: Progress, job: Job, holder: str) -> None:

@@ -412,9 +412,10 @@ def test_a_job_another_process_runs_is_put_off_and_its_result_kept_in_order(tmp_
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     held, release = threading.Event(), threading.Event()
+    jobs = [runner.Job(manifest={}, condition="a", kind="standard", seed=s) for s in (0, 1, 2)]
 
     def other_process() -> None:
-        with Store(uri).claim("job/e/a/0/p"):
+        with Store(uri).claim(runner.job_claim(jobs[0], "e", "p")):
             held.set()
             release.wait(60)
 
@@ -430,7 +431,6 @@ def test_a_job_another_process_runs_is_put_off_and_its_result_kept_in_order(tmp_
         return [runner.Row(job.condition, job.kind, job.seed, "model", Status.FINISHED)]
 
     monkeypatch.setattr(runner, "run_job", run_job)
-    jobs = [runner.Job(manifest={}, condition="a", kind="standard", seed=s) for s in (0, 1, 2)]
     results = runner.local_executor(jobs, uri, "e", {"a": "p"}, NullProgress())
     holder.join(60)
     assert calls == [1, 2, 0]
