@@ -62,7 +62,7 @@ def solve_all(model, x, y, known, cert, args, options) -> list[exact.Exact]:
     exact.HEURISTICS_OFF = options  # the variant: the solver reads its options at each solve
     out = []
     for i in range(len(x)):
-        out.append(exact.minimal_linf(
+        out.append(exact.minimal_distortion(
             ops, x[i : i + 1].double(), int(y[i]), 0.5, floor=float(cert[i]),
             known=float(known[i]) if np.isfinite(known[i]) else None,
             tolerance=args.tolerance, time_limit=args.time_limit,

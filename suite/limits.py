@@ -8,3 +8,4 @@ MAX_BINARY_STEPS = 100  # C&W's search over its constant
 MAX_NETS = 1_000  # networks sampled per distillation iteration
 MAX_RESTARTS = 100  # random restarts of a fixed-budget attack
 MAX_L2_RADIUS = 28.0  # √784: the largest L2 distance between two 28 × 28 images in [0, 1]
+MAX_L1_RADIUS = 784.0  # the largest L1 distance between two 28 × 28 images in [0, 1]

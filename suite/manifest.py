@@ -357,7 +357,7 @@ class VerifyBase(Strict):
     experiment's shared test subset (`suite.verify.kinds`)."""
 
     name: Name
-    norm: Literal["linf", "l2"] = "linf"
+    norm: Literal["linf", "l2", "l1"] = "linf"
     samples: int | None = Field(
         default=None, gt=0, le=MAX_SAMPLES, description="default: data.attack_samples"
     )
@@ -373,11 +373,25 @@ class VerifyBase(Strict):
         return self.conditions is None or condition in self.conditions
 
     @model_validator(mode="after")
-    def _exact_is_linf(self) -> "VerifyBase":
-        if getattr(self, "kind", None) == "exact" and self.norm != "linf":
+    def _exact_norms(self) -> "VerifyBase":
+        if getattr(self, "kind", None) != "exact":
+            return self
+        params = self.params  # type: ignore[attr-defined]
+        if self.norm == "l2":
             raise ManifestFieldError(
-                "norm", 'the exact solver is L∞ only; use kind = "certified" for L2', self.norm
-            )
+                "norm", 'the exact solver is L∞ or L1 (an L2 ball is not linear); use kind = '
+                '"certified" for L2', self.norm,
+            )  # fmt: skip
+        if self.norm == "linf" and params.eps_max > 1:
+            raise ManifestFieldError(
+                "params.eps_max", "an L∞ radius above 1 leaves the pixel box; at most 1",
+                params.eps_max,
+            )  # fmt: skip
+        if self.norm == "l1" and "eps_max" not in params.model_fields_set:
+            raise ManifestFieldError(
+                "params.eps_max", "the exact L1 solver needs the largest L1 distortion it searches "
+                "(e.g. eps_max = 15; the default 0.5 is an L∞ radius)", "unset",
+            )  # fmt: skip
         return self
 
 
@@ -458,17 +472,16 @@ class Manifest(Strict):
                     unknown[0],
                 )
         for i, cond in enumerate(self.conditions):
-            if not any(spec.covers(cond.name) for spec in self.verify):
-                continue
             arch = getattr(cond, "arch", None) or self.model.arch
-            why = unverifiable(arch)
-            if why is not None:
-                raise ManifestFieldError(
-                    "verify",
-                    f"conditions[{i}] ({cond.name}) is a {arch}, which cannot be verified ({why}); "
-                    "drop that condition or the verify tables",
-                    arch,
-                )
+            for j, spec in enumerate(self.verify):
+                why = unverifiable(arch, spec.kind) if spec.covers(cond.name) else None
+                if why is not None:
+                    raise ManifestFieldError(
+                        f"verify[{j}]",
+                        f"conditions[{i}] ({cond.name}) is a {arch}, which {spec.kind} cannot "
+                        f"verify ({why}); leave it out of this table's conditions",
+                        arch,
+                    )
         return self
 
     def seeds_of(self, condition: str) -> list[int]:

@@ -35,10 +35,15 @@ def verify_identity(
     manifest: Manifest, spec: VerifySpec, subset: np.ndarray
 ) -> tuple[np.ndarray, str]:
     """The digits verification `spec` runs on (a prefix of `subset`) and the config hash its
-    stored result carries (the exact solver's also names the attacks it starts from)."""
+    stored result carries (the exact L∞ solver's also names the attacks it starts from)."""
     idx = subset[: spec.samples or manifest.data.attack_samples]
-    starts = _linf_attacks(manifest) if spec.kind == "exact" else []
+    starts = _linf_attacks(manifest) if _starts_from_attacks(spec) else []
     return idx, config_hash("verify", spec, idx.tolist(), *starts)
+
+
+def _starts_from_attacks(spec: VerifySpec) -> bool:
+    """Whether the exact solver's first ball is the attacks' best (L∞; no attack records L1)."""
+    return spec.kind == "exact" and spec.norm == "linf"
 
 
 def _linf_attacks(manifest: Manifest) -> list[AttackSpec]:
@@ -65,7 +70,7 @@ def _computation(ctx: Context, run: ModelRun, spec: VerifySpec, idx: np.ndarray)
     table; returns its summary metrics."""
 
     def compute() -> dict[str, float]:
-        known = _best_linf(ctx, run, idx) if spec.kind == "exact" else None
+        known = _best_linf(ctx, run, idx) if _starts_from_attacks(spec) else None
         task = ctx.progress.task(
             f"{run.condition} seed {run.seed} {run.role}: {spec.name}", len(idx)
         )

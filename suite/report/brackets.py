@@ -6,6 +6,8 @@ Pure pandas on `ReportData.verified` and the attack records."""
 import numpy as np
 import pandas as pd
 
+from suite.verify.exact import NONE_WITHIN
+
 VIOLATION_SLACK = 1e-5
 """An attack's distortion counts as below a certified radius when it is smaller by more than this
 (relative, plus the same absolute): the attack measures its images in float32."""
@@ -96,7 +98,7 @@ def exact_records(verified: pd.DataFrame) -> pd.DataFrame:
     exact = verified[verified["kind"] == EXACT_KIND]
     solved = exact["solved"].astype(bool)
     misclassified = exact["status"] == "misclassified"
-    clean_at_max = ~solved & ~misclassified & np.isinf(exact["upper"].astype(float))
+    clean_at_max = exact["status"] == NONE_WITHIN  # not a time limit that found no witness
     decided = exact[solved | misclassified | clean_at_max]
     records = pd.DataFrame({
         "condition": decided["condition"], "seed": decided["seed"],

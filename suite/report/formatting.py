@@ -42,7 +42,7 @@ def md_table(frame: pd.DataFrame) -> list[str]:
     return [*lines, ""]
 
 
-NORM_LABELS = {"l0": "L0", "l2": "L2", "linf": "L∞"}
+NORM_LABELS = {"l0": "L0", "l1": "L1", "l2": "L2", "linf": "L∞"}
 """How a norm is printed, in the report and on the terminal."""
 
 

@@ -1,2 +1,3 @@
-"""Verification: certified lower bounds on minimal adversarial distortion (`bounds`) for the
-suite's sequential ReLU networks written as affine maps and ReLUs (`network`)."""
+"""Verification: certified lower bounds on minimal adversarial distortion (`bounds`) and exact
+minimal distortions (`exact`) for the suite's networks written as affine maps, ReLUs and instance
+norms (`network`); the manifest's kinds (`kinds`)."""

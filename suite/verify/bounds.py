@@ -7,8 +7,14 @@ unstable ReLU between two lines (the upper chord; the lower line of slope 1 or 0
 leaves the smaller area, as CROWN's adaptive choice). The pre-activation bounds each ReLU needs
 come from IBP, tightened by CROWN itself where the layer has at most `crown_units` neurons (its
 identity as the specification); above that they stay IBP's (CROWN-IBP, Zhang et al. 2020), which
-keeps memory linear in the widest small layer. The L∞ ball is intersected with the pixel box
-[0, 1]; the L2 ball is bounded on its own (a sound superset of its intersection with the box).
+keeps memory linear in the widest small layer. A linear bound is minimised over the ball by its
+dual norm (L1 of the coefficients for L∞, L2 for L2, L∞ for L1). The L∞ ball is intersected with
+the pixel box [0, 1]; the L2 ball is bounded on its own (a sound superset of its intersection with
+the box); the L1 ball takes the larger of its own bound and that of the box of the same radius,
+which holds it. Instance norm (the distillation ConvNet's) is relaxed from its input's box: the
+per-channel scale s = 1/√(mean(u²) + eps) lies in an interval read off the box of u, and u·s
+lies within m·u ± δ·max|u| (m, δ: the interval's midpoint and half-width), a sound linear bound
+whatever s is inside it.
 The certified radius is found by bisection on ε per digit, all digits in one batch. Pure tensor
 functions on the model's device (issue 30; `tests/test_verify.py` checks soundness against
 exhaustive search and the suite's attacks).
@@ -19,10 +25,12 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from suite.limits import MAX_L2_RADIUS
-from suite.verify.network import Affine, Op, ReLU, forward
+from suite.limits import MAX_L1_RADIUS, MAX_L2_RADIUS
+from suite.verify.network import Affine, InstanceNorm, Nonlinear, Op, ReLU, forward
 
-Norm = Literal["linf", "l2"]
+Norm = Literal["linf", "l2", "l1"]
+TOP = {"linf": 1.0, "l2": MAX_L2_RADIUS, "l1": MAX_L1_RADIUS}
+"""The largest distortion of each norm inside the pixel box: where a radius search starts."""
 
 
 def _box(x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
@@ -31,17 +39,52 @@ def _box(x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def interval_bounds(ops: list[Op], lo: Tensor, hi: Tensor) -> list[tuple[Tensor, Tensor]]:
-    """IBP: the bounds of the input to every ReLU of `ops`, then of the output, for inputs in the
-    box [lo, hi] (one box per row of the batch)."""
+    """IBP: the bounds of the input to every nonlinearity of `ops`, then of the output, for
+    inputs in the box [lo, hi] (one box per row of the batch)."""
     out = []
     for op in ops:
         if isinstance(op, ReLU):
             out.append((lo, hi))
             lo, hi = lo.clamp_min(0), hi.clamp_min(0)
+        elif isinstance(op, InstanceNorm):
+            out.append((lo, hi))
+            lo, hi = _norm_box(op, lo, hi)
         else:
             centre, radius = op.forward((lo + hi) / 2), op.abs_forward((hi - lo) / 2)
             lo, hi = centre - radius, centre + radius
     return [*out, (lo, hi)]
+
+
+def _norm_scale(op: InstanceNorm, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """The interval [s_lo, s_hi] ([B, C, 1, 1]) of each channel's scale 1/√(mean(u²) + eps) for
+    u in the box [lo, hi]: from the smallest and largest u² each element allows."""
+    smallest = torch.where(lo > 0, lo.square(), torch.where(hi < 0, hi.square(), 0.0))
+    largest = torch.maximum(lo.square(), hi.square())
+    s_lo = (largest.mean((-2, -1), keepdim=True) + op.eps).rsqrt()
+    s_hi = (smallest.mean((-2, -1), keepdim=True) + op.eps).rsqrt()
+    return s_lo, s_hi
+
+
+def _norm_box(op: InstanceNorm, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """The box of instance norm's output for u in [lo, hi]: u·s over the corners (s > 0), then
+    γ·(u·s) + β."""
+    s_lo, s_hi = _norm_scale(op, lo, hi)
+    w_lo = torch.minimum(lo * s_lo, lo * s_hi)
+    w_hi = torch.maximum(hi * s_lo, hi * s_hi)
+    gamma, beta = op.gamma[:, None, None], op.beta[:, None, None]
+    y1, y2 = gamma * w_lo + beta, gamma * w_hi + beta
+    return torch.minimum(y1, y2), torch.maximum(y1, y2)
+
+
+def _norm_relax(op: InstanceNorm, lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor]:
+    """Instance norm's linear bounds on [lo, hi]: y = γ·u·s + β with s ∈ [s_lo, s_hi] gives
+    |y − (γ·m·u + β)| ≤ |γ|·δ·max(|lo|, |hi|), m and δ the midpoint and half-width of s's
+    interval. Returns (the slope γ·m, the half-width |γ|·δ·max|u|), per element."""
+    s_lo, s_hi = _norm_scale(op, lo, hi)
+    gamma = op.gamma[:, None, None]
+    slope = gamma * (s_lo + s_hi) / 2
+    width = gamma.abs() * (s_hi - s_lo) / 2 * torch.maximum(lo.abs(), hi.abs())
+    return slope.expand_as(lo), width
 
 
 def _relax(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -58,14 +101,20 @@ def _relax(lo: Tensor, hi: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def linear_backward(
     ops: list[Op], spec: Tensor, relus: list[tuple[Tensor, Tensor]]
 ) -> tuple[Tensor, Tensor]:
-    """Walk the rows `spec` ([B, S, *output shape of ops]) back through `ops` using the
-    pre-activation bounds `relus` of their ReLUs: returns (A, c) with spec·f(x) ≥ A·x + c for
+    """Walk the rows `spec` ([B, S, *output shape of ops]) back through `ops` using the bounds
+    `relus` of the inputs of their nonlinearities: returns (A, c) with spec·f(x) ≥ A·x + c for
     every x the bounds hold for (A: [B, S, *input shape], c: [B, S])."""
     a, const = spec, spec.new_zeros(spec.shape[:2])
     bounds = iter(reversed(relus))
     for op in reversed(ops):
         dims = tuple(range(2, a.dim()))
-        if isinstance(op, ReLU):
+        if isinstance(op, InstanceNorm):
+            lo, hi = next(bounds)
+            slope, width = _norm_relax(op, lo.unsqueeze(1), hi.unsqueeze(1))
+            beta = op.beta[:, None, None]
+            const = const + (a * beta).sum(dims) - (a.abs() * width).sum(dims)
+            a = a * slope
+        elif isinstance(op, ReLU):
             lo, hi = next(bounds)
             lower, upper, intercept = _relax(lo.unsqueeze(1), hi.unsqueeze(1))
             pos, neg = a.clamp_min(0), a.clamp_max(0)
@@ -78,26 +127,52 @@ def linear_backward(
 
 
 def _concretise(a: Tensor, const: Tensor, x: Tensor, eps: Tensor, norm: Norm) -> Tensor:
-    """min over the ball of A·x' + c: the box corner for L∞ (ball ∩ [0, 1]), Cauchy–Schwarz for L2."""
+    """min over the ball of A·x' + c: the box corner for L∞ (ball ∩ [0, 1]), the dual norm for L2
+    and L1 (L1: the larger of that and the box corner of the L∞ ball of the same radius)."""
     flat = a.flatten(2)
     if norm == "linf":
-        lo, hi = _box(x, eps)
-        lo, hi = lo.flatten(1).unsqueeze(1), hi.flatten(1).unsqueeze(1)
-        return (flat.clamp_min(0) * lo + flat.clamp_max(0) * hi).sum(2) + const
+        return _corner(flat, x, eps) + const
     centre = (flat * x.flatten(1).unsqueeze(1)).sum(2)
-    return centre - eps.unsqueeze(1) * flat.norm(dim=2) + const
+    if norm == "l2":
+        return centre - eps.unsqueeze(1) * flat.norm(dim=2) + const
+    return torch.maximum(
+        centre - eps.unsqueeze(1) * flat.abs().amax(2), _corner(flat, x, eps)
+    ) + const  # fmt: skip
 
 
-def first_row_norms(ops: list[Op]) -> Tensor:
-    """The L2 norm of each row of the affine map before the first ReLU (its input's shape): that
-    layer's exact bound over an L2 ball is forward(x) ± ε · norm, whatever x."""
-    at = next(i for i, op in enumerate(ops) if isinstance(op, ReLU))
+def _corner(flat: Tensor, x: Tensor, eps: Tensor) -> Tensor:
+    """min of A·x' over the L∞ ball of radius `eps` around `x` inside the pixel box."""
+    lo, hi = _box(x, eps)
+    lo, hi = lo.flatten(1).unsqueeze(1), hi.flatten(1).unsqueeze(1)
+    return (flat.clamp_min(0) * lo + flat.clamp_max(0) * hi).sum(2)
+
+
+FIRST_ROWS_MAX = 32_768
+"""First-layer units up to which that layer's exact L2/L1 bounds are computed (its rows' dual
+norms, in chunks of bounded memory); above it the layer keeps IBP's box (the distillation
+ConvNet's 131,072), sound and looser."""
+
+
+def first_row_norms(ops: list[Op], norm: Norm = "l2") -> Tensor | None:
+    """The dual norm (L2 for L2, L∞ for L1) of each row of the affine map before the first
+    nonlinearity (its input's shape): that layer's exact bound over the `norm` ball is
+    forward(x) ± ε · it, whatever x. None above FIRST_ROWS_MAX units."""
+    at = next(i for i, op in enumerate(ops) if isinstance(op, Nonlinear))
     last = ops[at - 1]
     assert isinstance(last, Affine)
     units = last.bias.numel()
-    rows = torch.eye(units, dtype=last.bias.dtype, device=last.bias.device)
-    a, _ = linear_backward(ops[:at], rows.view(1, units, *last.out_shape), [])
-    return a.flatten(2).norm(dim=2).view(last.out_shape)
+    if units > FIRST_ROWS_MAX:
+        return None
+    chunk = max(1, 2**24 // units)
+    parts = []
+    for start in range(0, units, chunk):
+        n = min(chunk, units - start)
+        rows = last.bias.new_zeros(n, units)
+        rows[torch.arange(n), start + torch.arange(n)] = 1.0
+        a, _ = linear_backward(ops[:at], rows.view(1, n, *last.out_shape), [])
+        flat = a.flatten(2)[0]
+        parts.append(flat.norm(dim=1) if norm == "l2" else flat.abs().amax(1))
+    return torch.cat(parts).view(last.out_shape)
 
 
 def pre_activation_bounds(
@@ -108,19 +183,22 @@ def pre_activation_bounds(
     crown_units: int = 2048,
     first_norms: Tensor | None = None,
 ) -> list[tuple[Tensor, Tensor]]:
-    """The bounds of the input to each ReLU over the `norm` ball of radius `eps` (one per row)
-    around `x`, inside the pixel box: IBP's, tightened by CROWN where a layer has at most
-    `crown_units` neurons. The first ReLU's bounds are exact without a backward pass: IBP's for
-    L∞, `first_row_norms` (computed here unless given) for L2."""
-    lo, hi = _box(x, eps)  # the L2 ball lies inside the L∞ box of the same radius
+    """The bounds of the input to each nonlinearity over the `norm` ball of radius `eps` (one per
+    row) around `x`, inside the pixel box: IBP's, tightened by CROWN where a layer has at most
+    `crown_units` neurons. The first one's bounds need no backward pass: IBP's for L∞ (exact
+    where one affine layer precedes it), `first_row_norms` (computed here unless given; IBP's
+    where that returns None) for L2 and L1."""
+    lo, hi = _box(x, eps)  # the L2 and L1 balls lie inside the L∞ box of the same radius
     boxes = interval_bounds(ops, lo, hi)
     relus: list[tuple[Tensor, Tensor]] = []
-    positions = [i for i, op in enumerate(ops) if isinstance(op, ReLU)]
+    positions = [i for i, op in enumerate(ops) if isinstance(op, Nonlinear)]
     for k, at in enumerate(positions):
         ibp_lo, ibp_hi = boxes[k]
         units = ibp_lo[0].numel()
-        if k == 0 and norm == "l2":
-            norms = first_norms if first_norms is not None else first_row_norms(ops)
+        norms = None
+        if k == 0 and norm != "linf":
+            norms = first_norms if first_norms is not None else first_row_norms(ops, norm)
+        if norms is not None:
             centre = forward(ops[:at], x)
             radius = eps.view(-1, *[1] * (centre.dim() - 1)) * norms
             relus.append((torch.maximum(ibp_lo, centre - radius),
@@ -136,7 +214,7 @@ def pre_activation_bounds(
                 torch.maximum(ibp_lo, bound[:, :units].view_as(ibp_lo)),
                 torch.minimum(ibp_hi, -bound[:, units:].view_as(ibp_hi)),
             ))  # fmt: skip
-        else:  # the first layer under L∞ (IBP is exact there), or a layer too wide
+        else:  # the first layer under L∞ (IBP), one too wide for its row norms, or for CROWN
             relus.append((ibp_lo, ibp_hi))
     return relus
 
@@ -203,12 +281,14 @@ def certified_radius(
     one for all; default the largest distortion the pixel box allows) is best an attack's
     distortion, which the true minimum cannot exceed. Misclassified digits get 0."""
     with torch.no_grad():
-        top = (1.0 if norm == "linf" else MAX_L2_RADIUS) if upper is None else upper
+        top = TOP[norm] if upper is None else upper
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
         hi = torch.as_tensor(top, dtype=x.dtype, device=x.device).expand_as(lo).clone()
         correct = forward(ops, x).argmax(1) == labels
-        relu = any(isinstance(op, ReLU) for op in ops)
-        norms = first_row_norms(ops) if method == "crown" and norm == "l2" and relu else None
+        relu = any(isinstance(op, Nonlinear) for op in ops)
+        norms = (
+            first_row_norms(ops, norm) if method == "crown" and norm != "linf" and relu else None
+        )
         for _ in range(steps):
             mid = (lo + hi) / 2
             ok = certified(ops, x, labels, mid, norm, method, norms) & correct

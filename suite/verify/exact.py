@@ -1,9 +1,10 @@
-"""Exact minimal L∞ adversarial distortion by mixed-integer linear programming (the encoding of
-Tjeng, Xiao & Tedrake 2019, MIPVerify), solved by HiGHS through its own interface (`highspy`).
+"""Exact minimal L∞ or L1 adversarial distortion by mixed-integer linear programming (the encoding
+of Tjeng, Xiao & Tedrake 2019, MIPVerify), solved by HiGHS through its own interface (`highspy`).
 
 Per digit and per class that CROWN cannot rule out inside the ball of the best distortion known,
-one program minimises the radius t of an input within t of the digit (in the pixel box) where that
-class reaches the label's logit, every ReLU encoded exactly (a binary per unstable neuron, big-M
+one program minimises the distortion t of an input in the pixel box where that class reaches the
+label's logit (L∞: |x − x₀| ≤ t per pixel; L1: t = Σ e with e ≥ |x − x₀|, Tjeng et al.'s L1
+encoding), every ReLU encoded exactly (a binary per unstable neuron, big-M
 from its pre-activation bounds over that ball; stable neurons are linear or zero). Classes run
 from the most reachable; each program's t is capped by the best found so far, whose smaller ball
 gives the next ones tighter bounds. The result is the bracket [smallest dual bound over the
@@ -24,8 +25,13 @@ import torch
 from scipy import sparse
 from torch import Tensor
 
-from suite.verify.bounds import crown_bounds, linear_backward, pre_activation_bounds
-from suite.verify.network import Affine, Op, ReLU
+from suite.verify.bounds import Norm, crown_bounds, linear_backward, pre_activation_bounds
+from suite.verify.network import Affine, Op, ReLU, piecewise_linear
+
+NONE_WITHIN = "none within eps_max"
+"""The status of a digit proved clean up to eps_max (no adversarial inside it)."""
+EXACT_NORMS = ("linf", "l1")
+"""The norms the programs encode exactly (an L2 ball is not linear)."""
 
 HEURISTICS_OFF = {
     "mip_heuristic_effort": 0.0,
@@ -47,7 +53,7 @@ find their witness by branching, and the heuristics cost most of each solve's ti
 
 @dataclass(frozen=True)
 class Exact:
-    """One digit's result: `value` the minimal L∞ distortion (to the tolerance) where `solved`,
+    """One digit's result: `value` the minimal distortion (to the tolerance) where `solved`,
     else NaN; `lower` and `upper` the bracket proved (`upper` is inf where it found no
     adversarial within eps_max, and then `lower` is eps_max: none exists inside it)."""
 
@@ -83,21 +89,27 @@ def _matrix(maps: list[Affine]) -> tuple[sparse.csr_matrix, np.ndarray]:
     return sparse.csr_matrix(a[0].flatten(1).double().numpy()), bias[0].double().numpy()
 
 
-def minimal_linf(
+def minimal_distortion(
     ops: list[Op],
     x: Tensor,
     label: int,
     eps_max: float,
     *,
+    norm: Norm = "linf",
     floor: float = 0.0,
     known: float | None = None,
     tolerance: float = 1e-4,
     time_limit: float = 60.0,
 ) -> Exact:
-    """The minimal L∞ distortion of one digit `x` ([1, *shape]) in [floor, eps_max] to within
-    `tolerance`: per class CROWN cannot rule out, one program minimising the radius (see the
-    module's docstring). `floor` is best the certified radius; `known` the distortion of an
-    adversarial already found (an attack's, checked by the model), which caps the first ball."""
+    """The minimal `norm` (EXACT_NORMS) distortion of one digit `x` ([1, *shape]) in
+    [floor, eps_max] to within `tolerance`: per class CROWN cannot rule out, one program
+    minimising it (see the module's docstring). `floor` is best the certified radius; `known` the
+    distortion of an adversarial already found (an attack's, checked by the model), which caps
+    the first ball."""
+    if norm not in EXACT_NORMS:
+        raise ValueError(f"exact: norm {norm!r} is not encoded; choose from {EXACT_NORMS}")
+    if not piecewise_linear(ops):
+        raise ValueError("exact: the network is not piecewise linear (instance norm)")
     start = time.perf_counter()
     blocks = affine_blocks(ops)
     found = known is not None and floor < known <= eps_max
@@ -105,12 +117,14 @@ def minimal_linf(
     lower, status = best, "optimal"
     if found and best - floor <= tolerance:
         return Exact(best, floor, best, True, "optimal", time.perf_counter() - start)
-    for target in _reachable(ops, x, label, best):
+    for target in _reachable(ops, x, label, best, norm):
         left = time_limit - (time.perf_counter() - start)
         if left <= 0:
             lower, status = floor, "time limit"
             break
-        value, bound, done = _minimise(blocks, ops, x, label, target, floor, best, tolerance, left)
+        value, bound, done = _minimise(
+            blocks, ops, x, label, target, norm, floor, best, tolerance, left
+        )
         if value is not None and value < best:
             best, found = value, True
         lower = min(lower, bound)
@@ -120,33 +134,34 @@ def minimal_linf(
     lower = max(min(lower, best), floor)
     if not found:
         if status == "optimal":
-            return Exact(np.nan, eps_max, np.inf, False, "none within eps_max", seconds)
+            return Exact(np.nan, eps_max, np.inf, False, NONE_WITHIN, seconds)
         return Exact(np.nan, lower, np.inf, False, status, seconds)
     if status == "optimal" or best - lower <= tolerance:
         return Exact(best, lower, best, True, "optimal", seconds)
     return Exact(np.nan, lower, best, False, status, seconds)
 
 
-def _reachable(ops: list[Op], x: Tensor, label: int, eps: float) -> list[int]:
+def _reachable(ops: list[Op], x: Tensor, label: int, eps: float, norm: Norm) -> list[int]:
     """The classes whose logit CROWN cannot keep below the label's inside the ball, by how far
     above it they might get (most first)."""
     classes = ops[-1].out_shape[0]  # type: ignore[union-attr]
     spec = torch.zeros(1, classes, classes, dtype=x.dtype)
     spec[0, torch.arange(classes), torch.arange(classes)] = 1.0
     spec[0, :, label] -= 1.0  # rows e_j − e_y
-    reach = -crown_bounds(ops, x, torch.tensor([eps], dtype=x.dtype), -spec, "linf")[0]
+    reach = -crown_bounds(ops, x, torch.tensor([eps], dtype=x.dtype), -spec, norm)[0]
     order = torch.argsort(reach, descending=True).tolist()
     return [j for j in order if j != label and reach[j] >= 0]
 
 
 def _minimise(
-    blocks, ops: list[Op], x: Tensor, label: int, target: int, floor: float, cap: float,
-    tolerance: float, seconds: float,
+    blocks, ops: list[Op], x: Tensor, label: int, target: int, norm: Norm, floor: float,
+    cap: float, tolerance: float, seconds: float,
 ) -> tuple[float | None, float, bool]:  # fmt: skip
-    """The smallest t in [floor, cap] with an input within t of x (in the pixel box) where
-    `target`'s logit reaches `label`'s: (the best t found or None, the proved lower bound, whether
-    the program was decided to `tolerance`). Infeasible: no such input, the bound is `cap`."""
-    model = _program(blocks, ops, x, label, target, floor, cap)
+    """The smallest t in [floor, cap] with an input within `norm` distance t of x (in the pixel
+    box) where `target`'s logit reaches `label`'s: (the best t found or None, the proved lower
+    bound, whether the program was decided to `tolerance`). Infeasible: no such input, the bound
+    is `cap`."""
+    model = _program(blocks, ops, x, label, target, norm, floor, cap)
     _silence_banner()
     solver = highspy.Highs()
     solver.setOptionValue("output_flag", False)
@@ -183,12 +198,15 @@ def _silence_banner() -> None:
 
 
 def _program(
-    blocks, ops: list[Op], x: Tensor, label: int, target: int, floor: float, cap: float
-) -> "highspy.HighsLp":
-    """The MIPVerify program of one class: columns x, t, then per hidden layer z (pre-activation),
-    a (post-activation) and δ (binary: 1 active, 0 dead, fixed where the ball's bounds decide it),
-    minimising t; the ReLUs' big-M bounds are over the ball of radius `cap`."""
-    pre = pre_activation_bounds(ops, x, torch.tensor([cap], dtype=x.dtype), "linf")
+    blocks, ops: list[Op], x: Tensor, label: int, target: int, norm: Norm, floor: float,
+    cap: float,
+) -> "highspy.HighsLp":  # fmt: skip
+    """The MIPVerify program of one class: columns x, t (L1: then e, the pixel-wise |x − x₀|),
+    then per hidden layer z (pre-activation), a (post-activation) and δ (binary: 1 active, 0 dead,
+    fixed where the ball's bounds decide it), minimising t; the ReLUs' big-M bounds are over the
+    `norm` ball of radius `cap`, and every pixel stays within `cap` of x₀ (both balls lie in that
+    box)."""
+    pre = pre_activation_bounds(ops, x, torch.tensor([cap], dtype=x.dtype), norm)
     x0 = x.double().flatten().numpy()
     n0 = len(x0)
     t_at, total = n0, n0 + 1
@@ -196,9 +214,19 @@ def _program(
     col_hi = [np.clip(x0 + cap, 0, 1), [cap]]
     integer = [np.zeros(n0 + 1)]
     rows: list[tuple[dict[int, sparse.spmatrix | np.ndarray], np.ndarray, np.ndarray]] = []
-    ones = np.ones((n0, 1))
-    rows.append(({0: sparse.identity(n0), t_at: ones}, x0, np.full(n0, np.inf)))  # x + t ≥ x0
-    rows.append(({0: sparse.identity(n0), t_at: -ones}, np.full(n0, -np.inf), x0))  # x − t ≤ x0
+    ones, eye0, free0 = np.ones((n0, 1)), sparse.identity(n0), np.full(n0, np.inf)
+    if norm == "linf":
+        rows.append(({0: eye0, t_at: ones}, x0, free0))  # x + t ≥ x0
+        rows.append(({0: eye0, t_at: -ones}, -free0, x0))  # x − t ≤ x0
+    else:
+        e = total
+        total += n0
+        col_lo.append(np.zeros(n0))
+        col_hi.append(np.minimum(np.maximum(x0, 1 - x0), cap))
+        integer.append(np.zeros(n0))
+        rows.append(({0: eye0, e: eye0}, x0, free0))  # e ≥ x0 − x
+        rows.append(({0: -eye0, e: eye0}, -x0, free0))  # e ≥ x − x0
+        rows.append(({t_at: np.ones((1, 1)), e: -np.ones((1, n0))}, [0.0], [0.0]))  # t = Σ e
     prev = 0
     for (w, b), (lo_t, hi_t) in zip(blocks[:-1], pre, strict=True):
         n = w.shape[0]

@@ -1,13 +1,13 @@
 """The verification kinds a manifest can ask for (`[[verify]]`), their settings, and one function
 that turns a batch of digits into per-digit records that pair by `sample_index` with the attacks'.
 
-- `certified`: a lower bound on each digit's minimal adversarial distortion in `norm` (L∞ or L2):
+- `certified`: a lower bound on each digit's minimal adversarial distortion in `norm` (L∞, L2, L1):
   the largest radius at which CROWN (or IBP) proves the label wins, by bisection
   (`bounds.certified_radius`). No adversarial can exist below it, so any attack that reports one
   there is wrong.
-- `exact`: the minimal L∞ distortion itself, by mixed-integer programming (`exact.minimal_linf`,
-  Tjeng et al. 2019), from the certified radius up to `eps_max`; where the time limit hits, the
-  bracket it proved.
+- `exact`: the minimal L∞ or L1 distortion itself, by mixed-integer programming
+  (`exact.minimal_distortion`, Tjeng et al. 2019), from the certified radius up to `eps_max`;
+  where the time limit hits, the bracket it proved.
 
 A record: `lower` (proved: no adversarial closer), `value` (the exact minimum where `solved`, else
 NaN), `upper` (an adversarial exists at this distortion; inf where none was found within the
@@ -25,17 +25,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import Tensor, nn
 
-from suite.limits import MAX_L2_RADIUS
-from suite.verify.bounds import certified_radius
-from suite.verify.exact import minimal_linf
+from suite.limits import MAX_L1_RADIUS
+from suite.verify.bounds import TOP, Norm, certified_radius
+from suite.verify.exact import minimal_distortion
 from suite.verify.network import forward, linear_form
-
-Norm = Literal["linf", "l2"]
 
 
 class CertifiedParams(BaseModel):
     """Certified radius settings: the bound (`crown`, tighter; `ibp`, cheaper) and the bisection
-    steps over [0, the pixel box's largest distortion] (16 steps: 1.5e-5 at L∞, 4.3e-4 at L2)."""
+    steps over [0, the pixel box's largest distortion] (16 steps: 1.5e-5 at L∞, 4.3e-4 at L2,
+    0.012 at L1)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -44,12 +43,13 @@ class CertifiedParams(BaseModel):
 
 
 class ExactParams(BaseModel):
-    """Exact minimal L∞ settings: the largest ε searched, the bracket's width at which a digit
-    counts as solved, and the solver's time per digit (then the bracket is recorded instead)."""
+    """Exact minimal-distortion settings: the largest ε searched (≤ 1 at L∞; at L1 the manifest
+    sets it, e.g. 15), the bracket's width at which a digit counts as solved, and the solver's
+    time per digit (then the bracket is recorded instead)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    eps_max: float = Field(default=0.5, gt=0, le=1)
+    eps_max: float = Field(default=0.5, gt=0, le=MAX_L1_RADIUS)
     tolerance: float = Field(default=1e-3, gt=0, le=0.1)
     time_limit: float = Field(default=60.0, gt=0, le=86_400)
 
@@ -70,7 +70,7 @@ def verify_digits(
 ) -> pd.DataFrame:
     """Per-digit records (RECORD_COLUMNS) of verification `kind` on the digits `x` (labels `y`) of
     `model`, in float64 on the CPU (bounds are proofs: no float32 rounding in them). `known` is,
-    per digit, the L∞ distortion of an adversarial an attack found (NaN: none), where `exact`
+    per digit, the `norm` distortion of an adversarial an attack found (NaN: none), where `exact`
     starts its bracket's top."""
     ops = linear_form(copy.deepcopy(model).eval().cpu().double())
     x64, y = x.double().cpu(), y.cpu()
@@ -80,7 +80,7 @@ def verify_digits(
     start = time.perf_counter()
     lower = certified_radius(
         ops, x64, y, norm, method=certify.method, steps=certify.steps,
-        upper=1.0 if norm == "linf" else MAX_L2_RADIUS,
+        upper=TOP[norm],
     ).numpy()  # fmt: skip
     per_digit = (time.perf_counter() - start) / max(len(x), 1)
     rows: list[tuple] = []
@@ -88,8 +88,8 @@ def verify_digits(
         if not ok:
             rows.append((0.0, 0.0, 0.0, True, "misclassified", 0.0))
         elif isinstance(params, ExactParams):
-            found = minimal_linf(
-                ops, x64[i : i + 1], int(y[i]), params.eps_max, floor=float(lower[i]),
+            found = minimal_distortion(
+                ops, x64[i : i + 1], int(y[i]), params.eps_max, norm=norm, floor=float(lower[i]),
                 known=_finite(known, i), tolerance=params.tolerance, time_limit=params.time_limit,
             )  # fmt: skip
             rows.append((

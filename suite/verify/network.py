@@ -1,10 +1,12 @@
-"""A model as the alternation of affine maps and ReLUs that bound propagation walks.
+"""A model as the alternation of affine maps and nonlinearities that bound propagation walks.
 
-Conv2d, Linear, Flatten, eval-mode Dropout (the identity) and the input standardisation of
-`StandardisedConvNet` are affine; ReLU is the only nonlinearity. A 2×2, stride-2 max pool that
-follows a ReLU is rewritten exactly in that form (max(a, b) = a + ReLU(b − a), twice): its inputs
-are non-negative, so the ReLUs over the carried terms are the identity. Any other layer (instance
-norm, other pools) is refused by name: its bounds would need their own relaxation.
+Conv2d, Linear, Flatten, average pooling, eval-mode Dropout (the identity) and the input
+standardisation of `StandardisedConvNet` are affine. The nonlinearities are ReLU and, for the
+distillation ConvNet, instance norm (GroupNorm with one channel per group), written as an affine
+centring followed by `InstanceNorm`, the per-channel scaling by 1/√(variance + eps) that bounds
+relax in `suite.verify.bounds`. A 2×2, stride-2 max pool that follows a ReLU is rewritten exactly
+as affine maps and ReLUs (max(a, b) = a + ReLU(b − a), twice): its inputs are non-negative, so the
+ReLUs over the carried terms are the identity. Any other layer is refused by name.
 """
 
 from collections.abc import Callable
@@ -32,10 +34,27 @@ class Affine:
 
 
 class ReLU:
-    """The one nonlinearity; marks where bounds are relaxed."""
+    """A ReLU: where bounds are relaxed between two lines."""
 
 
-Op = Affine | ReLU
+@dataclass(frozen=True)
+class InstanceNorm:
+    """y = γ · u / √(mean(u²) + eps) + β per channel of a centred input u ([C, H, W]: each channel
+    already has mean 0, by the affine map before it): instance norm's nonlinear part."""
+
+    gamma: Tensor
+    beta: Tensor
+    eps: float
+    shape: tuple[int, ...]
+
+    def forward(self, u: Tensor) -> Tensor:
+        scale = (u.square().mean((-2, -1), keepdim=True) + self.eps).rsqrt()
+        return u * scale * self.gamma[:, None, None] + self.beta[:, None, None]
+
+
+Op = Affine | ReLU | InstanceNorm
+Nonlinear = (ReLU, InstanceNorm)
+"""The ops bounds relax; each needs the bounds of its input."""
 
 
 def _linear(layer: nn.Linear) -> Affine:
@@ -88,30 +107,72 @@ def _conv(layer: nn.Conv2d, in_shape: tuple[int, ...]) -> Affine:
     )
 
 
-def _reshape(in_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> Affine:
+def _reshape(in_shape: tuple[int, ...], out_shape: tuple[int, ...], dtype: torch.dtype) -> Affine:
     def move(shape_from: tuple[int, ...], shape_to: tuple[int, ...]) -> Callable[[Tensor], Tensor]:
         return lambda t: t.reshape(*t.shape[: t.dim() - len(shape_from)], *shape_to)
 
     return Affine(
         forward=move(in_shape, out_shape),
         transpose=move(out_shape, in_shape),
-        bias=torch.zeros(out_shape),
+        bias=torch.zeros(out_shape, dtype=dtype),
         in_shape=in_shape,
         out_shape=out_shape,
         abs_forward=move(in_shape, out_shape),
     )
 
 
-def _scale(shape: tuple[int, ...], mean: float, std: float) -> Affine:
+def _scale(shape: tuple[int, ...], mean: float, std: float, dtype: torch.dtype) -> Affine:
     """(x − mean) / std, elementwise."""
     return Affine(
         forward=lambda x: (x - mean) / std,
         transpose=lambda a: a / std,
-        bias=torch.full(shape, -mean / std),
+        bias=torch.full(shape, -mean / std, dtype=dtype),
         in_shape=shape,
         out_shape=shape,
         abs_forward=lambda x: x / abs(std),
     )
+
+
+def _avgpool(shape: tuple[int, ...], dtype: torch.dtype) -> Affine:
+    """The mean over each 2×2 window (stride 2) of [C, H, W]."""
+    c, h, w = shape
+    if h % 2 or w % 2:
+        raise ValueError(f"average pool over {shape}: odd sizes are not supported")
+    out_shape = (c, h // 2, w // 2)
+
+    def forward(x: Tensor) -> Tensor:
+        lead = x.shape[:-3]
+        return F.avg_pool2d(x.reshape(-1, *shape), 2).reshape(*lead, *out_shape)
+
+    def transpose(a: Tensor) -> Tensor:
+        return a.repeat_interleave(2, -2).repeat_interleave(2, -1) / 4
+
+    return Affine(
+        forward, transpose, torch.zeros(out_shape, dtype=dtype), shape, out_shape, forward
+    )
+
+
+def _centre(shape: tuple[int, ...], dtype: torch.dtype) -> Affine:
+    """x − its mean over each channel's map (instance norm's affine part); |W|·r for W = I − J/n
+    is (1 − 2/n)·r + mean(r)."""
+    n = shape[-1] * shape[-2]
+
+    def centre(x: Tensor) -> Tensor:
+        return x - x.mean((-2, -1), keepdim=True)
+
+    def absolute(r: Tensor) -> Tensor:
+        return (1 - 2 / n) * r + r.mean((-2, -1), keepdim=True)
+
+    return Affine(centre, centre, torch.zeros(shape, dtype=dtype), shape, shape, absolute)
+
+
+def _instance_norm(layer: nn.GroupNorm, shape: tuple[int, ...]) -> list[Op]:
+    if layer.num_groups != layer.num_channels or len(shape) != 3:
+        raise ValueError(f"{layer}: only instance norm (one channel per group) is supported")
+    gamma = layer.weight.detach() if layer.affine else torch.ones(layer.num_channels)
+    beta = layer.bias.detach() if layer.affine else torch.zeros(layer.num_channels)
+    dtype = gamma.dtype
+    return [_centre(shape, dtype), InstanceNorm(gamma.clone(), beta.clone(), layer.eps, shape)]
 
 
 def _maxpool_ops(shape: tuple[int, ...]) -> list[Op]:
@@ -186,12 +247,12 @@ def _maxpool_ops(shape: tuple[int, ...]) -> list[Op]:
 def linear_form(model: nn.Module, in_shape: tuple[int, ...] = (1, 28, 28)) -> list[Op]:
     """`model` (eval mode) as a list of affine maps and ReLUs computing the same logits; a
     ValueError names the first layer it cannot write so."""
+    dtype = next(model.parameters()).dtype
+    prefix: list[Op] = []
     if isinstance(model, StandardisedConvNet):
-        raise ValueError(
-            "convnet: its instance norm divides by a data-dependent deviation; it is not "
-            "piecewise linear and has no bound here"
-        )
-    if isinstance(model, CWMnist):
+        prefix = [_scale(in_shape, model.MEAN, model.STD, dtype)]
+        layers = [*model.net.features, nn.Flatten(), *model.net.classifier]
+    elif isinstance(model, CWMnist):
         layers = [*model.features, *model.classifier]
     elif isinstance(model, Tiny | MLP):
         layers = list(model.net)
@@ -199,7 +260,7 @@ def linear_form(model: nn.Module, in_shape: tuple[int, ...] = (1, 28, 28)) -> li
         layers = list(model)
     else:
         raise ValueError(f"{type(model).__name__}: not a sequential ReLU network")
-    ops: list[Op] = []
+    ops: list[Op] = prefix
     shape = in_shape
     after_relu = False
     for layer in layers:
@@ -219,6 +280,13 @@ def linear_form(model: nn.Module, in_shape: tuple[int, ...] = (1, 28, 28)) -> li
             pooled = _maxpool_ops(shape)
             ops += pooled
             shape = pooled[-1].out_shape
+        elif isinstance(layer, nn.AvgPool2d):
+            if (layer.kernel_size, layer.stride, layer.padding) != (2, 2, 0):
+                raise ValueError(f"{layer}: only a 2×2, stride-2 average pool is supported")
+            ops.append(_avgpool(shape, dtype))
+            shape = ops[-1].out_shape
+        elif isinstance(layer, nn.GroupNorm):
+            ops += _instance_norm(layer, shape)
         elif isinstance(layer, nn.Conv2d):
             ops.append(_conv(layer, shape))
             shape = ops[-1].out_shape
@@ -226,7 +294,7 @@ def linear_form(model: nn.Module, in_shape: tuple[int, ...] = (1, 28, 28)) -> li
             ops.append(_linear(layer))
             shape = ops[-1].out_shape
         elif isinstance(layer, nn.Flatten):
-            ops.append(_reshape(shape, (int(torch.tensor(shape).prod()),)))
+            ops.append(_reshape(shape, (int(torch.tensor(shape).prod()),), dtype))
             shape = ops[-1].out_shape
         else:
             raise ValueError(f"{type(layer).__name__}: no bound propagation for this layer")
@@ -241,11 +309,19 @@ def forward(ops: list[Op], x: Tensor) -> Tensor:
     return x
 
 
-def unverifiable(arch: str) -> str | None:
-    """Why the registry's `arch` has no linear form (None where it has one), read off a freshly
-    built network: the same check `linear_form` makes on a trained one."""
+def piecewise_linear(ops: list[Op]) -> bool:
+    """Whether `ops` has no nonlinearity but ReLUs (what the exact solver encodes)."""
+    return not any(isinstance(op, InstanceNorm) for op in ops)
+
+
+def unverifiable(arch: str, kind: str = "certified") -> str | None:
+    """Why the registry's `arch` cannot be verified by `kind` (None where it can), read off a
+    freshly built network: the same check `linear_form` makes on a trained one; the exact solver
+    needs a piecewise-linear network."""
     try:
-        linear_form(build_model(arch).eval())
+        ops = linear_form(build_model(arch).eval())
     except ValueError as exc:
         return str(exc)
+    if kind == "exact" and not piecewise_linear(ops):
+        return "its instance norm divides by a data-dependent deviation: not piecewise linear"
     return None
