@@ -250,17 +250,18 @@ def print_estimate(estimates: Sequence[JobEstimate], title: str) -> None:
         name = f"{job.condition} seed {job.seed}"
         for work, seconds, reused in zip(job.parts, job.seconds, job.done, strict=True):
             bound = "≤ " if work.bound else ""
+            unit = {"none": " fwd"}.get(work.grad, " bounds" if work.verify else "")
+            passes = "—" if work.passes is None else f"{work.passes:,.0f}{unit}"
             if reused:
                 stored += 1
-                fwd = " fwd" if work.grad == "none" else ""
-                passes = "—" if work.passes is None else f"{bound}{work.passes:,.0f}{fwd}"
                 shown = "[dim]stored[/dim]"
             elif seconds is None:
                 unknown += 1
                 passes, shown = "—", "not predicted"
             else:
-                passes = f"{bound}{work.passes:,.0f}" + (" fwd" if work.grad == "none" else "")
                 shown = f"{bound}{duration(seconds)}"
+            if work.passes is not None and work.bound and not work.verify:
+                passes = bound + passes  # a loop that stops early; a solver's bound is its time
             table.add_row(plain(name), plain(work.what), passes, shown)
             name = ""
         left = "stored" if all(job.done) else duration(job.total)

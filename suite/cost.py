@@ -6,8 +6,11 @@ the weights (a training step). Counts come
 from the manifest's sizes and each method's loop structure; the time per pass is measured here, in
 the calling process, on the bare network at the batch size the job uses (`measure_rates`). Where a
 loop stops early per digit (PGD, AutoAttack on fooled digits, the accuracy-matched control) the
-count is its budget, an upper bound, and says so. Loops whose length depends on the data (C&W L∞'s
-and L0's outer searches, Wang et al.'s unrolled training) are not predicted, rather than guessed.
+count is its budget, an upper bound, and says so. A verification is counted in bound evaluations
+(one CROWN or IBP certificate of one digit at one bisection radius, timed on the bare network like
+a pass) and, for the exact solver, its time limit per digit (an upper bound). Loops whose length
+depends on the data (C&W L∞'s and L0's outer searches, Wang et al.'s unrolled training) are not
+predicted, rather than guessed.
 Issue 27 (`suite run --dry-run`); the attacks' overhead over these bare passes is measured by
 `bench/attack_overhead.py`.
 """
@@ -42,7 +45,9 @@ AA_COMPONENTS = {
     "rand": ("apgd-ce", "apgd-dlr"),
 }  # the authors' versions (autoattack.AutoAttack); "plus" restarts 5 times, "rand" averages 20
 AA_REPEATS = {"standard": 1, "plus": 5, "rand": 20}
-Grad = Literal["none", "input", "weights"]
+Grad = Literal["none", "input", "weights", "bound-linf", "bound-l2", "bound-l1"]
+"""What a pass computes beyond the forward: nothing, the input's or the weights' gradient, or a
+certificate at one radius in one norm (`suite.verify.bounds.certified`)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,7 @@ class Work:
     role: str | None = None
     attack: str | None = None
     verify: str | None = None
+    budget_s: float = 0.0  # seconds on top of the passes: the exact solver's time limits
 
 
 def attack_work(kind: str, params: dict, digits: int, batch: int, name: str, net: str) -> Work:
@@ -155,11 +161,27 @@ def job_parts(
             if attack.source is not None and attack.source != condition:  # crafted on the source
                 work = Work(f"attack {attack.name} (evaluated)", n, work.batch, net, grad="none")
             parts.append(replace(work, what=work.what + of, role=role, attack=attack.name))
-        for spec in manifest.verify:  # solver and bisection lengths depend on each digit
+        for spec in manifest.verify:
             if spec.covers(condition):
-                what = f"verify {spec.name}{of}"
-                parts.append(Work(what, None, 1, net, "none", role=role, verify=spec.name))
+                parts.append(replace(verify_work(spec, digits, net), role=role))
     return parts
+
+
+def verify_work(spec, digits: int, net: str) -> Work:
+    """A verification's bound evaluations (every bisection step of every digit; the exact solver
+    certifies first at the certificate's defaults) and, for the exact solver, its time limit per
+    digit: an upper bound."""
+    from suite.verify.kinds import CertifiedParams, ExactParams
+    from suite.verifying import VERIFY_BATCH
+
+    n = spec.samples or digits
+    certify = spec.params if isinstance(spec.params, CertifiedParams) else CertifiedParams()
+    grad = f"bound-{spec.norm}" if certify.method == "crown" else "bound-linf"
+    budget = n * spec.params.time_limit if isinstance(spec.params, ExactParams) else 0.0
+    return Work(
+        f"verify {spec.name}", certify.steps * n, min(VERIFY_BATCH, n), net, grad,  # type: ignore[arg-type]
+        bound=budget > 0, verify=spec.name, budget_s=budget,
+    )  # fmt: skip
 
 
 def _synthetic_parts(cond, net: str, n_train: int, distil: bool) -> list[Work]:
@@ -210,6 +232,9 @@ def measure_rates(keys: set[RateKey], device: torch.device, seconds: float = 0.5
     rates: Rates = {}
     for name, batch, grad, bf16 in sorted(keys):
         torch.manual_seed(0)
+        if grad.startswith("bound-"):
+            rates[(name, batch, grad, bf16)] = _bound_rate(name, batch, grad[6:], seconds)
+            continue
         net = build_model(name).to(device).train(grad == "weights")
         x = torch.rand(batch, 1, 28, 28, device=device)
         if bf16:
@@ -233,6 +258,26 @@ def measure_rates(keys: set[RateKey], device: torch.device, seconds: float = 0.5
     return rates
 
 
+def _bound_rate(name: str, batch: int, norm: str, seconds: float) -> float:
+    """Seconds per digit of one CROWN certificate in `norm` of the bare network `name` (fresh
+    weights, float64 on the CPU, as `suite.verify.kinds` runs it) on a batch of `batch` digits."""
+    from suite.verify.bounds import certified, first_row_norms
+    from suite.verify.network import linear_form
+
+    ops = linear_form(build_model(name).eval().double())
+    x = torch.rand(batch, 1, 28, 28, dtype=torch.float64)
+    labels = torch.zeros(batch, dtype=torch.long)
+    eps = torch.full((batch,), 0.01 if norm == "linf" else 0.1, dtype=torch.float64)
+    norms = first_row_norms(ops, norm) if norm != "linf" else None  # type: ignore[arg-type]
+    with torch.no_grad():
+        certified(ops, x, labels, eps, norm, first_norms=norms)  # type: ignore[arg-type]
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds or count < 2:
+            certified(ops, x, labels, eps, norm, first_norms=norms)  # type: ignore[arg-type]
+            count += 1
+    return (time.perf_counter() - start) / (count * batch)
+
+
 def _step(
     net: nn.Module, x: torch.Tensor, y: torch.Tensor, grad: Grad, bf16: bool
 ) -> Callable[[], None]:
@@ -252,7 +297,7 @@ def _step(
 
 def predict(parts: list[Work], rates: Rates) -> list[float | None]:
     """Each part's seconds at the measured rates (None where its passes are not predicted)."""
-    return [None if w.passes is None else w.passes * rates[rate_key(w)] for w in parts]
+    return [None if w.passes is None else w.passes * rates[rate_key(w)] + w.budget_s for w in parts]
 
 
 @dataclass(frozen=True)

@@ -193,3 +193,36 @@ def test_a_dry_run_counts_only_what_the_store_does_not_hold(tmp_path):
     raw["train"]["epochs"] = 3  # other models: the teacher changes, so does its ARD student
     retrain = estimate_manifest(validate_manifest(raw, "test"), store=store)
     assert all(not any(job.stored) for job in retrain)
+
+
+def test_a_verification_is_counted_in_bound_evaluations_and_timed_near_its_run(mnist5k_splits):
+    """A certificate costs steps x digits bound evaluations at the bare network's rate; the exact
+    solver adds its time limit per digit (an upper bound). The predicted certificate time against
+    `verify_digits` timed here on the same digits of a fresh `tiny`: within a factor of 2."""
+    from suite.verify.kinds import verify_digits
+
+    verify = [
+        {"name": "c2", "kind": "certified", "norm": "l2", "params": {"steps": 8}},
+        {"name": "ex", "kind": "exact", "samples": 4, "params": {"time_limit": 3}},
+    ]
+    raw = tiny_manifest("cost", seeds=[0], conditions=[{"name": "std", "kind": "standard"}])
+    raw["verify"] = verify
+    m = validate_manifest(raw, "m.toml")
+    (job,) = estimate(m, [("std", 0)], 600, CPU)
+    c2, ex = (w for w in job.parts if w.verify)
+    digits = m.data.attack_samples
+    assert (c2.passes, c2.grad, c2.bound, c2.budget_s) == (8 * digits, "bound-l2", False, 0)
+    assert (ex.passes, ex.grad, ex.bound, ex.budget_s) == (16 * 4, "bound-linf", True, 12)
+    c2_s, ex_s = (s for w, s in zip(job.parts, job.seconds, strict=True) if w.verify)
+    assert ex_s > 12
+    model = build_model("tiny", dropout=0.0).eval()
+    x, y = mnist5k_splits.test.x[:digits], mnist5k_splits.test.y[:digits]
+    with torch.no_grad():
+        y = model(x).argmax(1)  # every digit correct: each one bisected
+    params = m.verify[0].params
+    start = time.perf_counter()
+    for lo in range(0, digits, 16):
+        verify_digits("certified", params, "l2", model, x[lo : lo + 16], y[lo : lo + 16],
+                      torch.arange(lo, min(lo + 16, digits)).numpy())  # fmt: skip
+    actual = time.perf_counter() - start
+    assert 0.5 < c2_s / actual < 2, (c2_s, actual)
