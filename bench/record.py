@@ -1,6 +1,7 @@
 """Run a benchmark and keep what it measured: `python bench/record.py NAME -- python bench/X.py ARGS`
-runs the command (its output still reaches the terminal), reads the JSON document it prints
-first, and writes it to bench/results/NAME.json with the command, the date and the machine.
+runs the command (its standard error, where benchmarks report progress, reaches the terminal as
+it is written; its standard output as each line ends), reads the JSON document it prints first,
+and writes it to bench/results/NAME.json with the command, the date and the machine.
 `bench/render_docs.py` turns every such file into docs/benchmarks.md (`make docs`)."""
 
 import datetime
@@ -20,9 +21,14 @@ def main() -> None:
     name, command = sys.argv[1], sys.argv[3:]
     if not name.replace("-", "").replace("_", "").isalnum():
         sys.exit(f"NAME {name!r}: letters, digits, - and _ only (it names bench/results/NAME.json)")
-    done = subprocess.run(command, capture_output=True, text=True)
-    sys.stdout.write(done.stdout)
-    sys.stderr.write(done.stderr)
+    lines: list[str] = []
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as child:
+        assert child.stdout is not None
+        for line in child.stdout:  # stderr is inherited: progress is never held back
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            lines.append(line)
+    done = subprocess.CompletedProcess(command, child.returncode, "".join(lines))
     if done.returncode != 0:
         sys.exit(f"{' '.join(command)} exited {done.returncode}; nothing recorded")
     start = done.stdout.find("{")
