@@ -361,6 +361,8 @@ def test_verifications_pair_with_the_attacks_and_no_attack_beats_a_certified_rad
     is_exact = twin["verified"]["verification"] == "exact"
     twin["verified"].loc[is_exact, "solved"] = True
     twin["verified"].loc[is_exact, "value"] = twin["verified"].loc[is_exact, "upper"]
+    is_twin = is_exact & (twin["verified"]["condition"] == "twin")
+    twin["verified"].loc[is_twin, "value"] *= 1.5  # half again the base's exact minimum
     render_report(
         dataclasses.replace(data, **twin, baselines={"twin": "base"}), tmp_path / "twin",
         formats=("md",),
@@ -370,12 +372,12 @@ def test_verifications_pair_with_the_attacks_and_no_attack_beats_a_certified_rad
     answer = text.split("## Answer", 1)[1].split("\n## ", 1)[0]  # the proofs are in the answer
     assert (
         "on the exact minimal L∞ distortions, the ratio to the baseline is `twin` against "
-        "`base` 1.00" in answer
+        "`base` 1.50" in answer
     )
     assert "No attack reported an adversarial inside a certified radius." in answer
     exact = pd.read_csv(tmp_path / "twin" / "tables" / "comparisons_exact.csv")
     pooled = exact[(exact["scope"] == "pooled") & (exact["subset"] == "all digits")]
-    assert pooled["n_pairs"].tolist() == [2] and pooled["ratio"].tolist() == [1.0]
+    assert pooled["n_pairs"].tolist() == [2] and pooled["ratio"].tolist() == [1.5]
 
 
 def test_a_planted_violation_is_reported_as_a_bug():
@@ -543,3 +545,30 @@ def test_an_unsound_big_m_is_caught_by_the_grid_search(monkeypatch, norm):
     )
     with pytest.raises(AssertionError):
         test_the_exact_minimal_distortion_matches_a_grid_search(norm)
+
+
+def test_an_exact_comparison_of_tied_or_too_few_digits_is_not_stated_as_a_ratio():
+    """Digits both models misclassify pair as ties (0 against 0): where fewer than two pairs are
+    untied the answer names the comparison as not made instead of a ratio of 1.00, and a
+    comparison the statistics flag carries their reason."""
+    from suite.report.render import _bounds_sentence
+
+    row = {"scope": "pooled", "subset": "all digits", "baseline": "base", "ratio": 1.0,
+           "ratio_lo": 1.0, "ratio_hi": 1.0}  # fmt: skip
+    exact = pd.DataFrame([
+        {**row, "condition": "a", "norm": "l1", "n_pairs": 2, "n_ties": 2, "why": None},
+        {**row, "condition": "b", "norm": "l1", "n_pairs": 1, "n_ties": 0,
+         "why": "fewer than two seeds"},
+        {**row, "condition": "d", "norm": "linf", "n_pairs": 9, "n_ties": 0,
+         "why": "fewer than two seeds"},
+        {**row, "condition": "c", "norm": "linf", "n_pairs": 40, "n_ties": 1, "why": None,
+         "ratio": 1.3, "ratio_lo": 1.1, "ratio_hi": 1.5},
+    ])  # fmt: skip
+    bounded = pd.DataFrame({"median_gap": [np.nan], "condition": ["c"]})
+    text = _bounds_sentence(exact, bounded, pd.DataFrame())
+    assert "on the exact minimal L∞ distortions, the ratio to the baseline is `d` against" in text
+    assert "`c` against `base` 1.30 [1.10, 1.50] over 40 digit pairs." in text
+    assert "L1 distortions" not in text
+    assert "`a` at L1 (0 of 2 digit pairs untied)" in text
+    assert "`b` at L1 (1 of 1 digit pairs untied)" in text
+    assert "over 9 digit pairs (fewer than two seeds)" in text

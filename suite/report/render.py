@@ -901,11 +901,19 @@ def _bounds_sentence(exact: pd.DataFrame, bounded: pd.DataFrame, bad: pd.DataFra
     if bounded.empty:
         return ""
     pooled = exact[(exact["scope"] == "pooled") & (exact["subset"] == "all digits")]
+    untestable = pooled["n_pairs"] - pooled["n_ties"] < 2  # digits both misclassify tie at 0
+    skipped = [
+        f"{code(r.condition)} at {NORM_LABELS.get(r.norm, esc(r.norm))} "
+        f"({int(r.n_pairs - r.n_ties)} of {int(r.n_pairs)} digit pairs untied)"
+        for r in pooled[untestable].itertuples()
+    ]
+    pooled = pooled[~untestable]
     parts = [
         f"on the exact minimal {NORM_LABELS.get(norm, esc(norm))} distortions, the ratio to the "
         "baseline is " + "; ".join(
             f"{code(r.condition)} against {code(r.baseline)} "
             f"{ci(r.ratio, r.ratio_lo, r.ratio_hi)} over {int(r.n_pairs)} digit pairs"
+            + (f" ({esc(r.why)})" if isinstance(r.why, str) else "")
             for r in rows.itertuples()
         )
         for norm, rows in pooled.groupby("norm", sort=False)
@@ -913,6 +921,11 @@ def _bounds_sentence(exact: pd.DataFrame, bounded: pd.DataFrame, bad: pd.DataFra
     text = ""
     if parts:
         text += " Proved instead of attacked (secondary, no verdict): " + "; ".join(parts) + "."
+    if skipped:
+        text += (
+            " Too few digits decided exactly to compare: " + ", ".join(skipped) + "; the digits "
+            "the solver left open within its time limit are not counted."
+        )
     solved = bounded[bounded["median_gap"].notna()]
     if not solved.empty:
         gaps = ", ".join(
