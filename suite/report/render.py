@@ -913,7 +913,7 @@ def _bounds_sentence(exact: pd.DataFrame, bounded: pd.DataFrame, bad: pd.DataFra
         "baseline is " + "; ".join(
             f"{code(r.condition)} against {code(r.baseline)} "
             f"{ci(r.ratio, r.ratio_lo, r.ratio_hi)} over {int(r.n_pairs)} digit pairs"
-            + (f" ({esc(r.why)})" if isinstance(r.why, str) else "")
+            + (f" ({esc(r.why)})" if isinstance(r.why, str) and r.why else "")
             for r in rows.itertuples()
         )
         for norm, rows in pooled.groupby("norm", sort=False)
