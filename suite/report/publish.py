@@ -145,7 +145,7 @@ def _predicted_line(p: Provenance) -> list[str]:
     return [
         f"- predicted by `suite run --dry-run` (one process at the bare network's speed, measured "
         f"when publishing): {total / 60:.1f} min, of which {bounded / 60:.1f} min are the budgets "
-        f"of loops that stop early (PGD, AutoAttack), an upper bound{took}"
+        f"of loops that stop early (PGD, AutoAttack, the exact solver's time limits), an upper bound{took}"
     ]
 
 
