@@ -246,16 +246,25 @@ def measure_rates(keys: set[RateKey], device: torch.device, seconds: float = 0.5
             weight.requires_grad_(grad == "weights")
         x.requires_grad_(grad == "input")
         y = torch.randint(0, NUM_CLASSES, (batch,), device=device)
-        step = _step(net, x, y, grad, bf16)
-        step()
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or count < 2:
-            step()
-            count += 1
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        rates[(name, batch, grad, bf16)] = (time.perf_counter() - start) / (count * batch)
+        sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
+        per_call = _seconds_per_call(_step(net, x, y, grad, bf16), seconds, sync)
+        rates[(name, batch, grad, bf16)] = per_call / batch
     return rates
+
+
+def _seconds_per_call(
+    step: Callable[[], None], seconds: float, sync: Callable[[], None] | None = None
+) -> float:
+    """The mean seconds of `step` over at least `seconds` (and two calls) after one warm-up call;
+    `sync` waits for queued device work before the clock is read."""
+    step()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or count < 2:
+        step()
+        count += 1
+    if sync is not None:
+        sync()
+    return (time.perf_counter() - start) / count
 
 
 def _bound_rate(name: str, batch: int, norm: str, seconds: float) -> float:
@@ -269,13 +278,12 @@ def _bound_rate(name: str, batch: int, norm: str, seconds: float) -> float:
     labels = torch.zeros(batch, dtype=torch.long)
     eps = torch.full((batch,), 0.01 if norm == "linf" else 0.1, dtype=torch.float64)
     norms = first_row_norms(ops, norm) if norm != "linf" else None  # type: ignore[arg-type]
-    with torch.no_grad():
-        certified(ops, x, labels, eps, norm, first_norms=norms)  # type: ignore[arg-type]
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds or count < 2:
+
+    def step() -> None:
+        with torch.no_grad():
             certified(ops, x, labels, eps, norm, first_norms=norms)  # type: ignore[arg-type]
-            count += 1
-    return (time.perf_counter() - start) / (count * batch)
+
+    return _seconds_per_call(step, seconds) / batch
 
 
 def _step(
