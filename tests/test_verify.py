@@ -392,11 +392,24 @@ def test_a_planted_violation_is_reported_as_a_bug():
     assert violations(verified, attacks).empty
 
 
-def test_an_exact_verification_of_the_instance_normed_convnet_is_one_line_error(tmp_path):
-    from tiny_manifests import tiny_manifest, to_toml
+def _validation_error(tmp_path, raw: dict) -> tuple:
+    """`suite validate` on manifest `raw` written under `tmp_path`: exit code 2 and one line of
+    output, returned with the manifest's path."""
+    from tiny_manifests import to_toml
     from typer.testing import CliRunner
 
     from suite.cli import app
+
+    path = tmp_path / "m.toml"
+    path.write_text(to_toml(raw))
+    result = CliRunner().invoke(app, ["validate", str(path)])
+    assert result.exit_code == 2
+    [line] = result.output.strip().splitlines()
+    return path, line
+
+
+def test_an_exact_verification_of_the_instance_normed_convnet_is_one_line_error(tmp_path):
+    from tiny_manifests import tiny_manifest
 
     raw = tiny_manifest("bad")
     raw["conditions"].append({"name": "cn", "kind": "standard", "arch": "convnet"})
@@ -404,11 +417,7 @@ def test_an_exact_verification_of_the_instance_normed_convnet_is_one_line_error(
         {"name": "cert", "kind": "certified"},  # bound propagation relaxes its instance norm
         {"name": "exact", "kind": "exact"},
     ]
-    path = tmp_path / "m.toml"
-    path.write_text(to_toml(raw))
-    result = CliRunner().invoke(app, ["validate", str(path)])
-    assert result.exit_code == 2
-    [line] = result.output.strip().splitlines()
+    path, line = _validation_error(tmp_path, raw)
     assert line.startswith(
         f"{path}: verify[1]: conditions[1] (cn) is a convnet, which exact cannot verify"
     )
@@ -493,18 +502,11 @@ def test_a_verification_covers_its_conditions_only_and_a_defensive_condition_tra
 
 
 def test_a_verification_naming_an_unknown_condition_is_one_line_error(tmp_path):
-    from tiny_manifests import tiny_manifest, to_toml
-    from typer.testing import CliRunner
-
-    from suite.cli import app
+    from tiny_manifests import tiny_manifest
 
     raw = tiny_manifest("bad")
     raw["verify"] = [{"name": "exact", "kind": "exact", "conditions": ["base", "nope"]}]
-    path = tmp_path / "m.toml"
-    path.write_text(to_toml(raw))
-    result = CliRunner().invoke(app, ["validate", str(path)])
-    assert result.exit_code == 2
-    [line] = result.output.strip().splitlines()
+    path, line = _validation_error(tmp_path, raw)
     assert line.startswith(f"{path}: verify[0].conditions: names no condition of this manifest")
     assert "'nope'" in line or "nope" in line
 
@@ -518,18 +520,11 @@ def test_a_verification_naming_an_unknown_condition_is_one_line_error(tmp_path):
     ],
 )
 def test_an_exact_verification_outside_its_norms_is_one_line_error(tmp_path, verify, field, says):
-    from tiny_manifests import tiny_manifest, to_toml
-    from typer.testing import CliRunner
-
-    from suite.cli import app
+    from tiny_manifests import tiny_manifest
 
     raw = tiny_manifest("bad")
     raw["verify"] = [{"name": "exact", "kind": "exact", **verify}]
-    path = tmp_path / "m.toml"
-    path.write_text(to_toml(raw))
-    result = CliRunner().invoke(app, ["validate", str(path)])
-    assert result.exit_code == 2
-    [line] = result.output.strip().splitlines()
+    path, line = _validation_error(tmp_path, raw)
     assert line.startswith(f"{path}: verify[0].{field}:") and says in line
 
 

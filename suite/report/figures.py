@@ -254,17 +254,15 @@ def distortion_brackets(
     for ax, model in zip(axes, models, strict=False):
         mine = rows[rows["condition"] == model]
         attacked = best.reindex(pd.MultiIndex.from_frame(mine[keys].drop_duplicates()))
-        by = "the attacks' best"
-        if attacked.notna().any():
-            ranked = attacked.sort_values(na_position="last")
-            ax.plot(np.arange(len(ranked)), ranked.to_numpy(), "-", color="k", lw=1,
-                    label="attacks' best")  # fmt: skip
-        else:  # no attack minimises this norm: the certificate orders the digits
+        by, key = "the attacks' best", attacked
+        if attacked.isna().all():  # no attack minimises this norm: the certificate orders them
             first = mine[mine["kind"] == "certified"].drop_duplicates(keys)
             radius = pd.Series(first["lower"].to_numpy(), pd.MultiIndex.from_frame(first[keys]))
-            ranked = radius.reindex(attacked.index).sort_values(na_position="last") * np.nan
-            by = "the certified radius"
+            by, key = "the certified radius", radius.reindex(attacked.index)
+        ranked = attacked.reindex(key.sort_values(na_position="last").index)
         x = pd.Series(np.arange(len(ranked)), index=ranked.index)
+        if ranked.notna().any():
+            ax.plot(x, ranked.to_numpy(), "-", color="k", lw=1, label="attacks' best")
         for name, group in mine.groupby("verification", sort=False):
             digits = pd.MultiIndex.from_frame(group[keys])
             at = x.reindex(digits).to_numpy()

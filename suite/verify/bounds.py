@@ -285,9 +285,11 @@ def certified_radius(
         lo = torch.zeros(len(x), dtype=x.dtype, device=x.device)
         hi = torch.as_tensor(top, dtype=x.dtype, device=x.device).expand_as(lo).clone()
         correct = forward(ops, x).argmax(1) == labels
-        relu = any(isinstance(op, Nonlinear) for op in ops)
+        nonlinear = any(isinstance(op, Nonlinear) for op in ops)
         norms = (
-            first_row_norms(ops, norm) if method == "crown" and norm != "linf" and relu else None
+            first_row_norms(ops, norm)
+            if method == "crown" and norm != "linf" and nonlinear
+            else None
         )
         for _ in range(steps):
             mid = (lo + hi) / 2

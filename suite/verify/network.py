@@ -11,6 +11,7 @@ ReLUs over the carried terms are the identity. Any other layer is refused by nam
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
 import torch
 from torch import Tensor, nn
@@ -166,12 +167,12 @@ def _centre(shape: tuple[int, ...], dtype: torch.dtype) -> Affine:
     return Affine(centre, centre, torch.zeros(shape, dtype=dtype), shape, shape, absolute)
 
 
-def _instance_norm(layer: nn.GroupNorm, shape: tuple[int, ...]) -> list[Op]:
+def _instance_norm(layer: nn.GroupNorm, shape: tuple[int, ...], dtype: torch.dtype) -> list[Op]:
     if layer.num_groups != layer.num_channels or len(shape) != 3:
         raise ValueError(f"{layer}: only instance norm (one channel per group) is supported")
-    gamma = layer.weight.detach() if layer.affine else torch.ones(layer.num_channels)
-    beta = layer.bias.detach() if layer.affine else torch.zeros(layer.num_channels)
-    dtype = gamma.dtype
+    c = layer.num_channels
+    gamma = layer.weight.detach() if layer.affine else torch.ones(c, dtype=dtype)
+    beta = layer.bias.detach() if layer.affine else torch.zeros(c, dtype=dtype)
     return [_centre(shape, dtype), InstanceNorm(gamma.clone(), beta.clone(), layer.eps, shape)]
 
 
@@ -286,7 +287,7 @@ def linear_form(model: nn.Module, in_shape: tuple[int, ...] = (1, 28, 28)) -> li
             ops.append(_avgpool(shape, dtype))
             shape = ops[-1].out_shape
         elif isinstance(layer, nn.GroupNorm):
-            ops += _instance_norm(layer, shape)
+            ops += _instance_norm(layer, shape, dtype)
         elif isinstance(layer, nn.Conv2d):
             ops.append(_conv(layer, shape))
             shape = ops[-1].out_shape
@@ -314,10 +315,11 @@ def piecewise_linear(ops: list[Op]) -> bool:
     return not any(isinstance(op, InstanceNorm) for op in ops)
 
 
+@cache
 def unverifiable(arch: str, kind: str = "certified") -> str | None:
     """Why the registry's `arch` cannot be verified by `kind` (None where it can), read off a
     freshly built network: the same check `linear_form` makes on a trained one; the exact solver
-    needs a piecewise-linear network."""
+    needs a piecewise-linear network. Cached: validation asks once per condition and table."""
     try:
         ops = linear_form(build_model(arch).eval())
     except ValueError as exc:
