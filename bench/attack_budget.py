@@ -32,6 +32,7 @@ from torch import nn
 from suite.attacks import ATTACK_PARAMS, run_attack
 from suite.conditions.defensive import soft_labels
 from suite.data import load_splits
+from suite.job import Context
 from suite.manifest import load_manifest
 from suite.models import build_model
 from suite.training import Recipe, fit
@@ -52,12 +53,8 @@ def main() -> None:
     splits = load_splits(
         d.dataset, Path(d.root) if d.root else None, d.train_samples, d.val_samples, d.split_seed
     )
-    t = manifest.train
-    recipe = Recipe(
-        epochs=t.epochs, batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr,
-        precision=t.precision,
-    )  # fmt: skip
-    models = _models(manifest.model.arch, t.dropout, splits, recipe, Path(args.cache))
+    recipe = Context.recipe_of(manifest)
+    models = _models(manifest.model.arch, manifest.train.dropout, splits, recipe, Path(args.cache))
     out = []
     for label, model in models.items():
         x, y, index, accuracy = attacked_digits(model, splits.test.x, splits.test.y, args.samples)

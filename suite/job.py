@@ -40,7 +40,12 @@ class Context:
         }
 
     def recipe(self, epochs: int | None = None) -> Recipe:
-        t = self.manifest.train
+        return self.recipe_of(self.manifest, epochs)
+
+    @staticmethod
+    def recipe_of(manifest: Manifest, epochs: int | None = None) -> Recipe:
+        """The manifest's [train] table as the optimisation settings `training.fit` takes."""
+        t = manifest.train
         return Recipe(
             epochs=epochs or t.epochs,
             batch_size=t.batch_size,
