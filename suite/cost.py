@@ -45,9 +45,9 @@ AA_COMPONENTS = {
     "rand": ("apgd-ce", "apgd-dlr"),
 }  # the authors' versions (autoattack.AutoAttack); "plus" restarts 5 times, "rand" averages 20
 AA_REPEATS = {"standard": 1, "plus": 5, "rand": 20}
-Grad = Literal["none", "input", "weights", "bound-linf", "bound-l2", "bound-l1"]
+Grad = Literal["none", "input", "weights", "bound-linf", "bound-l2", "bound-l1", "bound-ibp"]
 """What a pass computes beyond the forward: nothing, the input's or the weights' gradient, or a
-certificate at one radius in one norm (`suite.verify.bounds.certified`)."""
+certificate at one radius: CROWN's in one norm, or IBP's (`suite.verify.bounds.certified`)."""
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def verify_work(spec, digits: int, net: str) -> Work:
 
     n = spec.samples or digits
     certify = spec.params if isinstance(spec.params, CertifiedParams) else CertifiedParams()
-    grad = f"bound-{spec.norm}" if certify.method == "crown" else "bound-linf"
+    grad = f"bound-{spec.norm}" if certify.method == "crown" else "bound-ibp"
     budget = n * spec.params.time_limit if isinstance(spec.params, ExactParams) else 0.0
     return Work(
         f"verify {spec.name}", certify.steps * n, min(VERIFY_BATCH, n), net, grad,  # type: ignore[arg-type]
@@ -268,8 +268,9 @@ def _seconds_per_call(
 
 
 def _bound_rate(name: str, batch: int, norm: str, seconds: float) -> float:
-    """Seconds per digit of one CROWN certificate in `norm` of the bare network `name` (fresh
-    weights, float64 on the CPU, as `suite.verify.kinds` runs it) on a batch of `batch` digits."""
+    """Seconds per digit of one CROWN certificate in `norm` (IBP's where `norm` is "ibp": its box
+    is the same whatever the norm) of the bare network `name` (fresh weights, float64 on the CPU,
+    as `suite.verify.kinds` runs it) on a batch of `batch` digits."""
     from suite.verify.bounds import certified, first_row_norms
     from suite.verify.network import linear_form
 
@@ -277,11 +278,12 @@ def _bound_rate(name: str, batch: int, norm: str, seconds: float) -> float:
     x = torch.rand(batch, 1, 28, 28, dtype=torch.float64)
     labels = torch.zeros(batch, dtype=torch.long)
     eps = torch.full((batch,), 0.01 if norm == "linf" else 0.1, dtype=torch.float64)
+    method, norm = ("ibp", "linf") if norm == "ibp" else ("crown", norm)
     norms = first_row_norms(ops, norm) if norm != "linf" else None  # type: ignore[arg-type]
 
     def step() -> None:
         with torch.no_grad():
-            certified(ops, x, labels, eps, norm, first_norms=norms)  # type: ignore[arg-type]
+            certified(ops, x, labels, eps, norm, method, norms)  # type: ignore[arg-type]
 
     return _seconds_per_call(step, seconds) / batch
 

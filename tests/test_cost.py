@@ -213,6 +213,11 @@ def test_a_verification_is_counted_in_bound_evaluations_and_timed_near_its_run(m
     digits = m.data.attack_samples
     assert (c2.passes, c2.grad, c2.bound, c2.budget_s) == (8 * digits, "bound-l2", False, 0)
     assert (ex.passes, ex.grad, ex.bound, ex.budget_s) == (16 * 4, "bound-linf", True, 12)
+    ibp = {"name": "ibp", "kind": "certified", "norm": "l2", "params": {"method": "ibp"}}
+    raw["verify"] = [ibp]
+    (ibp_job,) = estimate(validate_manifest(raw, "m.toml"), [("std", 0)], 600, CPU)
+    (ibp_part,) = (w for w in ibp_job.parts if w.verify)  # IBP's box is timed, whatever the norm
+    assert (ibp_part.grad, ibp_part.passes) == ("bound-ibp", 16 * digits)
     c2_s, ex_s = (s for w, s in zip(job.parts, job.seconds, strict=True) if w.verify)
     assert ex_s > 12
     model = build_model("tiny", dropout=0.0).eval()
